@@ -1,0 +1,440 @@
+//! What the core asks of its driver: [`Action`]s, among them [`Event`]s for the
+//! application and [`Notice`]s for the service manager.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::{ExitStatus, Pid, Signal, Slot, WorkerId};
+
+/// One thing the driver must do. Drained with
+/// [`ClusterState::poll_action`](crate::ClusterState::poll_action), in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start a worker process for `slot`, then report
+    /// [`handle_spawned`](crate::ClusterState::handle_spawned) or
+    /// [`handle_spawn_failed`](crate::ClusterState::handle_spawn_failed) for `id`.
+    Spawn {
+        /// The new worker's id (`CLUTCH_WORKER_ID`).
+        id: WorkerId,
+        /// Its slot (`CLUTCH_WORKER_SLOT`).
+        slot: Slot,
+        /// Which generation of the program to run: it grows with every rolling restart and
+        /// falls back when one fails, so a driver can keep what each generation runs.
+        generation: u64,
+    },
+    /// Send `signal` to the worker `id` (whose pid is `pid`).
+    Signal {
+        /// The worker.
+        id: WorkerId,
+        /// Its pid (payload; a driver with pidfds signals through those).
+        pid: Pid,
+        /// What to send.
+        signal: Signal,
+    },
+    /// Tell the application something happened.
+    Event(Event),
+    /// Tell the service manager (systemd's `NOTIFY_SOCKET`) about the master's state.
+    Notify(Notice),
+    /// Exit the master with this reason's [`code`](ExitReason::code). Always the last
+    /// action: the state accepts no more input afterwards.
+    Exit(ExitReason),
+}
+
+/// What the application hears about (the master's events).
+///
+/// gs-clutch's six events map as: `listening` → [`Listening`](Self::Listening),
+/// `shutDown` → [`ShutDown`](Self::ShutDown), `workerStarted` →
+/// [`WorkerStarted`](Self::WorkerStarted), `workerDied` → [`WorkerDied`](Self::WorkerDied),
+/// `workerExit` → [`WorkerExit`](Self::WorkerExit), `noWorkers` →
+/// [`NoWorkers`](Self::NoWorkers). The others are new.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// gs-clutch `workerStarted`: a worker process exists (the driver reported its pid).
+    WorkerStarted {
+        /// Worker id.
+        id: WorkerId,
+        /// Its slot.
+        slot: Slot,
+        /// Its pid.
+        pid: Pid,
+        /// The generation it runs.
+        generation: u64,
+    },
+    /// A worker could not be started at all (fork or exec failed); counts as a boot failure.
+    WorkerSpawnFailed {
+        /// Worker id.
+        id: WorkerId,
+        /// Its slot.
+        slot: Slot,
+        /// The driver's description of what went wrong.
+        error: String,
+    },
+    /// A worker became ready.
+    WorkerReady {
+        /// Worker id.
+        id: WorkerId,
+        /// Its slot.
+        slot: Slot,
+        /// Its pid.
+        pid: Pid,
+    },
+    /// gs-clutch `listening`: the first worker of this master became ready. Emitted once.
+    Listening {
+        /// The worker that made it.
+        id: WorkerId,
+    },
+    /// A worker said it is stopping (`STOPPING=1`) on its own; it is replaced at once.
+    WorkerStopping {
+        /// Worker id.
+        id: WorkerId,
+        /// Its slot.
+        slot: Slot,
+        /// Its pid.
+        pid: Pid,
+    },
+    /// A worker did not become ready within the boot timeout; it is killed and counts as
+    /// a boot failure.
+    WorkerBootTimedOut {
+        /// Worker id.
+        id: WorkerId,
+        /// Its slot.
+        slot: Slot,
+        /// Its pid.
+        pid: Pid,
+    },
+    /// A worker that sent heartbeats went silent: it gets the diagnostic signal (if any),
+    /// then SIGKILL, and is replaced.
+    WorkerHung {
+        /// Worker id.
+        id: WorkerId,
+        /// Its slot.
+        slot: Slot,
+        /// Its pid.
+        pid: Pid,
+        /// How long since its last heartbeat.
+        silent_for: Duration,
+    },
+    /// gs-clutch `workerDied`: a worker exited without the master asking.
+    WorkerDied {
+        /// Worker id.
+        id: WorkerId,
+        /// Its slot.
+        slot: Slot,
+        /// Its pid, if it ever had one.
+        pid: Option<Pid>,
+        /// How it ended.
+        status: ExitStatus,
+        /// Whether it had become ready (false: a boot failure).
+        was_ready: bool,
+        /// How long it ran.
+        uptime: Duration,
+    },
+    /// gs-clutch `workerExit`: a worker the master had asked to go (or that announced it
+    /// was stopping) exited.
+    WorkerExit {
+        /// Worker id.
+        id: WorkerId,
+        /// Its slot.
+        slot: Slot,
+        /// Its pid, if it ever had one.
+        pid: Option<Pid>,
+        /// How it ended.
+        status: ExitStatus,
+        /// Why it was asked to go.
+        reason: StopReason,
+    },
+    /// A slot will be refilled after a backoff delay (its worker died young).
+    RespawnDelayed {
+        /// The slot.
+        slot: Slot,
+        /// How long until the refill.
+        delay: Duration,
+        /// Young failures in a row in this slot.
+        consecutive_failures: u32,
+    },
+    /// gs-clutch `noWorkers`: the last worker process is gone.
+    NoWorkers,
+    /// Shutdown began: every worker was asked to stop.
+    ShutdownStarted {
+        /// What started it.
+        trigger: ShutdownTrigger,
+    },
+    /// The graceful stop ran out of time (or a second TERM/INT or a QUIT came): every
+    /// remaining worker is SIGKILLed.
+    ShutdownForced {
+        /// Workers that had to be killed.
+        killed: usize,
+    },
+    /// gs-clutch `shutDown`: every worker is gone and the master exits next.
+    ShutDown {
+        /// Why the master exits, and with which code.
+        reason: ExitReason,
+    },
+    /// Too many boot failures in the window: the cluster shuts down with
+    /// [`ExitReason::BreakerTripped`].
+    BreakerTripped {
+        /// Boot failures counted in the window.
+        failures: usize,
+        /// The window.
+        window: Duration,
+    },
+    /// A rolling restart began.
+    ReloadStarted {
+        /// The generation it rolls out.
+        generation: u64,
+    },
+    /// A reload was asked for while one runs; it starts when the current one finishes.
+    ReloadQueued,
+    /// Every slot runs a ready worker of the new generation.
+    ReloadFinished {
+        /// The generation rolled out.
+        generation: u64,
+        /// How long it took.
+        took: Duration,
+    },
+    /// The rolling restart stopped; the old generation keeps serving where it was not yet
+    /// replaced.
+    ReloadFailed {
+        /// The generation that failed.
+        generation: u64,
+        /// Why.
+        reason: ReloadFailure,
+    },
+    /// The target worker count changed.
+    Scaled {
+        /// Old target.
+        from: usize,
+        /// New target.
+        to: usize,
+    },
+    /// A signal was forwarded to every live worker (USR1, USR2).
+    SignalForwarded {
+        /// The signal.
+        signal: Signal,
+        /// How many workers got it.
+        workers: usize,
+    },
+    /// A signal or command had no effect in this phase (a HUP during shutdown, a TTOU at
+    /// one worker, a WINCH). Reported so nothing is dropped silently.
+    Ignored {
+        /// What was ignored, and why.
+        what: &'static str,
+    },
+}
+
+/// Why a worker was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The cluster is shutting down.
+    Shutdown,
+    /// Replaced by a ready successor in a rolling restart.
+    Reload,
+    /// A successor whose rolling restart was aborted.
+    ReloadAborted,
+    /// Its slot was removed by scaling down.
+    ScaleDown,
+    /// It did not become ready in time.
+    BootTimeout,
+    /// Its heartbeats stopped.
+    Hung,
+    /// It announced `STOPPING=1` itself.
+    Announced,
+}
+
+impl StopReason {
+    /// Lowercase name for logs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Shutdown => "shutdown",
+            Self::Reload => "reload",
+            Self::ReloadAborted => "reload aborted",
+            Self::ScaleDown => "scale down",
+            Self::BootTimeout => "boot timeout",
+            Self::Hung => "hung",
+            Self::Announced => "announced stopping",
+        }
+    }
+}
+
+/// What started a shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShutdownTrigger {
+    /// The master received this signal.
+    Signal(Signal),
+    /// The application (or the control channel) asked.
+    Command,
+    /// The crash breaker tripped.
+    Breaker,
+}
+
+/// Why a rolling restart failed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ReloadFailure {
+    /// A new-generation worker exited before it was ready.
+    WorkerDied {
+        /// The worker.
+        id: WorkerId,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// A new-generation worker did not become ready within the boot timeout.
+    BootTimeout {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// A new-generation worker announced `STOPPING=1` before it was ready.
+    WorkerStopped {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// A new-generation worker could not be spawned.
+    SpawnFailed {
+        /// The worker.
+        id: WorkerId,
+        /// The driver's description.
+        error: String,
+    },
+    /// The cluster began shutting down.
+    ShuttingDown,
+}
+
+impl fmt::Display for ReloadFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WorkerDied { id, status } => {
+                write!(f, "new worker {id} exited before it was ready ({status})")
+            }
+            Self::BootTimeout { id } => {
+                write!(
+                    f,
+                    "new worker {id} did not become ready within the boot timeout"
+                )
+            }
+            Self::WorkerStopped { id } => {
+                write!(
+                    f,
+                    "new worker {id} announced it was stopping before it was ready"
+                )
+            }
+            Self::SpawnFailed { id, error } => {
+                write!(f, "new worker {id} failed to start: {error}")
+            }
+            Self::ShuttingDown => write!(f, "the cluster is shutting down"),
+        }
+    }
+}
+
+/// A message for the service manager (systemd's sd_notify protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// `READY=1`: the first worker is ready, or a reload finished.
+    Ready,
+    /// `RELOADING=1`: a rolling restart began.
+    Reloading,
+    /// `STOPPING=1`: shutdown began.
+    Stopping,
+    /// `WATCHDOG=1`: the cluster is healthy.
+    Watchdog,
+    /// `STATUS=…`: the live counts changed.
+    Status(StatusLine),
+}
+
+/// The counts behind a `STATUS=` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StatusLine {
+    /// Slots whose worker is ready.
+    pub ready: usize,
+    /// The target worker count.
+    pub target: usize,
+    /// Worker processes that exist (including leaving ones).
+    pub live: usize,
+    /// The cluster's phase.
+    pub phase: crate::Phase,
+}
+
+impl fmt::Display for StatusLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}/{} workers ready, {} processes",
+            self.phase.name(),
+            self.ready,
+            self.target,
+            self.live
+        )
+    }
+}
+
+/// Why the master exits; [`code`](Self::code) is its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// Every worker stopped within the force-exit timeout. Code 0.
+    Clean,
+    /// The crash breaker tripped: workers kept failing to boot. Code 3 (Gunicorn's
+    /// "worker boot error").
+    BreakerTripped,
+    /// Some worker had to be SIGKILLed: the force-exit timeout ran out, or a second
+    /// TERM/INT or a QUIT asked for an immediate stop. Code 4.
+    Forced,
+}
+
+impl ExitReason {
+    /// The master's exit status.
+    #[must_use]
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Clean => 0,
+            Self::BreakerTripped => 3,
+            Self::Forced => 4,
+        }
+    }
+
+    /// A one-line explanation for stderr.
+    #[must_use]
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Clean => "all workers stopped; clean exit",
+            Self::BreakerTripped => "workers kept failing to boot; the crash breaker tripped",
+            Self::Forced => "some workers did not stop in time and were killed",
+        }
+    }
+}
+
+/// Why the core refused a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The cluster is shutting down (or has exited).
+    ShuttingDown,
+    /// `workers = 0`: there is no cluster to reload or scale.
+    InProcess,
+    /// A scale target outside `1..=MAX_WORKERS`.
+    BadWorkerCount(usize),
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ShuttingDown => write!(f, "the cluster is shutting down"),
+            Self::InProcess => write!(
+                f,
+                "no cluster: the application runs in-process (workers = 0)"
+            ),
+            Self::BadWorkerCount(n) => {
+                write!(
+                    f,
+                    "worker count {n} is not from 1 to {}",
+                    crate::MAX_WORKERS
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}

@@ -1,0 +1,1582 @@
+//! [`ClusterState`]: the whole supervision logic as a pure state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::action::{
+    Action, CommandError, Event, ExitReason, Notice, ReloadFailure, ShutdownTrigger, StatusLine,
+    StopReason,
+};
+use crate::config::{Config, Readiness, MAX_WORKERS};
+use crate::types::{ExitStatus, Pid, Signal, Slot, WorkerId, WorkerState};
+
+/// A supervised cluster of worker processes, as a pure state machine.
+///
+/// `ClusterState` decides everything a cluster master decides — when to spawn, whom to
+/// signal, when a worker is hung, when a rollout advances or fails, when to give up — and
+/// does nothing itself: no I/O, no clock, no syscalls. A driver (`clutch-unix` for real
+/// processes, `clutch-sim` for simulated ones) feeds it facts and carries out the actions
+/// it asks for.
+///
+/// # The driving contract
+///
+/// The methods come in four kinds:
+///
+/// * **getters** (`&self`): [`phase`](Self::phase), [`target`](Self::target),
+///   [`workers`](Self::workers), [`status`](Self::status), [`stats`](Self::stats), …
+/// * **`handle_*`**: facts from the world — a worker was spawned, failed to spawn, said
+///   `READY=1`, `STOPPING=1` or `WATCHDOG=1`, exited; the master got a signal; time passed.
+///   Handlers never fail: every input is legal in every phase, and reports about unknown
+///   or departed workers are ignored (and counted in [`Stats::ignored_inputs`]).
+/// * **commands** from the application: [`shutdown`](Self::shutdown),
+///   [`shutdown_now`](Self::shutdown_now), [`reload`](Self::reload),
+///   [`scale`](Self::scale). A command that cannot apply returns a [`CommandError`].
+/// * **`poll_*`**: what the driver must do next. After **every** handler or command call,
+///   drain [`poll_action`](Self::poll_action) until it returns `None`, carrying out each
+///   action in order; then ask [`poll_timeout`](Self::poll_timeout) when to call
+///   [`handle_timeout`](Self::handle_timeout) next, and wait for that deadline or the next
+///   fact, whichever comes first.
+///
+/// Time is an input: every call takes `now`, which must never go backwards. The core
+/// never reads a clock. `handle_timeout` tolerates early and spurious calls.
+///
+/// After [`Action::Exit`] (always the last action) the state is inert: every input is
+/// ignored and `poll_timeout` is `None`.
+///
+/// # Example
+///
+/// Driving a one-worker cluster by hand, the way a driver does:
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use clutch_proto::{Action, ClusterState, Config, Event, ExitStatus, Signal, ExitReason};
+///
+/// let config = Config::builder().workers(1).build().unwrap();
+/// let start = Instant::now();
+/// let mut cluster = ClusterState::new(config, start);
+///
+/// // The core asks for a worker in slot 0.
+/// let Some(Action::Spawn { id, slot, .. }) = cluster.poll_action() else { panic!() };
+/// assert_eq!(slot.0, 0);
+/// while cluster.poll_action().is_some() {}
+///
+/// // The driver forked it (pid 4242), and the worker said READY=1.
+/// cluster.handle_spawned(start, id, 4242);
+/// cluster.handle_ready(start + Duration::from_millis(20), id);
+/// let actions: Vec<Action> = std::iter::from_fn(|| cluster.poll_action()).collect();
+/// assert!(actions.contains(&Action::Event(Event::Listening { id })));
+///
+/// // SIGTERM: the core asks the driver to forward TERM to the worker...
+/// let t = start + Duration::from_secs(1);
+/// cluster.handle_signal(t, Signal::Term);
+/// let actions: Vec<Action> = std::iter::from_fn(|| cluster.poll_action()).collect();
+/// assert!(actions.contains(&Action::Signal { id, pid: 4242, signal: Signal::Term }));
+/// // ...and wants to hear back by the force-exit deadline at the latest.
+/// assert_eq!(cluster.poll_timeout(), Some(t + Duration::from_millis(7500)));
+///
+/// // The worker exits; the master exits cleanly, last.
+/// cluster.handle_exited(t + Duration::from_millis(5), id, ExitStatus::Code(0));
+/// let actions: Vec<Action> = std::iter::from_fn(|| cluster.poll_action()).collect();
+/// assert_eq!(actions.last(), Some(&Action::Exit(ExitReason::Clean)));
+/// assert_eq!(cluster.poll_timeout(), None);
+/// ```
+pub struct ClusterState {
+    config: Config,
+    /// One entry per slot; `slots.len()` is the target worker count.
+    slots: Vec<SlotState>,
+    /// Every worker process that exists (or is being spawned), in id order so that
+    /// iteration — and so every trace — is deterministic.
+    workers: BTreeMap<WorkerId, Worker>,
+    next_id: u64,
+    /// The generation new spawns run.
+    generation: u64,
+    next_generation: u64,
+    rollout: Option<Rollout>,
+    stopping: Option<Stopping>,
+    exited: bool,
+    listening: bool,
+    /// Slots whose current worker is ready.
+    ready_count: usize,
+    /// Times of recent boot failures, oldest first (the crash breaker's window).
+    boot_failures: VecDeque<Instant>,
+    /// Every per-worker deadline and per-slot respawn time, in deadline order.
+    timers: BTreeSet<(Instant, TimerKey)>,
+    watchdog_at: Option<Instant>,
+    actions: VecDeque<Action>,
+    last_status: Option<StatusLine>,
+    stats: Stats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Worker(WorkerId),
+    Respawn(usize),
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The worker serving (or booting to serve) this slot.
+    current: Option<WorkerId>,
+    /// During a rolling restart: the new-generation worker booting to replace `current`.
+    successor: Option<WorkerId>,
+    /// Young failures in a row (drives the backoff).
+    consecutive_failures: u32,
+    /// When an empty slot will be refilled.
+    respawn_at: Option<Instant>,
+    /// Refills of this slot after a worker left it.
+    restarts: u64,
+}
+
+#[derive(Debug)]
+struct Worker {
+    slot: Slot,
+    generation: u64,
+    pid: Option<Pid>,
+    state: WorkerState,
+    spawned_at: Instant,
+    started_at: Option<Instant>,
+    ready_at: Option<Instant>,
+    last_heartbeat: Option<Instant>,
+    /// Set once the master has decided this worker goes: its exit is then expected.
+    stop_reason: Option<StopReason>,
+    /// A signal to send as soon as the pid is known (stop decided while spawning).
+    pending_signal: Option<Signal>,
+    /// This worker's entry in `timers`, if any.
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Rollout {
+    generation: u64,
+    from_generation: u64,
+    started_at: Instant,
+    /// Next slot to consider for replacement.
+    cursor: usize,
+    /// Slots with a successor booting.
+    in_flight: usize,
+    /// Slots whose current worker is ready and of `generation`.
+    ready: usize,
+    /// Another reload was asked for meanwhile.
+    queued: bool,
+}
+
+#[derive(Debug)]
+struct Stopping {
+    force_at: Instant,
+    /// The force deadline passed (or an immediate stop was asked): no further deadline.
+    force_fired: bool,
+    /// Some worker had to be killed by the force.
+    forced: bool,
+    breaker: bool,
+}
+
+/// Where a worker stood relative to its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Current,
+    Successor,
+    Detached,
+}
+
+/// The cluster's phase, derived from its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// No worker has become ready yet.
+    Starting,
+    /// Serving.
+    Running,
+    /// A rolling restart is under way.
+    Reloading,
+    /// Shutting down.
+    Stopping,
+    /// The exit action went out.
+    Exited,
+}
+
+impl Phase {
+    /// Lowercase name for status output.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Reloading => "reloading",
+            Self::Stopping => "stopping",
+            Self::Exited => "exited",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Counters over the cluster's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Handler and command calls.
+    pub inputs: u64,
+    /// Reports about unknown or departed workers, and duplicates, that were ignored.
+    pub ignored_inputs: u64,
+    /// Spawn actions.
+    pub spawns: u64,
+    /// Spawns that failed.
+    pub spawn_failures: u64,
+    /// Exits the master did not ask for.
+    pub unexpected_exits: u64,
+    /// Boot failures counted by the crash breaker.
+    pub boot_failures: u64,
+    /// Workers found hung.
+    pub hung: u64,
+    /// Rolling restarts that finished.
+    pub reloads_finished: u64,
+    /// Rolling restarts that failed.
+    pub reloads_failed: u64,
+}
+
+/// A snapshot of one worker, for status output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its id.
+    pub id: WorkerId,
+    /// Its slot.
+    pub slot: Slot,
+    /// The generation it runs.
+    pub generation: u64,
+    /// Its pid, once spawned.
+    pub pid: Option<Pid>,
+    /// Its life stage.
+    pub state: WorkerState,
+    /// When its spawn was asked for.
+    pub spawned_at: Instant,
+    /// When it became ready.
+    pub ready_at: Option<Instant>,
+    /// Its last heartbeat.
+    pub last_heartbeat: Option<Instant>,
+    /// Why it is leaving, if it is.
+    pub stop_reason: Option<StopReason>,
+    /// Refills of its slot so far (only for workers attached to a slot).
+    pub restarts: u64,
+    /// Whether it is the booting successor of its slot's worker in a rolling restart.
+    pub successor: bool,
+}
+
+impl ClusterState {
+    /// A cluster with `config`, starting at `now`: the first actions spawn every slot.
+    #[must_use]
+    pub fn new(config: Config, now: Instant) -> Self {
+        let target = config.workers();
+        let watchdog_at = config.service_watchdog().map(|interval| now + interval);
+        let mut state = Self {
+            config,
+            slots: Vec::with_capacity(target),
+            workers: BTreeMap::new(),
+            next_id: 1,
+            generation: 1,
+            next_generation: 2,
+            rollout: None,
+            stopping: None,
+            exited: false,
+            listening: false,
+            ready_count: 0,
+            boot_failures: VecDeque::new(),
+            timers: BTreeSet::new(),
+            watchdog_at,
+            actions: VecDeque::new(),
+            last_status: None,
+            stats: Stats::default(),
+        };
+        for index in 0..target {
+            state.slots.push(SlotState::default());
+            state.spawn(now, index, Role::Current);
+        }
+        state
+    }
+
+    // ----- getters ------------------------------------------------------------------
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The phase, derived from the state.
+    #[must_use]
+    pub fn phase(&self) -> Phase {
+        if self.exited {
+            Phase::Exited
+        } else if self.stopping.is_some() {
+            Phase::Stopping
+        } else if self.rollout.is_some() {
+            Phase::Reloading
+        } else if !self.listening {
+            Phase::Starting
+        } else {
+            Phase::Running
+        }
+    }
+
+    /// The target worker count (the number of slots).
+    #[must_use]
+    pub fn target(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Worker processes that exist or are being spawned, leaving ones included.
+    #[must_use]
+    pub fn live_workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Slots whose worker is ready.
+    #[must_use]
+    pub fn ready_workers(&self) -> usize {
+        self.ready_count
+    }
+
+    /// The generation new spawns run.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The counts behind a status line.
+    #[must_use]
+    pub fn status(&self) -> StatusLine {
+        StatusLine {
+            ready: self.ready_count,
+            target: self.slots.len(),
+            live: self.workers.len(),
+            phase: self.phase(),
+        }
+    }
+
+    /// Lifetime counters.
+    #[must_use]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// True once the exit action went out.
+    #[must_use]
+    pub fn is_exited(&self) -> bool {
+        self.exited
+    }
+
+    /// One worker, if it exists.
+    #[must_use]
+    pub fn worker(&self, id: WorkerId) -> Option<WorkerInfo> {
+        self.workers.get(&id).map(|w| self.info(id, w))
+    }
+
+    /// Every worker, in id order.
+    pub fn workers(&self) -> impl Iterator<Item = WorkerInfo> + '_ {
+        self.workers.iter().map(|(&id, w)| self.info(id, w))
+    }
+
+    fn info(&self, id: WorkerId, w: &Worker) -> WorkerInfo {
+        let role = self.role(id, w);
+        WorkerInfo {
+            id,
+            slot: w.slot,
+            generation: w.generation,
+            pid: w.pid,
+            state: w.state,
+            spawned_at: w.spawned_at,
+            ready_at: w.ready_at,
+            last_heartbeat: w.last_heartbeat,
+            stop_reason: w.stop_reason,
+            restarts: if role == Role::Detached {
+                0
+            } else {
+                self.slots[w.slot.0].restarts
+            },
+            successor: role == Role::Successor,
+        }
+    }
+
+    // ----- facts from the world -----------------------------------------------------
+
+    /// The driver started worker `id` as process `pid`.
+    pub fn handle_spawned(&mut self, now: Instant, id: WorkerId, pid: Pid) {
+        if !self.accept_input() {
+            return;
+        }
+        let Some(w) = self.workers.get_mut(&id) else {
+            return self.ignore("spawned: unknown worker", id);
+        };
+        if w.state != WorkerState::Spawning {
+            return self.ignore("spawned: duplicate report", id);
+        }
+        w.pid = Some(pid);
+        w.started_at = Some(now);
+        w.state = WorkerState::Booting;
+        let (slot, generation) = (w.slot, w.generation);
+        let stop = w.stop_reason.zip(w.pending_signal.take());
+        self.emit(Event::WorkerStarted {
+            id,
+            slot,
+            pid,
+            generation,
+        });
+        if let Some((reason, signal)) = stop {
+            // The master decided this worker goes while it was being spawned.
+            self.stop_worker(now, id, reason, signal);
+        } else {
+            match self.config.readiness() {
+                Readiness::Spawned => self.mark_ready(now, id),
+                Readiness::Delay(delay) => self.set_worker_deadline(id, Some(now + delay)),
+                Readiness::Notify => {
+                    self.set_worker_deadline(id, Some(now + self.config.boot_timeout()));
+                }
+            }
+        }
+        self.settle(now);
+    }
+
+    /// The driver could not start worker `id`; `error` says why (for people).
+    pub fn handle_spawn_failed(&mut self, now: Instant, id: WorkerId, error: impl Into<String>) {
+        if !self.accept_input() {
+            return;
+        }
+        let Some(w) = self.workers.get(&id) else {
+            return self.ignore("spawn failed: unknown worker", id);
+        };
+        if w.state != WorkerState::Spawning {
+            return self.ignore("spawn failed: worker already running", id);
+        }
+        let (slot, generation, was_stopping) = (w.slot, w.generation, w.stop_reason.is_some());
+        let error = error.into();
+        self.stats.spawn_failures += 1;
+        let role = self.detach(id);
+        self.emit(Event::WorkerSpawnFailed {
+            id,
+            slot,
+            error: error.clone(),
+        });
+        self.remove_worker(id);
+        if !was_stopping {
+            let failure = ReloadFailure::SpawnFailed { id, error };
+            self.after_departure(now, role, slot.0, generation, true, Some(failure));
+        }
+        self.settle(now);
+    }
+
+    /// Worker `id` said it is ready (`READY=1`).
+    pub fn handle_ready(&mut self, now: Instant, id: WorkerId) {
+        if !self.accept_input() {
+            return;
+        }
+        match self.workers.get(&id).map(|w| w.state) {
+            None => self.ignore("ready: unknown worker", id),
+            Some(WorkerState::Booting) => {
+                self.mark_ready(now, id);
+                self.settle(now);
+            }
+            Some(_) => self.ignore("ready: worker not booting", id),
+        }
+    }
+
+    /// Worker `id` said it is stopping on its own (`STOPPING=1`): it is replaced at once
+    /// and its exit is expected.
+    pub fn handle_stopping(&mut self, now: Instant, id: WorkerId) {
+        if !self.accept_input() {
+            return;
+        }
+        let Some(w) = self.workers.get(&id) else {
+            return self.ignore("stopping: unknown worker", id);
+        };
+        let (Some(pid), false) = (w.pid, w.state.is_leaving()) else {
+            return self.ignore("stopping: worker already leaving", id);
+        };
+        let (slot, generation) = (w.slot, w.generation);
+        let healthy = self.is_healthy(now, w);
+        let was_ready = w.state == WorkerState::Ready;
+        let role = self.detach(id);
+        self.emit(Event::WorkerStopping { id, slot, pid });
+        let w = self.workers.get_mut(&id).expect("worker exists");
+        w.stop_reason = Some(StopReason::Announced);
+        w.state = WorkerState::Stopping;
+        let kill_at = self
+            .stopping
+            .is_none()
+            .then(|| now + self.config.force_exit_timeout());
+        self.set_worker_deadline(id, kill_at);
+        let failure = (!was_ready).then_some(ReloadFailure::WorkerStopped { id });
+        self.after_departure(now, role, slot.0, generation, !healthy, failure);
+        self.settle(now);
+    }
+
+    /// Worker `id` sent a heartbeat (`WATCHDOG=1`). From its first heartbeat on, a ready
+    /// worker that stays silent for the hang timeout is hung.
+    pub fn handle_heartbeat(&mut self, now: Instant, id: WorkerId) {
+        if !self.accept_input() {
+            return;
+        }
+        let Some(w) = self.workers.get_mut(&id) else {
+            return self.ignore("heartbeat: unknown worker", id);
+        };
+        if w.state.is_leaving() || w.state == WorkerState::Spawning {
+            return self.ignore("heartbeat: worker not running", id);
+        }
+        let first = w.last_heartbeat.is_none();
+        w.last_heartbeat = Some(now);
+        // Later heartbeats only move `last_heartbeat`: the pending check re-arms itself
+        // when it fires early (so a heartbeat costs O(1), not a timer-set update).
+        if first && w.state == WorkerState::Ready {
+            if let Some(timeout) = self.config.hang().timeout {
+                self.set_worker_deadline(id, Some(now + timeout));
+            }
+        }
+    }
+
+    /// Worker `id` exited with `status`.
+    pub fn handle_exited(&mut self, now: Instant, id: WorkerId, status: ExitStatus) {
+        if !self.accept_input() {
+            return;
+        }
+        let Some(w) = self.workers.get(&id) else {
+            return self.ignore("exited: unknown worker", id);
+        };
+        let (slot, generation, pid) = (w.slot, w.generation, w.pid);
+        let was_ready = w.ready_at.is_some();
+        let healthy = self.is_healthy(now, w);
+        let uptime = now.saturating_duration_since(w.started_at.unwrap_or(w.spawned_at));
+        let stop_reason = w.stop_reason;
+        let role = self.detach(id);
+        match stop_reason {
+            Some(reason) => self.emit(Event::WorkerExit {
+                id,
+                slot,
+                pid,
+                status,
+                reason,
+            }),
+            None => {
+                self.stats.unexpected_exits += 1;
+                self.emit(Event::WorkerDied {
+                    id,
+                    slot,
+                    pid,
+                    status,
+                    was_ready,
+                    uptime,
+                });
+            }
+        }
+        self.remove_worker(id);
+        if stop_reason.is_none() {
+            let failure = (!was_ready).then_some(ReloadFailure::WorkerDied { id, status });
+            self.after_departure(now, role, slot.0, generation, !healthy, failure);
+        }
+        self.settle(now);
+    }
+
+    /// The master received `signal`. See the README's signal table; in short: TERM/INT
+    /// shut down gracefully (a second one: immediately), QUIT immediately, HUP rolls,
+    /// TTIN/TTOU scale by one, USR1/USR2 are forwarded to every worker.
+    pub fn handle_signal(&mut self, now: Instant, signal: Signal) {
+        if !self.accept_input() {
+            return;
+        }
+        match signal {
+            Signal::Term | Signal::Int => self.begin_shutdown(now, ShutdownTrigger::Signal(signal)),
+            Signal::Quit => {
+                self.begin_shutdown(now, ShutdownTrigger::Signal(signal));
+                self.force(now);
+            }
+            Signal::Hup => {
+                if self.reload_inner(now).is_err() {
+                    self.emit(Event::Ignored {
+                        what: "SIGHUP: no reload while shutting down or in-process",
+                    });
+                }
+            }
+            Signal::Ttin => {
+                let to = self.slots.len() + 1;
+                if self.scale_inner(now, to).is_err() {
+                    self.emit(Event::Ignored {
+                        what: "SIGTTIN: cannot add a worker now",
+                    });
+                }
+            }
+            Signal::Ttou => {
+                let to = self.slots.len().saturating_sub(1);
+                if to == 0 || self.scale_inner(now, to).is_err() {
+                    self.emit(Event::Ignored {
+                        what: "SIGTTOU: cannot remove a worker now",
+                    });
+                }
+            }
+            Signal::Usr1 | Signal::Usr2 => {
+                let targets: Vec<(WorkerId, Pid)> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.state != WorkerState::Killed)
+                    .filter_map(|(&id, w)| w.pid.map(|pid| (id, pid)))
+                    .collect();
+                for &(id, pid) in &targets {
+                    self.actions.push_back(Action::Signal { id, pid, signal });
+                }
+                self.emit(Event::SignalForwarded {
+                    signal,
+                    workers: targets.len(),
+                });
+            }
+            Signal::Winch | Signal::Abrt | Signal::Kill => {
+                self.emit(Event::Ignored {
+                    what: "signal has no meaning for the master",
+                });
+            }
+        }
+        self.settle(now);
+    }
+
+    /// Time passed. Call at (or after) [`poll_timeout`](Self::poll_timeout); early and
+    /// spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.accept_input() {
+            return;
+        }
+        while let Some(&(at, key)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match key {
+                TimerKey::Respawn(index) => {
+                    self.slots[index].respawn_at = None;
+                    self.spawn(now, index, Role::Current);
+                }
+                TimerKey::Worker(id) => {
+                    self.workers
+                        .get_mut(&id)
+                        .expect("timer of a live worker")
+                        .deadline = None;
+                    self.worker_deadline(now, id);
+                }
+            }
+            if self.exited {
+                return;
+            }
+        }
+        if let Some(stopping) = &self.stopping {
+            if !stopping.force_fired && now >= stopping.force_at {
+                self.force(now);
+            }
+        }
+        if let Some(at) = self.watchdog_at {
+            if now >= at && !self.exited {
+                if self.is_service_healthy() {
+                    self.actions.push_back(Action::Notify(Notice::Watchdog));
+                }
+                let interval = self.config.service_watchdog().expect("watchdog configured");
+                self.watchdog_at = Some(now + interval);
+            }
+        }
+        self.settle(now);
+    }
+
+    // ----- commands -----------------------------------------------------------------
+
+    /// Starts a graceful shutdown (as SIGTERM does, but a second call does not force).
+    pub fn shutdown(&mut self, now: Instant) {
+        if !self.accept_input() {
+            return;
+        }
+        self.begin_shutdown(now, ShutdownTrigger::Command);
+        self.settle(now);
+    }
+
+    /// Stops now: shutdown if not begun, then SIGKILL every worker.
+    pub fn shutdown_now(&mut self, now: Instant) {
+        if !self.accept_input() {
+            return;
+        }
+        self.begin_shutdown(now, ShutdownTrigger::Command);
+        self.force(now);
+        self.settle(now);
+    }
+
+    /// Starts a rolling restart (or queues one if one is under way).
+    pub fn reload(&mut self, now: Instant) -> Result<(), CommandError> {
+        if !self.accept_input() {
+            return Err(CommandError::ShuttingDown);
+        }
+        let result = self.reload_inner(now);
+        self.settle(now);
+        result
+    }
+
+    /// Sets the target worker count to `workers` (1 to [`MAX_WORKERS`]).
+    pub fn scale(&mut self, now: Instant, workers: usize) -> Result<(), CommandError> {
+        if !self.accept_input() {
+            return Err(CommandError::ShuttingDown);
+        }
+        let result = self.scale_inner(now, workers);
+        self.settle(now);
+        result
+    }
+
+    // ----- what the driver must do --------------------------------------------------
+
+    /// The next action, in order. Drain until `None` after every call that changes state.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if let Some(action) = self.actions.pop_front() {
+            return Some(action);
+        }
+        if self.exited {
+            return None;
+        }
+        // Coalesced: one STATUS per drain, only when the counts changed.
+        let status = self.status();
+        if self.last_status != Some(status) {
+            self.last_status = Some(status);
+            return Some(Action::Notify(Notice::Status(status)));
+        }
+        None
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due; `None` when nothing is
+    /// scheduled (an idle cluster sleeps until the next fact).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.exited {
+            return None;
+        }
+        let timer = self.timers.first().map(|&(at, _)| at);
+        let force = self
+            .stopping
+            .as_ref()
+            .filter(|s| !s.force_fired)
+            .map(|s| s.force_at);
+        [timer, force, self.watchdog_at].into_iter().flatten().min()
+    }
+
+    // ----- internals: inputs --------------------------------------------------------
+
+    fn accept_input(&mut self) -> bool {
+        self.stats.inputs += 1;
+        if self.exited {
+            self.stats.ignored_inputs += 1;
+        }
+        !self.exited
+    }
+
+    fn ignore(&mut self, what: &'static str, id: WorkerId) {
+        self.stats.ignored_inputs += 1;
+        tracing::debug!(worker = id.0, "ignored input: {what}");
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.actions.push_back(Action::Event(event));
+    }
+
+    fn role(&self, id: WorkerId, w: &Worker) -> Role {
+        match self.slots.get(w.slot.0) {
+            Some(slot) if slot.current == Some(id) => Role::Current,
+            Some(slot) if slot.successor == Some(id) => Role::Successor,
+            _ => Role::Detached,
+        }
+    }
+
+    fn is_healthy(&self, now: Instant, w: &Worker) -> bool {
+        match (w.ready_at, w.started_at) {
+            (Some(_), Some(started)) => {
+                now.saturating_duration_since(started) >= self.config.backoff().reset_after
+            }
+            _ => false,
+        }
+    }
+
+    fn is_service_healthy(&self) -> bool {
+        self.stopping.is_some() || !self.listening || self.ready_count > 0
+    }
+
+    // ----- internals: slots and workers ---------------------------------------------
+
+    fn spawn(&mut self, now: Instant, index: usize, role: Role) {
+        let id = WorkerId(self.next_id);
+        self.next_id += 1;
+        let slot = Slot(index);
+        let generation = self.generation;
+        self.workers.insert(
+            id,
+            Worker {
+                slot,
+                generation,
+                pid: None,
+                state: WorkerState::Spawning,
+                spawned_at: now,
+                started_at: None,
+                ready_at: None,
+                last_heartbeat: None,
+                stop_reason: None,
+                pending_signal: None,
+                deadline: None,
+            },
+        );
+        let slot_state = &mut self.slots[index];
+        match role {
+            Role::Current => slot_state.current = Some(id),
+            Role::Successor => {
+                slot_state.successor = Some(id);
+                self.rollout
+                    .as_mut()
+                    .expect("successor only in a rollout")
+                    .in_flight += 1;
+            }
+            Role::Detached => unreachable!("spawned workers always have a slot"),
+        }
+        self.stats.spawns += 1;
+        self.actions.push_back(Action::Spawn {
+            id,
+            slot,
+            generation,
+        });
+    }
+
+    /// Takes `id` out of its slot, keeping the ready counts true. Returns where it stood.
+    fn detach(&mut self, id: WorkerId) -> Role {
+        let w = &self.workers[&id];
+        let role = self.role(id, w);
+        let slot = &mut self.slots.get_mut(w.slot.0);
+        match (role, slot) {
+            (Role::Current, Some(slot)) => {
+                slot.current = None;
+                if w.state == WorkerState::Ready {
+                    self.ready_count -= 1;
+                    if let Some(r) = self
+                        .rollout
+                        .as_mut()
+                        .filter(|r| r.generation == w.generation)
+                    {
+                        r.ready -= 1;
+                    }
+                }
+            }
+            (Role::Successor, Some(slot)) => {
+                slot.successor = None;
+                self.rollout
+                    .as_mut()
+                    .expect("successor only in a rollout")
+                    .in_flight -= 1;
+            }
+            _ => {}
+        }
+        role
+    }
+
+    /// Makes `index`'s successor its current worker.
+    fn promote(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        let id = slot.successor.take().expect("a successor to promote");
+        debug_assert!(slot.current.is_none());
+        slot.current = Some(id);
+        let rollout = self.rollout.as_mut().expect("successor only in a rollout");
+        rollout.in_flight -= 1;
+        let w = &self.workers[&id];
+        if w.state == WorkerState::Ready {
+            self.ready_count += 1;
+            if rollout.generation == w.generation {
+                rollout.ready += 1;
+            }
+        }
+    }
+
+    fn remove_worker(&mut self, id: WorkerId) {
+        let w = self.workers.remove(&id).expect("worker to remove");
+        if let Some(at) = w.deadline {
+            self.timers.remove(&(at, TimerKey::Worker(id)));
+        }
+        if self.workers.is_empty() {
+            self.emit(Event::NoWorkers);
+        }
+    }
+
+    fn set_worker_deadline(&mut self, id: WorkerId, at: Option<Instant>) {
+        let w = self.workers.get_mut(&id).expect("worker for deadline");
+        if let Some(old) = std::mem::replace(&mut w.deadline, at) {
+            self.timers.remove(&(old, TimerKey::Worker(id)));
+        }
+        if let Some(at) = at {
+            self.timers.insert((at, TimerKey::Worker(id)));
+        }
+    }
+
+    fn set_respawn(&mut self, index: usize, at: Option<Instant>) {
+        let slot = &mut self.slots[index];
+        if let Some(old) = std::mem::replace(&mut slot.respawn_at, at) {
+            self.timers.remove(&(old, TimerKey::Respawn(index)));
+        }
+        if let Some(at) = at {
+            self.timers.insert((at, TimerKey::Respawn(index)));
+        }
+    }
+
+    fn mark_ready(&mut self, now: Instant, id: WorkerId) {
+        let hang_timeout = self.config.hang().timeout;
+        let w = self.workers.get_mut(&id).expect("worker to mark ready");
+        w.state = WorkerState::Ready;
+        w.ready_at = Some(now);
+        let (slot, generation, pid) = (
+            w.slot,
+            w.generation,
+            w.pid.expect("ready workers have a pid"),
+        );
+        // Becoming ready counts as a heartbeat for a worker that sends them.
+        let hang_check = match (w.last_heartbeat.is_some(), hang_timeout) {
+            (true, Some(timeout)) => {
+                w.last_heartbeat = Some(now);
+                Some(now + timeout)
+            }
+            _ => None,
+        };
+        self.set_worker_deadline(id, hang_check);
+        self.emit(Event::WorkerReady { id, slot, pid });
+        match self.role(id, &self.workers[&id]) {
+            Role::Current => {
+                self.ready_count += 1;
+                if let Some(r) = self.rollout.as_mut().filter(|r| r.generation == generation) {
+                    r.ready += 1;
+                }
+            }
+            Role::Successor => {
+                // The new worker serves: only now does the old one go.
+                if let Some(old) = self.slots[slot.0].current {
+                    self.detach(old);
+                    self.stop_worker(now, old, StopReason::Reload, Signal::Term);
+                }
+                self.promote(slot.0);
+            }
+            Role::Detached => unreachable!("booting workers are attached"),
+        }
+        if !self.listening {
+            self.listening = true;
+            self.emit(Event::Listening { id });
+            self.actions.push_back(Action::Notify(Notice::Ready));
+        }
+    }
+
+    /// Asks worker `id` to go with `signal` (TERM or KILL), remembering why. A worker still
+    /// being spawned gets the signal as soon as its pid is known.
+    fn stop_worker(&mut self, now: Instant, id: WorkerId, reason: StopReason, signal: Signal) {
+        let shutting_down = self.stopping.is_some();
+        let grace = self.config.force_exit_timeout();
+        let w = self.workers.get_mut(&id).expect("worker to stop");
+        w.stop_reason.get_or_insert(reason);
+        let Some(pid) = w.pid else {
+            if w.pending_signal != Some(Signal::Kill) {
+                w.pending_signal = Some(signal);
+            }
+            return;
+        };
+        let deadline = match (signal, w.state) {
+            (_, WorkerState::Killed) => return,
+            (Signal::Term, WorkerState::Stopping) => return,
+            (Signal::Kill, _) => {
+                w.state = WorkerState::Killed;
+                None
+            }
+            _ => {
+                w.state = WorkerState::Stopping;
+                // During shutdown the global force deadline bounds every worker.
+                (!shutting_down).then(|| now + grace)
+            }
+        };
+        self.actions.push_back(Action::Signal { id, pid, signal });
+        self.set_worker_deadline(id, deadline);
+    }
+
+    /// A worker's own deadline passed: readiness delay, boot timeout, heartbeat check,
+    /// hang grace, or stop grace, depending on its state.
+    fn worker_deadline(&mut self, now: Instant, id: WorkerId) {
+        let w = &self.workers[&id];
+        match w.state {
+            WorkerState::Booting => {
+                let started = w.started_at.expect("booting workers have started");
+                let boot_deadline = started + self.config.boot_timeout();
+                if now < boot_deadline {
+                    // The readiness delay ran out with the worker alive: it is ready.
+                    self.mark_ready(now, id);
+                } else {
+                    self.boot_timed_out(now, id);
+                }
+            }
+            WorkerState::Ready => {
+                let (Some(last), Some(timeout)) = (w.last_heartbeat, self.config.hang().timeout)
+                else {
+                    return;
+                };
+                if now < last + timeout {
+                    self.set_worker_deadline(id, Some(last + timeout));
+                } else {
+                    self.hung(now, id, now.saturating_duration_since(last));
+                }
+            }
+            WorkerState::Hung | WorkerState::Stopping => {
+                let reason = w.stop_reason.unwrap_or(StopReason::Shutdown);
+                self.stop_worker(now, id, reason, Signal::Kill);
+            }
+            WorkerState::Spawning | WorkerState::Killed => {}
+        }
+    }
+
+    fn boot_timed_out(&mut self, now: Instant, id: WorkerId) {
+        let w = &self.workers[&id];
+        let (slot, generation, pid) = (w.slot, w.generation, w.pid.expect("booting has a pid"));
+        let role = self.detach(id);
+        self.emit(Event::WorkerBootTimedOut { id, slot, pid });
+        self.stop_worker(now, id, StopReason::BootTimeout, Signal::Kill);
+        let failure = ReloadFailure::BootTimeout { id };
+        self.after_departure(now, role, slot.0, generation, true, Some(failure));
+    }
+
+    fn hung(&mut self, now: Instant, id: WorkerId, silent_for: Duration) {
+        let w = &self.workers[&id];
+        let (slot, generation, pid) = (w.slot, w.generation, w.pid.expect("ready has a pid"));
+        let healthy = self.is_healthy(now, w);
+        self.stats.hung += 1;
+        let role = self.detach(id);
+        self.emit(Event::WorkerHung {
+            id,
+            slot,
+            pid,
+            silent_for,
+        });
+        match self.config.hang().signal {
+            Some(signal) => {
+                let w = self.workers.get_mut(&id).expect("hung worker");
+                w.stop_reason = Some(StopReason::Hung);
+                w.state = WorkerState::Hung;
+                self.actions.push_back(Action::Signal { id, pid, signal });
+                self.set_worker_deadline(id, Some(now + self.config.hang().grace));
+            }
+            None => self.stop_worker(now, id, StopReason::Hung, Signal::Kill),
+        }
+        self.after_departure(now, role, slot.0, generation, !healthy, None);
+    }
+
+    /// A worker left slot `index` without being asked (or was removed for cause). A boot
+    /// failure aborts a rollout it belonged to, or counts toward the crash breaker; then
+    /// the slot is refilled (after a backoff if the worker died young).
+    fn after_departure(
+        &mut self,
+        now: Instant,
+        role: Role,
+        index: usize,
+        generation: u64,
+        young: bool,
+        boot_failure: Option<ReloadFailure>,
+    ) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let rollout_generation = self.rollout.as_ref().map(|r| r.generation);
+        match role {
+            Role::Detached => {}
+            Role::Successor => {
+                // The old worker still serves this slot; the rollout stops here.
+                let failure = boot_failure.unwrap_or(ReloadFailure::ShuttingDown);
+                self.rollout_failed(now, failure);
+            }
+            Role::Current => {
+                if let Some(failure) = boot_failure {
+                    if rollout_generation == Some(generation) {
+                        self.rollout_failed(now, failure);
+                    } else {
+                        self.count_boot_failure(now);
+                        if self.stopping.is_some() {
+                            return;
+                        }
+                    }
+                }
+                self.refill(now, index, young);
+            }
+        }
+    }
+
+    fn refill(&mut self, now: Instant, index: usize, young: bool) {
+        if self.slots[index].successor.is_some() {
+            // The old worker died while its successor boots: the successor takes over.
+            self.promote(index);
+            return;
+        }
+        let slot = &mut self.slots[index];
+        slot.restarts += 1;
+        slot.consecutive_failures = if young {
+            slot.consecutive_failures.saturating_add(1)
+        } else {
+            0
+        };
+        let failures = slot.consecutive_failures;
+        let delay = self.config.backoff().delay(failures);
+        if delay.is_zero() {
+            self.spawn(now, index, Role::Current);
+        } else {
+            self.set_respawn(index, Some(now + delay));
+            self.emit(Event::RespawnDelayed {
+                slot: Slot(index),
+                delay,
+                consecutive_failures: failures,
+            });
+        }
+    }
+
+    fn count_boot_failure(&mut self, now: Instant) {
+        self.stats.boot_failures += 1;
+        let budget = *self.config.crash_budget();
+        while let Some(&at) = self.boot_failures.front() {
+            if now.saturating_duration_since(at) < budget.window {
+                break;
+            }
+            self.boot_failures.pop_front();
+        }
+        self.boot_failures.push_back(now);
+        let threshold = (budget.failures as usize).max(self.slots.len());
+        if self.boot_failures.len() >= threshold {
+            let failures = self.boot_failures.len();
+            self.boot_failures.clear();
+            self.emit(Event::BreakerTripped {
+                failures,
+                window: budget.window,
+            });
+            self.begin_shutdown(now, ShutdownTrigger::Breaker);
+        }
+    }
+
+    // ----- internals: shutdown ------------------------------------------------------
+
+    fn begin_shutdown(&mut self, now: Instant, trigger: ShutdownTrigger) {
+        if self.stopping.is_some() {
+            match trigger {
+                ShutdownTrigger::Signal(Signal::Term | Signal::Int) => self.force(now),
+                ShutdownTrigger::Signal(_) => {}
+                _ => self.emit(Event::Ignored {
+                    what: "shutdown already in progress",
+                }),
+            }
+            return;
+        }
+        if self.rollout.take().is_some() {
+            self.stats.reloads_failed += 1;
+            let generation = self.generation;
+            self.emit(Event::ReloadFailed {
+                generation,
+                reason: ReloadFailure::ShuttingDown,
+            });
+        }
+        self.emit(Event::ShutdownStarted { trigger });
+        self.actions.push_back(Action::Notify(Notice::Stopping));
+        self.stopping = Some(Stopping {
+            force_at: now + self.config.force_exit_timeout(),
+            force_fired: false,
+            forced: false,
+            breaker: trigger == ShutdownTrigger::Breaker,
+        });
+        for index in 0..self.slots.len() {
+            self.set_respawn(index, None);
+            let slot = &mut self.slots[index];
+            slot.current = None;
+            slot.successor = None;
+        }
+        self.ready_count = 0;
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for id in ids {
+            let w = &self.workers[&id];
+            if !w.state.is_leaving() {
+                self.stop_worker(now, id, StopReason::Shutdown, Signal::Term);
+            }
+            // Workers already leaving keep their own (earlier) kill deadline.
+        }
+    }
+
+    /// SIGKILL every worker not yet killed; the exit will say it was forced.
+    fn force(&mut self, now: Instant) {
+        let Some(stopping) = self.stopping.as_mut() else {
+            return;
+        };
+        stopping.force_fired = true;
+        let ids: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                w.state != WorkerState::Killed && w.pending_signal != Some(Signal::Kill)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        self.stopping.as_mut().expect("stopping").forced = true;
+        self.emit(Event::ShutdownForced { killed: ids.len() });
+        for id in ids {
+            self.stop_worker(now, id, StopReason::Shutdown, Signal::Kill);
+        }
+    }
+
+    // ----- internals: rolling restart -----------------------------------------------
+
+    fn reload_inner(&mut self, now: Instant) -> Result<(), CommandError> {
+        if self.stopping.is_some() {
+            return Err(CommandError::ShuttingDown);
+        }
+        if self.config.is_in_process() {
+            return Err(CommandError::InProcess);
+        }
+        match &mut self.rollout {
+            Some(rollout) => {
+                rollout.queued = true;
+                self.emit(Event::ReloadQueued);
+            }
+            None => self.start_rollout(now),
+        }
+        Ok(())
+    }
+
+    fn start_rollout(&mut self, now: Instant) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.rollout = Some(Rollout {
+            generation,
+            from_generation: self.generation,
+            started_at: now,
+            cursor: 0,
+            in_flight: 0,
+            ready: 0,
+            queued: false,
+        });
+        self.generation = generation;
+        self.emit(Event::ReloadStarted { generation });
+        self.actions.push_back(Action::Notify(Notice::Reloading));
+    }
+
+    fn rollout_failed(&mut self, now: Instant, reason: ReloadFailure) {
+        let Some(rollout) = self.rollout.take() else {
+            return;
+        };
+        self.stats.reloads_failed += 1;
+        // Respawns go back to the generation that worked.
+        self.generation = rollout.from_generation;
+        self.emit(Event::ReloadFailed {
+            generation: rollout.generation,
+            reason,
+        });
+        for index in 0..self.slots.len() {
+            if let Some(id) = self.slots[index].successor.take() {
+                self.stop_worker(now, id, StopReason::ReloadAborted, Signal::Term);
+            }
+        }
+        self.actions.push_back(Action::Notify(Notice::Ready));
+        if rollout.queued {
+            // A reload asked for after this one started may carry the fix: run it.
+            self.start_rollout(now);
+        }
+    }
+
+    /// Moves a rollout forward: start successors up to the batch size, and finish when
+    /// every slot runs a ready worker of the new generation. Amortized O(1): the cursor
+    /// only moves forward.
+    fn advance_rollout(&mut self, now: Instant) {
+        let batch = self.config.rollout_batch();
+        loop {
+            let Some(rollout) = self.rollout.as_mut() else {
+                return;
+            };
+            if rollout.ready == self.slots.len() {
+                let rollout = self.rollout.take().expect("rollout");
+                self.stats.reloads_finished += 1;
+                let took = now.saturating_duration_since(rollout.started_at);
+                self.emit(Event::ReloadFinished {
+                    generation: rollout.generation,
+                    took,
+                });
+                self.actions.push_back(Action::Notify(Notice::Ready));
+                if rollout.queued {
+                    self.start_rollout(now);
+                    continue;
+                }
+                return;
+            }
+            if rollout.in_flight >= batch || rollout.cursor >= self.slots.len() {
+                return;
+            }
+            let index = rollout.cursor;
+            rollout.cursor += 1;
+            let generation = rollout.generation;
+            let slot = &self.slots[index];
+            let needs_successor = slot.successor.is_none()
+                && slot
+                    .current
+                    .is_some_and(|id| self.workers[&id].generation != generation);
+            if needs_successor {
+                self.spawn(now, index, Role::Successor);
+            }
+        }
+    }
+
+    // ----- internals: scaling -------------------------------------------------------
+
+    fn scale_inner(&mut self, now: Instant, workers: usize) -> Result<(), CommandError> {
+        if self.stopping.is_some() {
+            return Err(CommandError::ShuttingDown);
+        }
+        if self.config.is_in_process() {
+            return Err(CommandError::InProcess);
+        }
+        if workers == 0 || workers > MAX_WORKERS {
+            return Err(CommandError::BadWorkerCount(workers));
+        }
+        let from = self.slots.len();
+        if workers == from {
+            return Ok(());
+        }
+        for index in from..workers {
+            self.slots.push(SlotState::default());
+            self.spawn(now, index, Role::Current);
+        }
+        for index in (workers..from).rev() {
+            self.set_respawn(index, None);
+            let slot = &self.slots[index];
+            let leaving: Vec<WorkerId> = slot.successor.into_iter().chain(slot.current).collect();
+            for id in leaving {
+                self.detach(id);
+                self.stop_worker(now, id, StopReason::ScaleDown, Signal::Term);
+            }
+            self.slots.pop();
+        }
+        if let Some(rollout) = self.rollout.as_mut() {
+            rollout.cursor = rollout.cursor.min(workers);
+        }
+        self.emit(Event::Scaled { from, to: workers });
+        Ok(())
+    }
+
+    /// Runs after every input: moves a rollout on and ends a finished shutdown.
+    fn settle(&mut self, now: Instant) {
+        if self.exited {
+            return;
+        }
+        self.advance_rollout(now);
+        if let Some(stopping) = &self.stopping {
+            if self.workers.is_empty() {
+                let reason = if stopping.breaker {
+                    ExitReason::BreakerTripped
+                } else if stopping.forced {
+                    ExitReason::Forced
+                } else {
+                    ExitReason::Clean
+                };
+                self.emit(Event::ShutDown { reason });
+                self.actions.push_back(Action::Exit(reason));
+                self.exited = true;
+                self.timers.clear();
+                self.watchdog_at = None;
+            }
+        }
+    }
+
+    // ----- invariants ---------------------------------------------------------------
+
+    /// Checks the state's internal consistency; the simulator, property tests and fuzzers
+    /// call it after every step. `Err` names the first broken invariant.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        macro_rules! ensure {
+            ($cond:expr, $($fmt:tt)+) => {
+                if !$cond {
+                    return Err(format!($($fmt)+));
+                }
+            };
+        }
+        if self.exited {
+            ensure!(
+                self.workers.is_empty(),
+                "exited with {} workers left",
+                self.workers.len()
+            );
+            ensure!(self.timers.is_empty(), "exited with timers armed");
+            ensure!(
+                matches!(self.actions.back(), None | Some(Action::Exit(_))),
+                "an action queued after the exit"
+            );
+            return Ok(());
+        }
+        ensure!(
+            self.actions.iter().all(|a| !matches!(a, Action::Exit(_))),
+            "exit queued while not exited"
+        );
+        let mut ready = 0;
+        let mut rollout_ready = 0;
+        let mut successors = 0;
+        let mut timers = 0;
+        for (index, slot) in self.slots.iter().enumerate() {
+            for (id, is_successor) in slot
+                .current
+                .iter()
+                .map(|&id| (id, false))
+                .chain(slot.successor.iter().map(|&id| (id, true)))
+            {
+                let Some(w) = self.workers.get(&id) else {
+                    return Err(format!("slot {index} holds unknown worker {id}"));
+                };
+                ensure!(
+                    w.slot.0 == index,
+                    "worker {id} in slot {index} thinks it is in {}",
+                    w.slot
+                );
+                ensure!(
+                    w.stop_reason.is_none() && !w.state.is_leaving(),
+                    "leaving worker {id} still holds slot {index}"
+                );
+                if is_successor {
+                    successors += 1;
+                    let Some(r) = &self.rollout else {
+                        return Err(format!("successor {id} outside a rollout"));
+                    };
+                    ensure!(
+                        w.generation == r.generation,
+                        "successor {id} of an old generation"
+                    );
+                    ensure!(
+                        matches!(w.state, WorkerState::Spawning | WorkerState::Booting),
+                        "successor {id} is {}",
+                        w.state
+                    );
+                    ensure!(
+                        slot.current.is_some(),
+                        "successor {id} in a slot with no current worker"
+                    );
+                } else if w.state == WorkerState::Ready {
+                    ready += 1;
+                    if self
+                        .rollout
+                        .as_ref()
+                        .is_some_and(|r| r.generation == w.generation)
+                    {
+                        rollout_ready += 1;
+                    }
+                }
+            }
+            if let Some(at) = slot.respawn_at {
+                timers += 1;
+                ensure!(
+                    slot.current.is_none() && slot.successor.is_none(),
+                    "slot {index} has a worker and a respawn timer"
+                );
+                ensure!(
+                    self.timers.contains(&(at, TimerKey::Respawn(index))),
+                    "slot {index}'s respawn timer is missing"
+                );
+            }
+        }
+        ensure!(
+            ready == self.ready_count,
+            "ready count {} but {ready} ready slots",
+            self.ready_count
+        );
+        for (&id, w) in &self.workers {
+            let role = self.role(id, w);
+            if role == Role::Detached {
+                ensure!(
+                    w.stop_reason.is_some(),
+                    "worker {id} has no slot yet was not asked to stop"
+                );
+            }
+            ensure!(
+                w.pid.is_some() == (w.state != WorkerState::Spawning),
+                "worker {id}: pid {:?} in state {}",
+                w.pid,
+                w.state
+            );
+            ensure!(
+                w.pending_signal.is_none() || w.state == WorkerState::Spawning,
+                "worker {id} has a pending signal but a pid"
+            );
+            ensure!(
+                w.ready_at.is_some() || w.state != WorkerState::Ready,
+                "ready worker {id} without a ready time"
+            );
+            if let Some(at) = w.deadline {
+                timers += 1;
+                ensure!(
+                    self.timers.contains(&(at, TimerKey::Worker(id))),
+                    "worker {id}'s timer is missing"
+                );
+            }
+            ensure!(id.0 < self.next_id, "worker id {id} from the future");
+        }
+        ensure!(
+            timers == self.timers.len(),
+            "{} timers armed, {timers} owned",
+            self.timers.len()
+        );
+        match &self.rollout {
+            Some(r) => {
+                ensure!(
+                    r.in_flight == successors,
+                    "rollout counts {} in flight, {successors} successors",
+                    r.in_flight
+                );
+                ensure!(
+                    r.in_flight <= self.config.rollout_batch(),
+                    "rollout surge {} above the batch",
+                    r.in_flight
+                );
+                ensure!(
+                    r.ready == rollout_ready,
+                    "rollout counts {} ready, {rollout_ready} are",
+                    r.ready
+                );
+                ensure!(
+                    r.ready < self.slots.len() || self.slots.is_empty(),
+                    "finished rollout still open"
+                );
+                ensure!(
+                    self.generation == r.generation,
+                    "spawning generation {} during rollout of {}",
+                    self.generation,
+                    r.generation
+                );
+            }
+            None => ensure!(successors == 0, "{successors} successors outside a rollout"),
+        }
+        if self.stopping.is_some() {
+            ensure!(self.rollout.is_none(), "rollout during shutdown");
+            ensure!(
+                self.slots.iter().all(|s| s.current.is_none()
+                    && s.successor.is_none()
+                    && s.respawn_at.is_none()),
+                "slots still filled during shutdown"
+            );
+            ensure!(
+                self.workers.values().all(|w| w.stop_reason.is_some()),
+                "a worker not asked to stop during shutdown"
+            );
+        } else {
+            let threshold = (self.config.crash_budget().failures as usize).max(self.slots.len());
+            ensure!(
+                self.boot_failures.len() < threshold,
+                "breaker should have tripped"
+            );
+        }
+        ensure!(self.slots.len() <= MAX_WORKERS, "more slots than allowed");
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ClusterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterState")
+            .field("phase", &self.phase())
+            .field("target", &self.slots.len())
+            .field("workers", &self.workers.len())
+            .field("ready", &self.ready_count)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,596 @@
+//! Cluster configuration: built and validated once, before anything runs.
+//!
+//! A [`Config`] can only be obtained from [`ConfigBuilder::build`], so a running
+//! [`ClusterState`](crate::ClusterState) never has to second-guess its settings: every
+//! duration is positive and small enough that `now + duration` cannot overflow, every
+//! count is in range, and the readiness delay fits inside the boot timeout.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::Signal;
+
+/// The largest worker count a cluster accepts (from the start or by scaling).
+pub const MAX_WORKERS: usize = 4096;
+
+/// The longest duration any setting accepts: 30 days. Bounding durations keeps
+/// `Instant + Duration` arithmetic in the core free of overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// When a freshly spawned worker counts as ready (able to serve).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Readiness {
+    /// Ready when the worker says so (`READY=1` over sd_notify, or `ready()` in library
+    /// mode). The default: only the worker knows when it is really serving.
+    Notify,
+    /// Ready as soon as the process exists (its `exec` succeeded).
+    Spawned,
+    /// Ready once the process has stayed alive this long after spawning (Einhorn's timer
+    /// ACK). A `READY=1` before the delay makes it ready sooner.
+    Delay(Duration),
+}
+
+/// Respawn backoff for workers that die young.
+///
+/// A worker that fails before it has been healthy for [`Backoff::reset_after`] makes its
+/// slot wait `initial × factor^(n-1)` (capped at `max`) before the n-th consecutive refill.
+/// A worker that had been ready for at least `reset_after` is replaced at once and resets
+/// the count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// Delay before the first refill after a young failure. Default 100 ms.
+    pub initial: Duration,
+    /// Growth factor per consecutive young failure. Default 1.5.
+    pub factor: f64,
+    /// Upper bound on the delay. Default 15 s.
+    pub max: Duration,
+    /// Uptime after which a worker counts as healthy. Default 30 s.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            factor: 1.5,
+            max: Duration::from_secs(15),
+            reset_after: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the refill that follows `consecutive_failures` young failures in a
+    /// row (`0` means no delay).
+    #[must_use]
+    pub fn delay(&self, consecutive_failures: u32) -> Duration {
+        if consecutive_failures == 0 {
+            return Duration::ZERO;
+        }
+        let exponent = (consecutive_failures - 1).min(1024) as i32;
+        let nanos = self.initial.as_nanos() as f64 * self.factor.powi(exponent);
+        if !nanos.is_finite() || nanos >= self.max.as_nanos() as f64 {
+            self.max
+        } else {
+            Duration::from_nanos(nanos.round() as u64)
+        }
+    }
+}
+
+/// The crash breaker: when workers keep failing to boot, stop the whole cluster with a
+/// non-zero exit so the service manager sees the failure instead of a silent fork loop.
+///
+/// The breaker trips when, within `window`, the number of boot failures (spawn failures,
+/// exits before ready, boot timeouts) reaches `max(failures, target worker count)`. The
+/// floor at the worker count keeps one unlucky round of a large cluster from tripping it,
+/// while a program that cannot boot at all trips it within its first round of retries.
+/// Workers of a rolling restart do not count: their failure aborts the rollout instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashBudget {
+    /// Boot failures tolerated within the window. Default 5.
+    pub failures: u32,
+    /// The sliding window. Default 10 s.
+    pub window: Duration,
+}
+
+impl Default for CrashBudget {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What to do with a worker whose heartbeats stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HangPolicy {
+    /// A worker that has sent at least one heartbeat (`WATCHDOG=1`) and then stays silent
+    /// this long is hung. `None` disables hang detection. Default 30 s.
+    pub timeout: Option<Duration>,
+    /// Sent to a hung worker first so it can dump its state (a backtrace, say). `None`
+    /// kills at once. Default `SIGABRT`, as Gunicorn does.
+    pub signal: Option<Signal>,
+    /// How long after the diagnostic signal the worker is SIGKILLed. Default 2 s.
+    pub grace: Duration,
+}
+
+impl Default for HangPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Some(Duration::from_secs(30)),
+            signal: Some(Signal::Abrt),
+            grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A validated cluster configuration. Build one with [`Config::builder`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    workers: usize,
+    force_exit_timeout: Duration,
+    readiness: Readiness,
+    boot_timeout: Duration,
+    backoff: Backoff,
+    crash_budget: CrashBudget,
+    hang: HangPolicy,
+    rollout_batch: usize,
+    name: String,
+    title: bool,
+    service_watchdog: Option<Duration>,
+}
+
+impl Config {
+    /// Starts a builder with every default.
+    #[must_use]
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
+    /// Workers to run. `0` means no cluster: the application runs in the master process.
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+    /// True when `workers == 0`: no cluster, the application runs in-process.
+    #[must_use]
+    pub fn is_in_process(&self) -> bool {
+        self.workers == 0
+    }
+    /// Bound on a graceful stop: the whole shutdown, and each single worker's stop.
+    #[must_use]
+    pub fn force_exit_timeout(&self) -> Duration {
+        self.force_exit_timeout
+    }
+    /// When a worker counts as ready.
+    #[must_use]
+    pub fn readiness(&self) -> Readiness {
+        self.readiness
+    }
+    /// How long a worker may take to become ready.
+    #[must_use]
+    pub fn boot_timeout(&self) -> Duration {
+        self.boot_timeout
+    }
+    /// Respawn backoff.
+    #[must_use]
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+    /// The crash breaker's budget.
+    #[must_use]
+    pub fn crash_budget(&self) -> &CrashBudget {
+        &self.crash_budget
+    }
+    /// Hung-worker handling.
+    #[must_use]
+    pub fn hang(&self) -> &HangPolicy {
+        &self.hang
+    }
+    /// Workers replaced at once during a rolling restart (the surge above the target).
+    #[must_use]
+    pub fn rollout_batch(&self) -> usize {
+        self.rollout_batch
+    }
+    /// The label in process titles (`<name>: master process`).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Whether the driver sets process titles.
+    #[must_use]
+    pub fn title(&self) -> bool {
+        self.title
+    }
+    /// How often to tell the service manager `WATCHDOG=1` (usually half its
+    /// `WATCHDOG_USEC`); `None` when the service manager wants no pings.
+    #[must_use]
+    pub fn service_watchdog(&self) -> Option<Duration> {
+        self.service_watchdog
+    }
+}
+
+/// Builds a [`Config`]; every setting has a default, [`build`](Self::build) validates.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    workers: Option<usize>,
+    cpus: usize,
+    force_exit_timeout: Duration,
+    readiness: Readiness,
+    boot_timeout: Duration,
+    backoff: Backoff,
+    crash_budget: CrashBudget,
+    hang: HangPolicy,
+    rollout_batch: usize,
+    name: String,
+    title: bool,
+    service_watchdog: Option<Duration>,
+}
+
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            cpus: 1,
+            force_exit_timeout: Duration::from_millis(7500),
+            readiness: Readiness::Notify,
+            boot_timeout: Duration::from_secs(60),
+            backoff: Backoff::default(),
+            crash_budget: CrashBudget::default(),
+            hang: HangPolicy::default(),
+            rollout_batch: 1,
+            name: "server".to_owned(),
+            title: true,
+            service_watchdog: None,
+        }
+    }
+}
+
+impl ConfigBuilder {
+    /// The number of CPUs, as the driver sees it: the worker count when
+    /// [`workers`](Self::workers) is not set. The core cannot ask the OS itself.
+    pub fn cpus(&mut self, cpus: usize) -> &mut Self {
+        self.cpus = cpus.max(1);
+        self
+    }
+    /// Workers to run (default: [`cpus`](Self::cpus)); `0` = no cluster.
+    pub fn workers(&mut self, workers: usize) -> &mut Self {
+        self.workers = Some(workers);
+        self
+    }
+    /// Bound on a graceful stop (default 7500 ms, as gs-clutch).
+    pub fn force_exit_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.force_exit_timeout = timeout;
+        self
+    }
+    /// When a worker counts as ready (default [`Readiness::Notify`]).
+    pub fn readiness(&mut self, readiness: Readiness) -> &mut Self {
+        self.readiness = readiness;
+        self
+    }
+    /// How long a worker may take to become ready (default 60 s).
+    pub fn boot_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.boot_timeout = timeout;
+        self
+    }
+    /// Respawn backoff (default 100 ms × 1.5ⁿ, capped at 15 s, reset after 30 s healthy).
+    pub fn backoff(&mut self, backoff: Backoff) -> &mut Self {
+        self.backoff = backoff;
+        self
+    }
+    /// The crash breaker (default 5 boot failures in 10 s).
+    pub fn crash_budget(&mut self, budget: CrashBudget) -> &mut Self {
+        self.crash_budget = budget;
+        self
+    }
+    /// Hung-worker handling (default: 30 s silence, SIGABRT, SIGKILL 2 s later).
+    pub fn hang(&mut self, hang: HangPolicy) -> &mut Self {
+        self.hang = hang;
+        self
+    }
+    /// Workers replaced at once in a rolling restart (default 1).
+    pub fn rollout_batch(&mut self, batch: usize) -> &mut Self {
+        self.rollout_batch = batch;
+        self
+    }
+    /// The process-title label (default `server`).
+    pub fn name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.name = name.into();
+        self
+    }
+    /// Whether to set process titles (default true).
+    pub fn title(&mut self, title: bool) -> &mut Self {
+        self.title = title;
+        self
+    }
+    /// Ping interval for the service manager's watchdog (default none).
+    pub fn service_watchdog(&mut self, interval: Option<Duration>) -> &mut Self {
+        self.service_watchdog = interval;
+        self
+    }
+
+    /// Validates every setting and returns the configuration, or the first problem found.
+    pub fn build(&self) -> Result<Config, ConfigError> {
+        let workers = self.workers.unwrap_or(self.cpus);
+        if workers > MAX_WORKERS {
+            return Err(ConfigError::TooManyWorkers {
+                workers,
+                max: MAX_WORKERS,
+            });
+        }
+        check_duration("force_exit_timeout", self.force_exit_timeout)?;
+        check_duration("boot_timeout", self.boot_timeout)?;
+        if let Readiness::Delay(delay) = self.readiness {
+            check_duration("readiness delay", delay)?;
+            if delay >= self.boot_timeout {
+                return Err(ConfigError::ReadyDelayNotBeforeBootTimeout {
+                    delay,
+                    boot_timeout: self.boot_timeout,
+                });
+            }
+        }
+        let b = &self.backoff;
+        check_duration("backoff.initial", b.initial)?;
+        check_duration("backoff.max", b.max)?;
+        check_duration("backoff.reset_after", b.reset_after)?;
+        if !(b.factor.is_finite() && (1.0..=100.0).contains(&b.factor)) {
+            return Err(ConfigError::BadBackoffFactor(b.factor));
+        }
+        if b.max < b.initial {
+            return Err(ConfigError::BackoffMaxBelowInitial {
+                initial: b.initial,
+                max: b.max,
+            });
+        }
+        if self.crash_budget.failures == 0 {
+            return Err(ConfigError::ZeroCrashBudget);
+        }
+        check_duration("crash_budget.window", self.crash_budget.window)?;
+        if let Some(timeout) = self.hang.timeout {
+            check_duration("hang.timeout", timeout)?;
+        }
+        check_duration("hang.grace", self.hang.grace)?;
+        if matches!(self.hang.signal, Some(Signal::Kill)) {
+            return Err(ConfigError::HangSignalIsKill);
+        }
+        if self.rollout_batch == 0 || self.rollout_batch > MAX_WORKERS {
+            return Err(ConfigError::BadRolloutBatch(self.rollout_batch));
+        }
+        if self.name.is_empty() || self.name.len() > 64 || self.name.chars().any(char::is_control) {
+            return Err(ConfigError::BadName(self.name.clone()));
+        }
+        if let Some(interval) = self.service_watchdog {
+            check_duration("service_watchdog", interval)?;
+        }
+        Ok(Config {
+            workers,
+            force_exit_timeout: self.force_exit_timeout,
+            readiness: self.readiness,
+            boot_timeout: self.boot_timeout,
+            backoff: self.backoff,
+            crash_budget: self.crash_budget,
+            hang: self.hang,
+            rollout_batch: self.rollout_batch,
+            name: self.name.clone(),
+            title: self.title,
+            service_watchdog: self.service_watchdog,
+        })
+    }
+}
+
+fn check_duration(setting: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::ZeroDuration(setting))
+    } else if value > MAX_DURATION {
+        Err(ConfigError::DurationTooLong { setting, value })
+    } else {
+        Ok(())
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// More workers than [`MAX_WORKERS`].
+    TooManyWorkers {
+        /// What was asked for.
+        workers: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A duration that must be positive was zero.
+    ZeroDuration(&'static str),
+    /// A duration above [`MAX_DURATION`].
+    DurationTooLong {
+        /// The setting's name.
+        setting: &'static str,
+        /// What was asked for.
+        value: Duration,
+    },
+    /// `Readiness::Delay` must end before the boot timeout, or no worker could ever boot.
+    ReadyDelayNotBeforeBootTimeout {
+        /// The readiness delay.
+        delay: Duration,
+        /// The boot timeout.
+        boot_timeout: Duration,
+    },
+    /// The backoff factor must be a number from 1 to 100.
+    BadBackoffFactor(f64),
+    /// The backoff cap is below its first step.
+    BackoffMaxBelowInitial {
+        /// First delay.
+        initial: Duration,
+        /// Cap.
+        max: Duration,
+    },
+    /// A crash budget of zero failures would trip on the first one.
+    ZeroCrashBudget,
+    /// The diagnostic signal for hung workers may not be SIGKILL (no diagnosis possible);
+    /// use `signal: None` to kill at once.
+    HangSignalIsKill,
+    /// The rolling-restart batch must be from 1 to [`MAX_WORKERS`].
+    BadRolloutBatch(usize),
+    /// The title name must be 1–64 printable characters.
+    BadName(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooManyWorkers { workers, max } => {
+                write!(f, "workers: {workers} is more than the maximum of {max}")
+            }
+            Self::ZeroDuration(setting) => write!(f, "{setting}: must be greater than zero"),
+            Self::DurationTooLong { setting, value } => {
+                write!(
+                    f,
+                    "{setting}: {value:?} is longer than the maximum of 30 days"
+                )
+            }
+            Self::ReadyDelayNotBeforeBootTimeout {
+                delay,
+                boot_timeout,
+            } => write!(
+                f,
+                "readiness delay {delay:?} must be shorter than the boot timeout {boot_timeout:?}"
+            ),
+            Self::BadBackoffFactor(factor) => {
+                write!(f, "backoff factor: {factor} is not a number from 1 to 100")
+            }
+            Self::BackoffMaxBelowInitial { initial, max } => {
+                write!(
+                    f,
+                    "backoff: the cap {max:?} is below the initial delay {initial:?}"
+                )
+            }
+            Self::ZeroCrashBudget => write!(f, "crash budget: must allow at least one failure"),
+            Self::HangSignalIsKill => write!(
+                f,
+                "hang signal: SIGKILL leaves nothing to diagnose; use no signal to kill at once"
+            ),
+            Self::BadRolloutBatch(batch) => {
+                write!(f, "rollout batch: {batch} is not from 1 to {MAX_WORKERS}")
+            }
+            Self::BadName(name) => {
+                write!(f, "name: {name:?} must be 1 to 64 printable characters")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_gs_clutch_and_peers() {
+        let config = Config::builder().cpus(8).build().unwrap();
+        assert_eq!(config.workers(), 8);
+        assert_eq!(config.force_exit_timeout(), Duration::from_millis(7500));
+        assert_eq!(config.name(), "server");
+        assert!(config.title());
+        assert_eq!(config.readiness(), Readiness::Notify);
+        assert_eq!(config.rollout_batch(), 1);
+        assert!(!config.is_in_process());
+    }
+
+    #[test]
+    fn zero_workers_means_in_process() {
+        let config = Config::builder().cpus(8).workers(0).build().unwrap();
+        assert!(config.is_in_process());
+    }
+
+    #[test]
+    fn rejects_invalid_values_with_clear_messages() {
+        let cases: Vec<(ConfigBuilder, &str)> = vec![
+            (
+                Config::builder().workers(MAX_WORKERS + 1).clone(),
+                "more than the maximum",
+            ),
+            (
+                Config::builder().force_exit_timeout(Duration::ZERO).clone(),
+                "force_exit_timeout",
+            ),
+            (
+                Config::builder().boot_timeout(MAX_DURATION * 2).clone(),
+                "boot_timeout",
+            ),
+            (
+                Config::builder()
+                    .readiness(Readiness::Delay(Duration::from_secs(90)))
+                    .clone(),
+                "shorter than the boot timeout",
+            ),
+            (
+                Config::builder()
+                    .backoff(Backoff {
+                        factor: 0.5,
+                        ..Backoff::default()
+                    })
+                    .clone(),
+                "backoff factor",
+            ),
+            (
+                Config::builder()
+                    .backoff(Backoff {
+                        factor: f64::NAN,
+                        ..Backoff::default()
+                    })
+                    .clone(),
+                "backoff factor",
+            ),
+            (
+                Config::builder()
+                    .backoff(Backoff {
+                        max: Duration::from_millis(1),
+                        ..Backoff::default()
+                    })
+                    .clone(),
+                "cap",
+            ),
+            (
+                Config::builder()
+                    .crash_budget(CrashBudget {
+                        failures: 0,
+                        ..CrashBudget::default()
+                    })
+                    .clone(),
+                "crash budget",
+            ),
+            (
+                Config::builder()
+                    .hang(HangPolicy {
+                        signal: Some(Signal::Kill),
+                        ..HangPolicy::default()
+                    })
+                    .clone(),
+                "SIGKILL",
+            ),
+            (Config::builder().rollout_batch(0).clone(), "rollout batch"),
+            (Config::builder().name("").clone(), "name"),
+            (Config::builder().name("a\nb").clone(), "name"),
+        ];
+        for (builder, needle) in cases {
+            let err = builder.build().expect_err(needle);
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should mention {needle}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff::default();
+        assert_eq!(b.delay(0), Duration::ZERO);
+        assert_eq!(b.delay(1), Duration::from_millis(100));
+        assert_eq!(b.delay(2), Duration::from_millis(150));
+        assert_eq!(b.delay(3), Duration::from_millis(225));
+        assert_eq!(b.delay(40), Duration::from_secs(15));
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(15));
+    }
+}

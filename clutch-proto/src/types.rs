@@ -1,0 +1,190 @@
+//! The core's vocabulary: identities, signals, exit statuses.
+
+use std::fmt;
+
+/// A worker's identity, owned by the core: monotonic from 1, never reused (like Node's
+/// `cluster.worker.id`). Pids are only payload, so pid reuse cannot confuse the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId(pub u64);
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A place in the cluster, `0..target`. A slot holds one serving worker; during a
+/// rolling restart it may also hold that worker's successor while it boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot(pub usize);
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A process id, as reported by the driver. Payload only: the core never looks workers
+/// up by pid.
+pub type Pid = u32;
+
+/// The signals the core understands, as inputs (received by the master) and as outputs
+/// (sent to a worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// SIGHUP: rolling restart (gs-clutch: shutdown; see the README's signal table).
+    Hup,
+    /// SIGINT: graceful shutdown; a second one means "now".
+    Int,
+    /// SIGQUIT: immediate shutdown (SIGKILL every worker).
+    Quit,
+    /// SIGTERM: graceful shutdown; a second one means "now".
+    Term,
+    /// SIGKILL (only ever sent, never received).
+    Kill,
+    /// SIGABRT: the default diagnostic signal for hung workers.
+    Abrt,
+    /// SIGUSR1: forwarded to every worker (reopen logs, by convention).
+    Usr1,
+    /// SIGUSR2: forwarded to every worker.
+    Usr2,
+    /// SIGTTIN: one more worker.
+    Ttin,
+    /// SIGTTOU: one fewer worker (never below one).
+    Ttou,
+    /// SIGWINCH: ignored (and reported), as outside a daemonized nginx/Unicorn.
+    Winch,
+}
+
+impl Signal {
+    /// The conventional name, `SIGTERM` style.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hup => "SIGHUP",
+            Self::Int => "SIGINT",
+            Self::Quit => "SIGQUIT",
+            Self::Term => "SIGTERM",
+            Self::Kill => "SIGKILL",
+            Self::Abrt => "SIGABRT",
+            Self::Usr1 => "SIGUSR1",
+            Self::Usr2 => "SIGUSR2",
+            Self::Ttin => "SIGTTIN",
+            Self::Ttou => "SIGTTOU",
+            Self::Winch => "SIGWINCH",
+        }
+    }
+
+    /// Parses `TERM`, `SIGTERM` or `sigterm`.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        let upper = name.to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Some(match bare {
+            "HUP" => Self::Hup,
+            "INT" => Self::Int,
+            "QUIT" => Self::Quit,
+            "TERM" => Self::Term,
+            "KILL" => Self::Kill,
+            "ABRT" => Self::Abrt,
+            "USR1" => Self::Usr1,
+            "USR2" => Self::Usr2,
+            "TTIN" => Self::Ttin,
+            "TTOU" => Self::Ttou,
+            "WINCH" => Self::Winch,
+            _ => return None,
+        })
+    }
+
+    /// Every variant, for drivers that register handlers and for tests.
+    pub const ALL: [Signal; 11] = [
+        Self::Hup,
+        Self::Int,
+        Self::Quit,
+        Self::Term,
+        Self::Kill,
+        Self::Abrt,
+        Self::Usr1,
+        Self::Usr2,
+        Self::Ttin,
+        Self::Ttou,
+        Self::Winch,
+    ];
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitStatus {
+    /// It called `exit(code)`.
+    Code(i32),
+    /// A signal ended it (the raw signal number: SIGSEGV is not a [`Signal`]).
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// True for `exit(0)`.
+    #[must_use]
+    pub fn success(self) -> bool {
+        self == Self::Code(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Code(code) => write!(f, "exit code {code}"),
+            Self::Signaled(signal) => write!(f, "signal {signal}"),
+        }
+    }
+}
+
+/// A worker's life stage, as the core sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkerState {
+    /// A spawn was asked for; the driver has not reported the pid yet.
+    Spawning,
+    /// Running, not ready yet.
+    Booting,
+    /// Ready: serving.
+    Ready,
+    /// Hung: the diagnostic signal went out; SIGKILL follows after the grace.
+    Hung,
+    /// Asked to stop (SIGTERM sent), or said it is stopping (`STOPPING=1`).
+    Stopping,
+    /// SIGKILL sent; waiting for the exit.
+    Killed,
+}
+
+impl WorkerState {
+    /// Lowercase name for status output.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Spawning => "spawning",
+            Self::Booting => "booting",
+            Self::Ready => "ready",
+            Self::Hung => "hung",
+            Self::Stopping => "stopping",
+            Self::Killed => "killed",
+        }
+    }
+
+    /// True once the master has decided this worker goes away.
+    #[must_use]
+    pub fn is_leaving(self) -> bool {
+        matches!(self, Self::Hung | Self::Stopping | Self::Killed)
+    }
+}
+
+impl fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

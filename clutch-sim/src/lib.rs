@@ -1,0 +1,1 @@
+//! clutch-sim: the deterministic simulator. Not written yet: see issue 4.

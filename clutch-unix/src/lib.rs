@@ -1,0 +1,1 @@
+//! clutch-unix: the production driver. Not written yet: see issue 3.
