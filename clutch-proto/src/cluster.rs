@@ -586,8 +586,11 @@ impl ClusterState {
         match signal {
             Signal::Term | Signal::Int => self.begin_shutdown(now, ShutdownTrigger::Signal(signal)),
             Signal::Quit => {
-                self.begin_shutdown(now, ShutdownTrigger::Signal(signal));
-                self.force(now);
+                if self.stopping.is_some() {
+                    self.force(now);
+                } else {
+                    self.begin_shutdown(now, ShutdownTrigger::Signal(signal));
+                }
             }
             Signal::Hup => {
                 if self.reload_inner(now).is_err() {
@@ -1186,6 +1189,11 @@ impl ClusterState {
             slot.successor = None;
         }
         self.ready_count = 0;
+        if trigger == ShutdownTrigger::Signal(Signal::Quit) {
+            // QUIT means now: no TERM first.
+            self.force(now);
+            return;
+        }
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
             let w = &self.workers[&id];

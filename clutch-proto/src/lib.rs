@@ -34,3 +34,6 @@ pub use config::{
     MAX_WORKERS,
 };
 pub use types::{ExitStatus, Pid, Signal, Slot, WorkerId, WorkerState};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1057 @@
+//! Behaviour tests: one per line of the design table, driven by hand through a small
+//! harness that checks the invariants after every step.
+
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+/// Drives a `ClusterState` the way a driver does, recording every action.
+struct Harness {
+    cluster: ClusterState,
+    start: Instant,
+    now: Instant,
+    /// Every action since the last `take()`.
+    log: Vec<Action>,
+    next_pid: Pid,
+}
+
+impl Harness {
+    fn new(builder: &mut ConfigBuilder) -> Self {
+        // The one clock read of this test harness: a base for synthetic time.
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        let cluster = ClusterState::new(builder.build().expect("valid config"), start);
+        let mut h = Self {
+            cluster,
+            start,
+            now: start,
+            log: Vec::new(),
+            next_pid: 1000,
+        };
+        h.drain();
+        h
+    }
+
+    fn with_workers(n: usize) -> Self {
+        Self::new(Config::builder().workers(n))
+    }
+
+    fn drain(&mut self) {
+        self.cluster.check_invariants().expect("invariants");
+        while let Some(action) = self.cluster.poll_action() {
+            self.log.push(action);
+        }
+        self.cluster
+            .check_invariants()
+            .expect("invariants after drain");
+    }
+
+    fn take(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.log)
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        self.take()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Spawn requests in the log (without consuming it).
+    fn spawns(&self) -> Vec<(WorkerId, Slot, u64)> {
+        self.log
+            .iter()
+            .filter_map(|a| match *a {
+                Action::Spawn {
+                    id,
+                    slot,
+                    generation,
+                } => Some((id, slot, generation)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn signals(&self) -> Vec<(WorkerId, Signal)> {
+        self.log
+            .iter()
+            .filter_map(|a| match *a {
+                Action::Signal { id, signal, .. } => Some((id, signal)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        // Fire every deadline on the way, at its own time, as a driver would.
+        while let Some(at) = self.cluster.poll_timeout() {
+            if at > until {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.cluster.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = until;
+    }
+
+    fn spawned(&mut self, id: WorkerId) -> Pid {
+        self.next_pid += 1;
+        let pid = self.next_pid;
+        self.cluster.handle_spawned(self.now, id, pid);
+        self.drain();
+        pid
+    }
+
+    fn ready(&mut self, id: WorkerId) {
+        self.cluster.handle_ready(self.now, id);
+        self.drain();
+    }
+
+    fn exited(&mut self, id: WorkerId, status: ExitStatus) {
+        self.cluster.handle_exited(self.now, id, status);
+        self.drain();
+    }
+
+    fn signal(&mut self, signal: Signal) {
+        self.cluster.handle_signal(self.now, signal);
+        self.drain();
+    }
+
+    /// Spawns and readies every pending spawn request; returns the new ids.
+    fn boot_all(&mut self) -> Vec<WorkerId> {
+        let ids: Vec<WorkerId> = self.spawns().into_iter().map(|(id, ..)| id).collect();
+        self.take();
+        for &id in &ids {
+            self.spawned(id);
+            self.ready(id);
+        }
+        ids
+    }
+
+    fn last_exit(&self) -> Option<ExitReason> {
+        match self.log.last() {
+            Some(Action::Exit(reason)) => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
+fn count<T>(items: &[T], pred: impl Fn(&T) -> bool) -> usize {
+    items.iter().filter(|i| pred(i)).count()
+}
+
+// ----- start ---------------------------------------------------------------------------
+
+#[test]
+fn start_spawns_every_slot_and_listening_fires_once_on_first_ready() {
+    let mut h = Harness::with_workers(3);
+    let spawns = h.spawns();
+    assert_eq!(
+        spawns.iter().map(|s| s.1 .0).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert!(spawns.iter().all(|s| s.2 == 1), "first generation is 1");
+    h.take();
+    let ids: Vec<WorkerId> = spawns.iter().map(|s| s.0).collect();
+    for &id in &ids {
+        h.spawned(id);
+    }
+    let events = h.events();
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::WorkerStarted { .. })),
+        3
+    );
+    assert_eq!(h.cluster.phase(), Phase::Starting);
+
+    h.ready(ids[1]);
+    let actions = h.take();
+    assert!(actions.contains(&Action::Event(Event::Listening { id: ids[1] })));
+    assert!(actions.contains(&Action::Notify(Notice::Ready)));
+    h.ready(ids[0]);
+    h.ready(ids[2]);
+    let actions = h.take();
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::Listening { .. }))));
+    assert!(!actions.contains(&Action::Notify(Notice::Ready)));
+    assert_eq!(h.cluster.ready_workers(), 3);
+    assert_eq!(h.cluster.phase(), Phase::Running);
+}
+
+#[test]
+fn an_idle_healthy_cluster_asks_for_no_wakeups() {
+    let mut h = Harness::with_workers(4);
+    h.boot_all();
+    assert_eq!(h.cluster.poll_timeout(), None);
+}
+
+#[test]
+fn status_is_reported_once_per_drain_when_counts_change() {
+    let mut h = Harness::with_workers(2);
+    let statuses = count(&h.log, |a| matches!(a, Action::Notify(Notice::Status(_))));
+    assert_eq!(statuses, 1, "one status after the initial spawns");
+    h.boot_all();
+    let status = h.cluster.status();
+    assert_eq!((status.ready, status.target, status.live), (2, 2, 2));
+    h.take();
+    h.cluster.handle_timeout(h.now);
+    h.drain();
+    assert!(h.take().is_empty(), "nothing changed, nothing to say");
+}
+
+// ----- readiness -----------------------------------------------------------------------
+
+#[test]
+fn readiness_spawned_means_ready_at_exec() {
+    let mut h = Harness::new(Config::builder().workers(1).readiness(Readiness::Spawned));
+    let (id, ..) = h.spawns()[0];
+    h.take();
+    h.spawned(id);
+    assert!(h.events().contains(&Event::Listening { id }));
+}
+
+#[test]
+fn readiness_delay_makes_a_surviving_worker_ready_and_ready_1_is_sooner() {
+    let mut h = Harness::new(
+        Config::builder()
+            .workers(2)
+            .readiness(Readiness::Delay(Duration::from_millis(500))),
+    );
+    let ids: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
+    h.take();
+    h.spawned(ids[0]);
+    h.spawned(ids[1]);
+    h.ready(ids[1]); // READY=1 before the delay
+    assert_eq!(h.cluster.ready_workers(), 1);
+    h.advance(499 * MS);
+    assert_eq!(h.cluster.ready_workers(), 1);
+    h.advance(MS);
+    assert_eq!(h.cluster.ready_workers(), 2);
+}
+
+#[test]
+fn boot_timeout_kills_and_counts_as_a_boot_failure() {
+    let mut h = Harness::new(Config::builder().workers(1).boot_timeout(10 * SEC));
+    let (id, ..) = h.spawns()[0];
+    h.take();
+    h.spawned(id);
+    h.take();
+    h.advance(10 * SEC - MS);
+    assert!(h.take().is_empty());
+    h.advance(MS);
+    let actions = h.take();
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::WorkerBootTimedOut { id: i, .. }) if *i == id)));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Signal { id: i, signal: Signal::Kill, .. } if *i == id)));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::RespawnDelayed { .. }))));
+    assert_eq!(h.cluster.stats().boot_failures, 1);
+    h.exited(id, ExitStatus::Signaled(9));
+    let events = h.events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::WorkerExit {
+            reason: StopReason::BootTimeout,
+            ..
+        }
+    )));
+}
+
+// ----- crashes, backoff, breaker ------------------------------------------------------
+
+#[test]
+fn a_healthy_worker_that_crashes_is_replaced_at_once_in_its_slot() {
+    let mut h = Harness::with_workers(2);
+    let ids = h.boot_all();
+    h.advance(60 * SEC);
+    h.exited(ids[1], ExitStatus::Signaled(11));
+    let events: Vec<Action> = h.take();
+    assert!(events.iter().any(|a| matches!(a, Action::Event(Event::WorkerDied { id, was_ready: true, status: ExitStatus::Signaled(11), .. }) if *id == ids[1])));
+    let spawns: Vec<_> = events
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { id, slot, .. } => Some((*id, *slot)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spawns.len(), 1);
+    assert_eq!(spawns[0].1, Slot(1));
+    assert!(spawns[0].0 > ids[1], "a new id");
+    assert_eq!(h.cluster.worker(spawns[0].0).unwrap().restarts, 1);
+}
+
+#[test]
+fn a_worker_exiting_zero_on_its_own_is_still_an_unexpected_death() {
+    let mut h = Harness::with_workers(1);
+    let ids = h.boot_all();
+    h.advance(60 * SEC);
+    h.exited(ids[0], ExitStatus::Code(0));
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::WorkerDied { .. })));
+}
+
+#[test]
+fn young_deaths_back_off_exponentially_and_a_healthy_run_resets() {
+    let mut h = Harness::new(Config::builder().workers(1).crash_budget(CrashBudget {
+        failures: 100,
+        window: 10 * SEC,
+    }));
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        let (id, ..) = *h.spawns().last().expect("a spawn");
+        h.take();
+        h.spawned(id);
+        h.exited(id, ExitStatus::Code(1)); // dies at boot
+        let delay = h
+            .events()
+            .iter()
+            .find_map(|e| match e {
+                Event::RespawnDelayed { delay, .. } => Some(*delay),
+                _ => None,
+            })
+            .expect("delayed");
+        delays.push(delay);
+        // Nothing is spawned before the delay is over...
+        h.advance(delay - MS);
+        assert!(h.spawns().is_empty(), "respawned before its backoff");
+        h.advance(MS);
+        assert_eq!(h.spawns().len(), 1);
+    }
+    assert_eq!(
+        delays,
+        vec![100 * MS, 150 * MS, 225 * MS, Duration::from_micros(337_500)]
+    );
+    // A run longer than reset_after: the next crash is replaced at once.
+    let (id, ..) = h.spawns()[0];
+    h.take();
+    h.spawned(id);
+    h.ready(id);
+    h.advance(31 * SEC);
+    h.exited(id, ExitStatus::Code(1));
+    assert_eq!(h.spawns().len(), 1, "immediate refill after a healthy run");
+}
+
+#[test]
+fn the_breaker_trips_on_a_boot_loop_and_exits_non_zero_with_bounded_spawns() {
+    let mut h = Harness::with_workers(2);
+    let mut spawned = 0;
+    for _ in 0..100 {
+        let pending: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
+        h.take();
+        for id in pending {
+            spawned += 1;
+            h.spawned(id);
+            h.exited(id, ExitStatus::Code(3));
+        }
+        if h.cluster.is_exited() {
+            break;
+        }
+        h.advance(SEC);
+    }
+    assert!(h.cluster.is_exited(), "the breaker must stop the loop");
+    assert!(spawned <= 6, "spawned {spawned} times before giving up");
+    assert_eq!(h.last_exit(), Some(ExitReason::BreakerTripped));
+    assert_eq!(ExitReason::BreakerTripped.code(), 3);
+}
+
+#[test]
+fn the_breaker_threshold_is_at_least_the_worker_count() {
+    // 8 workers, 6 fail once at boot (more than the budget of 5, fewer than 8): no trip.
+    let mut h = Harness::with_workers(8);
+    let ids: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
+    h.take();
+    for (i, &id) in ids.iter().enumerate() {
+        h.spawned(id);
+        if i < 6 {
+            h.exited(id, ExitStatus::Code(1));
+        } else {
+            h.ready(id);
+        }
+    }
+    assert!(!h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::BreakerTripped { .. })));
+    assert_eq!(h.cluster.phase(), Phase::Running);
+}
+
+#[test]
+fn spawn_failures_count_as_boot_failures() {
+    let mut h = Harness::with_workers(1);
+    for _ in 0..10 {
+        let Some(&(id, ..)) = h.spawns().last() else {
+            break;
+        };
+        h.take();
+        h.cluster
+            .handle_spawn_failed(h.now, id, "cannot execute \"/nope\": No such file");
+        h.drain();
+        h.advance(20 * SEC); // outside the window each time: backoff but no trip
+    }
+    assert_eq!(h.cluster.phase(), Phase::Starting);
+    assert!(h.cluster.stats().spawn_failures >= 5);
+}
+
+// ----- shutdown ------------------------------------------------------------------------
+
+#[test]
+fn term_stops_every_worker_and_exits_clean_with_events_in_order() {
+    let mut h = Harness::with_workers(2);
+    let ids = h.boot_all();
+    h.take();
+    h.signal(Signal::Term);
+    let actions = h.take();
+    assert!(matches!(
+        actions[0],
+        Action::Event(Event::ShutdownStarted {
+            trigger: ShutdownTrigger::Signal(Signal::Term)
+        })
+    ));
+    assert!(actions.contains(&Action::Notify(Notice::Stopping)));
+    assert_eq!(
+        count(&actions, |a| matches!(
+            a,
+            Action::Signal {
+                signal: Signal::Term,
+                ..
+            }
+        )),
+        2
+    );
+    h.exited(ids[0], ExitStatus::Code(0));
+    assert!(h.last_exit().is_none(), "one worker still running");
+    h.exited(ids[1], ExitStatus::Code(0));
+    let events: Vec<Event> = h
+        .log
+        .iter()
+        .filter_map(|a| {
+            if let Action::Event(e) = a {
+                Some(e.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert!(matches!(
+        events[0],
+        Event::WorkerExit {
+            reason: StopReason::Shutdown,
+            ..
+        }
+    ));
+    assert!(matches!(events[1], Event::WorkerExit { .. }));
+    assert_eq!(events[2], Event::NoWorkers);
+    assert_eq!(
+        events[3],
+        Event::ShutDown {
+            reason: ExitReason::Clean
+        }
+    );
+    assert_eq!(h.last_exit(), Some(ExitReason::Clean));
+    assert_eq!(ExitReason::Clean.code(), 0);
+    // Inert afterwards.
+    h.signal(Signal::Hup);
+    assert!(h.cluster.poll_action().is_none());
+    assert_eq!(h.cluster.poll_timeout(), None);
+}
+
+#[test]
+fn a_worker_ignoring_term_is_killed_at_the_force_timeout_and_the_exit_says_forced() {
+    let mut h = Harness::new(Config::builder().workers(2).force_exit_timeout(7500 * MS));
+    let ids = h.boot_all();
+    h.signal(Signal::Int);
+    h.exited(ids[0], ExitStatus::Code(0));
+    h.take();
+    h.advance(7499 * MS);
+    assert!(h.signals().is_empty());
+    h.advance(MS);
+    assert_eq!(h.signals(), vec![(ids[1], Signal::Kill)]);
+    assert!(h
+        .take()
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::ShutdownForced { killed: 1 }))));
+    assert!(
+        h.last_exit().is_none(),
+        "exit only after the killed worker is reaped"
+    );
+    h.advance(SEC);
+    assert!(h.last_exit().is_none());
+    h.exited(ids[1], ExitStatus::Signaled(9));
+    assert_eq!(h.last_exit(), Some(ExitReason::Forced));
+    assert_eq!(ExitReason::Forced.code(), 4);
+}
+
+#[test]
+fn a_second_term_or_int_means_now() {
+    for second in [Signal::Term, Signal::Int] {
+        let mut h = Harness::with_workers(2);
+        h.boot_all();
+        h.signal(Signal::Int);
+        h.take();
+        h.signal(second);
+        assert_eq!(count(&h.signals(), |s| s.1 == Signal::Kill), 2);
+    }
+}
+
+#[test]
+fn quit_kills_at_once() {
+    let mut h = Harness::with_workers(2);
+    let ids = h.boot_all();
+    h.take();
+    h.signal(Signal::Quit);
+    assert_eq!(
+        h.signals(),
+        vec![(ids[0], Signal::Kill), (ids[1], Signal::Kill)]
+    );
+}
+
+#[test]
+fn nothing_is_spawned_once_shutdown_begins() {
+    let mut h = Harness::with_workers(2);
+    let ids = h.boot_all();
+    h.advance(60 * SEC);
+    h.exited(ids[0], ExitStatus::Code(1)); // crash: slot 0 is being refilled
+    let (refill, ..) = h.spawns()[0];
+    h.take();
+    h.signal(Signal::Term);
+    // The refill was asked for before the TERM: it is stopped as soon as it exists.
+    h.take();
+    h.spawned(refill);
+    assert_eq!(h.signals(), vec![(refill, Signal::Term)]);
+    h.exited(ids[1], ExitStatus::Signaled(11)); // dies unexpectedly during shutdown
+    assert!(h.spawns().is_empty());
+    h.exited(refill, ExitStatus::Code(0));
+    assert_eq!(h.last_exit(), Some(ExitReason::Clean));
+}
+
+#[test]
+fn shutdown_during_backoff_cancels_the_respawn() {
+    let mut h = Harness::with_workers(1);
+    let (id, ..) = h.spawns()[0];
+    h.take();
+    h.spawned(id);
+    h.exited(id, ExitStatus::Code(1));
+    h.cluster.shutdown(h.now);
+    h.drain();
+    assert_eq!(h.last_exit(), Some(ExitReason::Clean));
+    h.advance(SEC);
+    assert!(h.spawns().is_empty());
+}
+
+#[test]
+fn shutdown_now_and_repeated_commands() {
+    let mut h = Harness::with_workers(1);
+    h.boot_all();
+    h.cluster.shutdown(h.now);
+    h.cluster.shutdown(h.now);
+    h.drain();
+    assert!(h.events().contains(&Event::Ignored {
+        what: "shutdown already in progress"
+    }));
+    h.cluster.shutdown_now(h.now);
+    h.drain();
+    assert_eq!(count(&h.signals(), |s| s.1 == Signal::Kill), 1);
+}
+
+// ----- rolling restart ----------------------------------------------------------------
+
+#[test]
+fn hup_rolls_one_at_a_time_new_first_old_after_ready() {
+    let mut h = Harness::with_workers(3);
+    let old = h.boot_all();
+    h.take();
+    h.signal(Signal::Hup);
+    let actions = h.take();
+    assert!(actions.contains(&Action::Event(Event::ReloadStarted { generation: 2 })));
+    assert!(actions.contains(&Action::Notify(Notice::Reloading)));
+    let spawns: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn {
+                id,
+                slot,
+                generation,
+            } => Some((*id, *slot, *generation)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spawns.len(), 1, "batch of one");
+    assert_eq!((spawns[0].1, spawns[0].2), (Slot(0), 2));
+    let mut new = spawns[0].0;
+    for (i, &old_id) in old.iter().enumerate() {
+        h.spawned(new);
+        assert!(
+            h.signals().is_empty(),
+            "no old worker stopped before its successor is ready"
+        );
+        assert_eq!(h.cluster.ready_workers(), 3);
+        h.take();
+        h.ready(new);
+        assert_eq!(h.signals(), vec![(old_id, Signal::Term)]);
+        let next: Vec<_> = h.spawns();
+        h.take();
+        h.exited(old_id, ExitStatus::Code(0));
+        assert!(h.events().iter().any(|e| matches!(
+            e,
+            Event::WorkerExit {
+                reason: StopReason::Reload,
+                ..
+            }
+        )));
+        if i + 1 < old.len() {
+            assert_eq!(next.len(), 1);
+            assert_eq!(next[0].1, Slot(i + 1));
+            new = next[0].0;
+        } else {
+            assert!(next.is_empty());
+        }
+    }
+    let finished = h.cluster.stats().reloads_finished;
+    assert_eq!(finished, 1);
+    assert_eq!(h.cluster.phase(), Phase::Running);
+}
+
+#[test]
+fn reload_finish_reports_ready_to_the_service_manager() {
+    let mut h = Harness::new(Config::builder().workers(2).rollout_batch(2));
+    h.boot_all();
+    h.cluster.reload(h.now).unwrap();
+    h.drain();
+    let new: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
+    assert_eq!(new.len(), 2, "batch of two");
+    h.take();
+    for id in new {
+        h.spawned(id);
+        h.ready(id);
+    }
+    let actions = h.take();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Event(Event::ReloadFinished { generation: 2, .. })
+    )));
+    assert!(actions.contains(&Action::Notify(Notice::Ready)));
+}
+
+#[test]
+fn a_new_worker_failing_to_boot_aborts_the_rollout_and_keeps_the_old_ones() {
+    let mut h = Harness::with_workers(2);
+    let old = h.boot_all();
+    h.signal(Signal::Hup);
+    let (new, ..) = h.spawns()[0];
+    h.take();
+    h.spawned(new);
+    h.exited(new, ExitStatus::Code(1));
+    let actions = h.take();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Event(Event::ReloadFailed {
+            generation: 2,
+            reason: ReloadFailure::WorkerDied { .. }
+        })
+    )));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Signal { .. } | Action::Spawn { .. })),
+        "old workers untouched: {actions:?}"
+    );
+    assert_eq!(h.cluster.ready_workers(), 2);
+    assert_eq!(
+        h.cluster.generation(),
+        1,
+        "respawns go back to the old generation"
+    );
+    assert_eq!(
+        h.cluster.stats().boot_failures,
+        0,
+        "rollout failures do not feed the breaker"
+    );
+    // A later crash is refilled with the old generation.
+    h.advance(60 * SEC);
+    h.exited(old[1], ExitStatus::Signaled(9));
+    assert_eq!(h.spawns()[0].2, 1);
+}
+
+#[test]
+fn a_new_worker_timing_out_at_boot_aborts_the_rollout() {
+    let mut h = Harness::new(Config::builder().workers(1).boot_timeout(5 * SEC));
+    h.boot_all();
+    h.signal(Signal::Hup);
+    let (new, ..) = h.spawns()[0];
+    h.take();
+    h.spawned(new);
+    h.advance(5 * SEC);
+    let actions = h.take();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Event(Event::ReloadFailed {
+            reason: ReloadFailure::BootTimeout { .. },
+            ..
+        })
+    )));
+    assert!(actions.contains(&Action::Signal {
+        id: new,
+        pid: h.next_pid,
+        signal: Signal::Kill
+    }));
+}
+
+#[test]
+fn term_mid_rollout_shuts_everything_down() {
+    let mut h = Harness::with_workers(2);
+    h.boot_all();
+    h.signal(Signal::Hup);
+    let (new, ..) = h.spawns()[0];
+    h.spawned(new);
+    h.take();
+    h.signal(Signal::Term);
+    let actions = h.take();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Event(Event::ReloadFailed {
+            reason: ReloadFailure::ShuttingDown,
+            ..
+        })
+    )));
+    assert_eq!(
+        count(&actions, |a| matches!(
+            a,
+            Action::Signal {
+                signal: Signal::Term,
+                ..
+            }
+        )),
+        3
+    );
+    assert_eq!(h.cluster.phase(), Phase::Stopping);
+}
+
+#[test]
+fn hup_during_a_rollout_is_queued_and_runs_after_it() {
+    let mut h = Harness::with_workers(1);
+    h.boot_all();
+    h.signal(Signal::Hup);
+    h.signal(Signal::Hup);
+    assert!(h.log.contains(&Action::Event(Event::ReloadQueued)));
+    let (new, ..) = h.spawns()[0];
+    h.take();
+    h.spawned(new);
+    h.ready(new);
+    let actions = h.take();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Event(Event::ReloadFinished { generation: 2, .. })
+    )));
+    assert!(actions.contains(&Action::Event(Event::ReloadStarted { generation: 3 })));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Spawn { generation: 3, .. })));
+}
+
+#[test]
+fn old_worker_dying_mid_rollout_hands_its_slot_to_the_successor() {
+    let mut h = Harness::with_workers(1);
+    let old = h.boot_all();
+    h.signal(Signal::Hup);
+    let (new, ..) = h.spawns()[0];
+    h.take();
+    h.spawned(new);
+    h.advance(40 * SEC); // within the successor's boot timeout, past the old one's reset
+    h.exited(old[0], ExitStatus::Signaled(9));
+    assert!(h.spawns().is_empty(), "the successor takes over the slot");
+    h.ready(new);
+    assert!(h
+        .take()
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::ReloadFinished { .. }))));
+}
+
+// ----- scaling -------------------------------------------------------------------------
+
+#[test]
+fn ttin_and_ttou_scale_by_one_but_never_below_one() {
+    let mut h = Harness::with_workers(1);
+    let ids = h.boot_all();
+    h.take();
+    h.signal(Signal::Ttin);
+    assert_eq!(h.cluster.target(), 2);
+    assert!(h
+        .log
+        .contains(&Action::Event(Event::Scaled { from: 1, to: 2 })));
+    let added = h.boot_all();
+    h.take();
+    h.signal(Signal::Ttou);
+    assert_eq!(h.cluster.target(), 1);
+    assert_eq!(
+        h.signals(),
+        vec![(added[0], Signal::Term)],
+        "the highest slot goes"
+    );
+    h.take();
+    h.signal(Signal::Ttou);
+    assert_eq!(h.cluster.target(), 1);
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Ignored { .. })));
+    assert_eq!(h.cluster.worker(ids[0]).unwrap().state, WorkerState::Ready);
+}
+
+#[test]
+fn scale_command_validates_its_target() {
+    let mut h = Harness::with_workers(2);
+    h.boot_all();
+    assert_eq!(
+        h.cluster.scale(h.now, 0),
+        Err(CommandError::BadWorkerCount(0))
+    );
+    assert_eq!(
+        h.cluster.scale(h.now, MAX_WORKERS + 1),
+        Err(CommandError::BadWorkerCount(MAX_WORKERS + 1))
+    );
+    assert_eq!(h.cluster.scale(h.now, 5), Ok(()));
+    h.drain();
+    assert_eq!(h.spawns().len(), 3);
+    h.cluster.shutdown(h.now);
+    assert_eq!(h.cluster.scale(h.now, 3), Err(CommandError::ShuttingDown));
+}
+
+#[test]
+fn scaling_down_a_slot_in_backoff_cancels_its_respawn() {
+    let mut h = Harness::with_workers(2);
+    let ids = h.boot_all();
+    h.exited(ids[1], ExitStatus::Code(1)); // young: backoff
+    h.take();
+    h.cluster.scale(h.now, 1).unwrap();
+    h.drain();
+    h.advance(60 * SEC);
+    assert!(h.spawns().is_empty());
+}
+
+// ----- hung workers --------------------------------------------------------------------
+
+fn hang_harness() -> Harness {
+    Harness::new(Config::builder().workers(1).hang(HangPolicy {
+        timeout: Some(10 * SEC),
+        signal: Some(Signal::Abrt),
+        grace: 2 * SEC,
+    }))
+}
+
+#[test]
+fn a_silent_worker_is_reported_hung_signalled_killed_and_replaced() {
+    let mut h = hang_harness();
+    let ids = h.boot_all();
+    h.cluster.handle_heartbeat(h.now, ids[0]);
+    h.take();
+    h.advance(10 * SEC);
+    let actions = h.take();
+    assert!(actions.iter().any(|a| matches!(a, Action::Event(Event::WorkerHung { silent_for, .. }) if *silent_for == 10 * SEC)));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Signal {
+            signal: Signal::Abrt,
+            ..
+        }
+    )));
+    assert_eq!(
+        count(&actions, |a| matches!(a, Action::Spawn { .. })),
+        0,
+        "young: a backoff first"
+    );
+    h.advance(2 * SEC);
+    let actions = h.take();
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Signal {
+            signal: Signal::Kill,
+            ..
+        }
+    )));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Spawn { slot: Slot(0), .. })));
+    h.exited(ids[0], ExitStatus::Signaled(9));
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        Event::WorkerExit {
+            reason: StopReason::Hung,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn heartbeats_keep_a_worker_alive_and_silence_without_heartbeats_is_fine() {
+    let mut h = hang_harness();
+    let ids = h.boot_all();
+    h.cluster.handle_heartbeat(h.now, ids[0]);
+    for _ in 0..20 {
+        h.advance(5 * SEC);
+        h.cluster.handle_heartbeat(h.now, ids[0]);
+    }
+    assert_eq!(h.cluster.stats().hung, 0);
+
+    let mut quiet = hang_harness();
+    quiet.boot_all();
+    quiet.advance(3600 * SEC);
+    assert_eq!(
+        quiet.cluster.stats().hung,
+        0,
+        "no heartbeat ever: not monitored"
+    );
+}
+
+#[test]
+fn a_hung_worker_with_no_diagnostic_signal_is_killed_at_once() {
+    let mut h = Harness::new(Config::builder().workers(1).hang(HangPolicy {
+        timeout: Some(SEC),
+        signal: None,
+        grace: SEC,
+    }));
+    let ids = h.boot_all();
+    h.cluster.handle_heartbeat(h.now, ids[0]);
+    h.take();
+    h.advance(SEC);
+    assert_eq!(h.signals(), vec![(ids[0], Signal::Kill)]);
+}
+
+// ----- worker reports ------------------------------------------------------------------
+
+#[test]
+fn stopping_1_replaces_the_worker_and_its_exit_is_expected() {
+    let mut h = Harness::with_workers(1);
+    let ids = h.boot_all();
+    h.advance(60 * SEC);
+    h.take();
+    h.cluster.handle_stopping(h.now, ids[0]);
+    h.drain();
+    assert_eq!(h.spawns().len(), 1, "replaced at once after a healthy run");
+    h.take();
+    h.exited(ids[0], ExitStatus::Code(0));
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        Event::WorkerExit {
+            reason: StopReason::Announced,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn stale_and_duplicate_reports_are_ignored_and_counted() {
+    let mut h = Harness::with_workers(1);
+    let ids = h.boot_all();
+    let ghost = WorkerId(999);
+    let now = h.now;
+    h.cluster.handle_spawned(now, ghost, 1);
+    h.cluster.handle_spawn_failed(now, ghost, "x");
+    h.cluster.handle_ready(now, ghost);
+    h.cluster.handle_heartbeat(now, ghost);
+    h.cluster.handle_stopping(now, ghost);
+    h.cluster.handle_exited(now, ghost, ExitStatus::Code(0));
+    h.cluster.handle_spawned(now, ids[0], 77); // duplicate
+    h.cluster.handle_ready(now, ids[0]); // duplicate
+    h.drain();
+    assert_eq!(h.cluster.stats().ignored_inputs, 8);
+    assert_eq!(
+        h.cluster.worker(ids[0]).unwrap().pid,
+        Some(1001),
+        "pid unchanged"
+    );
+    // A report about a worker that is gone.
+    h.advance(60 * SEC);
+    h.exited(ids[0], ExitStatus::Code(1));
+    h.exited(ids[0], ExitStatus::Code(1));
+    assert_eq!(h.cluster.stats().ignored_inputs, 9);
+}
+
+#[test]
+fn usr1_and_usr2_are_forwarded_and_winch_is_reported() {
+    let mut h = Harness::with_workers(2);
+    let ids = h.boot_all();
+    h.take();
+    h.signal(Signal::Usr1);
+    assert_eq!(
+        h.signals(),
+        vec![(ids[0], Signal::Usr1), (ids[1], Signal::Usr1)]
+    );
+    h.take();
+    h.signal(Signal::Winch);
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Ignored { .. })));
+}
+
+// ----- in-process mode, service manager ------------------------------------------------
+
+#[test]
+fn zero_workers_is_in_process_and_refuses_cluster_commands() {
+    let mut h = Harness::with_workers(0);
+    assert!(h.spawns().is_empty());
+    assert_eq!(h.cluster.reload(h.now), Err(CommandError::InProcess));
+    assert_eq!(h.cluster.scale(h.now, 2), Err(CommandError::InProcess));
+    h.signal(Signal::Term);
+    assert_eq!(h.last_exit(), Some(ExitReason::Clean));
+}
+
+#[test]
+fn service_watchdog_pings_while_healthy_and_stops_when_no_worker_serves() {
+    let mut h = Harness::new(
+        Config::builder()
+            .workers(1)
+            .service_watchdog(Some(5 * SEC))
+            .crash_budget(CrashBudget {
+                failures: 1000,
+                window: SEC,
+            }),
+    );
+    let ids = h.boot_all();
+    h.take();
+    h.advance(10 * SEC);
+    assert_eq!(
+        count(&h.take(), |a| *a == Action::Notify(Notice::Watchdog)),
+        2
+    );
+    h.exited(ids[0], ExitStatus::Code(1)); // young death: backoff, nothing ready
+    for _ in 0..3 {
+        if let Some(&(id, ..)) = h.spawns().last() {
+            h.take();
+            h.spawned(id);
+            h.exited(id, ExitStatus::Code(1));
+        }
+        h.advance(5 * SEC);
+    }
+    assert_eq!(
+        count(&h.take(), |a| *a == Action::Notify(Notice::Watchdog)),
+        0
+    );
+}
+
+#[test]
+fn time_going_nowhere_and_spurious_timeouts_are_harmless() {
+    let mut h = Harness::with_workers(2);
+    h.boot_all();
+    h.take();
+    for _ in 0..10 {
+        h.cluster.handle_timeout(h.now);
+        h.drain();
+    }
+    assert!(h.take().is_empty());
+    assert_eq!(h.start, h.now);
+}
