@@ -1,0 +1,217 @@
+//! Inputs per second through a 1024-worker `ClusterState`.
+//!
+//! `cargo bench -p clutch-proto` — a self-contained harness (no criterion: it would
+//! double the build time of CI for one number). The mix is what a busy master sees:
+//! mostly heartbeats, plus crashes and their respawn/boot/ready reports, timer wakeups,
+//! USR1 forwarding, and a rolling restart of the whole cluster every so often. Every
+//! input is followed by a full drain of actions, as the driving contract requires, and a
+//! tiny in-bench "world" answers each action the way real processes would.
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use clutch_proto::{
+    Action, Backoff, ClusterState, Config, ExitStatus, HangPolicy, Signal, WorkerId,
+};
+
+const WORKERS: usize = 1024;
+const INPUTS: u64 = 4_000_000;
+const RUNS: usize = 5;
+
+/// xorshift64*: deterministic, good enough to pick inputs.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+enum Reply {
+    Spawned(WorkerId),
+    Ready(WorkerId),
+    Exited(WorkerId),
+}
+
+struct World {
+    cluster: ClusterState,
+    now: Instant,
+    pending: VecDeque<Reply>,
+    ready: Vec<WorkerId>,
+    next_pid: u32,
+    inputs: u64,
+}
+
+impl World {
+    fn drain(&mut self) {
+        while let Some(action) = self.cluster.poll_action() {
+            match action {
+                Action::Spawn { id, .. } => self.pending.push_back(Reply::Spawned(id)),
+                Action::Signal {
+                    id,
+                    signal: Signal::Term | Signal::Kill,
+                    ..
+                } => {
+                    self.pending.push_back(Reply::Exited(id));
+                }
+                other => {
+                    black_box(other);
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        self.inputs += 1;
+        match reply {
+            Reply::Spawned(id) => {
+                self.next_pid += 1;
+                self.cluster.handle_spawned(self.now, id, self.next_pid);
+                self.pending.push_back(Reply::Ready(id));
+            }
+            Reply::Ready(id) => {
+                self.cluster.handle_ready(self.now, id);
+                self.ready.push(id);
+            }
+            Reply::Exited(id) => self
+                .cluster
+                .handle_exited(self.now, id, ExitStatus::Code(0)),
+        }
+        self.drain();
+    }
+}
+
+/// `crash_per_10k`: unexpected exits per 10,000 inputs (each brings ~3 more inputs: the
+/// respawn's spawned and ready reports, and the slot's refill).
+fn run(seed: u64, crash_per_10k: u64) -> (u64, Duration) {
+    // Under churn, workers count as healthy after 1 ms so every crash is refilled at once:
+    // the spawn/exit/ready path is measured rather than slots idling in backoff.
+    let reset_after = if crash_per_10k > 100 {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_secs(30)
+    };
+    let config = Config::builder()
+        .workers(WORKERS)
+        .backoff(Backoff {
+            reset_after,
+            ..Backoff::default()
+        })
+        .rollout_batch(16)
+        .hang(HangPolicy {
+            timeout: Some(Duration::from_secs(30)),
+            ..HangPolicy::default()
+        })
+        .build()
+        .expect("valid config");
+    #[allow(clippy::disallowed_methods)] // a benchmark's base time, not the core's clock
+    let start = Instant::now();
+    let mut world = World {
+        cluster: ClusterState::new(config, start),
+        now: start,
+        pending: VecDeque::new(),
+        ready: Vec::with_capacity(WORKERS * 3),
+        next_pid: 1,
+        inputs: 0,
+    };
+    world.drain();
+    while let Some(reply) = world.pending.pop_front() {
+        world.reply(reply);
+    }
+    let mut rng = Rng(seed | 1);
+    world.inputs = 0;
+    #[allow(clippy::disallowed_methods)]
+    let clock = Instant::now();
+    // Start with a healthy cluster: past the backoff's reset_after.
+    world.now += Duration::from_secs(60);
+    while world.inputs < INPUTS {
+        world.now += Duration::from_millis(1);
+        // Answer whatever the cluster asked for first (spawns, stops).
+        if let Some(reply) = world.pending.pop_front() {
+            world.reply(reply);
+            continue;
+        }
+        if world.ready.is_empty() {
+            world.inputs += 1;
+            world.cluster.handle_timeout(world.now);
+            world.drain();
+            continue;
+        }
+        let roll = rng.next() % 10_000;
+        let index = (rng.next() as usize) % world.ready.len();
+        let pick = world.ready[index];
+        world.inputs += 1;
+        if world.inputs % 500_000 == 0 {
+            // A rolling restart of the whole cluster now and then.
+            let _ = world.cluster.reload(world.now);
+            world.drain();
+            continue;
+        }
+        match roll {
+            // A crash: the slot is refilled, which brings spawn/ready replies.
+            r if r < crash_per_10k => {
+                world.ready.swap_remove(index);
+                world
+                    .cluster
+                    .handle_exited(world.now, pick, ExitStatus::Signaled(11));
+            }
+            r if r < crash_per_10k + 100 => world.cluster.handle_timeout(world.now),
+            r if r == crash_per_10k + 100 => world.cluster.handle_signal(world.now, Signal::Usr1),
+            // Everything else: heartbeats, the bulk of a busy master's traffic.
+            _ => world.cluster.handle_heartbeat(world.now, pick),
+        }
+        world.drain();
+        if world.ready.len() > WORKERS + WORKERS / 8 {
+            // Forget departed ids now and then (stale ones are legal inputs anyway).
+            let cluster = &world.cluster;
+            world.ready.retain(|&id| cluster.worker(id).is_some());
+        }
+    }
+    #[allow(clippy::disallowed_methods)]
+    let took = clock.elapsed();
+    world
+        .cluster
+        .check_invariants()
+        .expect("invariants hold after the run");
+    let stats = world.cluster.stats();
+    // Ignored (stale) inputs are cheap: keep them rare so they cannot flatter the figure.
+    assert!(
+        stats.ignored_inputs * 100 < world.inputs,
+        "too many stale inputs: {stats:?}"
+    );
+    assert!(
+        world.cluster.ready_workers() > WORKERS * 9 / 10,
+        "the cluster must stay up"
+    );
+    if std::env::var_os("CLUTCH_BENCH_VERBOSE").is_some() {
+        eprintln!("{stats:?} ready at end: {}", world.cluster.ready_workers());
+    }
+    (world.inputs, took)
+}
+
+fn main() {
+    // `cargo test --benches` runs this once with `--bench` absent: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let runs = if quick { 1 } else { RUNS };
+    for (mix, crash_per_10k) in [
+        ("realistic (0.5% crashes)", 50),
+        ("churn (20% crashes)", 2000),
+    ] {
+        let mut rates: Vec<f64> = Vec::new();
+        for run_index in 0..runs {
+            let (inputs, took) = run(0x9E37_79B9_7F4A_7C15 ^ run_index as u64, crash_per_10k);
+            rates.push(inputs as f64 / took.as_secs_f64());
+        }
+        rates.sort_by(|a, b| a.total_cmp(b));
+        let median = rates[rates.len() / 2];
+        println!(
+            "clutch-proto {mix}: {WORKERS} workers, {INPUTS} inputs/run, {runs} runs: median {:.2} M inputs/s (min {:.2}, max {:.2})",
+            median / 1e6,
+            rates[0] / 1e6,
+            rates[rates.len() - 1] / 1e6
+        );
+    }
+}
