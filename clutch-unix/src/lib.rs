@@ -1,1 +1,8 @@
-//! clutch-unix: the production driver. Not written yet: see issue 3.
+//! clutch-unix: the production driver (work in progress).
+#![deny(unsafe_code)]
+
+pub mod process;
+pub mod spawn;
+mod sys;
+#[cfg(test)]
+mod testutil;
