@@ -1,6 +1,7 @@
 //! clutch-unix: the production driver (work in progress).
 #![deny(unsafe_code)]
 
+pub mod notify;
 pub mod process;
 pub mod spawn;
 mod sys;
