@@ -320,7 +320,6 @@ static LISTEN_FDS_TAKEN: AtomicBool = AtomicBool::new(false);
 /// `LISTEN_FDS=count`, and sets close-on-exec on each. Succeeds at most once per process;
 /// later calls fail with `AlreadyExists`, since the fds may already have been closed and
 /// their numbers reused.
-#[expect(dead_code, reason = "listen.rs, next")]
 pub(crate) fn take_listen_fds(count: usize) -> io::Result<Vec<OwnedFd>> {
     let count = RawFd::try_from(count)
         .ok()
