@@ -350,3 +350,132 @@ pub(crate) fn take_listen_fds(count: usize) -> io::Result<Vec<OwnedFd>> {
     }
     Ok(owned)
 }
+
+/// The process's original argument area: the memory the kernel filled with the argv
+/// strings (and, right after them, the environment strings), which `/proc/PID/cmdline`
+/// and so `ps` read. Overwriting it is the classic way to set a process title on Linux
+/// (nginx, PostgreSQL, Chromium do it).
+///
+/// To get the area we need `argv`, which glibc passes (with `argc` and `envp`) to every
+/// function in `.init_array`, as std itself relies on. That function runs before `main`,
+/// while the process is single-threaded, which makes it the one sound moment to move what
+/// lives in the area out of the way: every argv and environ string in it is copied to the
+/// heap and the `argv[i]` / `environ[i]` pointers are redirected to the copies, so that
+/// `std::env::args()`, `getenv` and friends keep working after the title overwrites the
+/// originals. (This costs a copy of the arguments and environment, once, in every process
+/// that links this crate.) Other C libraries (musl) do not pass those arguments, so there
+/// the area is unknown and titles fall back to `comm` only.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod argv_area {
+    use std::ffi::{c_char, c_int, CStr};
+    use std::ptr;
+    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+    pub(super) static START: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
+    pub(super) static LEN: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" {
+        static mut environ: *mut *mut c_char;
+    }
+
+    // Where std puts its own argv capture: glibc calls these with (argc, argv, envp).
+    #[used]
+    #[link_section = ".init_array.00099"]
+    static CAPTURE: extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) = capture;
+
+    extern "C" fn capture(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char) {
+        // SAFETY: glibc passes the real argc/argv (and we only run on glibc); environ is
+        // glibc's, and before main no other thread exists that could read or write it.
+        // Every pointer we follow is an argv/environ entry the kernel or glibc set up,
+        // each to a NUL-terminated string; we stop at the first null entry.
+        unsafe {
+            let argc = usize::try_from(argc).unwrap_or(0);
+            if argc == 0 || argv.is_null() || (*argv).is_null() {
+                return;
+            }
+            // The area: argv[0] onwards, as long as the strings are contiguous, first the
+            // arguments, then the environment.
+            let start = (*argv).cast::<u8>();
+            let mut end = start;
+            let mut extend = |string: *mut c_char| -> bool {
+                if string.cast::<u8>() != end {
+                    return false;
+                }
+                end = end.add(CStr::from_ptr(string).to_bytes_with_nul().len());
+                true
+            };
+            let mut args = 0;
+            while args < argc && extend(*argv.add(args)) {
+                args += 1;
+            }
+            let mut envs = 0;
+            let env = environ;
+            if args == argc && !env.is_null() {
+                while !(*env.add(envs)).is_null() && extend(*env.add(envs)) {
+                    envs += 1;
+                }
+            }
+            // Move those strings out of the area (leaked: they live as long as the
+            // process), then publish the area.
+            for i in 0..args {
+                *argv.add(i) = copy(*argv.add(i));
+            }
+            for i in 0..envs {
+                *env.add(i) = copy(*env.add(i));
+            }
+            LEN.store(end.offset_from(start).unsigned_abs(), Ordering::SeqCst);
+            START.store(start, Ordering::SeqCst);
+        }
+    }
+
+    /// A heap copy of a C string, never freed.
+    ///
+    /// # Safety
+    ///
+    /// `string` must point to a NUL-terminated string.
+    unsafe fn copy(string: *mut c_char) -> *mut c_char {
+        CStr::from_ptr(string).to_owned().into_raw()
+    }
+}
+
+/// The original argument area, if it could be claimed (see `argv_area`).
+pub(crate) struct ArgvArea {
+    start: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the area is process-global memory that nothing else references any more (see
+// `argv_area`); `title.rs` serialises writes through a Mutex.
+unsafe impl Send for ArgvArea {}
+
+impl ArgvArea {
+    /// The area, or `None` where it is unknown (not glibc, or no argv).
+    pub(crate) fn get() -> Option<Self> {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            let start = argv_area::START.load(Ordering::SeqCst);
+            let len = argv_area::LEN.load(Ordering::SeqCst);
+            if !start.is_null() && len > 1 {
+                return Some(Self { start, len });
+            }
+        }
+        None
+    }
+
+    /// How many bytes of title fit (one is kept for the terminating NUL).
+    pub(crate) fn capacity(&self) -> usize {
+        self.len - 1
+    }
+
+    /// Writes `title` (cut to the capacity) and fills the rest of the area with NULs.
+    pub(crate) fn write(&mut self, title: &[u8]) {
+        let n = title.len().min(self.capacity());
+        // SAFETY: `start..start + len` is the argument area, valid and writable for the
+        // life of the process; since `capture` moved every string out of it, no Rust or C
+        // code reads it, and callers hold `&mut self`, serialised by title.rs's Mutex.
+        unsafe {
+            ptr::copy_nonoverlapping(title.as_ptr(), self.start, n);
+            ptr::write_bytes(self.start.add(n), 0, self.len - n);
+        }
+    }
+}
