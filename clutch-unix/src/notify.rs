@@ -1,0 +1,661 @@
+//! The sd_notify protocol, from both ends.
+//!
+//! A service tells its manager how it is doing by sending datagrams of newline-separated
+//! `KEY=VALUE` lines (`READY=1`, `STATUS=…`, `WATCHDOG=1`) to the unix socket named by
+//! `$NOTIFY_SOCKET`. clutch speaks it in both roles:
+//!
+//! - **as the manager of its workers**: [`NotifyDir`] makes a private directory (mode
+//!   0700) and [`NotifyListener`] one datagram socket in it *per worker*. A message is
+//!   then attributed by the socket it arrives on, not by the sender's pid, so it counts
+//!   for the right worker even when a helper process of that worker (`systemd-notify` run
+//!   from a shell script) sends it; and since only our user can enter the directory, and
+//!   the socket checks the sender's credentials, nobody else can speak for a worker.
+//! - **as a service itself**: [`notify`] and [`notify_barrier`] are the client side, for a
+//!   worker, or for a master reporting to its own service manager.
+//!
+//! [`parse_notify`] is pure and total (any bytes in, a [`NotifyMessage`] out), and is
+//! fuzzed.
+
+use std::ffi::OsStr;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustix::net::{
+    self as rn, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+
+/// What one notification datagram said. Every field is the protocol's key of the same
+/// name; keys absent from the datagram are `false` / `None`. When a key repeats, the last
+/// value wins. Unknown keys are ignored (the protocol has more, such as `FDSTORE=1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NotifyMessage {
+    /// `READY=1`: startup is complete.
+    pub ready: bool,
+    /// `STOPPING=1`: shutting down.
+    pub stopping: bool,
+    /// `RELOADING=1`: reloading its configuration (`READY=1` follows when done).
+    pub reloading: bool,
+    /// `WATCHDOG=1`: a heartbeat.
+    pub watchdog: bool,
+    /// `WATCHDOG=trigger`: the service asks to be treated as hung.
+    pub watchdog_trigger: bool,
+    /// `BARRIER=1`: a synchronisation point; the fd that comes with it is closed by the
+    /// receiver, which tells the sender that everything before it was processed.
+    pub barrier: bool,
+    /// `STATUS=…`: a free-form status line (invalid UTF-8 replaced by U+FFFD).
+    pub status: Option<String>,
+    /// `MAINPID=…`: the service's main pid, if it is not the process that was started.
+    pub main_pid: Option<u32>,
+    /// `ERRNO=…`: the errno the service failed with.
+    pub errno: Option<i32>,
+    /// `EXTEND_TIMEOUT_USEC=…`: asks for more time for the current start/stop.
+    pub extend_timeout_usec: Option<u64>,
+    /// `MONOTONIC_USEC=…`: `CLOCK_MONOTONIC` when a reload started (with `RELOADING=1`).
+    pub monotonic_usec: Option<u64>,
+    /// `WATCHDOG_USEC=…`: the service changes its own watchdog interval.
+    pub watchdog_usec: Option<u64>,
+}
+
+impl NotifyMessage {
+    /// True when the datagram held no key we know.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Parses one datagram. Total and linear: any bytes give a message, lines that are not a
+/// known `KEY=VALUE` (or have a malformed value) are skipped.
+#[must_use]
+pub fn parse_notify(datagram: &[u8]) -> NotifyMessage {
+    let mut message = NotifyMessage::default();
+    for line in datagram.split(|byte| *byte == b'\n') {
+        let Some(eq) = line.iter().position(|byte| *byte == b'=') else {
+            continue;
+        };
+        let (key, value) = (&line[..eq], &line[eq + 1..]);
+        match key {
+            b"READY" => message.ready |= value == b"1",
+            b"STOPPING" => message.stopping |= value == b"1",
+            b"RELOADING" => message.reloading |= value == b"1",
+            b"BARRIER" => message.barrier |= value == b"1",
+            b"WATCHDOG" => match value {
+                b"1" => message.watchdog = true,
+                b"trigger" => message.watchdog_trigger = true,
+                _ => {}
+            },
+            b"STATUS" => message.status = Some(String::from_utf8_lossy(value).into_owned()),
+            b"MAINPID" => set(&mut message.main_pid, number(value).filter(|pid| *pid > 0)),
+            b"ERRNO" => set(&mut message.errno, number(value)),
+            b"EXTEND_TIMEOUT_USEC" => set(&mut message.extend_timeout_usec, number(value)),
+            b"MONOTONIC_USEC" => set(&mut message.monotonic_usec, number(value)),
+            b"WATCHDOG_USEC" => set(&mut message.watchdog_usec, number(value)),
+            _ => {}
+        }
+    }
+    message
+}
+
+fn set<T>(field: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *field = value;
+    }
+}
+
+/// A decimal number: ASCII digits only (no sign, no spaces), and it must fit.
+fn number<T: std::str::FromStr>(value: &[u8]) -> Option<T> {
+    if value.is_empty() || value.len() > 20 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// The largest datagram we read, as systemd (`NOTIFY_BUFFER_MAX`); longer ones are dropped.
+const DATAGRAM_MAX: usize = 4096;
+
+/// How many fds one datagram may carry to us; more are discarded by the kernel.
+const FDS_MAX: usize = 16;
+
+/// A private directory for the workers' notification sockets, removed (with everything
+/// in it) when dropped.
+#[derive(Debug)]
+pub struct NotifyDir {
+    path: PathBuf,
+}
+
+impl NotifyDir {
+    /// Creates the directory under `$XDG_RUNTIME_DIR` when it is set and usable (a
+    /// per-user tmpfs, the systemd convention), else under [`std::env::temp_dir`].
+    pub fn create() -> io::Result<Self> {
+        if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
+            let runtime = PathBuf::from(runtime);
+            if runtime.is_absolute() {
+                match Self::create_in(&runtime) {
+                    Ok(dir) => return Ok(dir),
+                    Err(error) => tracing::debug!(%error, "XDG_RUNTIME_DIR not usable"),
+                }
+            }
+        }
+        Self::create_in(&std::env::temp_dir())
+    }
+
+    /// Creates the directory, `clutch-<pid>-<n>` with mode 0700, inside `parent`.
+    pub fn create_in(parent: &Path) -> io::Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let salt = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos());
+        // mkdir is atomic and fails if the name exists, so we only ever use a directory we
+        // created; the retries step over names someone else took (in a shared /tmp).
+        for _ in 0..100 {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let path = parent.join(format!("clutch-{}-{salt:x}{n}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => {
+                    // mkdir's mode is filtered by the umask: say exactly what we mean.
+                    let dir = Self { path };
+                    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o700))
+                        .map_err(|e| context(e, "cannot set the mode of", &dir.path))?;
+                    return Ok(dir);
+                }
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(context(error, "cannot create a directory in", parent)),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "cannot create a directory in {}: every name tried exists",
+                parent.display()
+            ),
+        ))
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Binds the notification socket of worker `worker_id` (ids are never reused), at
+    /// `<dir>/worker-<id>.sock`.
+    pub fn bind_worker(&self, worker_id: u64) -> io::Result<NotifyListener> {
+        NotifyListener::bind(self.path.join(format!("worker-{worker_id}.sock")))
+    }
+}
+
+impl Drop for NotifyDir {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.path) {
+            tracing::warn!(path = %self.path.display(), %error, "cannot remove the notify directory");
+        }
+    }
+}
+
+/// One worker's notification socket: a non-blocking datagram socket at a path, removed
+/// when dropped. Register [`AsFd::as_fd`] with mio for `READABLE`, and on readiness call
+/// [`NotifyListener::recv`] until it returns `Ok(None)`.
+#[derive(Debug)]
+pub struct NotifyListener {
+    socket: OwnedFd,
+    path: PathBuf,
+    uid: rustix::process::Uid,
+}
+
+impl NotifyListener {
+    /// Binds a socket at `path` (replacing whatever file is there: the path should be in
+    /// a directory of our own, see [`NotifyDir`]), with `SO_PASSCRED` on, so that every
+    /// datagram arrives with its sender's credentials.
+    pub fn bind(path: impl Into<PathBuf>) -> io::Result<Self> {
+        let path = path.into();
+        let bind = || -> io::Result<OwnedFd> {
+            let address = SocketAddrUnix::new(path.as_path())?;
+            let socket = rn::socket_with(
+                AddressFamily::UNIX,
+                SocketType::DGRAM,
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+                None,
+            )?;
+            rn::sockopt::set_socket_passcred(&socket, true)?;
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+            rn::bind(&socket, &address)?;
+            Ok(socket)
+        };
+        let socket = bind().map_err(|e| context(e, "cannot bind the notify socket", &path))?;
+        Ok(Self {
+            socket,
+            path,
+            uid: rustix::process::getuid(),
+        })
+    }
+
+    /// The socket's path: the worker's `NOTIFY_SOCKET`.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next message, or `Ok(None)` when there is nothing left to read. Datagrams that
+    /// are truncated, that come from another user (other than root), or that hold no known
+    /// key are logged and skipped; fds that come with a datagram are closed (which is how
+    /// a `BARRIER=1` is answered). Errors are the socket's own, not the sender's.
+    pub fn recv(&self) -> io::Result<Option<NotifyMessage>> {
+        let mut buffer = [0u8; DATAGRAM_MAX];
+        let mut space =
+            [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_MAX), ScmCredentials(1))];
+        loop {
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let received = match rn::recvmsg(
+                &self.socket,
+                &mut [IoSliceMut::new(&mut buffer)],
+                &mut control,
+                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+            ) {
+                Ok(received) => received,
+                Err(rustix::io::Errno::AGAIN) => return Ok(None),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(error) => {
+                    return Err(context(
+                        error.into(),
+                        "cannot read the notify socket",
+                        &self.path,
+                    ))
+                }
+            };
+            let mut sender = None;
+            let mut fds = 0;
+            for message in control.drain() {
+                match message {
+                    // Dropping each OwnedFd closes it.
+                    RecvAncillaryMessage::ScmRights(received) => fds += received.count(),
+                    RecvAncillaryMessage::ScmCredentials(credentials) => sender = Some(credentials),
+                    _ => {}
+                }
+            }
+            let path = self.path.display();
+            let Some(sender) = sender else {
+                tracing::warn!(%path, "notification without credentials, dropped");
+                continue;
+            };
+            let pid = sender.pid.as_raw_nonzero().get();
+            if sender.uid != self.uid && !sender.uid.is_root() {
+                let uid = sender.uid.as_raw();
+                tracing::warn!(%path, pid, uid, "notification from another user, dropped");
+                continue;
+            }
+            if received.flags.contains(ReturnFlags::TRUNC) {
+                tracing::warn!(%path, pid, "notification longer than {DATAGRAM_MAX} bytes, dropped");
+                continue;
+            }
+            if received.flags.contains(ReturnFlags::CTRUNC) {
+                tracing::warn!(%path, pid, "notification with more than {FDS_MAX} fds");
+            }
+            let message = parse_notify(&buffer[..received.bytes.min(buffer.len())]);
+            if message.is_empty() {
+                tracing::warn!(%path, pid, fds, "notification with no known key, dropped");
+                continue;
+            }
+            return Ok(Some(message));
+        }
+    }
+}
+
+impl AsFd for NotifyListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl Drop for NotifyListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sends `state` (such as `"READY=1\nSTATUS=serving"`) to the service manager named by
+/// `$NOTIFY_SOCKET`: a path, or `@name` for an abstract socket. Does nothing and succeeds
+/// when the variable is unset or empty (not running under a manager).
+pub fn notify(state: &str) -> io::Result<()> {
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) if !socket.is_empty() => send(&socket, state, &[]),
+        _ => Ok(()),
+    }
+}
+
+/// Sends `BARRIER=1` and waits up to `timeout` until the manager has processed every
+/// earlier message (it closes the fd that the barrier carries). Succeeds at once when
+/// `$NOTIFY_SOCKET` is unset; fails with `TimedOut`.
+pub fn notify_barrier(timeout: Duration) -> io::Result<()> {
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) if !socket.is_empty() => barrier(&socket, timeout),
+        _ => Ok(()),
+    }
+}
+
+fn barrier(socket: &OsStr, timeout: Duration) -> io::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    send(socket, "BARRIER=1", &[write.as_fd()])?;
+    drop(write);
+    let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    let mut fds = [PollFd::new(&read, PollFlags::IN)];
+    loop {
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "barrier timed out")),
+            Ok(_) => return Ok(()),
+            // A poll cut short restarts with the whole timeout: good enough for a barrier.
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Sends one datagram with `fds` to the socket named like `$NOTIFY_SOCKET`.
+fn send(socket: &OsStr, state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let address = match socket.as_bytes() {
+        [b'@', name @ ..] => SocketAddrUnix::new_abstract_name(name),
+        [b'/', ..] => SocketAddrUnix::new(Path::new(socket)),
+        _ => Err(rustix::io::Errno::AFNOSUPPORT),
+    }
+    .map_err(|error| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("NOTIFY_SOCKET={socket:?} is not a path or an @abstract name: {error}"),
+        )
+    })?;
+    let sock = rn::socket_with(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let mut space = vec![MaybeUninit::uninit(); SendAncillaryMessage::ScmRights(fds).size()];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() {
+        control.push(SendAncillaryMessage::ScmRights(fds));
+    }
+    let sent = rn::sendmsg_addr(
+        &sock,
+        &address,
+        &[IoSlice::new(state.as_bytes())],
+        &mut control,
+        SendFlags::empty(),
+    );
+    sent.map(drop)
+        .map_err(|error| context(error.into(), "cannot notify", Path::new(socket)))
+}
+
+/// `"{what} {path}: {error}"`, keeping the error's kind.
+fn context(error: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("{what} {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+    use super::*;
+    use crate::spawn::SpawnSpec;
+    use crate::testutil::Reaper;
+
+    #[test]
+    fn parses_every_known_key() {
+        let message = parse_notify(
+            b"READY=1\nSTOPPING=1\nRELOADING=1\nWATCHDOG=1\nBARRIER=1\nSTATUS=serving 3 clients\n\
+              MAINPID=42\nERRNO=2\nEXTEND_TIMEOUT_USEC=5000000\nMONOTONIC_USEC=123\n\
+              WATCHDOG_USEC=9\n",
+        );
+        assert_eq!(
+            message,
+            NotifyMessage {
+                ready: true,
+                stopping: true,
+                reloading: true,
+                watchdog: true,
+                watchdog_trigger: false,
+                barrier: true,
+                status: Some("serving 3 clients".into()),
+                main_pid: Some(42),
+                errno: Some(2),
+                extend_timeout_usec: Some(5_000_000),
+                monotonic_usec: Some(123),
+                watchdog_usec: Some(9),
+            }
+        );
+        assert!(parse_notify(b"WATCHDOG=trigger").watchdog_trigger);
+        assert!(!parse_notify(b"WATCHDOG=trigger").watchdog);
+    }
+
+    #[test]
+    fn skips_what_it_does_not_understand() {
+        for garbage in [
+            &b""[..],
+            b"\n\n",
+            b"READY",
+            b"READY=0",
+            b"READY=1 ",
+            b"ready=1",
+            b" READY=1",
+            b"FDSTORE=1",
+            b"MAINPID=0",
+            b"MAINPID=-1",
+            b"MAINPID=+5",
+            b"MAINPID=99999999999",
+            b"ERRNO=2x",
+            b"EXTEND_TIMEOUT_USEC=",
+            b"EXTEND_TIMEOUT_USEC=99999999999999999999999",
+            b"\xff\xfe=\x00",
+        ] {
+            assert!(parse_notify(garbage).is_empty(), "{garbage:?}");
+        }
+        // Good lines survive among bad ones; the last valid value wins.
+        let message = parse_notify(b"junk\nREADY=1\n\xff\nMAINPID=7\nMAINPID=x\nMAINPID=8");
+        assert!(message.ready);
+        assert_eq!(message.main_pid, Some(8));
+        // Invalid UTF-8 in a status is replaced, not fatal; empty is a (cleared) status.
+        assert_eq!(
+            parse_notify(b"STATUS=a\xffb").status.as_deref(),
+            Some("a\u{fffd}b")
+        );
+        assert_eq!(parse_notify(b"STATUS=").status.as_deref(), Some(""));
+        assert_eq!(parse_notify(b"STATUS=a=b").status.as_deref(), Some("a=b"));
+    }
+
+    #[test]
+    fn the_directory_is_private_and_removed_on_drop() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = NotifyDir::create_in(parent.path()).unwrap();
+        let path = dir.path().to_path_buf();
+        assert_eq!(path.parent(), Some(parent.path()));
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, 0o700);
+        let listener = dir.bind_worker(7).unwrap();
+        assert_eq!(listener.path(), path.join("worker-7.sock"));
+        let other = NotifyDir::create_in(parent.path()).unwrap();
+        assert_ne!(other.path(), path);
+        drop(dir);
+        assert!(!path.exists());
+        drop(listener); // its file is gone already: no panic, no error
+                        // And the default location works.
+        let default = NotifyDir::create().unwrap();
+        assert!(default.path().is_dir());
+    }
+
+    #[test]
+    fn a_bad_location_is_an_error_that_names_it() {
+        let error = NotifyDir::create_in(Path::new("/no/such/dir")).unwrap_err();
+        assert!(error.to_string().contains("/no/such/dir"), "{error}");
+        let long = format!("/tmp/{}", "x".repeat(200));
+        let error = NotifyListener::bind(&long).unwrap_err();
+        assert!(error.to_string().contains(&long), "{error}");
+    }
+
+    fn wait_readable(listener: &NotifyListener) {
+        let minute = Timespec {
+            tv_sec: 60,
+            tv_nsec: 0,
+        };
+        let mut fds = [PollFd::new(listener, PollFlags::IN)];
+        assert_eq!(
+            poll(&mut fds, Some(&minute)).unwrap(),
+            1,
+            "no notification within a minute"
+        );
+    }
+
+    #[test]
+    fn messages_arrive_and_garbage_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = NotifyListener::bind(dir.path().join("n.sock")).unwrap();
+        let socket = listener.path().as_os_str();
+        assert_eq!(listener.recv().unwrap(), None);
+
+        send(socket, "no keys here", &[]).unwrap();
+        send(
+            socket,
+            &format!("READY=1\nSTATUS={}", "x".repeat(DATAGRAM_MAX)),
+            &[],
+        )
+        .unwrap();
+        send(socket, "READY=1\nSTATUS=up", &[]).unwrap();
+        send(socket, "WATCHDOG=1", &[]).unwrap();
+        wait_readable(&listener);
+        let first = listener.recv().unwrap().unwrap();
+        assert!(first.ready);
+        assert_eq!(first.status.as_deref(), Some("up"));
+        assert!(listener.recv().unwrap().unwrap().watchdog);
+        assert_eq!(listener.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn a_helper_process_of_the_worker_speaks_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = NotifyListener::bind(dir.path().join("w.sock")).unwrap();
+        // The sender is python, a child of the worker's shell, as `systemd-notify` would be.
+        let script = "python3 -c 'import os, socket; \
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
+            s.sendto(b\"READY=1\\nSTATUS=from python\", os.environ[\"NOTIFY_SOCKET\"])'; \
+            exit $?";
+        let child = SpawnSpec::new("/bin/sh")
+            .args(["-c", script])
+            .env(std::env::vars_os())
+            .notify_socket(listener.path())
+            .spawn()
+            .unwrap();
+        let mut worker = Reaper::new(child);
+        wait_readable(&listener);
+        let message = listener.recv().unwrap().unwrap();
+        assert!(message.ready);
+        assert_eq!(message.status.as_deref(), Some("from python"));
+        assert_eq!(worker.wait().unwrap(), clutch_proto::ExitStatus::Code(0));
+    }
+
+    #[test]
+    fn a_barrier_returns_once_the_listener_has_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = NotifyListener::bind(dir.path().join("b.sock")).unwrap();
+        let socket = listener.path().as_os_str().to_owned();
+        send(&socket, "STATUS=before", &[]).unwrap();
+        let client = std::thread::spawn(move || barrier(&socket, Duration::from_secs(60)));
+        wait_readable(&listener);
+        assert_eq!(
+            listener.recv().unwrap().unwrap().status.as_deref(),
+            Some("before")
+        );
+        // The barrier's datagram may not be there yet: wait for it, bounded.
+        let mut barrier_seen = false;
+        for _ in 0..6000 {
+            match listener.recv().unwrap() {
+                Some(message) => {
+                    barrier_seen = message.barrier;
+                    break;
+                }
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        assert!(barrier_seen);
+        // recv closed the fd, so the client's poll saw POLLHUP and returned.
+        client.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_barrier_nobody_answers_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = NotifyListener::bind(dir.path().join("t.sock")).unwrap();
+        let error = barrier(listener.path().as_os_str(), Duration::from_millis(50)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn the_client_speaks_to_abstract_sockets_and_refuses_other_addresses() {
+        let name = format!(
+            "clutch-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        );
+        let receiver = rn::socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        rn::bind(
+            &receiver,
+            &SocketAddrUnix::new_abstract_name(name.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        send(OsStr::new(&format!("@{name}")), "READY=1", &[]).unwrap();
+        let mut buffer = [0u8; 64];
+        let n = rustix::io::read(&receiver, &mut buffer).unwrap();
+        assert_eq!(&buffer[..n], b"READY=1");
+
+        let error = send(OsStr::new("vsock:2:1234"), "READY=1", &[]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::Unsupported);
+        assert!(error.to_string().contains("vsock:2:1234"), "{error}");
+        let error = send(OsStr::new("/no/such/socket"), "READY=1", &[]).unwrap_err();
+        assert!(error.to_string().contains("/no/such/socket"), "{error}");
+    }
+
+    /// Only root can send as another user, so only root can check that such messages are
+    /// dropped. (The 0700 directory stops them anyway; here the socket is reachable.)
+    #[test]
+    fn messages_from_another_user_are_dropped() {
+        if !rustix::process::getuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let listener = NotifyListener::bind(dir.path().join("u.sock")).unwrap();
+        std::fs::set_permissions(listener.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let script = "import os, socket, sys; os.setgid(65534); os.setuid(65534); \
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
+            s.sendto(b'READY=1', sys.argv[1])";
+        let child = SpawnSpec::new("/usr/bin/python3")
+            .args(["-c", script])
+            .arg(listener.path())
+            .spawn()
+            .unwrap();
+        assert_eq!(
+            Reaper::new(child).wait().unwrap(),
+            clutch_proto::ExitStatus::Code(0)
+        );
+        // The datagram is queued (the sender has exited): recv drops it.
+        assert_eq!(listener.recv().unwrap(), None);
+    }
+}

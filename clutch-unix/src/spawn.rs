@@ -1,0 +1,732 @@
+//! Starting a worker: our own fork/exec, so that a worker gets what systemd would give it.
+//!
+//! [`spawn`] runs a program with the master's listening sockets at fds 3.. and the
+//! systemd-style environment that describes them, in the way `systemd` itself starts a
+//! socket-activated service. We cannot use `std::process::Command` for this: `LISTEN_PID`
+//! must hold the *child's* pid, which exists only after `fork`, and filling it in must not
+//! allocate (see `sys.rs` for what the child may and may not do).
+//!
+//! What the worker sees:
+//!
+//! | what | value |
+//! |---|---|
+//! | fds 0, 1, 2 | stdin from `/dev/null` (unless [`SpawnSpec::inherit_stdin`]), stdout and stderr inherited |
+//! | fds 3.. | the listeners, in the order given; nothing else is inherited |
+//! | `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES` | the count, the worker's own pid, the names joined with `:` (only when there are listeners) |
+//! | `NOTIFY_SOCKET` | the worker's own notification socket, when given |
+//! | `WATCHDOG_USEC`, `WATCHDOG_PID` | the heartbeat interval and the worker's own pid, when a watchdog is set |
+//! | `CLUTCH_WORKER_ID`, `CLUTCH_WORKER_SLOT` | the core's worker id and slot (like Node's `cluster.worker.id`) |
+//! | signals | every disposition at its default, an empty mask (the master's handlers, and Rust's ignored SIGPIPE, do not leak) |
+//! | process group | its own, so a terminal's Ctrl-C reaches only the master |
+//! | parent death | `SIGKILL` when the master dies (`PR_SET_PDEATHSIG`) |
+//!
+//! Every other variable of the given environment is passed through; the ones above are
+//! always removed from it first, so a worker never sees stale values from the master's
+//! own service manager.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::process::{pidfd_open, waitpid, Pid, PidfdFlags, WaitOptions};
+
+use crate::sys::{self, ChildFds, EnvEntry};
+
+/// The variables [`spawn`] owns: removed from the given environment, then set as needed.
+pub const MANAGED_ENV_VARS: [&str; 8] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "CLUTCH_WORKER_ID",
+    "CLUTCH_WORKER_SLOT",
+];
+
+/// The longest listener name systemd accepts in `LISTEN_FDNAMES`.
+const MAX_FD_NAME_LEN: usize = 255;
+
+/// What to start, and what to hand it. Built like `std::process::Command`:
+///
+/// ```no_run
+/// # use clutch_unix::spawn::{spawn, SpawnSpec};
+/// # fn demo(listener: std::os::fd::BorrowedFd<'_>) -> Result<(), clutch_unix::spawn::SpawnError> {
+/// let child = SpawnSpec::new("/usr/local/bin/server")
+///     .arg("--port-from-env")
+///     .env(std::env::vars_os())
+///     .listener("http", listener)
+///     .notify_socket("/run/user/1000/clutch-1234/worker-7.sock")
+///     .worker(7, 2)
+///     .spawn()?;
+/// println!("worker 7 is pid {}", child.pid);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SpawnSpec<'fd> {
+    program: PathBuf,
+    arg0: Option<OsString>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    listeners: Vec<(String, BorrowedFd<'fd>)>,
+    notify_socket: Option<PathBuf>,
+    worker_id: u64,
+    slot: usize,
+    watchdog_usec: Option<u64>,
+    stdin_null: bool,
+}
+
+impl<'fd> SpawnSpec<'fd> {
+    /// Runs `program`, which is executed as given: a path, not searched for in `PATH`.
+    /// By default: no arguments, an empty environment, no listeners, worker id 0 in slot 0,
+    /// stdin from `/dev/null`.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            arg0: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            listeners: Vec::new(),
+            notify_socket: None,
+            worker_id: 0,
+            slot: 0,
+            watchdog_usec: None,
+            stdin_null: true,
+        }
+    }
+
+    /// Sets `argv[0]` (default: the program path).
+    #[must_use]
+    pub fn arg0(mut self, arg0: impl Into<OsString>) -> Self {
+        self.arg0 = Some(arg0.into());
+        self
+    }
+
+    /// Adds one argument.
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds arguments.
+    #[must_use]
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds variables to the base environment (the caller decides what the worker gets:
+    /// pass `std::env::vars_os()` to pass everything through). A later value for the same
+    /// name wins. The [`MANAGED_ENV_VARS`] are removed from it and set by `spawn`.
+    #[must_use]
+    pub fn env<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Adds a listening socket: it becomes fd `3 + i` for the `i`-th listener added, named
+    /// `name` in `LISTEN_FDNAMES`. A name is 1 to 255 printable ASCII characters other than
+    /// `:` (systemd's rule).
+    #[must_use]
+    pub fn listener(mut self, name: impl Into<String>, fd: BorrowedFd<'fd>) -> Self {
+        self.listeners.push((name.into(), fd));
+        self
+    }
+
+    /// Sets `NOTIFY_SOCKET` (see [`crate::notify::NotifyListener`]).
+    #[must_use]
+    pub fn notify_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.notify_socket = Some(path.into());
+        self
+    }
+
+    /// Sets `CLUTCH_WORKER_ID` and `CLUTCH_WORKER_SLOT`.
+    #[must_use]
+    pub fn worker(mut self, id: u64, slot: usize) -> Self {
+        self.worker_id = id;
+        self.slot = slot;
+        self
+    }
+
+    /// Sets `WATCHDOG_USEC` (and `WATCHDOG_PID` to the worker's pid), asking the worker for
+    /// a `WATCHDOG=1` heartbeat at about half that interval.
+    #[must_use]
+    pub fn watchdog_usec(mut self, usec: u64) -> Self {
+        self.watchdog_usec = Some(usec);
+        self
+    }
+
+    /// Lets the worker inherit the master's stdin instead of reading `/dev/null`. Note that
+    /// the worker is in a background process group: if stdin is a terminal, reading it stops
+    /// the worker with `SIGTTIN`.
+    #[must_use]
+    pub fn inherit_stdin(mut self) -> Self {
+        self.stdin_null = false;
+        self
+    }
+
+    /// Starts the process: see [`spawn`].
+    pub fn spawn(&self) -> Result<Child, SpawnError> {
+        spawn(self)
+    }
+
+    /// The environment the worker gets, except that `LISTEN_PID` and `WATCHDOG_PID` are
+    /// filled in by the child. Sorted by name.
+    fn environment(&self) -> io::Result<Vec<EnvEntry>> {
+        let mut vars: std::collections::BTreeMap<OsString, OsString> = self
+            .env
+            .iter()
+            .filter(|(name, _)| {
+                !MANAGED_ENV_VARS
+                    .iter()
+                    .any(|managed| name.as_os_str() == OsStr::new(managed))
+            })
+            .cloned()
+            .collect();
+        let mut own_pid = Vec::new();
+        if !self.listeners.is_empty() {
+            let names: Vec<&str> = self
+                .listeners
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect();
+            vars.insert("LISTEN_FDS".into(), self.listeners.len().to_string().into());
+            vars.insert("LISTEN_FDNAMES".into(), names.join(":").into());
+            own_pid.push("LISTEN_PID");
+        }
+        if let Some(path) = &self.notify_socket {
+            vars.insert("NOTIFY_SOCKET".into(), path.clone().into_os_string());
+        }
+        if let Some(usec) = self.watchdog_usec {
+            vars.insert("WATCHDOG_USEC".into(), usec.to_string().into());
+            own_pid.push("WATCHDOG_PID");
+        }
+        vars.insert("CLUTCH_WORKER_ID".into(), self.worker_id.to_string().into());
+        vars.insert("CLUTCH_WORKER_SLOT".into(), self.slot.to_string().into());
+
+        let mut entries = Vec::with_capacity(vars.len() + own_pid.len());
+        for (name, value) in vars {
+            if name.is_empty() || name.as_bytes().contains(&b'=') {
+                return Err(invalid_input(format!(
+                    "invalid environment variable name {name:?}"
+                )));
+            }
+            let mut entry = name.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            entries.push(EnvEntry::fixed(c_string(entry, "an environment variable")?));
+        }
+        entries.extend(own_pid.into_iter().map(EnvEntry::own_pid));
+        Ok(entries)
+    }
+}
+
+/// A started process: its pid, and a pidfd for it where the kernel has them (Linux ≥ 5.3).
+///
+/// Plain data: dropping it neither kills nor reaps the process. Turn it into a
+/// [`crate::process::Process`] to wait for it and signal it.
+#[derive(Debug)]
+pub struct Child {
+    /// The process id.
+    pub pid: u32,
+    /// A pidfd, opened right after `fork` (so it refers to this very process, whatever
+    /// happens to the pid later); `None` when the kernel lacks `pidfd_open`, in which case
+    /// exits must be noticed with `SIGCHLD` and `waitpid`.
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Starts `spec`'s program; returns once it has been executed (or has failed to be).
+///
+/// Blocks only until the child calls `execve`, which is quick: the child does nothing
+/// that can wait on anything but the kernel. Call it from a long-lived thread (the
+/// master's event loop): `PR_SET_PDEATHSIG` fires when the *thread* that forked exits.
+pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
+    let prepare = |source| SpawnError::new(&spec.program, SpawnStep::Prepare, source);
+    for (name, _) in &spec.listeners {
+        check_fd_name(name).map_err(prepare)?;
+    }
+    let program = c_string(
+        spec.program.as_os_str().as_bytes().to_vec(),
+        "the program path",
+    )
+    .map_err(prepare)?;
+    let mut argv = Vec::with_capacity(spec.args.len() + 1);
+    let arg0 = spec.arg0.as_deref().unwrap_or(spec.program.as_os_str());
+    for arg in std::iter::once(arg0).chain(spec.args.iter().map(OsString::as_os_str)) {
+        argv.push(c_string(arg.as_bytes().to_vec(), "an argument").map_err(prepare)?);
+    }
+    let mut env = spec.environment().map_err(prepare)?;
+    // std opens files close-on-exec, so this one only survives as fd 0.
+    let dev_null = if spec.stdin_null {
+        Some(std::fs::File::open("/dev/null").map_err(prepare)?)
+    } else {
+        None
+    };
+    let (report_read, report_write) =
+        pipe_with(PipeFlags::CLOEXEC).map_err(|e| prepare(e.into()))?;
+    let listeners: Vec<BorrowedFd<'_>> = spec.listeners.iter().map(|(_, fd)| *fd).collect();
+
+    let fds = ChildFds {
+        listeners: &listeners,
+        stdin: dev_null.as_ref().map(AsFd::as_fd),
+        report: report_write.as_fd(),
+    };
+    let pid = sys::fork_exec(&program, &argv, &mut env, &fds)
+        .map_err(|source| SpawnError::new(&spec.program, SpawnStep::Fork, source))?;
+    // Before anything else, so the pidfd refers to our child: it cannot have been reaped
+    // (and its pid reused) yet, since only we reap it.
+    let pidfd = open_pidfd(pid);
+    // Our copy of the write end must go, or we would never read EOF.
+    drop(report_write);
+
+    match read_report(report_read.as_fd()) {
+        Ok(None) => Ok(Child { pid, pidfd }),
+        Ok(Some((step, errno))) => {
+            reap(pid);
+            Err(SpawnError::new(
+                &spec.program,
+                step,
+                io::Error::from_raw_os_error(errno),
+            ))
+        }
+        Err(source) => {
+            // We cannot tell whether it started: make sure it did not.
+            if let Some(pid) = Pid::from_raw(pid.try_into().unwrap_or(0)) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            reap(pid);
+            Err(SpawnError::new(&spec.program, SpawnStep::Fork, source))
+        }
+    }
+}
+
+/// `pidfd_open`, or `None` where the kernel lacks it.
+fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    let pid = Pid::from_raw(pid.try_into().ok()?)?;
+    match pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) => Some(fd),
+        Err(error) => {
+            if error != rustix::io::Errno::NOSYS {
+                tracing::warn!(pid = pid.as_raw_nonzero().get(), %error, "pidfd_open failed");
+            }
+            None
+        }
+    }
+}
+
+/// Reads the child's failure report: `None` on EOF (the exec succeeded).
+fn read_report(pipe: BorrowedFd<'_>) -> io::Result<Option<(SpawnStep, i32)>> {
+    let mut message = [0u8; 8];
+    let mut filled = 0;
+    while filled < message.len() {
+        match rustix::io::read(pipe, &mut message[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    match filled {
+        0 => Ok(None),
+        8 => {
+            let step = i32::from_ne_bytes([message[0], message[1], message[2], message[3]]);
+            let errno = i32::from_ne_bytes([message[4], message[5], message[6], message[7]]);
+            Ok(Some((SpawnStep::from_code(step), errno)))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "short report from the child",
+        )),
+    }
+}
+
+/// Waits for a child that is known to be exiting.
+fn reap(pid: u32) {
+    if let Some(pid) = Pid::from_raw(pid.try_into().unwrap_or(0)) {
+        while let Err(rustix::io::Errno::INTR) = waitpid(Some(pid), WaitOptions::empty()) {}
+    }
+}
+
+fn check_fd_name(name: &str) -> io::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_FD_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        && !name.contains(':');
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid_input(format!(
+            "invalid listener name {name:?}: it must be 1 to {MAX_FD_NAME_LEN} printable ASCII \
+             characters other than ':'"
+        )))
+    }
+}
+
+fn c_string(bytes: Vec<u8>, what: &str) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| invalid_input(format!("{what} contains a NUL byte")))
+}
+
+fn invalid_input(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// Where in starting a process something failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[repr(i32)]
+pub enum SpawnStep {
+    /// Preparing in the parent: an argument or variable with a NUL byte, a bad listener
+    /// name, opening `/dev/null`, creating the report pipe.
+    Prepare = 1,
+    /// `fork` itself (or reading the child's report).
+    Fork = 2,
+    /// In the child: duplicating the report pipe.
+    ReportPipe = 3,
+    /// In the child: moving the listeners to fds 3...
+    Listeners = 4,
+    /// In the child: redirecting stdin.
+    Stdin = 5,
+    /// In the child: `setpgid`.
+    ProcessGroup = 6,
+    /// In the child: `prctl(PR_SET_PDEATHSIG)`.
+    ParentDeathSignal = 7,
+    /// In the child: `execve` (no such file, permission denied, not an executable...).
+    Exec = 8,
+}
+
+impl SpawnStep {
+    fn from_code(code: i32) -> Self {
+        [
+            Self::Prepare,
+            Self::Fork,
+            Self::ReportPipe,
+            Self::Listeners,
+            Self::Stdin,
+            Self::ProcessGroup,
+            Self::ParentDeathSignal,
+            Self::Exec,
+        ]
+        .into_iter()
+        .find(|step| *step as i32 == code)
+        .unwrap_or(Self::Exec)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Prepare => "preparing",
+            Self::Fork => "fork",
+            Self::ReportPipe => "setting up the report pipe",
+            Self::Listeners => "passing the listening sockets",
+            Self::Stdin => "redirecting stdin",
+            Self::ProcessGroup => "setpgid",
+            Self::ParentDeathSignal => "prctl(PR_SET_PDEATHSIG)",
+            Self::Exec => "execve",
+        }
+    }
+}
+
+/// Starting a process failed: which program, at which step, and why.
+#[derive(Debug)]
+pub struct SpawnError {
+    program: PathBuf,
+    step: SpawnStep,
+    source: io::Error,
+}
+
+impl SpawnError {
+    fn new(program: &Path, step: SpawnStep, source: io::Error) -> Self {
+        Self {
+            program: program.to_path_buf(),
+            step,
+            source,
+        }
+    }
+
+    /// The program that was to be started.
+    #[must_use]
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// The step that failed.
+    #[must_use]
+    pub fn step(&self) -> SpawnStep {
+        self.step
+    }
+
+    /// The underlying error (for `ErrorKind::NotFound` and such).
+    #[must_use]
+    pub fn io_error(&self) -> &io::Error {
+        &self.source
+    }
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let program = self.program.display();
+        match self.step {
+            SpawnStep::Exec => write!(f, "cannot execute \"{program}\": {}", self.source),
+            step => write!(
+                f,
+                "cannot start \"{program}\": {}: {}",
+                step.describe(),
+                self.source
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::net::TcpListener;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixListener;
+
+    use clutch_proto::{ExitStatus, Signal};
+
+    use super::*;
+    use crate::testutil::{environ_of, fds_of, Reaper};
+
+    #[test]
+    fn exit_code_is_reported() {
+        let child = SpawnSpec::new("/bin/sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let mut process = Reaper::new(child);
+        assert_eq!(process.wait().unwrap(), ExitStatus::Code(3));
+    }
+
+    #[test]
+    fn a_missing_program_is_a_clear_error_and_leaves_no_zombie() {
+        let error = SpawnSpec::new("/no/such").spawn().unwrap_err();
+        assert_eq!(error.step(), SpawnStep::Exec);
+        assert_eq!(error.io_error().kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            error.to_string(),
+            "cannot execute \"/no/such\": No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn a_non_executable_file_is_a_clear_error() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let error = SpawnSpec::new(file.path()).spawn().unwrap_err();
+        assert_eq!(error.step(), SpawnStep::Exec);
+        assert_eq!(error.io_error().kind(), io::ErrorKind::PermissionDenied);
+        assert!(
+            error.to_string().starts_with("cannot execute \""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_fork() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        for spec in [
+            SpawnSpec::new("/bin/true").listener("a:b", listener.as_fd()),
+            SpawnSpec::new("/bin/true").listener("", listener.as_fd()),
+            SpawnSpec::new("/bin/true").arg("nul\0byte"),
+            SpawnSpec::new("/bin/true").env([("A=B", "c")]),
+            SpawnSpec::new("/bin/tr\0ue"),
+        ] {
+            let error = spec.spawn().unwrap_err();
+            assert_eq!(error.step(), SpawnStep::Prepare, "{error}");
+            assert_eq!(
+                error.io_error().kind(),
+                io::ErrorKind::InvalidInput,
+                "{error}"
+            );
+        }
+    }
+
+    /// The whole contract at once, read from the outside through /proc: spawn returns only
+    /// after `execve`, so what /proc shows is what the program got.
+    #[test]
+    fn the_worker_gets_exactly_its_listeners_and_environment() {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let unix = UnixListener::bind(dir.path().join("s")).unwrap();
+        // An fd that someone forgot to open close-on-exec: it must not leak either.
+        let careless = std::fs::File::open("/dev/null").unwrap();
+        rustix::io::fcntl_setfd(&careless, rustix::io::FdFlags::empty()).unwrap();
+
+        let base = [
+            ("KEEP", "kept"),
+            ("LISTEN_FDS", "99"),
+            ("LISTEN_PID", "1"),
+            ("NOTIFY_SOCKET", "/stale"),
+            ("WATCHDOG_USEC", "5"),
+            ("WATCHDOG_PID", "1"),
+        ];
+        // Listed in the opposite order of their fd numbers, to see the order kept.
+        let child = SpawnSpec::new("/bin/sleep")
+            .arg("600")
+            .env(base)
+            .listener("unix", unix.as_fd())
+            .listener("http", tcp.as_fd())
+            .notify_socket("/run/x/worker-7.sock")
+            .worker(7, 2)
+            .watchdog_usec(3_000_000)
+            .spawn()
+            .unwrap();
+        let process = Reaper::new(child);
+        let pid = process.pid();
+
+        let fds = fds_of(pid);
+        assert_eq!(
+            fds.keys().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([0, 1, 2, 3, 4])
+        );
+        let socket = |fd: &dyn AsFd| {
+            let ino = rustix::fs::fstat(fd).unwrap().st_ino;
+            format!("socket:[{ino}]")
+        };
+        assert_eq!(fds[&3], socket(&unix));
+        assert_eq!(fds[&4], socket(&tcp));
+        assert_eq!(fds[&0], "/dev/null");
+
+        let env = environ_of(pid);
+        let expected: BTreeMap<String, String> = [
+            ("KEEP", "kept".to_string()),
+            ("LISTEN_FDS", "2".to_string()),
+            ("LISTEN_PID", pid.to_string()),
+            ("LISTEN_FDNAMES", "unix:http".to_string()),
+            ("NOTIFY_SOCKET", "/run/x/worker-7.sock".to_string()),
+            ("WATCHDOG_USEC", "3000000".to_string()),
+            ("WATCHDOG_PID", pid.to_string()),
+            ("CLUTCH_WORKER_ID", "7".to_string()),
+            ("CLUTCH_WORKER_SLOT", "2".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(env, expected);
+
+        // Signals: nothing ignored (the test harness ignores SIGPIPE), nothing blocked.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        for field in ["SigIgn", "SigBlk"] {
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+            assert!(line.ends_with("0000000000000000"), "{line}");
+        }
+        // Its own process group.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let pgrp: u32 = after_name.split(' ').nth(2).unwrap().parse().unwrap();
+        assert_eq!(pgrp, pid);
+        // The socket dir must outlive the child's check.
+        assert!(dir.path().join("s").metadata().unwrap().mode() != 0);
+    }
+
+    #[test]
+    fn without_listeners_notify_or_watchdog_the_inherited_variables_are_removed() {
+        let child = SpawnSpec::new("/bin/sleep")
+            .arg("600")
+            .env([
+                ("LISTEN_FDS", "1"),
+                ("NOTIFY_SOCKET", "@x"),
+                ("WATCHDOG_USEC", "1"),
+            ])
+            .inherit_stdin()
+            .spawn()
+            .unwrap();
+        let process = Reaper::new(child);
+        let env = environ_of(process.pid());
+        assert_eq!(
+            env.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["CLUTCH_WORKER_ID", "CLUTCH_WORKER_SLOT"]
+        );
+        assert_eq!(fds_of(process.pid()).len(), 3);
+    }
+
+    #[test]
+    fn the_same_socket_can_be_passed_twice() {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let child = SpawnSpec::new("/bin/sleep")
+            .arg("600")
+            .listener("a", tcp.as_fd())
+            .listener("b", tcp.as_fd())
+            .spawn()
+            .unwrap();
+        let process = Reaper::new(child);
+        let fds = fds_of(process.pid());
+        assert_eq!(fds.len(), 5);
+        assert_eq!(fds[&3], fds[&4]);
+        process.signal(Signal::Term).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod parent_death_tests {
+    use std::time::Duration;
+
+    use clutch_proto::ExitStatus;
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+
+    use super::*;
+    use crate::testutil::{helper, is_helper, Reaper};
+
+    const HELPER: &str = "spawn::parent_death_tests::helper_spawn_and_exit";
+
+    /// A helper process starts a worker and exits: the worker must die with it.
+    #[test]
+    fn a_worker_does_not_outlive_its_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let child = helper(HELPER)
+            .env([("CLUTCH_TEST_PID_FILE", &pid_file)])
+            .spawn()
+            .unwrap();
+        assert_eq!(Reaper::new(child).wait().unwrap(), ExitStatus::Code(0));
+
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+        // Not our child, but a pidfd works for any process, and becomes readable once it
+        // has exited. ESRCH: it is already gone (and reaped by its new parent).
+        let Ok(pidfd) = pidfd_open(Pid::from_raw(pid).unwrap(), PidfdFlags::empty()) else {
+            return;
+        };
+        let minute = Timespec {
+            tv_sec: 60,
+            tv_nsec: 0,
+        };
+        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+        let ready = poll(&mut fds, Some(&minute)).unwrap();
+        if ready == 0 {
+            let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+            panic!("the worker {pid} outlived its master");
+        }
+    }
+
+    #[test]
+    fn helper_spawn_and_exit() {
+        if !is_helper(HELPER) {
+            return;
+        }
+        let child = SpawnSpec::new("/bin/sleep").arg("600").spawn().unwrap();
+        let path = std::env::var_os("CLUTCH_TEST_PID_FILE").unwrap();
+        std::fs::write(path, child.pid.to_string()).unwrap();
+        // Returning ends this thread (PR_SET_PDEATHSIG follows the forking *thread*), then
+        // the process.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

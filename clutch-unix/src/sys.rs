@@ -1,0 +1,481 @@
+//! The one room with `unsafe` in it.
+//!
+//! Three things here cannot be done with safe wrappers:
+//!
+//! 1. [`fork_exec`]: `fork` and everything the child does before `execve`. After `fork` in a
+//!    multi-threaded process the child may only make async-signal-safe calls: other threads'
+//!    locks (the allocator's, stdio's) were copied in whatever state they were in, and the
+//!    threads that would release them do not exist in the child. So the child below makes raw
+//!    syscalls through `libc` on memory prepared before `fork` — no allocation, no locks, no
+//!    Rust std I/O, no panics (no indexing: only iterators) — and reports failure over a pipe.
+//! 2. [`take_listen_fds`]: claiming ownership of the file descriptors a service manager
+//!    passed us at 3.. (the `LISTEN_FDS` protocol).
+//! 3. [`ArgvArea`]: overwriting the process's original argument strings so that `ps` shows
+//!    a process title.
+//!
+//! Everything else in the crate is `#![deny(unsafe_code)]`.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::spawn::SpawnStep;
+
+/// One `NAME=value` entry of a child's environment, as a NUL-terminated buffer.
+#[derive(Debug)]
+pub(crate) struct EnvEntry {
+    /// `NAME=value\0`, or `NAME=` followed by zeros for [`EnvEntry::own_pid`].
+    bytes: Vec<u8>,
+    /// Where the child writes its own pid in decimal, for [`EnvEntry::own_pid`].
+    pid_at: Option<usize>,
+}
+
+/// Room for the digits of any pid (a `pid_t` has at most 10) plus the terminating NUL.
+const PID_ROOM: usize = 11;
+
+impl EnvEntry {
+    /// A fixed entry, `NAME=value`.
+    pub(crate) fn fixed(entry: CString) -> Self {
+        Self {
+            bytes: entry.into_bytes_with_nul(),
+            pid_at: None,
+        }
+    }
+
+    /// `NAME=<the child's own pid>`, filled in by the child after `fork` (`LISTEN_PID`,
+    /// `WATCHDOG_PID`). `name` must not contain `=` or NUL (callers pass constants).
+    pub(crate) fn own_pid(name: &str) -> Self {
+        let mut bytes = Vec::with_capacity(name.len() + 1 + PID_ROOM);
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(b'=');
+        let pid_at = bytes.len();
+        bytes.resize(pid_at + PID_ROOM, 0);
+        Self {
+            bytes,
+            pid_at: Some(pid_at),
+        }
+    }
+}
+
+/// The file descriptors the child arranges before `execve`.
+pub(crate) struct ChildFds<'a> {
+    /// Sources of the listening sockets, in order: they become fds 3, 4, …
+    pub(crate) listeners: &'a [BorrowedFd<'a>],
+    /// What becomes fd 0, if anything (else fd 0 is inherited as it is).
+    pub(crate) stdin: Option<BorrowedFd<'a>>,
+    /// The write end of a close-on-exec pipe: `[step, errno]` is written to it when a step
+    /// fails; `execve` closes it on success, so the parent reads EOF.
+    pub(crate) report: BorrowedFd<'a>,
+}
+
+/// Forks; the child sets itself up as [`ChildFds`] and the module docs say, then `execve`s
+/// `program` with `argv` and `env`. Returns the child's pid to the parent.
+///
+/// Failures in the child are written to `fds.report` as two native-endian `i32`s, the
+/// [`SpawnStep`] and the errno, and the child exits with status 127.
+pub(crate) fn fork_exec(
+    program: &CString,
+    argv: &[CString],
+    env: &mut [EnvEntry],
+    fds: &ChildFds<'_>,
+) -> io::Result<u32> {
+    // Everything the child touches is prepared here, before fork.
+    let argv_ptrs: Vec<*const c_char> = argv
+        .iter()
+        .map(|arg| arg.as_ptr())
+        .chain([ptr::null()])
+        .collect();
+    let mut envp_ptrs: Vec<*const c_char> = Vec::with_capacity(env.len() + 1);
+    let mut pid_slots: Vec<*mut u8> = Vec::with_capacity(env.len());
+    for entry in env.iter_mut() {
+        let base = entry.bytes.as_mut_ptr();
+        envp_ptrs.push(base.cast_const().cast());
+        if let Some(at) = entry.pid_at {
+            // SAFETY: `at + PID_ROOM == bytes.len()` by construction in `own_pid`, so the
+            // pointer and the PID_ROOM bytes after it are inside the buffer.
+            pid_slots.push(unsafe { base.add(at) });
+        }
+    }
+    envp_ptrs.push(ptr::null());
+    let listeners: Vec<RawFd> = fds.listeners.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut scratch: Vec<RawFd> = vec![-1; listeners.len()];
+    let plan = ChildPlan {
+        program: program.as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp_ptrs.as_ptr(),
+        pid_slots: &pid_slots,
+        listeners: &listeners,
+        scratch: &mut scratch,
+        stdin: fds.stdin.map(|fd| fd.as_raw_fd()),
+        report: fds.report.as_raw_fd(),
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
+    };
+
+    // Block every signal across fork, so that none of the master's handlers can run in the
+    // child before the child has reset them to their defaults (a signal-hook handler would
+    // write into the master's own self-pipe). The parent restores its mask right after.
+    // SAFETY: both sigsets are plain data initialised by sigfillset / pthread_sigmask.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to the sigsets above.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved);
+    }
+
+    // SAFETY: the child branch only runs `child`, which makes async-signal-safe raw
+    // syscalls on memory prepared above and never returns (it execs or `_exit`s).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child, as `child` requires.
+        unsafe { child(plan) }
+    }
+    let fork_error = io::Error::last_os_error();
+    // SAFETY: `saved` was filled by pthread_sigmask above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, ptr::null_mut()) };
+    if pid < 0 {
+        return Err(fork_error);
+    }
+    Ok(pid.unsigned_abs())
+}
+
+/// The size of the kernel's `sigset_t`, which `rt_sigaction` insists on (not glibc's,
+/// which is 128 bytes).
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+const KERNEL_SIGSET_BYTES: usize = 8;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+const KERNEL_SIGSET_BYTES: usize = 16;
+
+/// What the child needs, as raw values prepared before `fork`.
+struct ChildPlan<'a> {
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    pid_slots: &'a [*mut u8],
+    listeners: &'a [RawFd],
+    scratch: &'a mut [RawFd],
+    stdin: Option<RawFd>,
+    report: RawFd,
+    parent: libc::pid_t,
+}
+
+/// The child between `fork` and `execve`.
+///
+/// # Safety
+///
+/// Must only be called in the child right after `fork`, with every pointer in `plan` valid
+/// (they point into the parent's buffers, which the child has a copy of).
+unsafe fn child(plan: ChildPlan<'_>) -> ! {
+    // 1. Signal dispositions back to the defaults: handlers installed by the master must
+    //    not leak, and neither must ignored signals (Rust's runtime ignores SIGPIPE, and
+    //    `execve` keeps ignored signals ignored). The raw syscall, not glibc's wrapper,
+    //    which refuses the two real-time signals glibc reserves for itself (32 and 33)
+    //    — and those can arrive ignored from whoever started the master. An all-zero
+    //    kernel `struct sigaction` is SIG_DFL with no flags and an empty mask on every
+    //    architecture's layout. SIGKILL and SIGSTOP fail with EINVAL, as expected.
+    //    The mask stays full until just before exec.
+    let default = [0u64; 8];
+    for signal in 1..=64 {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signal,
+            default.as_ptr(),
+            ptr::null_mut::<u64>(),
+            KERNEL_SIGSET_BYTES,
+        );
+    }
+
+    // 2. Get the report pipe and every listener out of the way of fds 3..3+n first, so
+    //    that placing listener i can never clobber another source (overlapping numbers).
+    let n = plan.listeners.len() as c_int;
+    let floor = 3 + n;
+    let report = libc::fcntl(plan.report, libc::F_DUPFD_CLOEXEC, floor);
+    if report < 0 {
+        fail(plan.report, SpawnStep::ReportPipe);
+    }
+    for (source, high) in plan.listeners.iter().zip(plan.scratch.iter_mut()) {
+        *high = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, floor);
+        if *high < 0 {
+            fail(report, SpawnStep::Listeners);
+        }
+    }
+
+    // 3. stdin. (If the master had fd 0 closed, /dev/null may already *be* fd 0, with
+    //    close-on-exec set: then clear the flag instead of dup2-ing onto itself.)
+    if let Some(stdin) = plan.stdin {
+        let done = if stdin == 0 {
+            libc::fcntl(0, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(stdin, 0)
+        };
+        if done < 0 {
+            fail(report, SpawnStep::Stdin);
+        }
+    }
+
+    // 4. The listeners into place. dup2 clears close-on-exec on the new fd; the high
+    //    copies keep theirs and vanish at exec.
+    for (target, high) in (3..).zip(plan.scratch.iter()) {
+        if libc::dup2(*high, target) < 0 {
+            fail(report, SpawnStep::Listeners);
+        }
+    }
+
+    // 5. Belt and braces: mark every fd above the listeners close-on-exec, in case some
+    //    library in the master opened one without O_CLOEXEC. Needs Linux 5.11; on older
+    //    kernels this fails and we rely on everything being opened close-on-exec.
+    libc::syscall(
+        libc::SYS_close_range,
+        floor as libc::c_uint,
+        libc::c_uint::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    );
+
+    // 6. A process group of our own: a terminal's Ctrl-C goes to the foreground group,
+    //    which is then only the master, and the master coordinates the shutdown.
+    if libc::setpgid(0, 0) < 0 {
+        fail(report, SpawnStep::ProcessGroup);
+    }
+
+    // 7. Never outlive the master. If the master died before the prctl, no signal will
+    //    come, so check the parent afterwards (we were then re-parented).
+    if libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0,
+        0,
+        0,
+    ) < 0
+    {
+        fail(report, SpawnStep::ParentDeathSignal);
+    }
+    if libc::getppid() != plan.parent {
+        libc::_exit(127);
+    }
+
+    // 8. Our own pid into LISTEN_PID= / WATCHDOG_PID=.
+    let pid = libc::getpid();
+    for slot in plan.pid_slots {
+        write_decimal(*slot, pid.unsigned_abs());
+    }
+
+    // 9. An empty signal mask, then exec.
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+    libc::execve(plan.program, plan.argv, plan.envp);
+    fail(report, SpawnStep::Exec)
+}
+
+/// Reports `[step, errno]` on `report` and exits with 127. Async-signal-safe.
+///
+/// # Safety
+///
+/// Only for the forked child.
+unsafe fn fail(report: RawFd, step: SpawnStep) -> ! {
+    let errno = *libc::__errno_location();
+    let mut message = [0u8; 8];
+    let (step_bytes, errno_bytes) = message.split_at_mut(4);
+    step_bytes.copy_from_slice(&(step as i32).to_ne_bytes());
+    errno_bytes.copy_from_slice(&errno.to_ne_bytes());
+    // A pipe write of 8 bytes is atomic; if it fails there is nobody to tell.
+    libc::write(report, message.as_ptr().cast(), message.len());
+    libc::_exit(127)
+}
+
+/// Writes `value` in decimal followed by NUL at `slot`, which has room for [`PID_ROOM`]
+/// bytes. No allocation, no formatting machinery: async-signal-safe.
+///
+/// # Safety
+///
+/// `slot` must be valid for writes of `PID_ROOM` bytes.
+unsafe fn write_decimal(slot: *mut u8, mut value: u32) {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    for digit in digits.iter_mut() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+        len += 1;
+        if value == 0 {
+            break;
+        }
+    }
+    let mut out = slot;
+    for digit in digits.iter().take(len).rev() {
+        *out = *digit;
+        out = out.add(1);
+    }
+    *out = 0;
+}
+
+/// Set once the `LISTEN_FDS` descriptors have been claimed, so that they can never be
+/// owned twice (which would close them twice).
+static LISTEN_FDS_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of fds `3..3 + count`, the descriptors a service manager passed with
+/// `LISTEN_FDS=count`, and sets close-on-exec on each. Succeeds at most once per process;
+/// later calls fail with `AlreadyExists`, since the fds may already have been closed and
+/// their numbers reused.
+pub(crate) fn take_listen_fds(count: usize) -> io::Result<Vec<OwnedFd>> {
+    let count = RawFd::try_from(count)
+        .ok()
+        .filter(|count| *count <= RawFd::MAX - 3)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "LISTEN_FDS is too large"))?;
+    // Check before claiming, so that a bad LISTEN_FDS does not leave half-owned fds.
+    for fd in 3..3 + count {
+        // SAFETY: F_GETFD only reads the flags of an fd number; no ownership is taken.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            let error = io::Error::last_os_error();
+            return Err(io::Error::new(error.kind(), format!("fd {fd}: {error}")));
+        }
+    }
+    if LISTEN_FDS_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the LISTEN_FDS descriptors were already taken by this process",
+        ));
+    }
+    let mut owned = Vec::with_capacity(count.unsigned_abs() as usize);
+    for fd in 3..3 + count {
+        // SAFETY: the fd is open (checked above) and, by the LISTEN_FDS protocol, was
+        // handed to this process for it to own; the flag above guarantees we claim it
+        // only once, and nothing else in this crate owns fds it did not open.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+        owned.push(fd);
+    }
+    Ok(owned)
+}
+
+/// The process's original argument area: the memory the kernel filled with the argv
+/// strings (and, right after them, the environment strings), which `/proc/PID/cmdline`
+/// and so `ps` read. Overwriting it is the classic way to set a process title on Linux
+/// (nginx, PostgreSQL, Chromium do it).
+///
+/// To get the area we need `argv`, which glibc passes (with `argc` and `envp`) to every
+/// function in `.init_array`, as std itself relies on. That function runs before `main`,
+/// while the process is single-threaded, which makes it the one sound moment to move what
+/// lives in the area out of the way: every argv and environ string in it is copied to the
+/// heap and the `argv[i]` / `environ[i]` pointers are redirected to the copies, so that
+/// `std::env::args()`, `getenv` and friends keep working after the title overwrites the
+/// originals. (This costs a copy of the arguments and environment, once, in every process
+/// that links this crate.) Other C libraries (musl) do not pass those arguments, so there
+/// the area is unknown and titles fall back to `comm` only.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod argv_area {
+    use std::ffi::{c_char, c_int, CStr};
+    use std::ptr;
+    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+    pub(super) static START: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
+    pub(super) static LEN: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" {
+        static mut environ: *mut *mut c_char;
+    }
+
+    // Where std puts its own argv capture: glibc calls these with (argc, argv, envp).
+    #[used]
+    #[link_section = ".init_array.00099"]
+    static CAPTURE: extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) = capture;
+
+    extern "C" fn capture(argc: c_int, argv: *mut *mut c_char, _envp: *mut *mut c_char) {
+        // SAFETY: glibc passes the real argc/argv (and we only run on glibc); environ is
+        // glibc's, and before main no other thread exists that could read or write it.
+        // Every pointer we follow is an argv/environ entry the kernel or glibc set up,
+        // each to a NUL-terminated string; we stop at the first null entry.
+        unsafe {
+            let argc = usize::try_from(argc).unwrap_or(0);
+            if argc == 0 || argv.is_null() || (*argv).is_null() {
+                return;
+            }
+            // The area: argv[0] onwards, as long as the strings are contiguous, first the
+            // arguments, then the environment.
+            let start = (*argv).cast::<u8>();
+            let mut end = start;
+            let mut extend = |string: *mut c_char| -> bool {
+                if string.cast::<u8>() != end {
+                    return false;
+                }
+                end = end.add(CStr::from_ptr(string).to_bytes_with_nul().len());
+                true
+            };
+            let mut args = 0;
+            while args < argc && extend(*argv.add(args)) {
+                args += 1;
+            }
+            let mut envs = 0;
+            let env = environ;
+            if args == argc && !env.is_null() {
+                while !(*env.add(envs)).is_null() && extend(*env.add(envs)) {
+                    envs += 1;
+                }
+            }
+            // Move those strings out of the area (leaked: they live as long as the
+            // process), then publish the area.
+            for i in 0..args {
+                *argv.add(i) = copy(*argv.add(i));
+            }
+            for i in 0..envs {
+                *env.add(i) = copy(*env.add(i));
+            }
+            LEN.store(end.offset_from(start).unsigned_abs(), Ordering::SeqCst);
+            START.store(start, Ordering::SeqCst);
+        }
+    }
+
+    /// A heap copy of a C string, never freed.
+    ///
+    /// # Safety
+    ///
+    /// `string` must point to a NUL-terminated string.
+    unsafe fn copy(string: *mut c_char) -> *mut c_char {
+        CStr::from_ptr(string).to_owned().into_raw()
+    }
+}
+
+/// The original argument area, if it could be claimed (see `argv_area`).
+pub(crate) struct ArgvArea {
+    start: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the area is process-global memory that nothing else references any more (see
+// `argv_area`); `title.rs` serialises writes through a Mutex.
+unsafe impl Send for ArgvArea {}
+
+impl ArgvArea {
+    /// The area, or `None` where it is unknown (not glibc, or no argv).
+    pub(crate) fn get() -> Option<Self> {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            let start = argv_area::START.load(Ordering::SeqCst);
+            let len = argv_area::LEN.load(Ordering::SeqCst);
+            if !start.is_null() && len > 1 {
+                return Some(Self { start, len });
+            }
+        }
+        None
+    }
+
+    /// How many bytes of title fit (one is kept for the terminating NUL).
+    pub(crate) fn capacity(&self) -> usize {
+        self.len - 1
+    }
+
+    /// Writes `title` (cut to the capacity) and fills the rest of the area with NULs.
+    pub(crate) fn write(&mut self, title: &[u8]) {
+        let n = title.len().min(self.capacity());
+        // SAFETY: `start..start + len` is the argument area, valid and writable for the
+        // life of the process; since `capture` moved every string out of it, no Rust or C
+        // code reads it, and callers hold `&mut self`, serialised by title.rs's Mutex.
+        unsafe {
+            ptr::copy_nonoverlapping(title.as_ptr(), self.start, n);
+            ptr::write_bytes(self.start.add(n), 0, self.len - n);
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Helpers for the tests: cleaning up children, reading /proc.
+
+use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
+
+use clutch_proto::Signal;
+
+use crate::process::Process;
+use crate::spawn::Child;
+
+/// A process that is killed and reaped when the test ends, however it ends.
+pub(crate) struct Reaper(pub(crate) Process);
+
+impl Reaper {
+    pub(crate) fn new(child: Child) -> Self {
+        Self(Process::from(child))
+    }
+}
+
+impl Deref for Reaper {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
+}
+
+impl DerefMut for Reaper {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if self.0.exit_status().is_none() {
+            let _ = self.0.signal(Signal::Kill);
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `/proc/PID/fd`: fd number → link target.
+pub(crate) fn fds_of(pid: u32) -> BTreeMap<i32, String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let fd = entry.file_name().to_str().unwrap().parse().unwrap();
+            let target = std::fs::read_link(entry.path()).unwrap();
+            (fd, target.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// `/proc/PID/environ` as a map.
+pub(crate) fn environ_of(pid: u32) -> BTreeMap<String, String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    raw.split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let (name, value) = entry.split_once('=').unwrap();
+            (name.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+/// The variable that turns a run of the test binary into one helper process.
+const HELPER_VAR: &str = "CLUTCH_TEST_HELPER";
+
+/// Whether this process is the test binary re-run as helper `test` (see [`helper`]).
+/// A helper test returns at once when this is false.
+pub(crate) fn is_helper(test: &str) -> bool {
+    std::env::var_os(HELPER_VAR).is_some_and(|value| value == test)
+}
+
+/// Runs the test binary itself as a helper process that runs only the test `test` (its
+/// full path, `module::tests::name`), which checks [`is_helper`]. The helper's exit code
+/// is 0 when that test passed: a separate process for what must not run among parallel
+/// tests (reaping any child, adopting fds 3.., rewriting argv).
+pub(crate) fn helper(test: &str) -> crate::spawn::SpawnSpec<'static> {
+    crate::spawn::SpawnSpec::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--test-threads=1", "--quiet"])
+        .env(std::env::vars_os())
+        .env([(HELPER_VAR, test)])
+}
