@@ -50,6 +50,15 @@
 //! ```
 #![deny(unsafe_code)]
 
+mod cluster;
+mod driver;
+pub mod duration;
+mod error;
+mod log;
+mod service;
+mod shutdown;
+mod worker;
+
 pub mod listen;
 pub mod notify;
 pub mod process;
@@ -60,3 +69,12 @@ pub mod title;
 
 #[cfg(test)]
 mod testutil;
+
+pub use cluster::{Cluster, ClusterBuilder, Master, Role};
+pub use clutch_proto::{
+    Backoff, CrashBudget, Event, ExitReason, ExitStatus, HangPolicy, Readiness, Signal, StopReason,
+};
+pub use error::Error;
+pub use log::Log;
+pub use shutdown::{Requested, Shutdown};
+pub use worker::Worker;

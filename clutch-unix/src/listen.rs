@@ -234,6 +234,21 @@ impl Listener {
         &self.local
     }
 
+    /// True for a TCP listener (false: a unix stream socket).
+    #[must_use]
+    pub fn is_tcp(&self) -> bool {
+        matches!(self.local, LocalAddr::Tcp(_))
+    }
+
+    /// The TCP port it is bound to (the real one when port 0 was asked for).
+    #[must_use]
+    pub fn local_port(&self) -> Option<u16> {
+        match self.local {
+            LocalAddr::Tcp(addr) => Some(addr.port()),
+            LocalAddr::Unix(_) => None,
+        }
+    }
+
     /// The std listener of its family, for a worker to accept on.
     #[must_use]
     pub fn into_std(self) -> StdListener {

@@ -333,6 +333,12 @@ pub fn notify(state: &str) -> io::Result<()> {
     }
 }
 
+/// Sends `state` to the service manager socket `socket` (a path, or `@name`): for a
+/// process that captured its `$NOTIFY_SOCKET` at startup.
+pub(crate) fn send_to(socket: &OsStr, state: &str) -> io::Result<()> {
+    send(socket, state, &[])
+}
+
 /// Sends `BARRIER=1` and waits up to `timeout` until the manager has processed every
 /// earlier message (it closes the fd that the barrier carries). Succeeds at once when
 /// `$NOTIFY_SOCKET` is unset; fails with `TimedOut`.

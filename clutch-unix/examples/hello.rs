@@ -1,0 +1,154 @@
+//! The gs-clutch README's example, in Rust: a web server answering `Worker: <id>`, run as
+//! a cluster of one worker per CPU.
+//!
+//! ```sh
+//! cargo run --release --example hello      # then: curl http://localhost:5000/
+//! ```
+//!
+//! `PORT` (default 5000), `HOST` (default 0.0.0.0) and `WORKERS` (default: the number of
+//! CPUs; 0 runs the server in-process) come from the environment. Ctrl-C (or SIGTERM)
+//! shuts everything down: each worker stops accepting, finishes the requests in flight
+//! (answering them with `connection: close`), and exits; the master exits once every
+//! worker is gone.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clutch_unix::{Cluster, Error, Log, Role, Shutdown, Worker};
+use rustix::event::{poll, PollFd, PollFlags};
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("hello: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let host = std::env::var("HOST").unwrap_or_else(|_| "0.0.0.0".to_owned());
+    let port = std::env::var("PORT").unwrap_or_else(|_| "5000".to_owned());
+    let mut cluster = Cluster::builder();
+    cluster.listen(format!("{host}:{port}")).log(Log::Stderr);
+    if let Ok(workers) = std::env::var("WORKERS") {
+        let workers = workers
+            .parse()
+            .map_err(|_| Error::Environment(format!("WORKERS={workers:?} is not a number")))?;
+        cluster.workers(workers);
+    }
+    match cluster.start()? {
+        Role::Master(master) => master.run_and_exit(),
+        Role::Worker(worker) => Ok(serve(worker)?),
+    }
+}
+
+/// One worker: accept until shutdown (watching the listener and the shutdown notice in
+/// one `poll`), a thread per connection, then wait for the requests in flight.
+fn serve(mut worker: Worker) -> io::Result<()> {
+    let listener: TcpListener = worker
+        .take_tcp_listener()
+        .ok_or_else(|| io::Error::other("no TCP listener was passed to this worker"))?;
+    // Non-blocking: another worker may take a connection we were woken for.
+    listener.set_nonblocking(true)?;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    worker.ready().map_err(io::Error::other)?;
+    let shutdown = worker.shutdown().clone();
+    loop {
+        let mut fds = [
+            PollFd::new(&listener, PollFlags::IN),
+            PollFd::new(&shutdown, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if !fds[1].revents().is_empty() {
+            break;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                in_flight.fetch_add(1, Ordering::SeqCst);
+                let (in_flight, shutdown, id) = (in_flight.clone(), shutdown.clone(), worker.id());
+                std::thread::spawn(move || {
+                    let _ = handle(stream, id, &shutdown);
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => eprintln!("hello: accept: {e}"),
+        }
+    }
+    drop(listener); // our copy of the socket; the master still holds it for new workers
+    while in_flight.load(Ordering::SeqCst) > 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Answers every request on the connection with `Worker: <id>` (HTTP/1.1 keep-alive);
+/// once shutdown begins, answers the request in progress and closes.
+fn handle(stream: TcpStream, id: u64, shutdown: &Shutdown) -> io::Result<()> {
+    // Idle keep-alive connections wake up now and then to notice a shutdown.
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let body = format!("Worker: {id}");
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) && line.is_empty() => {
+                if shutdown.is_requested() {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let http10 = line.trim_end().ends_with("HTTP/1.0");
+        let mut keep_alive = !http10;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => continue,
+                Err(e) => return Err(e),
+            }
+            let header = line.trim_end().to_ascii_lowercase();
+            if header.is_empty() {
+                break;
+            }
+            match header.as_str() {
+                "connection: close" => keep_alive = false,
+                "connection: keep-alive" if http10 => keep_alive = true,
+                _ => {}
+            }
+        }
+        keep_alive &= !shutdown.is_requested();
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        write!(
+            writer,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: {connection}\r\n\r\n{body}",
+            body.len()
+        )?;
+        writer.flush()?;
+        if !keep_alive {
+            return Ok(());
+        }
+        line.clear();
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}

@@ -1,0 +1,349 @@
+//! Library mode: one binary is both master and worker. The master re-executes itself
+//! for its workers (as Node's cluster does); [`ClusterBuilder::start`] tells each process
+//! which role it plays.
+
+use std::time::Duration;
+
+use clutch_proto::{
+    Backoff, Config, ConfigBuilder, CrashBudget, Event, ExitReason, HangPolicy, Readiness,
+};
+
+use crate::driver::{Driver, EventHandler, Program, Setup};
+use crate::listen::{self, ListenAddr, ListenOptions, Listener};
+use crate::service::ServiceNotifier;
+use crate::worker::Worker;
+use crate::{Error, Log};
+
+/// The entry point of library mode.
+///
+/// ```no_run
+/// use clutch_unix::{Cluster, Role};
+///
+/// fn main() -> Result<(), clutch_unix::Error> {
+///     match Cluster::builder().listen("127.0.0.1:5000").start()? {
+///         Role::Master(master) => master.run_and_exit(),
+///         Role::Worker(mut worker) => {
+///             let listener = worker.take_tcp_listener().expect("one TCP listener");
+///             worker.ready()?;
+///             // serve on `listener` until `worker.shutdown()` fires…
+///             # drop(listener);
+///             Ok(())
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Cluster;
+
+impl Cluster {
+    /// A builder with gs-clutch's defaults (one worker per CPU, name `server`, titles on,
+    /// logs off, 7500 ms force-exit timeout) and the core's newer ones.
+    #[must_use]
+    pub fn builder() -> ClusterBuilder {
+        let mut core = Config::builder();
+        core.cpus(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        ClusterBuilder {
+            core,
+            listen: Vec::new(),
+            listen_options: ListenOptions::default(),
+            log: Log::Off,
+            on_event: None,
+        }
+    }
+}
+
+/// The role this process plays, decided by [`ClusterBuilder::start`].
+#[derive(Debug)]
+pub enum Role {
+    /// The master: call [`Master::run`] (or [`Master::run_and_exit`]).
+    Master(Master),
+    /// A worker (or, with `workers(0)`, the application running in-process): serve.
+    Worker(Worker),
+}
+
+/// Configures a cluster; [`start`](Self::start) validates everything before anything runs.
+pub struct ClusterBuilder {
+    core: ConfigBuilder,
+    listen: Vec<String>,
+    listen_options: ListenOptions,
+    log: Log,
+    on_event: Option<EventHandler>,
+}
+
+impl std::fmt::Debug for ClusterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterBuilder")
+            .field("core", &self.core)
+            .field("listen", &self.listen)
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterBuilder {
+    /// Workers to run (gs-clutch `numWorkers`; default: the number of CPUs). `0` runs the
+    /// application in this process, with the same shutdown handling.
+    pub fn workers(&mut self, workers: usize) -> &mut Self {
+        self.core.workers(workers);
+        self
+    }
+    /// The process-title label (gs-clutch `name`; default `server`).
+    pub fn name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.core.name(name);
+        self
+    }
+    /// Whether to set process titles (gs-clutch `nameProcess`; default true).
+    pub fn title(&mut self, title: bool) -> &mut Self {
+        self.core.title(title);
+        self
+    }
+    /// Where log lines go (gs-clutch `log`; default off).
+    pub fn log(&mut self, log: Log) -> &mut Self {
+        self.log = log;
+        self
+    }
+    /// Bound on a graceful stop (gs-clutch `forceExitTimeout`; default 7500 ms).
+    pub fn force_exit_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.core.force_exit_timeout(timeout);
+        self
+    }
+    /// When a worker counts as ready (default: when it calls [`Worker::ready`]).
+    pub fn readiness(&mut self, readiness: Readiness) -> &mut Self {
+        self.core.readiness(readiness);
+        self
+    }
+    /// How long a worker may take to become ready (default 60 s).
+    pub fn boot_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.core.boot_timeout(timeout);
+        self
+    }
+    /// Respawn backoff for workers that die young.
+    pub fn backoff(&mut self, backoff: Backoff) -> &mut Self {
+        self.core.backoff(backoff);
+        self
+    }
+    /// The crash breaker.
+    pub fn crash_budget(&mut self, budget: CrashBudget) -> &mut Self {
+        self.core.crash_budget(budget);
+        self
+    }
+    /// Hung-worker handling (workers opt in by calling [`Worker::heartbeat`]).
+    pub fn hang(&mut self, hang: HangPolicy) -> &mut Self {
+        self.core.hang(hang);
+        self
+    }
+    /// Workers replaced at once in a rolling restart (default 1).
+    pub fn rollout_batch(&mut self, batch: usize) -> &mut Self {
+        self.core.rollout_batch(batch);
+        self
+    }
+    /// A listening socket for the workers (repeatable): `127.0.0.1:5000`, `[::1]:0`,
+    /// `0.0.0.0:80`, `unix:/run/app.sock`. Ignored when the master was itself started with
+    /// sockets by systemd (`LISTEN_FDS`): those are used instead.
+    pub fn listen(&mut self, addr: impl Into<String>) -> &mut Self {
+        self.listen.push(addr.into());
+        self
+    }
+    /// Backlog and Unix-socket permissions for the listeners.
+    pub fn listen_options(&mut self, options: ListenOptions) -> &mut Self {
+        self.listen_options = options;
+        self
+    }
+    /// Called in the master for every event (gs-clutch's `clutch.on(...)`).
+    pub fn on_event(&mut self, handler: impl FnMut(&Event) + 'static) -> &mut Self {
+        self.on_event = Some(Box::new(handler));
+        self
+    }
+
+    /// Decides this process's role and prepares it. In the master: validates the
+    /// configuration and binds every listener (or adopts systemd's), so every mistake is
+    /// reported before any worker exists. In a worker: takes its listeners and notify
+    /// socket from the environment the master gave it.
+    pub fn start(&mut self) -> Result<Role, Error> {
+        self.core
+            .service_watchdog(crate::service::watchdog_interval_from_env());
+        let config = self.core.build()?;
+        self.log.install();
+        if std::env::var_os(crate::worker::WORKER_ID_ENV).is_some() {
+            return Ok(Role::Worker(Worker::from_env(&config)?));
+        }
+        let listeners = bind_all(&self.listen, &self.listen_options)?;
+        if config.is_in_process() {
+            return Ok(Role::Worker(Worker::in_process(&config, listeners)?));
+        }
+        let service = ServiceNotifier::from_env();
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::io("finding this program to re-execute it for workers", e))?;
+        let mut args = std::env::args_os();
+        let program = Program {
+            path: exe,
+            arg0: args.next(),
+            args: args.collect(),
+        };
+        let on_event = self
+            .on_event
+            .take()
+            .unwrap_or_else(|| Box::new(|_: &Event| {}));
+        Ok(Role::Master(Master {
+            setup: Box::new(Setup {
+                config,
+                program,
+                listeners,
+                on_event,
+                service,
+            }),
+        }))
+    }
+}
+
+impl ClusterBuilder {
+    /// Exec mode: supervise any program (Einhorn's idea, with systemd's conventions). Each
+    /// worker runs `program args…` with the listeners at fd 3.. (`LISTEN_FDS`,
+    /// `LISTEN_PID`, `LISTEN_FDNAMES`) and a `NOTIFY_SOCKET`, so programs that support
+    /// socket activation and sd_notify need nothing from clutch.
+    ///
+    /// `program` without a `/` is looked up in `PATH`. Everything is checked before
+    /// anything runs: the configuration, the program (exists, is executable) and the
+    /// listeners.
+    pub fn supervise(
+        &mut self,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
+    ) -> Result<Master, Error> {
+        self.core
+            .service_watchdog(crate::service::watchdog_interval_from_env());
+        let config = self.core.build()?;
+        if config.is_in_process() {
+            return Err(Error::Program(
+                "workers: at least 1 is needed to supervise a program".into(),
+            ));
+        }
+        let path = resolve_program(program.as_ref())?;
+        self.log.install();
+        let listeners = bind_all(&self.listen, &self.listen_options)?;
+        let service = ServiceNotifier::from_env();
+        let name = path.file_name().map(|n| n.to_os_string());
+        let program = Program {
+            path,
+            arg0: name,
+            args: args.into_iter().map(Into::into).collect(),
+        };
+        let on_event = self
+            .on_event
+            .take()
+            .unwrap_or_else(|| Box::new(|_: &Event| {}));
+        Ok(Master {
+            setup: Box::new(Setup {
+                config,
+                program,
+                listeners,
+                on_event,
+                service,
+            }),
+        })
+    }
+}
+
+/// Finds `program` as `execvp` would, and checks it can be executed.
+fn resolve_program(program: &std::ffi::OsStr) -> Result<std::path::PathBuf, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let shown = program.to_string_lossy();
+    let candidates: Vec<std::path::PathBuf> = if program.as_bytes().contains(&b'/') {
+        vec![program.into()]
+    } else {
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .collect()
+    };
+    for candidate in &candidates {
+        let Ok(meta) = std::fs::metadata(candidate) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        return match rustix::fs::access(candidate, rustix::fs::Access::EXEC_OK) {
+            Ok(()) => Ok(candidate.clone()),
+            Err(e) => Err(Error::Program(format!(
+                "{}: not executable ({e})",
+                candidate.display()
+            ))),
+        };
+    }
+    Err(Error::Program(format!("{shown}: program not found")))
+}
+
+/// Binds every address, or adopts the sockets systemd passed (`LISTEN_FDS`).
+pub(crate) fn bind_all(addrs: &[String], options: &ListenOptions) -> Result<Vec<Listener>, Error> {
+    let adopted = listen::listen_fds_from_env()
+        .map_err(|e| Error::Listen(format!("adopting sockets from the service manager: {e}")))?;
+    if !adopted.is_empty() {
+        tracing::info!(
+            count = adopted.len(),
+            "using the listening sockets passed by the service manager"
+        );
+        return Ok(adopted);
+    }
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for text in addrs {
+        let addr = ListenAddr::parse(text)
+            .map_err(|e| Error::Listen(format!("listen address {text:?}: {e}")))?;
+        let listener = listen::bind(&addr, options).map_err(|e| Error::Listen(e.to_string()))?;
+        tracing::info!("listening on {}", listener.local_addr());
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// The master's side: run the cluster to its end.
+pub struct Master {
+    // Boxed: a `Role` is moved around by value and a worker is small.
+    setup: Box<Setup>,
+}
+
+impl std::fmt::Debug for Master {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Master")
+            .field("config", &self.setup.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Master {
+    /// The validated configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.setup.config
+    }
+
+    /// The listening sockets (e.g. to learn the port the OS chose for `:0`).
+    #[must_use]
+    pub fn listeners(&self) -> &[Listener] {
+        &self.setup.listeners
+    }
+
+    /// Runs the cluster until it shuts down; returns why (its
+    /// [`code`](ExitReason::code) is the exit status to use).
+    pub fn run(self) -> Result<ExitReason, Error> {
+        Driver::new(*self.setup)?.run()
+    }
+
+    /// Runs the cluster and exits the process with its exit code; on an error, says why
+    /// on stderr and exits with 1.
+    pub fn run_and_exit(self) -> ! {
+        match self.run() {
+            Ok(reason) => {
+                if reason != ExitReason::Clean {
+                    eprintln!("clutch: {}", reason.describe());
+                }
+                std::process::exit(i32::from(reason.code()))
+            }
+            Err(error) => {
+                eprintln!("clutch: {error}");
+                std::process::exit(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The driver's error type: every variant says what was being done and with what.
+
+use std::fmt;
+use std::io;
+
+use clutch_proto::ConfigError;
+
+/// Why clutch could not start or keep running a cluster. Raised before anything is
+/// spawned wherever possible (configuration, addresses, binding).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// A listen address could not be used.
+    Listen(String),
+    /// The program to supervise cannot be run.
+    Program(String),
+    /// The environment handed to a worker is not what clutch sets (a worker started by
+    /// hand, say).
+    Environment(String),
+    /// A system call failed.
+    Io {
+        /// What clutch was doing.
+        context: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(err) => write!(f, "invalid configuration: {err}"),
+            Self::Listen(msg) | Self::Environment(msg) | Self::Program(msg) => f.write_str(msg),
+            Self::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(err) => Some(err),
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(err: ConfigError) -> Self {
+        Self::Config(err)
+    }
+}

@@ -1,0 +1,71 @@
+//! The master (or an in-process application, or a library-mode worker) talking to *its*
+//! service manager: systemd's `NOTIFY_SOCKET`, or the clutch master's for a worker.
+
+use std::ffi::OsString;
+use std::io;
+use std::time::Duration;
+
+use clutch_proto::Notice;
+
+/// Where this process's sd_notify messages go, captured once at startup.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ServiceNotifier {
+    socket: Option<OsString>,
+}
+
+impl ServiceNotifier {
+    /// Reads `$NOTIFY_SOCKET`; no socket means every send is a successful no-op.
+    pub(crate) fn from_env() -> Self {
+        Self {
+            socket: std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty()),
+        }
+    }
+
+    /// Sends one sd_notify datagram (`KEY=VALUE` lines).
+    pub(crate) fn send_raw(&self, state: &str) -> io::Result<()> {
+        match &self.socket {
+            Some(socket) => crate::notify::send_to(socket, state),
+            None => Ok(()),
+        }
+    }
+
+    /// Reports a core [`Notice`]; a failure is logged, never fatal (a service manager
+    /// that went away must not take the cluster down with it).
+    pub(crate) fn send(&self, notice: &Notice) {
+        if self.socket.is_none() {
+            return;
+        }
+        let state = match notice {
+            Notice::Ready => "READY=1".to_owned(),
+            // Type=notify-reload requires MONOTONIC_USEC with RELOADING=1 (systemd ≥ 253).
+            Notice::Reloading => format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()),
+            Notice::Stopping => "STOPPING=1".to_owned(),
+            Notice::Watchdog => "WATCHDOG=1".to_owned(),
+            Notice::Status(line) => format!("STATUS={line}"),
+            other => {
+                tracing::debug!(?other, "no sd_notify form for this notice");
+                return;
+            }
+        };
+        if let Err(e) = self.send_raw(&state) {
+            tracing::warn!("telling the service manager {state:?}: {e}");
+        }
+    }
+}
+
+/// How often to ping the service manager's watchdog: half of `WATCHDOG_USEC`, if it is
+/// set for this process (`WATCHDOG_PID` unset or ours), as sd_watchdog_enabled(3) says.
+pub(crate) fn watchdog_interval_from_env() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+fn monotonic_usec() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+}

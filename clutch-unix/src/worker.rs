@@ -1,0 +1,242 @@
+//! The worker's side of library mode: its listeners, its readiness and heartbeats, and
+//! how it learns that shutdown has begun.
+
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clutch_proto::{Config, ExitReason};
+use signal_hook::consts::signal::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+
+use crate::listen::{self, Listener, StdListener};
+use crate::service::ServiceNotifier;
+use crate::{Error, Shutdown};
+
+/// Set by the master in every worker's environment: the worker's id.
+pub(crate) const WORKER_ID_ENV: &str = "CLUTCH_WORKER_ID";
+/// Set by the master in every worker's environment: the worker's slot.
+pub(crate) const WORKER_SLOT_ENV: &str = "CLUTCH_WORKER_SLOT";
+
+/// One worker of the cluster (or the application itself, when it runs in-process).
+///
+/// Take the listeners, start serving, call [`ready`](Self::ready); watch
+/// [`shutdown`](Self::shutdown) and, once it fires, stop accepting, finish what is in
+/// flight, and return from `main`. If that takes longer than the force-exit timeout the
+/// process exits on its own (gs-clutch does the same in its workers), and the master
+/// SIGKILLs whatever is left at its own deadline.
+#[derive(Debug)]
+pub struct Worker {
+    id: u64,
+    slot: usize,
+    in_process: bool,
+    listeners: Vec<Listener>,
+    notifier: ServiceNotifier,
+    shutdown: Shutdown,
+    user_signals: Arc<AtomicU64>,
+}
+
+impl Worker {
+    /// A worker started by a clutch master: everything comes from its environment.
+    pub(crate) fn from_env(config: &Config) -> Result<Self, Error> {
+        let id = env_number(WORKER_ID_ENV)?;
+        let slot = env_number(WORKER_SLOT_ENV)? as usize;
+        let listeners = listen::listen_fds_from_env().map_err(|e| {
+            Error::Environment(format!("taking the listeners passed by the master: {e}"))
+        })?;
+        let worker = Self::new(config, id, slot, false, listeners)?;
+        if config.title() {
+            let _ = crate::title::set_title(&format!("{}: worker process", config.name()));
+        }
+        Ok(worker)
+    }
+
+    /// The application running in the master's own process (`workers = 0`).
+    pub(crate) fn in_process(config: &Config, listeners: Vec<Listener>) -> Result<Self, Error> {
+        if config.title() {
+            let _ = crate::title::set_title(config.name());
+        }
+        Self::new(config, 0, 0, true, listeners)
+    }
+
+    fn new(
+        config: &Config,
+        id: u64,
+        slot: usize,
+        in_process: bool,
+        listeners: Vec<Listener>,
+    ) -> Result<Self, Error> {
+        let shutdown = Shutdown::new().map_err(|e| Error::io("creating the shutdown notice", e))?;
+        let user_signals = Arc::new(AtomicU64::new(0));
+        let title = config.title().then(|| {
+            if in_process {
+                config.name().to_owned()
+            } else {
+                format!("{}: worker process", config.name())
+            }
+        });
+        watch_signals(
+            shutdown.clone(),
+            config.force_exit_timeout(),
+            title,
+            user_signals.clone(),
+        )?;
+        Ok(Self {
+            id,
+            slot,
+            in_process,
+            listeners,
+            notifier: ServiceNotifier::from_env(),
+            shutdown,
+            user_signals,
+        })
+    }
+
+    /// The worker's id (`CLUTCH_WORKER_ID`, like Node's `cluster.worker.id`): unique and
+    /// never reused within one master. `0` when running in-process.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The worker's slot, `0..workers` (`CLUTCH_WORKER_SLOT`): a replacement gets the slot
+    /// of the worker it replaces.
+    #[must_use]
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// True when there is no cluster (`workers = 0`).
+    #[must_use]
+    pub fn is_in_process(&self) -> bool {
+        self.in_process
+    }
+
+    /// The listeners not taken yet, in the order they were configured.
+    #[must_use]
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    /// Takes every remaining listener.
+    pub fn take_listeners(&mut self) -> Vec<Listener> {
+        std::mem::take(&mut self.listeners)
+    }
+
+    /// Takes the first TCP listener, as a std `TcpListener` (blocking mode).
+    pub fn take_tcp_listener(&mut self) -> Option<TcpListener> {
+        let index = self.listeners.iter().position(Listener::is_tcp)?;
+        match self.listeners.remove(index).into_std() {
+            StdListener::Tcp(listener) => Some(listener),
+            StdListener::Unix(_) => unreachable!("is_tcp said TCP"),
+        }
+    }
+
+    /// Takes the first Unix-socket listener, as a std `UnixListener` (blocking mode).
+    pub fn take_unix_listener(&mut self) -> Option<UnixListener> {
+        let index = self.listeners.iter().position(|l| !l.is_tcp())?;
+        match self.listeners.remove(index).into_std() {
+            StdListener::Unix(listener) => Some(listener),
+            StdListener::Tcp(_) => unreachable!("is_tcp said unix"),
+        }
+    }
+
+    /// Tells the master this worker serves (`READY=1`). In-process, tells the service
+    /// manager, if any.
+    pub fn ready(&self) -> Result<(), Error> {
+        self.notifier
+            .send_raw("READY=1")
+            .map_err(|e| Error::io("reporting READY=1", e))
+    }
+
+    /// A heartbeat (`WATCHDOG=1`). After the first, the master treats a silence longer
+    /// than the hang timeout (`WATCHDOG_USEC` in the environment) as a hung worker.
+    pub fn heartbeat(&self) -> Result<(), Error> {
+        self.notifier
+            .send_raw("WATCHDOG=1")
+            .map_err(|e| Error::io("sending a heartbeat", e))
+    }
+
+    /// Tells the master this worker is about to exit on its own (`STOPPING=1`, e.g. after
+    /// serving its quota of requests): a replacement starts at once and the exit is not a
+    /// crash.
+    pub fn stopping(&self) -> Result<(), Error> {
+        self.notifier
+            .send_raw("STOPPING=1")
+            .map_err(|e| Error::io("reporting STOPPING=1", e))
+    }
+
+    /// A free-form status line (`STATUS=…`), shown in the master's debug log.
+    pub fn status(&self, text: &str) -> Result<(), Error> {
+        let line = format!("STATUS={}", text.replace('\n', " "));
+        self.notifier
+            .send_raw(&line)
+            .map_err(|e| Error::io("reporting a status", e))
+    }
+
+    /// Fires when the graceful stop begins (the master's SIGTERM, or SIGTERM/SIGINT
+    /// in-process).
+    #[must_use]
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// How many SIGUSR1/SIGUSR2 the master forwarded so far (they are caught, so that a
+    /// forwarded signal never kills a worker that does not handle it).
+    #[must_use]
+    pub fn user_signals(&self) -> u64 {
+        self.user_signals.load(Ordering::Relaxed)
+    }
+}
+
+fn env_number(name: &str) -> Result<u64, Error> {
+    let value =
+        std::env::var(name).map_err(|_| Error::Environment(format!("{name} is not set")))?;
+    value
+        .parse()
+        .map_err(|_| Error::Environment(format!("{name}={value:?} is not a number")))
+}
+
+/// A thread that turns SIGTERM/SIGINT into the shutdown notice: the first starts the
+/// graceful stop and arms the forced exit; a second means "now".
+fn watch_signals(
+    shutdown: Shutdown,
+    force_exit_timeout: Duration,
+    title: Option<String>,
+    user_signals: Arc<AtomicU64>,
+) -> Result<(), Error> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGUSR2])
+        .map_err(|e| Error::io("installing the worker's signal handlers", e))?;
+    std::thread::Builder::new()
+        .name("clutch-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGUSR1 || signal == SIGUSR2 {
+                    user_signals.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if !shutdown.trigger() {
+                    tracing::warn!("second stop signal: exiting now");
+                    std::process::exit(i32::from(ExitReason::Forced.code()));
+                }
+                tracing::info!("shutting down");
+                if let Some(title) = &title {
+                    let _ = crate::title::set_title(&format!("{title} <shutting down>"));
+                }
+                let timer = std::thread::Builder::new()
+                    .name("clutch-force-exit".into())
+                    .spawn(move || {
+                        std::thread::sleep(force_exit_timeout);
+                        tracing::warn!("forcing shutdown");
+                        std::process::exit(i32::from(ExitReason::Forced.code()));
+                    });
+                if let Err(e) = timer {
+                    // The master's own deadline still bounds this worker's life.
+                    tracing::error!("cannot arm the worker's forced exit: {e}");
+                }
+            }
+        })
+        .map_err(|e| Error::io("starting the worker's signal thread", e))?;
+    Ok(())
+}

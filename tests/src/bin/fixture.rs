@@ -1,0 +1,181 @@
+//! A library-mode cluster with fault knobs, for the end-to-end tests.
+//!
+//! Serves `Worker: <id>` over HTTP like `examples/hello.rs`. Knobs (environment):
+//! - `WORKERS`, `FORCE_EXIT_MS`, `BOOT_TIMEOUT_MS`, `RESET_AFTER_MS` (the backoff's
+//!   healthy uptime): cluster settings;
+//! - `FIXTURE_DIR`: where the master writes `port` (the bound port) and `events` (one
+//!   `Debug`-formatted event per line, flushed as it happens, ending in ` @<ns>`: the
+//!   CLOCK_MONOTONIC time it was seen, comparable across processes);
+//! - `FIXTURE_CRASH_AT_BOOT=1`: workers exit 1 before becoming ready;
+//! - `FIXTURE_IGNORE_TERM=1`: workers block SIGTERM/SIGINT and never stop on their own;
+//! - `FIXTURE_FDS=1`: each worker writes its open fds, as found at the top of `main`,
+//!   to `FIXTURE_DIR/fds-<pid>`;
+//! - `READINESS`: `notify` (default), `exec`, or a number of milliseconds.
+//!
+//! `fixture -- PROGRAM ARGS…` supervises that program instead (exec mode).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clutch_unix::{Cluster, Role, Worker};
+
+fn knob(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
+}
+
+fn millis(name: &str) -> Option<Duration> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+}
+
+fn main() {
+    let dir = PathBuf::from(std::env::var_os("FIXTURE_DIR").expect("FIXTURE_DIR"));
+    let worker = std::env::var_os("CLUTCH_WORKER_ID").is_some();
+    if worker && knob("FIXTURE_FDS") {
+        let fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let target = std::fs::read_link(e.path()).unwrap_or_default();
+                format!("{} {}", e.file_name().to_string_lossy(), target.display())
+            })
+            .collect();
+        std::fs::write(
+            dir.join(format!("fds-{}", std::process::id())),
+            fds.join("\n"),
+        )
+        .expect("writing fds");
+    }
+    if worker && knob("FIXTURE_CRASH_AT_BOOT") {
+        std::process::exit(1);
+    }
+    if worker && knob("FIXTURE_IGNORE_TERM") {
+        // Blocked before any thread exists: no thread of this worker will ever see them.
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGTERM);
+        set.add(nix::sys::signal::Signal::SIGINT);
+        set.thread_block().expect("blocking SIGTERM");
+    }
+    let mut cluster = Cluster::builder();
+    cluster.listen("127.0.0.1:0").log(clutch_unix::Log::Stderr);
+    if let Some(workers) = std::env::var("WORKERS").ok().and_then(|w| w.parse().ok()) {
+        cluster.workers(workers);
+    }
+    if let Some(timeout) = millis("FORCE_EXIT_MS") {
+        cluster.force_exit_timeout(timeout);
+    }
+    if let Some(timeout) = millis("BOOT_TIMEOUT_MS") {
+        cluster.boot_timeout(timeout);
+    }
+    if let Some(reset_after) = millis("RESET_AFTER_MS") {
+        cluster.backoff(clutch_unix::Backoff {
+            reset_after,
+            ..Default::default()
+        });
+    }
+    let mut events = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("events"))
+        .expect("events file");
+    cluster.on_event(move |event| {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let ns = now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128;
+        let _ = writeln!(events, "{event:?} @{ns}");
+        let _ = events.flush();
+    });
+    match std::env::var("READINESS").ok().as_deref() {
+        None | Some("notify") => {}
+        Some("exec") => {
+            cluster.readiness(clutch_unix::Readiness::Spawned);
+        }
+        Some(ms) => {
+            let delay = Duration::from_millis(ms.parse().expect("READINESS in ms"));
+            cluster.readiness(clutch_unix::Readiness::Delay(delay));
+        }
+    }
+    let args: Vec<String> = std::env::args().skip_while(|a| a != "--").skip(1).collect();
+    if let Some((program, args)) = args.split_first() {
+        match cluster.supervise(program, args) {
+            Ok(master) => {
+                let port = master.listeners()[0].local_port().expect("a TCP port");
+                write_atomically(&dir.join("port"), &port.to_string());
+                master.run_and_exit()
+            }
+            Err(error) => {
+                eprintln!("fixture: {error}");
+                std::process::exit(1)
+            }
+        }
+    }
+    match cluster.start() {
+        Ok(Role::Master(master)) => {
+            let port = master.listeners()[0].local_port().expect("a TCP port");
+            write_atomically(&dir.join("port"), &port.to_string());
+            master.run_and_exit()
+        }
+        Ok(Role::Worker(worker)) => serve(worker),
+        Err(error) => {
+            eprintln!("fixture: {error}");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).expect("temp file");
+    file.write_all(text.as_bytes()).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+fn serve(mut worker: Worker) {
+    let listener: TcpListener = worker.take_tcp_listener().expect("a TCP listener");
+    listener.set_nonblocking(true).expect("non-blocking");
+    worker.ready().expect("ready");
+    let shutdown = worker.shutdown().clone();
+    let id = worker.id();
+    let mut handlers = Vec::new();
+    while !shutdown.is_requested() {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).expect("blocking stream");
+                handlers.push(std::thread::spawn(move || {
+                    let _ = answer(stream, id);
+                }));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Wait for a connection or the shutdown notice, whichever comes first.
+                let _ = shutdown.wait_timeout(Duration::from_millis(2));
+            }
+            Err(e) => eprintln!("fixture worker: accept: {e}"),
+        }
+    }
+    drop(listener);
+    for handler in handlers {
+        let _ = handler.join();
+    }
+}
+
+/// One request, one answer, then close (the tests use `connection: close`).
+fn answer(stream: TcpStream, id: u64) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 0 && line != "\r\n" && line != "\n" {
+        line.clear();
+    }
+    let body = format!("Worker: {id}");
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}

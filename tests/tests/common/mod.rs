@@ -1,0 +1,258 @@
+//! Shared harness for the end-to-end tests: start the fixture cluster on a port the OS
+//! chooses, read its events, talk HTTP to it, and clean up every process it started.
+
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Generous: the CI machine has two shared cores.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct Fixture {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    exited: Option<ExitStatus>,
+}
+
+impl Fixture {
+    /// Starts the fixture master with these extra environment variables and waits until
+    /// it has bound its port.
+    pub fn start(envs: &[(&str, &str)]) -> Self {
+        Self::start_program(env!("CARGO_BIN_EXE_fixture"), &[], envs)
+    }
+
+    pub fn start_program(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        let child = Command::new(program)
+            .args(args)
+            .env("FIXTURE_DIR", dir.path())
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting the fixture");
+        let mut fixture = Self {
+            child,
+            dir,
+            port: 0,
+            exited: None,
+        };
+        let port_file = fixture.dir.path().join("port");
+        fixture.wait_until("the master binds its port", |f| {
+            f.check_alive();
+            port_file.exists()
+        });
+        fixture.port = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        fixture
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.path("stderr")).unwrap_or_default()
+    }
+
+    /// Every event the master reported so far, one `Debug` line each.
+    pub fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("events"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn count(&self, prefix: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e.starts_with(prefix))
+            .count()
+    }
+
+    fn check_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!(
+                "the master exited early with {status}; stderr:\n{}",
+                self.stderr()
+            );
+        }
+    }
+
+    /// Polls `condition` every 10 ms for up to [`PATIENCE`].
+    pub fn wait_until(&mut self, what: &str, mut condition: impl FnMut(&mut Self) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !condition(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}; events:\n{}\nstderr:\n{}",
+                self.events().join("\n"),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn wait_ready(&mut self, n: usize) {
+        self.wait_until(&format!("{n} workers are ready"), |f| {
+            f.count("WorkerReady") >= n
+        });
+    }
+
+    /// Pids of the workers that started and have not been reported gone.
+    pub fn live_worker_pids(&self) -> Vec<u32> {
+        let events = self.events();
+        let started: Vec<u32> = events
+            .iter()
+            .filter(|e| e.starts_with("WorkerStarted"))
+            .filter_map(|e| pid_in(e))
+            .collect();
+        let gone: Vec<u32> = events
+            .iter()
+            .filter(|e| e.starts_with("WorkerDied") || e.starts_with("WorkerExit"))
+            .filter_map(|e| pid_in(e))
+            .collect();
+        started.into_iter().filter(|p| !gone.contains(p)).collect()
+    }
+
+    pub fn all_worker_pids(&self) -> Vec<u32> {
+        self.events()
+            .iter()
+            .filter(|e| e.starts_with("WorkerStarted"))
+            .filter_map(|e| pid_in(e))
+            .collect()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).expect("signalling the master");
+    }
+
+    /// Waits for the master to exit (bounded) and returns its status.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.exited = Some(status);
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the master did not exit within {within:?}; events:\n{}\nstderr:\n{}",
+                self.events().join("\n"),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Kill by pid, never by name: the master, then any worker it reported.
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for pid in self.all_worker_pids() {
+            if is_alive(pid) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The `pid: N` or `pid: Some(N)` in an event's `Debug` line.
+pub fn pid_in(event: &str) -> Option<u32> {
+    let rest = &event[event.find("pid: ")? + 5..];
+    let rest = rest.strip_prefix("Some(").unwrap_or(rest);
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            state != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// `GET /` with `connection: close`; the body, or the error.
+pub fn get(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => Err(std::io::Error::other(format!("bad response: {response:?}"))),
+    }
+}
+
+/// The worker id in a `Worker: N` body.
+pub fn worker_id(body: &str) -> u64 {
+    body.trim()
+        .strip_prefix("Worker: ")
+        .and_then(|n| n.parse().ok())
+        .expect("a Worker: N body")
+}
+
+pub fn wait_gone(pids: &[u32], within: Duration) -> Result<(), Vec<u32>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let alive: Vec<u32> = pids.iter().copied().filter(|&p| is_alive(p)).collect();
+        if alive.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(alive);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
+
+/// Sends requests until `n` distinct workers have answered, for at most [`PATIENCE`]
+/// (workers that are ready at exec may still be starting up). Returns the ids seen.
+pub fn distinct_workers(port: u16, n: usize) -> std::collections::BTreeSet<u64> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < n && Instant::now() < deadline {
+        match get(port) {
+            Ok(body) => {
+                seen.insert(worker_id(&body));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    seen
+}

@@ -1,0 +1,268 @@
+//! Library mode end to end: a real master, real workers, real signals, loopback sockets.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{get, is_alive, wait_gone, Fixture, PATIENCE};
+use nix::sys::signal::Signal;
+use std::os::unix::process::ExitStatusExt;
+
+#[test]
+fn the_cluster_answers_from_more_than_one_worker() {
+    let mut cluster = Fixture::start(&[("WORKERS", "2")]);
+    cluster.wait_ready(2);
+    let seen = common::distinct_workers(cluster.port, 2);
+    assert_eq!(seen.len(), 2, "only {seen:?} answered");
+}
+
+#[test]
+fn a_killed_worker_is_replaced_with_a_new_id_while_the_others_keep_answering() {
+    let mut cluster = Fixture::start(&[("WORKERS", "2")]);
+    cluster.wait_ready(2);
+    let victim = cluster.live_worker_pids()[0];
+
+    // A steady stream of requests while the worker dies and is replaced.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = {
+        let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), cluster.port);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match get(port) {
+                    Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                    Err(_) => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    cluster.wait_until("the dead worker is replaced and ready", |f| {
+        f.count("WorkerDied") == 1 && f.count("WorkerReady") == 3
+    });
+    let before = ok.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    client.join().unwrap();
+
+    let events = cluster.events();
+    let died = events.iter().find(|e| e.starts_with("WorkerDied")).unwrap();
+    assert!(died.contains(&format!("pid: Some({victim})")), "{died}");
+    assert!(died.contains("Signaled(9)"), "{died}");
+    let started: Vec<&String> = events
+        .iter()
+        .filter(|e| e.starts_with("WorkerStarted"))
+        .collect();
+    assert_eq!(started.len(), 3);
+    assert!(
+        started[2].contains("id: WorkerId(3)"),
+        "a fresh id: {}",
+        started[2]
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > before,
+        "requests kept succeeding after the replacement"
+    );
+    // At most the one request the victim held when it died can fail.
+    assert!(
+        failed.load(Ordering::SeqCst) <= 1,
+        "{} requests failed",
+        failed.load(Ordering::SeqCst)
+    );
+}
+
+#[test]
+fn sigterm_stops_every_worker_then_the_master_with_code_0_and_events_in_order() {
+    let mut cluster = Fixture::start(&[("WORKERS", "2")]);
+    cluster.wait_ready(2);
+    let workers = cluster.live_worker_pids();
+    cluster.signal(Signal::SIGTERM);
+    let status = cluster.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", cluster.stderr());
+    assert_eq!(wait_gone(&workers, Duration::from_secs(1)), Ok(()));
+    let events = cluster.events();
+    let tail: Vec<&str> = events
+        .iter()
+        .skip_while(|e| !e.starts_with("ShutdownStarted"))
+        .map(|e| e.split([' ', '{']).next().unwrap())
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "ShutdownStarted",
+            "WorkerExit",
+            "WorkerExit",
+            "NoWorkers",
+            "ShutDown"
+        ],
+        "{events:#?}"
+    );
+    assert!(events.last().unwrap().contains("Clean"));
+}
+
+#[test]
+fn a_worker_ignoring_sigterm_is_killed_at_the_force_timeout_and_the_exit_says_so() {
+    let mut cluster = Fixture::start(&[
+        ("WORKERS", "1"),
+        ("FIXTURE_IGNORE_TERM", "1"),
+        ("FORCE_EXIT_MS", "300"),
+    ]);
+    cluster.wait_ready(1);
+    let worker = cluster.live_worker_pids()[0];
+    cluster.signal(Signal::SIGTERM);
+    let status = cluster.wait_exit(PATIENCE);
+    assert_eq!(
+        status.code(),
+        Some(4),
+        "forced exit code; stderr:\n{}",
+        cluster.stderr()
+    );
+    assert!(!is_alive(worker));
+    let events = cluster.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("ShutdownForced { killed: 1 }")),
+        "{events:#?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.starts_with("WorkerExit") && e.contains("Signaled(9)")));
+}
+
+#[test]
+fn a_second_sigint_stops_at_once() {
+    // A force timeout far beyond the test's patience: only the second SIGINT can end it.
+    let mut cluster = Fixture::start(&[
+        ("WORKERS", "2"),
+        ("FIXTURE_IGNORE_TERM", "1"),
+        ("FORCE_EXIT_MS", "600000"),
+    ]);
+    cluster.wait_ready(2);
+    cluster.signal(Signal::SIGINT);
+    cluster.wait_until("shutdown starts", |f| f.count("ShutdownStarted") == 1);
+    cluster.signal(Signal::SIGINT);
+    let status = cluster.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(4));
+}
+
+#[test]
+fn sigkill_of_the_master_leaves_no_worker_behind() {
+    let mut cluster = Fixture::start(&[("WORKERS", "3")]);
+    cluster.wait_ready(3);
+    let workers = cluster.live_worker_pids();
+    assert_eq!(workers.len(), 3);
+    cluster.signal(Signal::SIGKILL);
+    let status = cluster.wait_exit(PATIENCE);
+    assert_eq!(status.signal(), Some(9));
+    assert_eq!(
+        wait_gone(&workers, Duration::from_secs(5)),
+        Ok(()),
+        "orphaned workers"
+    );
+    assert!(
+        get(cluster.port).is_err(),
+        "the port must close with the last worker"
+    );
+}
+
+#[test]
+fn a_worker_crashing_at_boot_is_respawned_with_backoff_until_the_breaker_trips() {
+    let mut cluster = Fixture::start(&[("WORKERS", "2"), ("FIXTURE_CRASH_AT_BOOT", "1")]);
+    let status = cluster.wait_exit(PATIENCE);
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "breaker exit code; stderr:\n{}",
+        cluster.stderr()
+    );
+    let events = cluster.events();
+    let spawned = cluster.count("WorkerStarted");
+    assert!((5..=8).contains(&spawned), "{spawned} spawns: {events:#?}");
+    assert!(
+        events.iter().any(|e| e.starts_with("RespawnDelayed")),
+        "backoff between spawns"
+    );
+    assert!(events.iter().any(|e| e.starts_with("BreakerTripped")));
+    assert!(
+        cluster.stderr().contains("crash breaker"),
+        "says why on stderr"
+    );
+}
+
+#[test]
+fn a_worker_inherits_only_stdio_and_its_listeners() {
+    let mut cluster = Fixture::start(&[("WORKERS", "1"), ("FIXTURE_FDS", "1")]);
+    cluster.wait_ready(1);
+    let pid = cluster.live_worker_pids()[0];
+    let listing = std::fs::read_to_string(cluster.path(&format!("fds-{pid}"))).unwrap();
+    let mut fds: Vec<(u32, String)> = listing
+        .lines()
+        .map(|l| {
+            let (fd, target) = l.split_once(' ').unwrap();
+            (fd.parse().unwrap(), target.to_owned())
+        })
+        .collect();
+    fds.sort();
+    // fd 4 is the directory the listing itself was read through.
+    let numbers: Vec<u32> = fds.iter().map(|f| f.0).filter(|&fd| fd != 4).collect();
+    assert_eq!(numbers, [0, 1, 2, 3], "{fds:?}");
+    assert!(
+        fds[3].1.starts_with("socket:"),
+        "fd 3 is the listener: {fds:?}"
+    );
+    assert_eq!(fds[0].1, "/dev/null", "stdin is /dev/null");
+}
+
+#[test]
+fn a_rolling_restart_under_steady_requests_fails_none_of_them() {
+    let mut cluster = Fixture::start(&[("WORKERS", "2")]);
+    cluster.wait_ready(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), cluster.port);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match get(port) {
+                        Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(_) => failed.fetch_add(1, Ordering::SeqCst),
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let old = cluster.live_worker_pids();
+    cluster.signal(Signal::SIGHUP);
+    cluster.wait_until("the rolling restart finishes", |f| {
+        f.count("ReloadFinished") == 1
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert_eq!(
+        wait_gone(&old, Duration::from_secs(10)),
+        Ok(()),
+        "old workers gone"
+    );
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "{} ok",
+        ok.load(Ordering::SeqCst)
+    );
+    assert!(ok.load(Ordering::SeqCst) > 10);
+    let events = cluster.events();
+    assert_eq!(cluster.count("WorkerExit"), 2, "{events:#?}");
+    assert!(events
+        .iter()
+        .filter(|e| e.starts_with("WorkerExit"))
+        .all(|e| e.contains("Reload")));
+}
