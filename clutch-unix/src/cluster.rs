@@ -8,6 +8,7 @@ use clutch_proto::{
     Backoff, Config, ConfigBuilder, CrashBudget, Event, ExitReason, HangPolicy, Readiness,
 };
 
+use crate::control_server::ControlServer;
 use crate::driver::{Driver, EventHandler, Program, Setup};
 use crate::listen::{self, ListenAddr, ListenOptions, Listener};
 use crate::service::ServiceNotifier;
@@ -48,6 +49,7 @@ impl Cluster {
             listen_options: ListenOptions::default(),
             log: Log::Off,
             on_event: None,
+            control: None,
         }
     }
 }
@@ -68,6 +70,7 @@ pub struct ClusterBuilder {
     listen_options: ListenOptions,
     log: Log,
     on_event: Option<EventHandler>,
+    control: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -76,6 +79,7 @@ impl std::fmt::Debug for ClusterBuilder {
             .field("core", &self.core)
             .field("listen", &self.listen)
             .field("log", &self.log)
+            .field("control", &self.control)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +153,13 @@ impl ClusterBuilder {
         self.listen_options = options;
         self
     }
+    /// A control socket at `path` (mode 0600) answering `status`, `reload`, `scale` and
+    /// `stop`; see [`crate::control`] for the protocol and `clutch status` for a client.
+    pub fn control(&mut self, path: impl Into<std::path::PathBuf>) -> &mut Self {
+        self.control = Some(path.into());
+        self
+    }
+
     /// Called in the master for every event (gs-clutch's `clutch.on(...)`).
     pub fn on_event(&mut self, handler: impl FnMut(&Event) + 'static) -> &mut Self {
         self.on_event = Some(Box::new(handler));
@@ -171,7 +182,6 @@ impl ClusterBuilder {
         if config.is_in_process() {
             return Ok(Role::Worker(Worker::in_process(&config, listeners)?));
         }
-        let service = ServiceNotifier::from_env();
         let exe = std::env::current_exe()
             .map_err(|e| Error::io("finding this program to re-execute it for workers", e))?;
         let mut args = std::env::args_os();
@@ -180,19 +190,37 @@ impl ClusterBuilder {
             arg0: args.next(),
             args: args.collect(),
         };
+        Ok(Role::Master(self.master(config, program, listeners)?))
+    }
+
+    /// Everything a master needs besides its program: the control socket (checked here,
+    /// before anything is spawned), the service manager's socket, the event handler.
+    fn master(
+        &mut self,
+        config: Config,
+        program: Program,
+        listeners: Vec<Listener>,
+    ) -> Result<Master, Error> {
+        let control = self
+            .control
+            .as_deref()
+            .map(ControlServer::bind)
+            .transpose()?;
         let on_event = self
             .on_event
             .take()
             .unwrap_or_else(|| Box::new(|_: &Event| {}));
-        Ok(Role::Master(Master {
+        let service = ServiceNotifier::from_env();
+        Ok(Master {
             setup: Box::new(Setup {
                 config,
                 program,
                 listeners,
                 on_event,
                 service,
+                control,
             }),
-        }))
+        })
     }
 }
 
@@ -221,26 +249,13 @@ impl ClusterBuilder {
         let path = resolve_program(program.as_ref())?;
         self.log.install();
         let listeners = bind_all(&self.listen, &self.listen_options)?;
-        let service = ServiceNotifier::from_env();
         let name = path.file_name().map(|n| n.to_os_string());
         let program = Program {
             path,
             arg0: name,
             args: args.into_iter().map(Into::into).collect(),
         };
-        let on_event = self
-            .on_event
-            .take()
-            .unwrap_or_else(|| Box::new(|_: &Event| {}));
-        Ok(Master {
-            setup: Box::new(Setup {
-                config,
-                program,
-                listeners,
-                on_event,
-                service,
-            }),
-        })
+        self.master(config, program, listeners)
     }
 }
 

@@ -17,16 +17,19 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clutch_proto::{
     Action, ClusterState, Config, Event, ExitReason, ExitStatus, Phase, Pid, Signal, WorkerId,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use serde_json::json;
 use signal_hook::consts::signal as sig;
 use signal_hook_mio::v1_0::Signals;
 
+use crate::control::{self, Request};
+use crate::control_server::{ControlServer, Waiting};
 use crate::listen::Listener;
 use crate::notify::{NotifyDir, NotifyListener, NotifyMessage};
 use crate::process::Process;
@@ -35,8 +38,11 @@ use crate::spawn::SpawnSpec;
 use crate::Error;
 
 const SIGNALS: Token = Token(0);
+const CONTROL: Token = Token(1);
 /// Worker tokens start here: `FIRST_WORKER + 2·id` is its pidfd, `+ 1` its notify socket.
 const FIRST_WORKER: usize = 2;
+/// Control clients' tokens start here (far above any worker's).
+const FIRST_CLIENT: usize = 1 << 60;
 
 /// The signals the master handles; each maps to a core input. (SIGCHLD is added only
 /// where pidfds are missing.)
@@ -70,6 +76,7 @@ pub(crate) struct Setup {
     pub(crate) listeners: Vec<Listener>,
     pub(crate) on_event: EventHandler,
     pub(crate) service: ServiceNotifier,
+    pub(crate) control: Option<ControlServer>,
 }
 
 /// A worker process the driver watches.
@@ -117,6 +124,12 @@ impl Driver {
             tracing::warn!("cannot raise the open-files limit: {e}");
         }
         let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let mut setup = setup;
+        if let Some(control) = setup.control.as_mut() {
+            control
+                .register(poll.registry(), CONTROL, FIRST_CLIENT)
+                .map_err(|e| Error::io("watching the control socket", e))?;
+        }
         let cluster = ClusterState::new(setup.config.clone(), Instant::now());
         Ok(Self {
             poll,
@@ -139,12 +152,22 @@ impl Driver {
         self.drain()?;
         loop {
             if let Some(reason) = self.exit {
+                if let Some(control) = self.setup.control.as_mut() {
+                    control.exiting(self.poll.registry(), reason.code(), reason.describe());
+                    control.flush_all_blocking(Duration::from_millis(200));
+                }
                 return Ok(reason);
             }
             self.update_title();
-            let timeout = self
-                .cluster
-                .poll_timeout()
+            let client_deadline = self
+                .setup
+                .control
+                .as_ref()
+                .and_then(ControlServer::next_deadline);
+            let timeout = [self.cluster.poll_timeout(), client_deadline]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|at| at.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -155,6 +178,9 @@ impl Driver {
                 self.dispatch(event.token())?;
             }
             let now = Instant::now();
+            if let Some(control) = self.setup.control.as_mut() {
+                control.expire(self.poll.registry(), now);
+            }
             if self.cluster.poll_timeout().is_some_and(|at| at <= now) {
                 self.feed(|cluster| cluster.handle_timeout(now))?;
             }
@@ -180,6 +206,15 @@ impl Driver {
             }
             return Ok(());
         }
+        if token == CONTROL {
+            if let Some(control) = self.setup.control.as_mut() {
+                control.accept(self.poll.registry(), Instant::now());
+            }
+            return Ok(());
+        }
+        if token.0 >= FIRST_CLIENT {
+            return self.control_client(token);
+        }
         let index = token.0 - FIRST_WORKER;
         let id = WorkerId((index / 2) as u64);
         if index % 2 == 1 {
@@ -187,6 +222,104 @@ impl Driver {
         } else {
             self.check_exit(id)
         }
+    }
+
+    /// A control client is readable or writable: carry out its request if complete.
+    fn control_client(&mut self, token: Token) -> Result<(), Error> {
+        let Some(control) = self.setup.control.as_mut() else {
+            return Ok(());
+        };
+        let Some(number) = control.client_of(token) else {
+            return Ok(());
+        };
+        let Some(request) = control.ready(self.poll.registry(), number) else {
+            return Ok(());
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                control.answer(self.poll.registry(), number, &control::error_line(&error));
+                return Ok(());
+            }
+        };
+        tracing::info!(?request, "control request");
+        let mut outcome: Result<Option<String>, String> = Ok(None);
+        match request {
+            Request::Status => outcome = Ok(Some(self.status_json())),
+            Request::Scale { workers } => {
+                self.feed(|cluster| {
+                    outcome = cluster
+                        .scale(Instant::now(), workers)
+                        .map(|()| Some(json!({"ok": true, "workers": workers}).to_string()))
+                        .map_err(|e| e.to_string());
+                })?;
+            }
+            Request::Reload => {
+                // Wait from before the command: with instant readiness a rollout can end
+                // inside the very drain that follows it. Whatever rollout this request
+                // starts (or queues) gets a generation above the current one.
+                let generation = self.cluster.generation() + 1;
+                if let Some(control) = self.setup.control.as_mut() {
+                    control.wait(number, Waiting::Reload { generation });
+                }
+                self.feed(|cluster| {
+                    outcome = cluster
+                        .reload(Instant::now())
+                        .map(|()| None)
+                        .map_err(|e| e.to_string());
+                })?;
+            }
+            Request::Stop => {
+                if let Some(control) = self.setup.control.as_mut() {
+                    control.wait(number, Waiting::Stop);
+                }
+                self.feed(|cluster| cluster.shutdown(Instant::now()))?;
+            }
+        }
+        if let Some(control) = self.setup.control.as_mut() {
+            match outcome {
+                Ok(Some(answer)) => control.answer(self.poll.registry(), number, &answer),
+                Ok(None) => {}
+                Err(error) => {
+                    control.answer(self.poll.registry(), number, &control::error_line(&error))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `status` answer: phase, counts, and one entry per worker.
+    fn status_json(&self) -> String {
+        let now = Instant::now();
+        let status = self.cluster.status();
+        let workers: Vec<serde_json::Value> = self
+            .cluster
+            .workers()
+            .map(|w| {
+                json!({
+                    "id": w.id.0,
+                    "slot": w.slot.0,
+                    "pid": w.pid,
+                    "state": w.state.name(),
+                    "generation": w.generation,
+                    "uptime_ms": now.saturating_duration_since(w.spawned_at).as_millis() as u64,
+                    "restarts": w.restarts,
+                    "successor": w.successor,
+                    "stop_reason": w.stop_reason.map(|r| r.name()),
+                })
+            })
+            .collect();
+        json!({
+            "ok": true,
+            "pid": std::process::id(),
+            "phase": status.phase.name(),
+            "target": status.target,
+            "ready": status.ready,
+            "live": status.live,
+            "generation": self.cluster.generation(),
+            "workers": workers,
+        })
+        .to_string()
     }
 
     /// Feeds every message waiting on `id`'s notify socket to the core.
@@ -301,6 +434,25 @@ impl Driver {
             }
             Action::Event(event) => {
                 log_event(&event);
+                if let Some(control) = self.setup.control.as_mut() {
+                    match &event {
+                        Event::ReloadFinished { generation, took } => {
+                            let answer = json!({"ok": true, "generation": generation, "took_ms": took.as_millis() as u64});
+                            control.reload_ended(
+                                self.poll.registry(),
+                                *generation,
+                                &answer.to_string(),
+                            );
+                        }
+                        Event::ReloadFailed { generation, reason } => {
+                            let answer = control::error_line(&format!(
+                                "rolling restart failed: {reason}; the old workers keep serving"
+                            ));
+                            control.reload_ended(self.poll.registry(), *generation, &answer);
+                        }
+                        _ => {}
+                    }
+                }
                 (self.setup.on_event)(&event);
             }
             Action::Notify(notice) => self.setup.service.send(&notice),
@@ -361,7 +513,6 @@ impl Driver {
                 Interest::READABLE,
             )
             .map_err(|e| format!("watching worker {id}'s notify socket: {e}"))?;
-        tracing::info!(worker = id.0, slot, pid, "Worker started");
         self.workers.insert(id, Handle { process, notify });
         Ok(pid)
     }
@@ -387,9 +538,69 @@ impl Driver {
     }
 }
 
-/// The driver's log line for each event (gs-clutch's wording where it had one).
+/// The driver's log line for each event (gs-clutch's wording where it had one). Every
+/// line carries `event = "<name>"` and the event's fields, so `--log-format json` gives
+/// one machine-readable line per event.
 fn log_event(event: &Event) {
+    use tracing::{error, info, warn};
     match event {
+        Event::WorkerStarted {
+            id,
+            slot,
+            pid,
+            generation,
+        } => {
+            info!(
+                event = "worker_started",
+                worker = id.0,
+                slot = slot.0,
+                pid,
+                generation,
+                "Worker started"
+            )
+        }
+        Event::WorkerSpawnFailed { id, slot, error } => {
+            error!(event = "worker_spawn_failed", worker = id.0, slot = slot.0, %error, "worker failed to start")
+        }
+        Event::WorkerReady { id, slot, pid } => {
+            info!(
+                event = "worker_ready",
+                worker = id.0,
+                slot = slot.0,
+                pid,
+                "worker ready"
+            )
+        }
+        Event::Listening { id } => info!(event = "listening", worker = id.0, "listening"),
+        Event::WorkerStopping { id, slot, pid } => {
+            info!(
+                event = "worker_stopping",
+                worker = id.0,
+                slot = slot.0,
+                pid,
+                "worker is stopping on its own"
+            )
+        }
+        Event::WorkerBootTimedOut { id, slot, pid } => warn!(
+            event = "worker_boot_timed_out",
+            worker = id.0,
+            slot = slot.0,
+            pid,
+            "worker did not become ready in time"
+        ),
+        Event::WorkerHung {
+            id,
+            slot,
+            pid,
+            silent_for,
+        } => warn!(
+            event = "worker_hung",
+            worker = id.0,
+            slot = slot.0,
+            pid,
+            silent_ms = silent_for.as_millis() as u64,
+            "worker hung"
+        ),
         Event::WorkerDied {
             id,
             slot,
@@ -397,39 +608,74 @@ fn log_event(event: &Event) {
             status,
             was_ready,
             uptime,
-        } => tracing::warn!(
-            worker = id.0, slot = slot.0, pid = ?pid, %status, was_ready, uptime_ms = uptime.as_millis() as u64,
-            "worker died unexpectedly"
+        } => warn!(
+            event = "worker_died", worker = id.0, slot = slot.0, pid = ?pid, %status, was_ready,
+            uptime_ms = uptime.as_millis() as u64, "worker died unexpectedly"
         ),
         Event::WorkerExit {
-            id, status, reason, ..
-        } => {
-            tracing::info!(worker = id.0, %status, reason = reason.name(), "worker exited")
-        }
+            id,
+            slot,
+            pid,
+            status,
+            reason,
+        } => info!(
+            event = "worker_exit", worker = id.0, slot = slot.0, pid = ?pid, %status,
+            reason = reason.name(), "worker exited"
+        ),
+        Event::RespawnDelayed {
+            slot,
+            delay,
+            consecutive_failures,
+        } => info!(
+            event = "respawn_delayed",
+            slot = slot.0,
+            delay_ms = delay.as_millis() as u64,
+            consecutive_failures,
+            "respawn delayed (backoff)"
+        ),
+        Event::NoWorkers => info!(event = "no_workers", "no workers left"),
         Event::ShutdownStarted { trigger } => {
-            tracing::info!(?trigger, "shutting down workers")
+            info!(event = "shutdown_started", trigger = ?trigger, "shutting down workers")
         }
-        Event::ShutdownForced { killed } => tracing::warn!(killed, "forcing shutdown"),
-        Event::BreakerTripped { failures, window } => tracing::error!(
+        Event::ShutdownForced { killed } => {
+            warn!(event = "shutdown_forced", killed, "forcing shutdown")
+        }
+        Event::ShutDown { reason } => info!(
+            event = "shutdown",
+            exit_code = reason.code(),
+            reason = reason.describe(),
+            "shut down"
+        ),
+        Event::BreakerTripped { failures, window } => error!(
+            event = "breaker_tripped",
             failures,
             window_ms = window.as_millis() as u64,
             "workers keep failing to boot: crash breaker tripped, shutting down"
         ),
-        Event::ReloadFailed { generation, reason } => {
-            tracing::error!(generation, "rolling restart failed: {reason}")
+        Event::ReloadStarted { generation } => {
+            info!(
+                event = "reload_started",
+                generation, "rolling restart started"
+            )
         }
-        Event::WorkerHung { id, silent_for, .. } => tracing::warn!(
-            worker = id.0,
-            silent_ms = silent_for.as_millis() as u64,
-            "worker hung"
+        Event::ReloadQueued => info!(event = "reload_queued", "rolling restart queued"),
+        Event::ReloadFinished { generation, took } => info!(
+            event = "reload_finished",
+            generation,
+            took_ms = took.as_millis() as u64,
+            "rolling restart finished"
         ),
-        Event::WorkerBootTimedOut { id, .. } => {
-            tracing::warn!(worker = id.0, "worker did not become ready in time")
-        }
-        Event::WorkerSpawnFailed { id, error, .. } => {
-            tracing::error!(worker = id.0, "worker failed to start: {error}")
-        }
-        Event::Ignored { what } => tracing::info!("ignored: {what}"),
-        other => tracing::debug!(event = ?other),
+        Event::ReloadFailed { generation, reason } => error!(
+            event = "reload_failed", generation, %reason, "rolling restart failed; the old workers keep serving"
+        ),
+        Event::Scaled { from, to } => info!(event = "scaled", from, to, "worker count changed"),
+        Event::SignalForwarded { signal, workers } => info!(
+            event = "signal_forwarded",
+            signal = signal.name(),
+            workers,
+            "signal forwarded to workers"
+        ),
+        Event::Ignored { what } => info!(event = "ignored", what, "ignored"),
+        other => info!(event = "other", event_debug = ?other, "event"),
     }
 }

@@ -14,6 +14,8 @@ pub enum Error {
     Config(ConfigError),
     /// A listen address could not be used.
     Listen(String),
+    /// The control socket cannot be created.
+    Control(String),
     /// The program to supervise cannot be run.
     Program(String),
     /// The environment handed to a worker is not what clutch sets (a worker started by
@@ -41,7 +43,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Config(err) => write!(f, "invalid configuration: {err}"),
-            Self::Listen(msg) | Self::Environment(msg) | Self::Program(msg) => f.write_str(msg),
+            Self::Listen(msg)
+            | Self::Environment(msg)
+            | Self::Program(msg)
+            | Self::Control(msg) => f.write_str(msg),
             Self::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -51,6 +51,8 @@
 #![deny(unsafe_code)]
 
 mod cluster;
+pub mod control;
+mod control_server;
 mod driver;
 pub mod duration;
 mod error;

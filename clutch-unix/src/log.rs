@@ -16,6 +16,9 @@ pub enum Log {
     /// Install a plain subscriber writing to stderr, honouring `RUST_LOG` (default
     /// `info`). gs-clutch's `log: true`.
     Stderr,
+    /// Install a subscriber writing one JSON object per line to stderr (every event carries
+    /// an `event` field naming it), for machines.
+    Json,
     /// Install a subscriber that hands every formatted line to this function.
     /// gs-clutch's `log: function(str) {…}`.
     Func(Arc<dyn Fn(&str) + Send + Sync>),
@@ -26,6 +29,7 @@ impl std::fmt::Debug for Log {
         f.write_str(match self {
             Self::Off => "Off",
             Self::Stderr => "Stderr",
+            Self::Json => "Json",
             Self::Func(_) => "Func(..)",
         })
     }
@@ -42,6 +46,12 @@ impl Log {
         let _ = match self {
             Self::Off => return,
             Self::Stderr => tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_writer(io::stderr)
+                .try_init(),
+            Self::Json => tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
                 .with_env_filter(filter())
                 .with_writer(io::stderr)
                 .try_init(),

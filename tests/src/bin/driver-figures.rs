@@ -187,7 +187,8 @@ fn main() {
         // shares with its workers (same binary, same libc); PSS divides shared pages among
         // their users; private pages are the master's alone.
         let rollup = format!("/proc/{}/smaps_rollup", cluster.pid());
-        let private = status_kib_in(&rollup, "Private_Clean:") + status_kib_in(&rollup, "Private_Dirty:");
+        let private =
+            status_kib_in(&rollup, "Private_Clean:") + status_kib_in(&rollup, "Private_Dirty:");
         println!(
             "master memory with {workers:>2} workers: RSS {} KiB, PSS {} KiB, private {private} KiB",
             status_kib_in(&rollup, "Rss:"),

@@ -1,0 +1,319 @@
+//! The master's side of the control channel (the protocol is in [`crate::control`]).
+//! Every client is non-blocking and bounded, so none can stall the event loop.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::control::{self, Request, MAX_CLIENTS, MAX_REQUEST, REQUEST_TIMEOUT};
+use crate::listen::{self, ListenAddr, ListenOptions, StdListener};
+use crate::Error;
+
+/// What a client is waiting for after its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    /// Its request line.
+    Request,
+    /// Its request is being carried out; the driver answers or makes it wait.
+    Handling,
+    /// The end of the rollout of at least this generation.
+    Reload { generation: u64 },
+    /// The master's exit.
+    Stop,
+    /// Nothing: its answer is being written, then it is closed.
+    Closing,
+}
+
+struct Client {
+    stream: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    waiting: Waiting,
+    deadline: Option<Instant>,
+}
+
+/// The listening control socket and its clients.
+pub(crate) struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    clients: HashMap<usize, Client>,
+    next_client: usize,
+    token_base: usize,
+}
+
+impl ControlServer {
+    /// Creates the socket at `path`, mode 0600; replaces a stale socket file, refuses a
+    /// live one or a non-socket.
+    pub(crate) fn bind(path: &Path) -> Result<Self, Error> {
+        let addr = ListenAddr::Unix(path.to_owned());
+        // Created 0600 from the start (no window where others could connect).
+        let old_umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+        let bound = listen::bind(
+            &addr,
+            &ListenOptions {
+                unix_mode: Some(0o600),
+                ..ListenOptions::default()
+            },
+        );
+        rustix::process::umask(old_umask);
+        let listener =
+            bound.map_err(|e| Error::Control(format!("creating the control socket: {e}")))?;
+        let StdListener::Unix(listener) = listener.into_std() else {
+            unreachable!("a unix address binds a unix socket")
+        };
+        listener.set_nonblocking(true).map_err(|e| {
+            Error::io(
+                format!("setting up the control socket {}", path.display()),
+                e,
+            )
+        })?;
+        Ok(Self {
+            listener: UnixListener::from_std(listener),
+            path: path.to_owned(),
+            clients: HashMap::new(),
+            next_client: 0,
+            token_base: 0,
+        })
+    }
+
+    pub(crate) fn register(
+        &mut self,
+        registry: &Registry,
+        listener: Token,
+        clients_from: usize,
+    ) -> io::Result<()> {
+        self.token_base = clients_from;
+        registry.register(&mut self.listener, listener, Interest::READABLE)
+    }
+
+    /// Whether `token` belongs to a client of this server; its client number if so.
+    pub(crate) fn client_of(&self, token: Token) -> Option<usize> {
+        token.0.checked_sub(self.token_base)
+    }
+
+    /// Accepts every pending connection.
+    pub(crate) fn accept(&mut self, registry: &Registry, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.clients.len() >= MAX_CLIENTS {
+                        // Best effort: a short answer on a fresh socket fits its buffer.
+                        let _ = stream.write_all(
+                            format!(
+                                "{}\n",
+                                control::error_line("too many control clients; try again")
+                            )
+                            .as_bytes(),
+                        );
+                        continue;
+                    }
+                    let number = self.next_client;
+                    self.next_client += 1;
+                    let token = Token(self.token_base + number);
+                    if let Err(e) = registry.register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        tracing::warn!("watching a control client: {e}");
+                        continue;
+                    }
+                    let deadline = Some(now + REQUEST_TIMEOUT);
+                    self.clients.insert(
+                        number,
+                        Client {
+                            stream,
+                            input: Vec::new(),
+                            output: Vec::new(),
+                            waiting: Waiting::Request,
+                            deadline,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!("accepting a control client: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The client became readable or writable: read its request if it is complete
+    /// (returned for the driver to carry out), flush its answer, close it when done.
+    pub(crate) fn ready(
+        &mut self,
+        registry: &Registry,
+        number: usize,
+    ) -> Option<Result<Request, String>> {
+        let client = self.clients.get_mut(&number)?;
+        let mut request = None;
+        let mut closed = false;
+        if client.waiting == Waiting::Request {
+            let mut chunk = [0u8; 1024];
+            loop {
+                match client.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        client.input.extend_from_slice(&chunk[..n]);
+                        if let Some(end) = client.input.iter().position(|&b| b == b'\n') {
+                            request = Some(control::parse_request(&client.input[..end]));
+                            break;
+                        }
+                        if client.input.len() > MAX_REQUEST {
+                            request = Some(Err(format!("request longer than {MAX_REQUEST} bytes")));
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if request.is_some() {
+                client.deadline = None;
+                client.waiting = Waiting::Handling;
+            }
+        }
+        if closed && request.is_none() {
+            self.drop_client(registry, number);
+            return None;
+        }
+        self.flush(registry, number);
+        request
+    }
+
+    /// Queues `answer` (one line) for client `number`; it is closed once written unless it
+    /// is told to wait.
+    pub(crate) fn answer(&mut self, registry: &Registry, number: usize, answer: &str) {
+        let Some(client) = self.clients.get_mut(&number) else {
+            return;
+        };
+        client.output.extend_from_slice(answer.as_bytes());
+        client.output.push(b'\n');
+        client.waiting = Waiting::Closing;
+        self.flush(registry, number);
+    }
+
+    /// Keeps client `number` open until `waiting` resolves.
+    pub(crate) fn wait(&mut self, number: usize, waiting: Waiting) {
+        if let Some(client) = self.clients.get_mut(&number) {
+            client.waiting = waiting;
+        }
+    }
+
+    /// Answers every client waiting for a rollout that `generation` ends.
+    pub(crate) fn reload_ended(&mut self, registry: &Registry, generation: u64, answer: &str) {
+        let numbers: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(
+                |(_, c)| matches!(c.waiting, Waiting::Reload { generation: g } if g <= generation),
+            )
+            .map(|(&n, _)| n)
+            .collect();
+        for number in numbers {
+            self.answer(registry, number, answer);
+        }
+    }
+
+    /// The master is exiting with `code`: answer everyone still waiting, as well as a
+    /// non-blocking socket allows.
+    pub(crate) fn exiting(&mut self, registry: &Registry, code: u8, reason: &str) {
+        let numbers: Vec<usize> = self.clients.keys().copied().collect();
+        for number in numbers {
+            let answer = match self.clients[&number].waiting {
+                Waiting::Stop => {
+                    serde_json::json!({"ok": true, "exit_code": code, "reason": reason}).to_string()
+                }
+                Waiting::Reload { .. } => control::error_line("the master is exiting"),
+                Waiting::Request | Waiting::Handling | Waiting::Closing => continue,
+            };
+            self.answer(registry, number, &answer);
+        }
+    }
+
+    /// The earliest request deadline of a client.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.clients.values().filter_map(|c| c.deadline).min()
+    }
+
+    /// Drops clients that did not send their request in time.
+    pub(crate) fn expire(&mut self, registry: &Registry, now: Instant) {
+        let late: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(&n, _)| n)
+            .collect();
+        for number in late {
+            tracing::debug!("control client sent no request in {REQUEST_TIMEOUT:?}: dropped");
+            self.drop_client(registry, number);
+        }
+    }
+
+    fn flush(&mut self, registry: &Registry, number: usize) {
+        let Some(client) = self.clients.get_mut(&number) else {
+            return;
+        };
+        while !client.output.is_empty() {
+            match client.stream.write(&client.output) {
+                Ok(0) => break,
+                Ok(n) => {
+                    client.output.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_client(registry, number);
+                    return;
+                }
+            }
+        }
+        if client.output.is_empty() && client.waiting == Waiting::Closing {
+            self.drop_client(registry, number);
+        }
+    }
+
+    fn drop_client(&mut self, registry: &Registry, number: usize) {
+        if let Some(mut client) = self.clients.remove(&number) {
+            let _ = registry.deregister(&mut client.stream);
+        }
+    }
+
+    /// Last-chance flush before the process exits: wait a little for slow readers.
+    pub(crate) fn flush_all_blocking(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        for client in self.clients.values_mut() {
+            while !client.output.is_empty() && Instant::now() < deadline {
+                match client.stream.write(&client.output) {
+                    Ok(n) if n > 0 => {
+                        client.output.drain(..n);
+                    }
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
