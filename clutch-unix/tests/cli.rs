@@ -1,0 +1,583 @@
+//! The `clutch` command end to end: a non-Rust cluster, every control command, socket
+//! activation, the master's own sd_notify, JSON logs, and every kind of bad input.
+//!
+//! (Here rather than in `tests/` because only the crate that owns a binary gets its path
+//! in `CARGO_BIN_EXE_*`; the shared helpers are the same file.)
+
+#[path = "../../tests/tests/common/procs.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{is_alive, wait_gone, PATIENCE};
+use serde_json::Value;
+
+const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
+
+/// A Python HTTP worker on the inherited socket (fd 3, TCP or unix) that says READY=1
+/// itself, and refuses to boot while the file `$BROKEN` exists.
+const PYTHON_WORKER: &str = r#"
+import os, socket, sys
+if os.path.exists(os.environ.get("BROKEN", "/nonexistent")):
+    sys.exit(1)
+assert os.environ["LISTEN_PID"] == str(os.getpid())
+s = socket.socket(fileno=3)
+n = os.environ.get("NOTIFY_SOCKET")
+if n:
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
+wid = os.environ["CLUTCH_WORKER_ID"]
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    body = ("Worker: " + wid).encode()
+    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+    c.close()
+"#;
+
+struct Clutch {
+    child: Child,
+    dir: tempfile::TempDir,
+    exited: bool,
+}
+
+impl Clutch {
+    /// `clutch run --log-format json --control DIR/ctl.sock -l unix:DIR/http.sock ARGS`.
+    fn run(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut full: Vec<String> = vec![
+            "run".into(),
+            "--log-format".into(),
+            "json".into(),
+            "--control".into(),
+            dir.path().join("ctl.sock").display().to_string(),
+        ];
+        if !args.contains(&"-l") {
+            full.extend([
+                "-l".into(),
+                format!("unix:{}", dir.path().join("http.sock").display()),
+            ]);
+        }
+        full.extend(args.iter().map(|a| a.to_string()));
+        Self::spawn(Command::new(CLUTCH).args(&full), dir, envs)
+    }
+
+    fn spawn(command: &mut Command, dir: tempfile::TempDir, envs: &[(&str, &str)]) -> Self {
+        let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+        let child = command
+            .env("BROKEN", dir.path().join("broken"))
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            dir,
+            exited: false,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.path("stderr")).unwrap_or_default()
+    }
+
+    /// clutch's JSON log lines (others, such as systemd-socket-activate's, are skipped;
+    /// [`Self::assert_all_json`] checks there are none when clutch is alone).
+    fn logs(&self) -> Vec<Value> {
+        self.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn assert_all_json(&self) {
+        for line in self.stderr().lines() {
+            let parsed: Result<Value, _> = serde_json::from_str(line);
+            assert!(
+                parsed.is_ok_and(|v| v.is_object()),
+                "not a JSON log line: {line}"
+            );
+        }
+    }
+
+    fn count(&self, event: &str) -> usize {
+        self.logs().iter().filter(|l| l["event"] == event).count()
+    }
+
+    fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(self) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "clutch exited ({status}) while waiting until {what}:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(CLUTCH)
+            .args(args)
+            .arg("--control")
+            .arg(self.path("ctl.sock"))
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> Value {
+        let out = self.ctl(&["status", "--output", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn worker_pids(&self) -> Vec<u64> {
+        self.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w["pid"].as_u64())
+            .collect()
+    }
+
+    fn all_worker_pids(&self) -> Vec<u32> {
+        self.logs()
+            .iter()
+            .filter(|l| l["event"] == "worker_started")
+            .filter_map(|l| l["pid"].as_u64())
+            .map(|p| p as u32)
+            .collect()
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.exited = true;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clutch did not exit:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Clutch {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for pid in self.all_worker_pids() {
+            if is_alive(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+fn get_unix(path: &Path) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .ok_or_else(|| std::io::Error::other(response))
+}
+
+fn python_cluster(workers: &str) -> Clutch {
+    let mut clutch = Clutch::run(
+        &[
+            "-w",
+            workers,
+            "--ready",
+            "notify",
+            "--",
+            "python3",
+            "-c",
+            PYTHON_WORKER,
+        ],
+        &[],
+    );
+    let n: usize = workers.parse().unwrap();
+    clutch.wait_until("every worker is ready", |c| c.count("worker_ready") >= n);
+    clutch
+}
+
+#[test]
+fn a_python_cluster_serves_from_several_pids_and_the_logs_are_json() {
+    let mut clutch = python_cluster("2");
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 && Instant::now() < deadline {
+        seen.insert(get_unix(&clutch.path("http.sock")).unwrap());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Every line clutch wrote parses as JSON and names its event.
+    clutch.assert_all_json();
+    let logs = clutch.logs();
+    assert!(logs.iter().any(|l| l["event"] == "listening"), "{logs:#?}");
+    let out = clutch.ctl(&["stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exit code 0"));
+    assert_eq!(clutch.wait_exit().code(), Some(0));
+    assert!(
+        !clutch.path("ctl.sock").exists(),
+        "the control socket is removed on exit"
+    );
+}
+
+#[test]
+fn status_scale_reload_and_stop_against_a_live_cluster() {
+    let mut clutch = python_cluster("2");
+    let mode = std::fs::metadata(clutch.path("ctl.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "other users are kept out");
+
+    let text = clutch.ctl(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("2/2 workers ready"), "{text}");
+
+    let out = clutch.ctl(&["scale", "3"]);
+    assert!(out.status.success());
+    clutch.wait_until("the third worker is ready", |c| {
+        c.count("worker_ready") >= 3
+    });
+    assert_eq!(clutch.status()["target"], 3);
+
+    let before = clutch.worker_pids();
+    let out = clutch.ctl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("generation 2"));
+    let status = clutch.status();
+    assert_eq!(status["generation"], 2);
+    let after = clutch.worker_pids();
+    assert_eq!(after.len(), 3);
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "every worker replaced: {before:?} → {after:?}"
+    );
+
+    // A reload whose new workers cannot boot fails, and the old ones keep serving.
+    std::fs::write(clutch.path("broken"), "").unwrap();
+    let out = clutch.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rolling restart failed") && stderr.contains("old workers keep serving"),
+        "{stderr}"
+    );
+    assert_eq!(
+        clutch.worker_pids(),
+        after,
+        "the serving workers are untouched"
+    );
+    assert!(get_unix(&clutch.path("http.sock"))
+        .unwrap()
+        .starts_with("Worker: "));
+    std::fs::remove_file(clutch.path("broken")).unwrap();
+
+    assert_eq!(
+        clutch.ctl(&["scale", "0"]).status.code(),
+        Some(2),
+        "usage error"
+    );
+    let out = clutch.ctl(&["stop"]);
+    assert!(out.status.success());
+    assert_eq!(clutch.wait_exit().code(), Some(0));
+    let pids: Vec<u32> = after.iter().map(|&p| p as u32).collect();
+    assert_eq!(wait_gone(&pids, Duration::from_secs(5)), Ok(()));
+}
+
+#[test]
+fn the_control_socket_survives_bad_clients() {
+    let clutch = python_cluster("1");
+    let socket = clutch.path("ctl.sock");
+    // A client that connects and never speaks, one that sends half a line, many at once.
+    let _silent = UnixStream::connect(&socket).unwrap();
+    let mut half = UnixStream::connect(&socket).unwrap();
+    half.write_all(br#"{"command":"sta"#).unwrap();
+    let crowd: Vec<UnixStream> = (0..100)
+        .filter_map(|_| UnixStream::connect(&socket).ok())
+        .collect();
+    // Garbage and oversize requests get an error answer.
+    for garbage in [
+        &b"hello\n"[..],
+        b"{\"command\":\"explode\"}\n",
+        &[b'x'; 10_000][..],
+    ] {
+        let mut client = UnixStream::connect(&socket).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = client.write_all(garbage);
+        let mut answer = String::new();
+        let _ = client.read_to_string(&mut answer);
+        assert!(answer.contains(r#""ok":false"#), "{answer:?}");
+    }
+    drop(crowd);
+    // And the master still answers, and still serves.
+    assert_eq!(clutch.status()["ready"], 1);
+    assert!(get_unix(&clutch.path("http.sock")).is_ok());
+}
+
+#[test]
+fn socket_activation_through_systemd_socket_activate() {
+    let activate = [
+        "/usr/bin/systemd-socket-activate",
+        "/bin/systemd-socket-activate",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("systemd-socket-activate (package systemd; .ci/run installs it)");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("ctl.sock").display().to_string();
+    let mut command = Command::new(activate);
+    command.args([
+        "-l",
+        &format!("127.0.0.1:{port}"),
+        CLUTCH,
+        "run",
+        "-w",
+        "2",
+        "--ready",
+        "notify",
+        "--log-format",
+        "json",
+        "--control",
+        &control,
+        "--",
+        "python3",
+        "-c",
+        PYTHON_WORKER,
+    ]);
+    let mut clutch = Clutch::spawn(&mut command, dir, &[]);
+    // Like systemd, it starts clutch on the first connection; that connection waits in
+    // the socket's queue until a worker accepts it.
+    let deadline = Instant::now() + PATIENCE;
+    let body = loop {
+        match common::get(port) {
+            Ok(body) => break body,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "never served: {e}\n{}",
+                    clutch.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert!(body.starts_with("Worker: "));
+    clutch.wait_until("both workers are ready", |c| c.count("worker_ready") >= 2);
+    let logs = clutch.logs();
+    assert!(
+        logs.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("passed by the service manager"))),
+        "{logs:#?}"
+    );
+    assert!(clutch.ctl(&["stop"]).status.success());
+    assert_eq!(clutch.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn the_master_reports_to_its_service_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let systemd = UnixDatagram::bind(&notify_path).unwrap();
+    systemd.set_read_timeout(Some(PATIENCE)).unwrap();
+    let notify = notify_path.display().to_string();
+    let mut clutch = Clutch::run(
+        &[
+            "-w",
+            "2",
+            "--ready",
+            "notify",
+            "--",
+            "python3",
+            "-c",
+            PYTHON_WORKER,
+        ],
+        &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "400000")],
+    );
+    let mut received: Vec<String> = Vec::new();
+    let expect = |what: &str, received: &mut Vec<String>| {
+        let deadline = Instant::now() + PATIENCE;
+        while !received.iter().any(|m| m.contains(what)) {
+            assert!(Instant::now() < deadline, "no {what} in {received:?}");
+            let mut buf = [0u8; 4096];
+            let n = systemd.recv(&mut buf).expect("a notification");
+            received.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    };
+    expect("READY=1", &mut received);
+    expect("STATUS=", &mut received);
+    expect("WATCHDOG=1", &mut received);
+    clutch.wait_until("both workers are ready", |c| c.count("worker_ready") >= 2);
+    assert!(clutch.ctl(&["reload"]).status.success());
+    expect("RELOADING=1", &mut received);
+    let reloading = received.iter().find(|m| m.contains("RELOADING=1")).unwrap();
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let after_reload = received
+        .iter()
+        .rposition(|m| m.contains("RELOADING=1"))
+        .unwrap();
+    expect("READY=1", &mut received.split_off(after_reload + 1));
+    assert!(clutch.ctl(&["stop"]).status.success());
+    expect("STOPPING=1", &mut received);
+    assert_eq!(clutch.wait_exit().code(), Some(0));
+}
+
+/// Every mistake: a one-line error naming the problem, a non-zero exit, nothing spawned.
+#[test]
+fn bad_input_is_refused_before_anything_is_spawned() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("spawned");
+    let spawn_marker = format!("touch {}", marker.display());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let not_executable = dir.path().join("script");
+    std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let not_executable = not_executable.display().to_string();
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["run", "--bogus", "--", "sh"],
+            2,
+            "unexpected argument '--bogus'",
+        ),
+        (vec!["run"], 2, "PROGRAM"),
+        (
+            vec!["run", "--", "/no/such/program"],
+            1,
+            "program not found",
+        ),
+        (vec!["run", "--", &not_executable], 1, "not executable"),
+        (
+            vec!["run", "-l", "localhost", "--", "sh"],
+            2,
+            "invalid listen address",
+        ),
+        (
+            vec!["run", "-l", "999.1.1.1:80", "--", "sh"],
+            2,
+            "invalid listen address",
+        ),
+        (
+            vec!["run", "--force-exit-timeout", "soon", "--", "sh"],
+            2,
+            "invalid duration",
+        ),
+        (
+            vec!["run", "--boot-timeout", "10", "--", "sh"],
+            2,
+            "add a unit",
+        ),
+        (
+            vec!["run", "-w", "0", "--", "sh"],
+            2,
+            "0 is not in 1..=4096",
+        ),
+        (
+            vec!["run", "-w", "5000", "--", "sh"],
+            2,
+            "5000 is not in 1..=4096",
+        ),
+        (
+            vec!["run", "-l", &taken_addr, "--", "sh", "-c", &spawn_marker],
+            1,
+            "Address already in use",
+        ),
+        (
+            vec![
+                "run",
+                "-l",
+                "127.0.0.1:0",
+                "--control",
+                "/no/such/dir/ctl.sock",
+                "--",
+                "sh",
+                "-c",
+                &spawn_marker,
+            ],
+            1,
+            "control socket",
+        ),
+        (
+            vec!["run", "--ready", "whenever", "--", "sh"],
+            2,
+            "notify or exec",
+        ),
+        (
+            vec!["run", "--ready", "90s", "--", "sh", "-c", &spawn_marker],
+            1,
+            "shorter than the boot timeout",
+        ),
+        (
+            vec!["status", "--control", "/no/such.sock"],
+            1,
+            "control socket",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let out = Command::new(CLUTCH)
+            .args(&args)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "clutch {args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "clutch {args:?}: {stderr:?} should mention {needle:?}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr:?}");
+        assert!(!marker.exists(), "clutch {args:?} spawned something");
+    }
+    drop(taken);
+}
