@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clutch_unix::control::{self, Request};
 use clutch_unix::duration::parse_duration;
-use clutch_unix::listen::ListenAddr;
+use clutch_unix::listen::{ListenAddr, ListenOptions};
 use clutch_unix::{Cluster, Log, Readiness};
 use serde_json::Value;
 
@@ -96,6 +96,13 @@ struct RunArgs {
     /// Ignored when clutch itself is socket-activated (LISTEN_FDS).
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_listen)]
     listen: Vec<ListenAddr>,
+    /// Listen backlog: connections the kernel queues before a worker accepts them (capped
+    /// by net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    backlog: u32,
+    /// Permissions of unix-socket listeners, in octal (default: what the umask gives).
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    unix_mode: Option<u32>,
     /// Process-title label (default: the program's name).
     #[arg(long)]
     name: Option<String>,
@@ -128,6 +135,13 @@ struct RunArgs {
 
 fn parse_listen(text: &str) -> Result<ListenAddr, String> {
     ListenAddr::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal mode such as 660"))
 }
 
 fn parse_ready(text: &str) -> Result<Readiness, String> {
@@ -222,6 +236,10 @@ fn run(args: RunArgs) -> ExitCode {
     for addr in &args.listen {
         cluster.listen(addr.to_string());
     }
+    let mut options = ListenOptions::default();
+    options.backlog = args.backlog;
+    options.unix_mode = args.unix_mode;
+    cluster.listen_options(options);
     if let Some(path) = &args.control {
         cluster.control(path);
     }
