@@ -1,7 +1,7 @@
 //! gs-clutch's `log` option, on top of `tracing`: off, the default subscriber, or a user
 //! function that receives every log line.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::sync::Arc;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -47,6 +47,7 @@ impl Log {
             Self::Off => return,
             Self::Stderr => tracing_subscriber::fmt()
                 .with_env_filter(filter())
+                .with_ansi(io::stderr().is_terminal())
                 .with_writer(io::stderr)
                 .try_init(),
             Self::Json => tracing_subscriber::fmt()
