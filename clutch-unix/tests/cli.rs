@@ -14,30 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{is_alive, wait_gone, PATIENCE};
+use common::{is_alive, wait_gone, PATIENCE, PYTHON_WORKER};
 use serde_json::Value;
 
 const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
-
-/// A Python HTTP worker on the inherited socket (fd 3, TCP or unix) that says READY=1
-/// itself, and refuses to boot while the file `$BROKEN` exists.
-const PYTHON_WORKER: &str = r#"
-import os, socket, sys
-if os.path.exists(os.environ.get("BROKEN", "/nonexistent")):
-    sys.exit(1)
-assert os.environ["LISTEN_PID"] == str(os.getpid())
-s = socket.socket(fileno=3)
-n = os.environ.get("NOTIFY_SOCKET")
-if n:
-    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
-wid = os.environ["CLUTCH_WORKER_ID"]
-while True:
-    c, _ = s.accept()
-    c.recv(65536)
-    body = ("Worker: " + wid).encode()
-    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
-    c.close()
-"#;
 
 struct Clutch {
     child: Child,

@@ -119,9 +119,17 @@ fn the_async_example_finishes_in_flight_requests_on_shutdown() {
 fn workers_0_runs_hello_in_process_with_the_same_shutdown() {
     let port = free_port();
     let mut hello = Running::start("hello", port, "0");
-    assert_eq!(get(port).unwrap(), "Worker: 0", "in-process: no cluster, id 0");
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", hello.0.id())).unwrap_or_default();
-    assert!(children.trim().is_empty(), "no worker processes: {children:?}");
+    assert_eq!(
+        get(port).unwrap(),
+        "Worker: 0",
+        "in-process: no cluster, id 0"
+    );
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", hello.0.id()))
+        .unwrap_or_default();
+    assert!(
+        children.trim().is_empty(),
+        "no worker processes: {children:?}"
+    );
     hello.signal(Signal::SIGTERM);
     assert_eq!(hello.wait(), Some(0));
 }

@@ -42,22 +42,9 @@ fn systemd_notify_from_a_shell_worker_makes_it_ready() {
 /// A Python worker serving on the inherited socket (fd 3), from several pids.
 #[test]
 fn a_python_cluster_serves_on_the_shared_socket_from_several_pids() {
-    let server = r#"
-import os, socket
-assert os.environ["LISTEN_PID"] == str(os.getpid()), "LISTEN_PID is this worker's pid"
-assert os.environ["LISTEN_FDS"] == "1"
-s = socket.socket(fileno=3)
-wid = os.environ["CLUTCH_WORKER_ID"]
-while True:
-    c, _ = s.accept()
-    c.recv(65536)
-    body = ("Worker: " + wid).encode()
-    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
-    c.close()
-"#;
     let mut cluster = Fixture::start_program(
         env!("CARGO_BIN_EXE_fixture"),
-        &["--", "python3", "-c", server],
+        &["--", "python3", "-c", common::PYTHON_WORKER],
         &[("WORKERS", "2"), ("READINESS", "exec")],
     );
     cluster.wait_ready(2);

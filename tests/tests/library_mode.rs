@@ -2,11 +2,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{get, is_alive, wait_gone, Fixture, PATIENCE};
+use common::{get, is_alive, wait_gone, Fixture, Load, PATIENCE};
 use nix::sys::signal::Signal;
 use std::os::unix::process::ExitStatusExt;
 
@@ -25,28 +23,15 @@ fn a_killed_worker_is_replaced_with_a_new_id_while_the_others_keep_answering() {
     let victim = cluster.live_worker_pids()[0];
 
     // A steady stream of requests while the worker dies and is replaced.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let client = {
-        let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), cluster.port);
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                match get(port) {
-                    Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
-                    Err(_) => failed.fetch_add(1, Ordering::SeqCst),
-                };
-            }
-        })
-    };
+    let load = Load::start(cluster.port, 1);
     std::thread::sleep(Duration::from_millis(100));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     cluster.wait_until("the dead worker is replaced and ready", |f| {
         f.count("WorkerDied") == 1 && f.count("WorkerReady") == 3
     });
-    let before = ok.load(Ordering::SeqCst);
+    let before = load.ok();
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::SeqCst);
-    client.join().unwrap();
+    let (ok, failed) = load.finish();
 
     let events = cluster.events();
     let died = events.iter().find(|e| e.starts_with("WorkerDied")).unwrap();
@@ -63,15 +48,11 @@ fn a_killed_worker_is_replaced_with_a_new_id_while_the_others_keep_answering() {
         started[2]
     );
     assert!(
-        ok.load(Ordering::SeqCst) > before,
+        ok > before,
         "requests kept succeeding after the replacement"
     );
     // At most the one request the victim held when it died can fail.
-    assert!(
-        failed.load(Ordering::SeqCst) <= 1,
-        "{} requests failed",
-        failed.load(Ordering::SeqCst)
-    );
+    assert!(failed <= 1, "{failed} requests failed");
 }
 
 #[test]
@@ -221,21 +202,7 @@ fn a_worker_inherits_only_stdio_and_its_listeners() {
 fn a_rolling_restart_under_steady_requests_fails_none_of_them() {
     let mut cluster = Fixture::start(&[("WORKERS", "2")]);
     cluster.wait_ready(2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), cluster.port);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match get(port) {
-                        Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
-                        Err(_) => failed.fetch_add(1, Ordering::SeqCst),
-                    };
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(cluster.port, 2);
     std::thread::sleep(Duration::from_millis(100));
     let old = cluster.live_worker_pids();
     cluster.signal(Signal::SIGHUP);
@@ -243,22 +210,14 @@ fn a_rolling_restart_under_steady_requests_fails_none_of_them() {
         f.count("ReloadFinished") == 1
     });
     std::thread::sleep(Duration::from_millis(100));
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.join().unwrap();
-    }
+    let (ok, failed) = load.finish();
     assert_eq!(
         wait_gone(&old, Duration::from_secs(10)),
         Ok(()),
         "old workers gone"
     );
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "{} ok",
-        ok.load(Ordering::SeqCst)
-    );
-    assert!(ok.load(Ordering::SeqCst) > 10);
+    assert_eq!(failed, 0, "{ok} ok");
+    assert!(ok > 10);
     let events = cluster.events();
     assert_eq!(cluster.count("WorkerExit"), 2, "{events:#?}");
     assert!(events

@@ -82,3 +82,80 @@ pub fn distinct_workers(port: u16, n: usize) -> std::collections::BTreeSet<u64> 
     }
     seen
 }
+
+/// Client threads sending `GET /` back to back until [`Load::finish`] (or [`PATIENCE`]),
+/// counting answers and failures.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(port: u16, clients: usize) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + PATIENCE;
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        let counter = if get(port).is_ok() { &ok } else { &failed };
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    /// Answers so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops the clients; returns (answers, failures).
+    pub fn finish(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads {
+            thread.join().expect("a load client panicked");
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A Python HTTP worker on the inherited socket (fd 3, TCP or unix) answering
+/// `Worker: <CLUTCH_WORKER_ID>`: it checks the socket-activation variables, says
+/// `READY=1` itself when it has a `NOTIFY_SOCKET`, and refuses to boot while the file
+/// `$BROKEN` exists.
+pub const PYTHON_WORKER: &str = r#"
+import os, socket, sys
+if os.path.exists(os.environ.get("BROKEN", "/nonexistent")):
+    sys.exit(1)
+assert os.environ["LISTEN_PID"] == str(os.getpid()), "LISTEN_PID is this worker's pid"
+assert os.environ["LISTEN_FDS"] == "1"
+s = socket.socket(fileno=3)
+n = os.environ.get("NOTIFY_SOCKET")
+if n:
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
+wid = os.environ["CLUTCH_WORKER_ID"]
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    body = ("Worker: " + wid).encode()
+    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+    c.close()
+"#;
