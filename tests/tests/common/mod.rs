@@ -132,6 +132,20 @@ impl Fixture {
         started.into_iter().filter(|p| !gone.contains(p)).collect()
     }
 
+    /// Pids of live workers that have become ready.
+    pub fn ready_worker_pids(&self) -> Vec<u32> {
+        let ready: Vec<u32> = self
+            .events()
+            .iter()
+            .filter(|e| e.starts_with("WorkerReady"))
+            .filter_map(|e| pid_in(e))
+            .collect();
+        self.live_worker_pids()
+            .into_iter()
+            .filter(|p| ready.contains(p))
+            .collect()
+    }
+
     pub fn all_worker_pids(&self) -> Vec<u32> {
         self.events()
             .iter()

@@ -1,0 +1,48 @@
+//! Chaos in small, bounded form (the full runs are in `bench/`): workers die under load,
+//! and nothing the supervisor owns may be lost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Fixture, Load};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A ready worker SIGKILLed every 100 ms for 2 s while two clients send close-per-request
+/// traffic. The listening socket belongs to the master, so connections waiting in its
+/// queue survive any worker's death: the only requests that may fail are those a victim
+/// had already accepted — at most one per client per kill.
+#[test]
+fn killing_workers_under_load_loses_no_queued_connection() {
+    // Workers count as healthy after 1 ms: each victim is replaced at once.
+    let mut cluster = Fixture::start(&[("WORKERS", "2"), ("RESET_AFTER_MS", "1")]);
+    cluster.wait_ready(2);
+    let clients = 2;
+    let load = Load::start(cluster.port, clients);
+    let mut kills = 0;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(&victim) = cluster.ready_worker_pids().first() {
+            if kill(Pid::from_raw(victim as i32), Signal::SIGKILL).is_ok() {
+                kills += 1;
+            }
+        }
+    }
+    cluster.wait_until("every slot is ready again", |f| {
+        f.ready_worker_pids().len() == 2
+    });
+    let (ok, failed) = load.finish();
+    eprintln!("{kills} kills, {ok} answered, {failed} failed");
+    assert!(kills >= 10, "only {kills} kills");
+    assert!(ok > 50, "only {ok} requests answered");
+    assert!(
+        failed <= clients * kills,
+        "{failed} failures for {kills} kills: queued connections were lost"
+    );
+    assert!(cluster
+        .events()
+        .iter()
+        .all(|e| !e.starts_with("BreakerTripped")));
+}
