@@ -56,6 +56,7 @@ mod control_server;
 mod driver;
 pub mod duration;
 mod error;
+pub mod fuzz;
 mod log;
 mod service;
 mod shutdown;

@@ -616,11 +616,7 @@ mod tests {
     #[test]
     fn parse_is_total_and_display_round_trips() {
         let alphabet: Vec<char> = "0123456789.:[]%/@ unixlocahstf-\u{e9}".chars().collect();
-        let check = |input: &str| {
-            if let Ok(addr) = ListenAddr::parse(input) {
-                assert_eq!(ListenAddr::parse(&addr.to_string()), Ok(addr), "{input:?}");
-            }
-        };
+        let check = |input: &str| crate::fuzz::listen_addr(input.as_bytes());
         let mut input = String::new();
         for a in &alphabet {
             for b in &alphabet {
