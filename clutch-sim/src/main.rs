@@ -154,6 +154,8 @@ struct Totals {
     simulated_ms: AtomicU64,
     failures: Mutex<Vec<Failure>>,
     coverage: Mutex<Coverage>,
+    /// The seed with the most events, and how many.
+    largest: Mutex<(u64, u64)>,
 }
 
 fn campaign(args: &Args) -> ExitCode {
@@ -188,6 +190,10 @@ fn campaign(args: &Args) -> ExitCode {
                                 .simulated_ms
                                 .fetch_add(outcome.simulated.as_millis() as u64, Ordering::Relaxed);
                             coverage.add(&outcome.coverage);
+                            let mut largest = totals.largest.lock().expect("lock");
+                            if outcome.events > largest.1 {
+                                *largest = (seed, outcome.events);
+                            }
                         }
                         Err(failure) => {
                             eprintln!("{failure}");
@@ -220,6 +226,8 @@ fn campaign(args: &Args) -> ExitCode {
         events as f64 / secs,
         totals.simulated_ms.load(Ordering::Relaxed) as f64 / 3.6e6,
     );
+    let (seed, most) = totals.largest.into_inner().expect("lock");
+    println!("largest world: seed {seed}, {most} events");
     println!("coverage: {}", totals.coverage.into_inner().expect("lock"));
     if failures.is_empty() {
         println!("all seeds passed");

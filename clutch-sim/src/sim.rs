@@ -65,6 +65,7 @@ pub struct Coverage {
     pub rollouts_failed: u64,
     pub scaled: u64,
     pub breaker_trips: u64,
+    pub breaker_trips_by_scale_down: u64,
     pub forced_exits: u64,
     pub clean_exits: u64,
     pub liveness_checked: u64,
@@ -85,6 +86,7 @@ impl Coverage {
         self.rollouts_failed += other.rollouts_failed;
         self.scaled += other.scaled;
         self.breaker_trips += other.breaker_trips;
+        self.breaker_trips_by_scale_down += other.breaker_trips_by_scale_down;
         self.forced_exits += other.forced_exits;
         self.clean_exits += other.clean_exits;
         self.liveness_checked += other.liveness_checked;
@@ -93,7 +95,7 @@ impl Coverage {
 
     /// Every counter with its name.
     #[must_use]
-    pub fn named(&self) -> [(&'static str, u64); 15] {
+    pub fn named(&self) -> [(&'static str, u64); 16] {
         [
             ("spawns", self.spawns),
             ("spawn failures", self.spawn_failures),
@@ -106,6 +108,10 @@ impl Coverage {
             ("rollouts failed", self.rollouts_failed),
             ("scalings", self.scaled),
             ("breaker trips", self.breaker_trips),
+            (
+                "breaker trips by scale-down",
+                self.breaker_trips_by_scale_down,
+            ),
             ("forced exits", self.forced_exits),
             ("clean exits", self.clean_exits),
             ("liveness checks", self.liveness_checked),
@@ -220,6 +226,8 @@ pub struct Sim<'t, E: Entropy> {
     events: u64,
     steps: u64,
     end_extended: bool,
+    /// The input of the step under way.
+    input: Option<Input>,
     exit: Option<ExitReason>,
     trace: Option<&'t mut dyn Write>,
 }
@@ -266,6 +274,7 @@ impl<'t, E: Entropy> Sim<'t, E> {
             events: 0,
             steps: 0,
             end_extended: false,
+            input: None,
             exit: None,
             trace,
             world,
@@ -405,6 +414,7 @@ impl<'t, E: Entropy> Sim<'t, E> {
     fn step(&mut self, input: Input) -> Result<(), Violation> {
         self.steps += 1;
         self.events += 1;
+        self.input = Some(input);
         self.fingerprint.input(self.now, &input);
         if let Some(out) = self.trace.as_mut() {
             let _ = writeln!(out, "{} > {input}", millis(self.now));
@@ -471,7 +481,12 @@ impl<'t, E: Entropy> Sim<'t, E> {
             Event::ReloadFinished { .. } => c.rollouts_finished += 1,
             Event::ReloadFailed { .. } => c.rollouts_failed += 1,
             Event::Scaled { .. } => c.scaled += 1,
-            Event::BreakerTripped { .. } => c.breaker_trips += 1,
+            Event::BreakerTripped { .. } => {
+                c.breaker_trips += 1;
+                if let Some(Input::Scale(_) | Input::Signal(Signal::Ttou)) = self.input {
+                    c.breaker_trips_by_scale_down += 1;
+                }
+            }
             Event::ShutDown { reason } => match reason {
                 ExitReason::Forced => c.forced_exits += 1,
                 ExitReason::Clean => c.clean_exits += 1,

@@ -139,7 +139,12 @@ fn generate_config<E: Entropy>(rng: &mut Rng<E>) -> Config {
         window: rng.log_millis(10, 30_000),
     });
     b.hang(HangPolicy {
-        timeout: (!rng.one_in(3)).then(|| rng.log_millis(40, 30_000)),
+        // Not far below the boot timeout: a 100 ms hang check in a world whose boot
+        // takes a minute means a heartbeat storm, not an interesting fault.
+        timeout: (!rng.one_in(3)).then(|| {
+            let floor = (boot_timeout.as_millis() as u64 / 64).max(40);
+            rng.log_millis(floor, floor.max(30_000))
+        }),
         signal: rng.pick(&[
             None,
             Some(Signal::Abrt),
@@ -182,7 +187,10 @@ fn generate_faults<E: Entropy>(rng: &mut Rng<E>, config: &Config) -> Faults {
     let heartbeat_interval = match config.hang().timeout {
         // Healthy workers beat at least three times per timeout.
         Some(timeout) => timeout / 4,
-        None => rng.log_millis(5, 5_000),
+        None => {
+            let floor = (boot_timeout.as_millis() as u64 / 256).max(5);
+            rng.log_millis(floor, floor.max(5_000))
+        }
     };
     Faults {
         spawn_latency: Duration::from_millis(rng.range(0, 20)),
