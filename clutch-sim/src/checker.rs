@@ -1116,23 +1116,11 @@ impl Checker {
                 ),
             );
         }
-        let surge = if self.rollout.is_some() {
-            self.config.rollout_batch().min(self.slots.len())
-        } else {
-            0
-        };
-        let serving = cluster
-            .workers()
-            .filter(|w| w.stop_reason.is_none())
-            .count();
-        if serving > self.slots.len() + surge {
-            self.fail(
-                check::SURGE,
-                format!(
-                    "{serving} workers serving, target {} + surge {surge}",
-                    self.slots.len()
-                ),
-            );
+        // The serving count can only outgrow its bound in a step that spawned, lowered the
+        // target or ended a rollout (the surge allowance): count only then.
+        let step = &self.step;
+        if !step.spawns.is_empty() || step.scaled.is_some() || step.reload_ended {
+            self.check_surge(cluster);
         }
         if self.step.input == Some(Input::Timeout) && !self.step.stale {
             if let Some(at) = cluster.poll_timeout() {
@@ -1176,6 +1164,28 @@ impl Checker {
             self.fail(check::CORE_INVARIANTS, message);
         }
         self.result()
+    }
+
+    /// At most target + the rollout batch workers serve (are not leaving).
+    fn check_surge(&mut self, cluster: &ClusterState) {
+        let surge = if self.rollout.is_some() {
+            self.config.rollout_batch().min(self.slots.len())
+        } else {
+            0
+        };
+        let serving = cluster
+            .workers()
+            .filter(|w| w.stop_reason.is_none())
+            .count();
+        if serving > self.slots.len() + surge {
+            self.fail(
+                check::SURGE,
+                format!(
+                    "{serving} workers serving, target {} + surge {surge}",
+                    self.slots.len()
+                ),
+            );
+        }
     }
 
     fn check_accounting(&mut self, cluster: &ClusterState) {
