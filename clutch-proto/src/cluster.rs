@@ -1133,6 +1133,14 @@ impl ClusterState {
 
     fn count_boot_failure(&mut self, now: Instant) {
         self.stats.boot_failures += 1;
+        self.boot_failures.push_back(now);
+        self.check_breaker(now);
+    }
+
+    /// Trips the breaker if the boot failures within the window reach the threshold.
+    /// Runs whenever either side changes: a failure is counted, or scaling down lowers
+    /// the threshold (which depends on the target).
+    fn check_breaker(&mut self, now: Instant) {
         let budget = *self.config.crash_budget();
         while let Some(&at) = self.boot_failures.front() {
             if now.saturating_duration_since(at) < budget.window {
@@ -1140,7 +1148,6 @@ impl ClusterState {
             }
             self.boot_failures.pop_front();
         }
-        self.boot_failures.push_back(now);
         let threshold = (budget.failures as usize).max(self.slots.len());
         if self.boot_failures.len() >= threshold {
             let failures = self.boot_failures.len();
@@ -1362,6 +1369,10 @@ impl ClusterState {
             rollout.cursor = rollout.cursor.min(workers);
         }
         self.emit(Event::Scaled { from, to: workers });
+        if workers < from {
+            // A smaller target lowers the breaker's threshold.
+            self.check_breaker(now);
+        }
         Ok(())
     }
 

@@ -390,6 +390,59 @@ fn the_breaker_threshold_is_at_least_the_worker_count() {
 }
 
 #[test]
+fn scaling_down_below_the_recent_boot_failures_trips_the_breaker() {
+    // Regression (found by clutch-sim, seed 30): the threshold is max(budget, target), so
+    // scaling down lowers it; the breaker used to be evaluated only on the next failure,
+    // leaving a state with more failures in the window than its threshold allows.
+    let mut h = Harness::new(Config::builder().workers(8).crash_budget(CrashBudget {
+        failures: 5,
+        window: 10 * SEC,
+    }));
+    let ids: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
+    h.take();
+    for (i, &id) in ids.iter().enumerate() {
+        h.spawned(id);
+        if i < 6 {
+            h.exited(id, ExitStatus::Code(1)); // 6 boot failures: below 8, no trip
+        } else {
+            h.ready(id);
+        }
+    }
+    assert_eq!(h.cluster.phase(), Phase::Running);
+    h.take();
+    assert_eq!(h.cluster.scale(h.now, 4), Ok(()));
+    h.drain();
+    let events = h.events();
+    assert!(events.contains(&Event::Scaled { from: 8, to: 4 }));
+    assert!(events.contains(&Event::BreakerTripped {
+        failures: 6,
+        window: 10 * SEC
+    }));
+    assert_eq!(h.cluster.phase(), Phase::Stopping);
+
+    // Failures that left the window do not count.
+    let mut h = Harness::new(Config::builder().workers(8));
+    let ids: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
+    h.take();
+    for (i, &id) in ids.iter().enumerate() {
+        h.spawned(id);
+        if i < 6 {
+            h.exited(id, ExitStatus::Code(1));
+        } else {
+            h.ready(id);
+        }
+    }
+    h.advance(11 * SEC);
+    h.take();
+    h.signal(Signal::Ttou);
+    assert_eq!(h.cluster.phase(), Phase::Running);
+    assert!(!h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::BreakerTripped { .. })));
+}
+
+#[test]
 fn spawn_failures_count_as_boot_failures() {
     let mut h = Harness::with_workers(1);
     for _ in 0..10 {

@@ -1,0 +1,614 @@
+//! Every checker can fire: each test drives the real core through a legitimate prefix
+//! (and asserts the checker is silent), then plays a buggy core — one action changed,
+//! added or dropped, a deadline skipped — and asserts the named check reports it.
+//!
+//! `core-invariants` is the one check not forced here: no public input sequence breaks
+//! `ClusterState::check_invariants` any more; it fired for real on clutch-sim seed 30
+//! (the breaker that did not re-check on scale-down, fixed in clutch-proto).
+
+use std::time::{Duration, Instant};
+
+use clutch_proto::{
+    Action, ClusterState, Config, ConfigBuilder, Event, ExitReason, ExitStatus, HangPolicy, Notice,
+    Signal, Slot, WorkerId,
+};
+use clutch_sim::checker::check;
+use clutch_sim::{Bounds, Checker, Input};
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+const BOUNDS: Bounds = Bounds {
+    spawn_latency: MS,
+    kill_latency: MS,
+};
+
+/// A real core, a checker, and a way to tamper with what flows between them.
+struct Rig {
+    cluster: ClusterState,
+    checker: Checker,
+    base: Instant,
+    now: Duration,
+    next_pid: u32,
+    /// The actions of the last step, as the checker saw them.
+    last: Vec<Action>,
+}
+
+impl Rig {
+    fn new(builder: &mut ConfigBuilder) -> Self {
+        Self::build(builder.build().unwrap(), None, |_| {})
+    }
+
+    /// The core runs `core`, the checker believes `believed`.
+    fn mismatched(core: &mut ConfigBuilder, believed: &mut ConfigBuilder) -> Self {
+        Self::build(
+            core.build().unwrap(),
+            Some(believed.build().unwrap()),
+            |_| {},
+        )
+    }
+
+    fn build(
+        config: Config,
+        believed: Option<Config>,
+        tamper: impl FnOnce(&mut Vec<Action>),
+    ) -> Self {
+        let base = Instant::now();
+        let checker = Checker::new(believed.as_ref().unwrap_or(&config), BOUNDS, base);
+        let cluster = ClusterState::new(config, base);
+        let mut rig = Self {
+            cluster,
+            checker,
+            base,
+            now: Duration::ZERO,
+            next_pid: 100,
+            last: Vec::new(),
+        };
+        rig.checker.begin_step(Duration::ZERO, None, &rig.cluster);
+        rig.finish_step(tamper);
+        rig
+    }
+
+    fn finish_step(&mut self, tamper: impl FnOnce(&mut Vec<Action>)) {
+        let mut actions: Vec<Action> = std::iter::from_fn(|| self.cluster.poll_action()).collect();
+        tamper(&mut actions);
+        for action in &actions {
+            self.checker.action(action);
+        }
+        let _ = self.checker.end_step(&self.cluster);
+        self.last = actions;
+    }
+
+    /// Delivers `input` at `at`; `apply: false` plays a core that ignores it.
+    fn raw(
+        &mut self,
+        at: Duration,
+        input: Input,
+        apply: bool,
+        tamper: impl FnOnce(&mut Vec<Action>),
+    ) {
+        self.now = at;
+        self.checker.begin_step(at, Some(input), &self.cluster);
+        if apply {
+            let result = input.apply(&mut self.cluster, self.base + at);
+            self.checker.command_result(result);
+        }
+        self.finish_step(tamper);
+    }
+
+    fn step(&mut self, at: Duration, input: Input) {
+        self.raw(at, input, true, |_| {});
+        self.assert_clean();
+    }
+
+    fn tampered(&mut self, at: Duration, input: Input, tamper: impl FnOnce(&mut Vec<Action>)) {
+        self.raw(at, input, true, tamper);
+    }
+
+    fn spawned(&mut self, at: Duration, id: WorkerId) -> u32 {
+        self.next_pid += 1;
+        let pid = self.next_pid;
+        self.step(at, Input::Spawned { id, pid });
+        pid
+    }
+
+    /// Spawns and readies every worker the last step asked for; returns (id, pid).
+    fn boot_all(&mut self) -> Vec<(WorkerId, u32)> {
+        let ids: Vec<WorkerId> = spawned_ids(&self.last);
+        let now = self.now;
+        ids.into_iter()
+            .map(|id| {
+                let pid = self.spawned(now, id);
+                self.step(now, Input::Ready { id });
+                (id, pid)
+            })
+            .collect()
+    }
+
+    fn assert_clean(&self) {
+        assert!(
+            self.checker.violations().is_empty(),
+            "a legitimate prefix was flagged: {:?}",
+            self.checker.violations()
+        );
+    }
+
+    #[track_caller]
+    fn assert_fired(&self, name: &str) {
+        assert!(
+            self.checker.violations().iter().any(|v| v.check == name),
+            "expected [{name}], got {:?}",
+            self.checker.violations()
+        );
+    }
+}
+
+fn spawned_ids(actions: &[Action]) -> Vec<WorkerId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn remove(actions: &mut Vec<Action>, pred: impl Fn(&Action) -> bool) {
+    let before = actions.len();
+    actions.retain(|a| !pred(a));
+    assert!(actions.len() < before, "nothing to remove in {actions:?}");
+}
+
+fn one(n: usize) -> ConfigBuilder {
+    let mut b = Config::builder();
+    b.workers(n);
+    b
+}
+
+#[test]
+fn surge_fires_when_the_core_runs_more_workers_than_its_target() {
+    let rig = Rig::mismatched(&mut one(3), &mut one(1));
+    rig.assert_fired(check::SURGE);
+}
+
+#[test]
+fn spawn_after_shutdown_fires() {
+    let mut rig = Rig::new(&mut one(1));
+    rig.boot_all();
+    rig.tampered(MS, Input::Signal(Signal::Term), |a| {
+        a.push(Action::Spawn {
+            id: WorkerId(2),
+            slot: Slot(0),
+            generation: 1,
+        });
+    });
+    rig.assert_fired(check::SPAWN_AFTER_SHUTDOWN);
+}
+
+#[test]
+fn exit_once_last_fires_on_actions_after_the_exit_and_exits_without_shutdown() {
+    let mut rig = Rig::new(&mut one(0));
+    rig.tampered(MS, Input::Signal(Signal::Term), |a| {
+        a.push(Action::Notify(Notice::Stopping));
+    });
+    rig.assert_fired(check::EXIT_ONCE_LAST);
+
+    let mut rig = Rig::new(&mut one(1));
+    rig.tampered(MS, Input::Timeout, |a| {
+        a.push(Action::Exit(ExitReason::Clean))
+    });
+    rig.assert_fired(check::EXIT_ONCE_LAST);
+}
+
+#[test]
+fn exit_deadline_fires_when_a_shutdown_does_not_end_in_time() {
+    let mut rig = Rig::new(one(1).force_exit_timeout(100 * MS));
+    rig.boot_all();
+    rig.step(Duration::ZERO, Input::Signal(Signal::Term));
+    rig.step(100 * MS, Input::Timeout); // SIGKILL goes out; the exit never comes
+    rig.raw(103 * MS, Input::Timeout, true, |_| {});
+    rig.assert_fired(check::EXIT_DEADLINE);
+}
+
+#[test]
+fn exit_reason_fires_when_the_exit_misdescribes_the_shutdown() {
+    let mut rig = Rig::new(&mut one(0));
+    rig.tampered(MS, Input::Signal(Signal::Term), |a| {
+        for action in a.iter_mut() {
+            if let Action::Exit(reason) = action {
+                *reason = ExitReason::Forced;
+            }
+        }
+    });
+    rig.assert_fired(check::EXIT_REASON);
+}
+
+#[test]
+fn force_early_fires_when_workers_are_killed_before_the_deadline() {
+    let mut rig = Rig::new(&mut one(1));
+    rig.boot_all();
+    rig.step(Duration::ZERO, Input::Signal(Signal::Term));
+    rig.tampered(SEC, Input::Timeout, |a| {
+        a.push(Action::Event(Event::ShutdownForced { killed: 1 }));
+    });
+    rig.assert_fired(check::FORCE_EARLY);
+}
+
+#[test]
+fn signal_target_fires_on_a_wrong_pid_or_a_reaped_worker() {
+    let mut rig = Rig::new(&mut one(1));
+    rig.boot_all();
+    rig.tampered(MS, Input::Signal(Signal::Usr1), |a| {
+        for action in a.iter_mut() {
+            if let Action::Signal { pid, .. } = action {
+                *pid += 1;
+            }
+        }
+    });
+    rig.assert_fired(check::SIGNAL_TARGET);
+
+    let mut rig = Rig::new(&mut one(2));
+    let (id, pid) = rig.boot_all()[0];
+    rig.step(
+        40 * SEC,
+        Input::Exited {
+            id,
+            status: ExitStatus::Code(1),
+        },
+    );
+    rig.tampered(40 * SEC, Input::Timeout, |a| {
+        a.push(Action::Signal {
+            id,
+            pid,
+            signal: Signal::Term,
+        });
+    });
+    rig.assert_fired(check::SIGNAL_TARGET);
+}
+
+#[test]
+fn stop_justified_fires_when_an_old_worker_goes_before_its_successor_is_ready() {
+    let mut rig = Rig::new(&mut one(1));
+    let booted = rig.boot_all();
+    rig.step(MS, Input::Reload);
+    let successor = spawned_ids(&rig.last)[0];
+    let (old, old_pid) = booted[0];
+    rig.tampered(
+        2 * MS,
+        Input::Spawned {
+            id: successor,
+            pid: 900,
+        },
+        |a| {
+            a.push(Action::Signal {
+                id: old,
+                pid: old_pid,
+                signal: Signal::Term,
+            });
+        },
+    );
+    rig.assert_fired(check::STOP_JUSTIFIED);
+}
+
+#[test]
+fn input_accounting_fires_on_a_stale_report_with_effects_or_an_unreported_exit() {
+    let mut rig = Rig::new(&mut one(1));
+    rig.boot_all();
+    rig.tampered(MS, Input::Heartbeat { id: WorkerId(99) }, |a| {
+        a.push(Action::Notify(Notice::Watchdog));
+    });
+    rig.assert_fired(check::INPUT_ACCOUNTING);
+
+    let mut rig = Rig::new(&mut one(1));
+    let booted = rig.boot_all();
+    rig.tampered(
+        MS,
+        Input::Exited {
+            id: booted[0].0,
+            status: ExitStatus::Code(1),
+        },
+        |a| remove(a, |a| matches!(a, Action::Event(Event::WorkerDied { .. }))),
+    );
+    rig.assert_fired(check::INPUT_ACCOUNTING);
+}
+
+#[test]
+fn command_result_fires_when_a_signal_or_command_has_the_wrong_effect() {
+    let mut rig = Rig::new(&mut one(1));
+    rig.boot_all();
+    rig.tampered(MS, Input::Signal(Signal::Ttin), |a| {
+        remove(a, |a| matches!(a, Action::Event(Event::Scaled { .. })));
+    });
+    rig.assert_fired(check::COMMAND_RESULT);
+
+    // A core accepting an invalid scale target.
+    let mut rig = Rig::new(&mut one(1));
+    rig.checker
+        .begin_step(MS, Some(Input::Scale(0)), &rig.cluster);
+    rig.checker.command_result(Ok(()));
+    rig.assert_fired(check::COMMAND_RESULT);
+}
+
+#[test]
+fn listening_fires_when_missing_or_repeated() {
+    let mut rig = Rig::new(&mut one(2));
+    let ids = spawned_ids(&rig.last);
+    rig.spawned(Duration::ZERO, ids[0]);
+    rig.tampered(MS, Input::Ready { id: ids[0] }, |a| {
+        remove(a, |a| matches!(a, Action::Event(Event::Listening { .. })));
+    });
+    rig.assert_fired(check::LISTENING);
+
+    let mut rig = Rig::new(&mut one(2));
+    let ids = spawned_ids(&rig.last);
+    rig.spawned(Duration::ZERO, ids[0]);
+    rig.spawned(Duration::ZERO, ids[1]);
+    rig.step(MS, Input::Ready { id: ids[0] });
+    rig.tampered(MS, Input::Ready { id: ids[1] }, |a| {
+        a.push(Action::Event(Event::Listening { id: ids[1] }));
+    });
+    rig.assert_fired(check::LISTENING);
+}
+
+#[test]
+fn no_workers_fires_when_missing_or_false() {
+    let mut rig = Rig::new(&mut one(1));
+    let booted = rig.boot_all();
+    rig.tampered(
+        40 * SEC,
+        Input::Exited {
+            id: booted[0].0,
+            status: ExitStatus::Code(1),
+        },
+        |a| remove(a, |a| matches!(a, Action::Event(Event::NoWorkers))),
+    );
+    rig.assert_fired(check::NO_WORKERS);
+
+    let mut rig = Rig::new(&mut one(1));
+    rig.boot_all();
+    rig.tampered(MS, Input::Timeout, |a| {
+        a.push(Action::Event(Event::NoWorkers))
+    });
+    rig.assert_fired(check::NO_WORKERS);
+}
+
+#[test]
+fn live_count_fires_when_the_stream_and_the_core_disagree() {
+    let mut rig = Rig::new(&mut one(1));
+    let booted = rig.boot_all();
+    rig.tampered(
+        MS,
+        Input::Exited {
+            id: booted[0].0,
+            status: ExitStatus::Code(1),
+        },
+        |a| {
+            remove(a, |a| {
+                matches!(
+                    a,
+                    Action::Event(Event::WorkerDied { .. } | Event::NoWorkers)
+                )
+            })
+        },
+    );
+    rig.assert_fired(check::LIVE_COUNT);
+}
+
+/// One worker that dies young at 1 ms: slot 0 owes a 100 ms backoff.
+fn young_death(tamper: impl FnOnce(&mut Vec<Action>)) -> Rig {
+    let mut rig = Rig::new(&mut one(1));
+    let booted = rig.boot_all();
+    rig.tampered(
+        MS,
+        Input::Exited {
+            id: booted[0].0,
+            status: ExitStatus::Code(1),
+        },
+        tamper,
+    );
+    rig
+}
+
+#[test]
+fn backoff_fires_on_a_wrong_delay_an_early_refill_or_an_overdue_one() {
+    let rig = young_death(|a| {
+        for action in a.iter_mut() {
+            if let Action::Event(Event::RespawnDelayed { delay, .. }) = action {
+                *delay = 10 * MS;
+            }
+        }
+    });
+    rig.assert_fired(check::BACKOFF);
+
+    let mut rig = young_death(|_| {});
+    rig.assert_clean();
+    rig.tampered(50 * MS, Input::Timeout, |a| {
+        a.push(Action::Spawn {
+            id: WorkerId(2),
+            slot: Slot(0),
+            generation: 1,
+        });
+    });
+    rig.assert_fired(check::BACKOFF);
+
+    let mut rig = young_death(|_| {});
+    rig.tampered(101 * MS, Input::Timeout, |a| {
+        remove(a, |a| matches!(a, Action::Spawn { .. }));
+    });
+    rig.assert_fired(check::BACKOFF);
+}
+
+#[test]
+fn refill_cause_fires_on_an_immediate_refill_after_a_young_death() {
+    let rig = young_death(|a| {
+        a.retain(|a| !matches!(a, Action::Event(Event::RespawnDelayed { .. })));
+        a.push(Action::Spawn {
+            id: WorkerId(2),
+            slot: Slot(0),
+            generation: 1,
+        });
+    });
+    rig.assert_fired(check::REFILL_CAUSE);
+}
+
+#[test]
+fn spawn_rate_fires_on_two_refills_of_a_slot_at_once() {
+    let mut rig = Rig::new(&mut one(1));
+    let booted = rig.boot_all();
+    rig.tampered(
+        40 * SEC,
+        Input::Exited {
+            id: booted[0].0,
+            status: ExitStatus::Code(1),
+        },
+        |a| {
+            a.push(Action::Spawn {
+                id: WorkerId(3),
+                slot: Slot(0),
+                generation: 1,
+            });
+        },
+    );
+    rig.assert_fired(check::SPAWN_RATE);
+}
+
+#[test]
+fn spawn_generation_fires_on_a_spawn_of_the_wrong_generation() {
+    let config = one(1).build().unwrap();
+    let rig = Rig::build(config, None, |a| {
+        for action in a.iter_mut() {
+            if let Action::Spawn { generation, .. } = action {
+                *generation = 2;
+            }
+        }
+    });
+    rig.assert_fired(check::SPAWN_GENERATION);
+}
+
+#[test]
+fn story_fires_when_a_requested_stop_is_reported_as_a_death() {
+    let mut rig = Rig::new(&mut one(1));
+    let booted = rig.boot_all();
+    rig.step(MS, Input::Signal(Signal::Term));
+    rig.tampered(
+        2 * MS,
+        Input::Exited {
+            id: booted[0].0,
+            status: ExitStatus::Code(0),
+        },
+        |a| {
+            for action in a.iter_mut() {
+                if let Action::Event(Event::WorkerExit {
+                    id,
+                    slot,
+                    pid,
+                    status,
+                    ..
+                }) = *action
+                {
+                    *action = Action::Event(Event::WorkerDied {
+                        id,
+                        slot,
+                        pid,
+                        status,
+                        was_ready: true,
+                        uptime: 2 * MS,
+                    });
+                }
+            }
+        },
+    );
+    rig.assert_fired(check::STORY);
+}
+
+#[test]
+fn hang_detected_fires_when_a_silent_worker_is_left_alone() {
+    let mut rig = Rig::new(one(1).hang(HangPolicy {
+        timeout: Some(SEC),
+        ..HangPolicy::default()
+    }));
+    let booted = rig.boot_all();
+    rig.step(MS, Input::Heartbeat { id: booted[0].0 });
+    // The core's deadline at 1.001 s is never honoured.
+    let _ = rig.checker.run_probes(SEC + MS, &rig.cluster);
+    rig.assert_fired(check::HANG_DETECTED);
+}
+
+#[test]
+fn boot_deadline_fires_on_a_boot_never_timed_out_or_timed_out_early() {
+    let mut rig = Rig::new(one(1).boot_timeout(SEC));
+    let id = spawned_ids(&rig.last)[0];
+    rig.spawned(Duration::ZERO, id);
+    let _ = rig.checker.run_probes(SEC, &rig.cluster);
+    rig.assert_fired(check::BOOT_DEADLINE);
+
+    let mut rig = Rig::new(one(1).boot_timeout(SEC));
+    let id = spawned_ids(&rig.last)[0];
+    let pid = rig.spawned(Duration::ZERO, id);
+    rig.tampered(SEC / 2, Input::Timeout, |a| {
+        a.push(Action::Event(Event::WorkerBootTimedOut {
+            id,
+            slot: Slot(0),
+            pid,
+        }));
+    });
+    rig.assert_fired(check::BOOT_DEADLINE);
+}
+
+#[test]
+fn stop_deadline_fires_when_a_stopped_worker_is_never_killed() {
+    let mut rig = Rig::new(one(2).force_exit_timeout(SEC));
+    rig.boot_all();
+    rig.step(MS, Input::Scale(1));
+    let _ = rig.checker.run_probes(SEC + MS, &rig.cluster);
+    rig.assert_fired(check::STOP_DEADLINE);
+}
+
+#[test]
+fn time_advances_fires_when_a_timeout_leaves_the_deadline_in_the_past() {
+    let mut rig = Rig::new(one(1).boot_timeout(SEC));
+    let id = spawned_ids(&rig.last)[0];
+    rig.spawned(Duration::ZERO, id);
+    // A core that ignores handle_timeout: its deadline stays behind.
+    rig.raw(2 * SEC, Input::Timeout, false, |_| {});
+    rig.assert_fired(check::TIME_ADVANCES);
+}
+
+#[test]
+fn reload_finished_fires_when_a_rollout_finishes_with_old_workers_serving() {
+    let mut rig = Rig::new(&mut one(1));
+    rig.boot_all();
+    rig.tampered(MS, Input::Reload, |a| {
+        a.push(Action::Event(Event::ReloadFinished {
+            generation: 2,
+            took: Duration::ZERO,
+        }));
+    });
+    rig.assert_fired(check::RELOAD_FINISHED);
+}
+
+#[test]
+fn liveness_fires_when_a_healthy_world_is_not_at_its_target() {
+    let mut rig = Rig::new(&mut one(1));
+    let _ = rig.checker.check_liveness(60 * SEC, &rig.cluster);
+    rig.assert_fired(check::LIVENESS);
+}
+
+#[test]
+fn a_legitimate_life_is_not_flagged() {
+    // The positive space of the rig itself: boot, crash, backoff, refill, reload, stop.
+    let mut rig = Rig::new(&mut one(2));
+    let booted = rig.boot_all();
+    rig.step(
+        MS,
+        Input::Exited {
+            id: booted[0].0,
+            status: ExitStatus::Code(1),
+        },
+    );
+    rig.step(101 * MS, Input::Timeout);
+    rig.boot_all();
+    rig.step(200 * MS, Input::Reload);
+    let finish = rig.checker.finish(300 * MS);
+    assert!(finish.is_ok(), "{finish:?}");
+    rig.assert_clean();
+}
