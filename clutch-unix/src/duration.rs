@@ -80,7 +80,15 @@ mod tests {
 
     #[test]
     fn whole_numbers_scale_exactly_and_fractions_below_a_nanosecond_truncate() {
-        for text in ["0ms", "1ms", "7500ms", "999999999999ms", "1.5ms", "0.0001ms", " 12ms "] {
+        for text in [
+            "0ms",
+            "1ms",
+            "7500ms",
+            "999999999999ms",
+            "1.5ms",
+            "0.0001ms",
+            " 12ms ",
+        ] {
             crate::fuzz::duration(text.as_bytes());
         }
         assert_eq!(parse_duration("0.0001us"), Ok(Duration::ZERO));
