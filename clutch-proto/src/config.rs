@@ -432,7 +432,7 @@ pub enum ConfigError {
     HangSignalIsKill,
     /// The rolling-restart batch must be from 1 to [`MAX_WORKERS`].
     BadRolloutBatch(usize),
-    /// The title name must be 1–64 printable characters.
+    /// The title name must be 1 to 64 bytes of printable characters (UTF-8).
     BadName(String),
 }
 
@@ -474,7 +474,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "rollout batch: {batch} is not from 1 to {MAX_WORKERS}")
             }
             Self::BadName(name) => {
-                write!(f, "name: {name:?} must be 1 to 64 printable characters")
+                write!(f, "name: {name:?} must be 1 to 64 bytes of printable characters")
             }
         }
     }
