@@ -103,3 +103,31 @@ impl Drop for LineWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    #[test]
+    fn the_function_receives_each_formatted_line_once_whole() {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = {
+            let lines = lines.clone();
+            LineSink(Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned())))
+        };
+        // A formatter writes one event in pieces; the function sees it as one line.
+        {
+            let mut writer = sink.make_writer();
+            writer.write_all(b" INFO clutch: worker ").unwrap();
+            writer.write_all(b"died unexpectedly worker=3\n").unwrap();
+        }
+        {
+            let mut writer = sink.make_writer();
+            writer.write_all(b"two\nlines\n\n").unwrap();
+        }
+        let lines = lines.lock().unwrap();
+        assert_eq!(*lines, [" INFO clutch: worker died unexpectedly worker=3", "two", "lines"]);
+    }
+}
