@@ -170,6 +170,10 @@ impl ClusterBuilder {
     /// configuration and binds every listener (or adopts systemd's), so every mistake is
     /// reported before any worker exists. In a worker: takes its listeners and notify
     /// socket from the environment the master gave it.
+    ///
+    /// Call it first thing in `main`, before the application starts threads: adopting
+    /// sockets (`LISTEN_FDS`) removes those variables from the environment, which is only
+    /// sound while the process is single-threaded.
     pub fn start(&mut self) -> Result<Role, Error> {
         self.core
             .service_watchdog(crate::service::watchdog_interval_from_env());
