@@ -172,10 +172,9 @@ fn answer(stream: TcpStream, id: u64) -> io::Result<()> {
     }
     let body = format!("Worker: {id}");
     let mut stream = stream;
-    write!(
-        stream,
+    let response = format!(
         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
-    )?;
-    stream.flush()
+    );
+    stream.write_all(response.as_bytes())
 }
