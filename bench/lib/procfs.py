@@ -1,0 +1,186 @@
+"""What the harness reads from /proc, and the few process-control calls it needs.
+
+Everything here works on pids the harness itself started (or their descendants). The
+harness makes itself a child subreaper, so workers orphaned by a killed master, and
+daemons that detach (PM2's), are re-parented to the harness instead of init: nothing it
+started can escape its clean-up, and their exit is seen as a zombie state here.
+"""
+
+import ctypes
+import os
+import signal
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _read(path, mode="r"):
+    try:
+        with open(path, mode) as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def state(pid):
+    """The one-letter state of `pid` (R, S, D, Z, ...), or None once it is reaped."""
+    stat = _read(f"/proc/{pid}/stat", "rb")
+    if stat is None:
+        return None
+    return chr(stat[stat.rindex(b")") + 2])
+
+
+def alive(pid):
+    """True while `pid` runs: a zombie has exited (its parent just has not reaped it)."""
+    return state(pid) not in (None, "Z", "X")
+
+
+def tasks(pid):
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def children(pid):
+    """Live child processes of `pid`, whichever of its threads forked them."""
+    found = set()
+    for tid in tasks(pid):
+        text = _read(f"/proc/{pid}/task/{tid}/children")
+        if text:
+            found.update(int(p) for p in text.split())
+    return {p for p in found if alive(p)}
+
+
+def descendants(pid):
+    found, todo = set(), [pid]
+    while todo:
+        for child in children(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def context_switches(pid):
+    """Voluntary + involuntary context switches summed over every thread of `pid`."""
+    total = 0
+    for tid in tasks(pid):
+        status = _read(f"/proc/{pid}/task/{tid}/status") or ""
+        for line in status.splitlines():
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                total += int(line.split()[1])
+    return total
+
+
+def cpu_ns(pid):
+    """CPU time of `pid` in ns: the scheduler's exact per-thread run time
+    (/proc/PID/task/TID/schedstat), summed over its threads. Threads that exited are not
+    counted; `cpu_ticks_ns` does count them, at 10 ms resolution."""
+    total = 0
+    for tid in tasks(pid):
+        text = _read(f"/proc/{pid}/task/{tid}/schedstat")
+        if text:
+            total += int(text.split()[0])
+    return total
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks_ns(pid):
+    """utime + stime of `pid` (every thread, dead ones too; not its children), in ns."""
+    stat = _read(f"/proc/{pid}/stat", "rb")
+    if stat is None:
+        return 0
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // CLK_TCK
+
+
+def cpu_best_ns(pid):
+    """The larger of the two CPU readings: exact for long-lived threads, and never blind
+    to the time of threads that came and went."""
+    return max(cpu_ns(pid), cpu_ticks_ns(pid))
+
+
+def memory_kib(pid):
+    """Rss, Pss and private (clean + dirty) memory of `pid` from smaps_rollup, in KiB."""
+    text = _read(f"/proc/{pid}/smaps_rollup") or ""
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+            values[parts[0][:-1]] = int(parts[1])
+    return {
+        "rss": values.get("Rss", 0),
+        "pss": values.get("Pss", 0),
+        "private": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0),
+    }
+
+
+def kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def kill_tree(pid):
+    """SIGKILL `pid` and every descendant, by pid (children first, so none is re-spawned)."""
+    for _ in range(3):
+        victims = descendants(pid)
+        if not victims and not alive(pid):
+            break
+        kill(pid, signal.SIGSTOP)  # a stopped supervisor cannot re-spawn what we kill
+        for victim in victims:
+            kill(victim, signal.SIGKILL)
+        kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+    reap()
+
+
+exit_statuses = {}
+
+
+def reap():
+    """Reaps every exited child of the harness (ours and re-parented orphans), keeping
+    their wait statuses in `exit_statuses`."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        exit_statuses[pid] = status
+
+
+def exit_code(pid):
+    """The exit code of a reaped child (`-signal` if a signal ended it), or None."""
+    reap()
+    status = exit_statuses.get(pid)
+    if status is None:
+        return None
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def wait_until(predicate, timeout, interval=0.0002):
+    """Polls `predicate` until it is true; returns the monotonic time (s) it was first
+    seen true, or None on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = time.monotonic()
+        if predicate():
+            return now
+        if now > deadline:
+            return None
+        time.sleep(interval)
