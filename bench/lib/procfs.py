@@ -124,6 +124,39 @@ def memory_kib(pid):
     }
 
 
+def _unix_socket_inodes():
+    text = _read("/proc/net/unix") or ""
+    return {line.split()[6] for line in text.splitlines()[1:] if len(line.split()) >= 7}
+
+
+def listening_inodes(port):
+    """Inodes of the TCP sockets listening on `port` (IPv4 and IPv6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in (_read(table) or "").splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found
+
+
+def held_tcp_connections(pid, listening):
+    """How many accepted TCP connections `pid` holds open: its socket descriptors, less
+    Unix sockets and the listening sockets (`listening`, from `listening_inodes`)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return len(inodes - listening - _unix_socket_inodes())
+
+
 def kill(pid, sig):
     try:
         os.kill(pid, sig)

@@ -27,13 +27,13 @@ class Params:
         self.idle_s = 2 if quick else 10
         self.orphan_trials = 1 if quick else 3
         self.orphan_cap_s = 3 if quick else 35  # Unicorn's orphans poll getppid every 30 s
-        self.tp_s = 2 if quick else 5
+        self.tp_s = 2 if quick else 4
         self.tp_trials = 1 if quick else 3
         self.tp_workers = (2,) if quick else (1, 2)
         self.connections = 32
         self.chaos_s = 3 if quick else 10
         self.chaos_repeats = 1 if quick else 3
-        self.rolling_s = 6 if quick else 10
+        self.rolling_s = 6 if quick else 8
         self.rolling_repeats = 1 if quick else 3
         self.scale = () if quick else (64, 1024)
         self.scale_cap_s = 300
@@ -295,7 +295,8 @@ def chaos(run, system):
                 time.sleep(max(0.5, system.min_healthy_age))
                 wrk = probe.start_wrk(c.port, run.p.chaos_s + 2, run.p.connections, close)
                 time.sleep(1.0)
-                kills, skipped = 0, 0
+                listening = procfs.listening_inodes(c.port)
+                kills, skipped, held = 0, 0, 0
                 t0 = time.monotonic()
                 for tick in range(run.p.chaos_s * 2):
                     time.sleep(max(0.0, t0 + tick * 0.5 - time.monotonic()))
@@ -303,11 +304,17 @@ def chaos(run, system):
                     if not workers:
                         skipped += 1
                         continue
-                    procfs.kill(min(workers, key=lambda p: (start_time(p), p)), signal.SIGKILL)
+                    victim = min(workers, key=lambda p: (start_time(p), p))
+                    # Connections the victim has accepted die with it: the app's loss.
+                    procfs.kill(victim, signal.SIGSTOP)
+                    held += procfs.held_tcp_connections(victim, listening)
+                    procfs.kill(victim, signal.SIGKILL)
                     kills += 1
                 result = probe.finish_wrk(wrk, run.p.chaos_s + 2)
                 result.pop("raw")
-                result.update(kills=kills, no_worker_to_kill=skipped,
+                errors = sum(result[k] for k in ("connect", "read", "write", "timeout"))
+                result.update(kills=kills, no_worker_to_kill=skipped, held=held,
+                              beyond_held=max(0, errors - held),
                               workers_after=len(c.workers()))
                 repeats.append(result)
         row[mode] = median_result(repeats)
@@ -391,6 +398,22 @@ def mem_available_kib():
     return 0
 
 
+def wait_started_and_ready(cluster, n, exclude, timeout):
+    """Times (monotonic s) when n worker processes not in `exclude` existed, and when n
+    of them were ready (None: not within `timeout`)."""
+    started = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        workers = cluster.workers() - exclude
+        if started is None and len(workers) >= n:
+            started = now
+        if started is not None and len(workers & cluster.system.ready_pids(cluster)) >= n:
+            return started, now
+        time.sleep(0.001)
+    return started, None
+
+
 def scale(run, system, n):
     """Launch n workers until all are ready; SIGKILL them all at once until n new ones
     are ready; the master's CPU time for each."""
@@ -406,12 +429,13 @@ def scale(run, system, n):
     cap = run.p.scale_cap_s
     c = run.new_cluster(system, n)
     try:
-        t_ready = c.wait_ready(cap)
+        t_started, t_ready = wait_started_and_ready(c, n, frozenset(), cap)
         if t_ready is None:
             run.record(system, key, {"skipped": (
                 f"only {len(c.ready_workers())} of {n} workers ready after {cap} s")})
             return
         launch = {"launch_ms": ms(t_ready - c.launched_at),
+                  "started_ms": ms(t_started - c.launched_at),
                   "launch_cpu_ms": procfs.cpu_best_ns(c.master) / 1e6}
         time.sleep(1.0)
         workers = c.workers()
@@ -425,9 +449,10 @@ def scale(run, system, n):
         t0 = time.monotonic()
         for w in workers:
             procfs.kill(w, signal.SIGKILL)
-        t_back = c.wait_ready(cap, n=n, exclude=workers)
+        t_restarted, t_back = wait_started_and_ready(c, n, workers, cap)
         cpu1 = procfs.cpu_best_ns(c.master)
         launch.update(back_ms=ms(t_back - t0) if t_back else None,
+                      restarted_ms=ms(t_restarted - t0) if t_restarted else None,
                       back_cpu_ms=(cpu1 - cpu0) / 1e6,
                       back_ready=len(c.ready_workers() - workers))
         if t_back is None:

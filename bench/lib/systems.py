@@ -205,7 +205,7 @@ class NodeCluster(System):
         self.policy = policy
         if policy == "none":
             self.key, self.name = "node-none", "Node cluster (SCHED_NONE)"
-            self.scenarios = {"idle", "throughput", "chaos"}
+            self.scenarios = {"idle", "throughput"}
 
     def check(self):
         return None if shutil.which("node") else "node is not installed"
