@@ -82,3 +82,77 @@ def finish_wrk(proc, seconds):
     if m:
         result["non2xx"] = int(m.group(1))
     return result
+
+
+def first_answer(port, wanted, timeout, interval=0.0005, max_open=64):
+    """Opens a new probe connection every `interval` s (each one `GET /`, `Connection:
+    close`), keeping up to `max_open` waiting at once, until one is answered with a 200
+    whose body satisfies `wanted(body)`. Returns the monotonic time of that answer, or
+    None after `timeout` s. Several probes wait side by side, so a connection that a
+    supervisor loses (never answered) delays nothing."""
+    import errno
+    import selectors
+    import time
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    sel = selectors.DefaultSelector()
+    buffers = {}
+    deadline = time.monotonic() + timeout
+    next_probe = 0.0
+
+    def drop(sock):
+        sel.unregister(sock)
+        buffers.pop(sock, None)
+        sock.close()
+
+    try:
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                return None
+            if now >= next_probe and len(buffers) < max_open:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                code = sock.connect_ex(("127.0.0.1", port))
+                if code in (0, errno.EINPROGRESS):
+                    buffers[sock] = None  # None: not connected yet
+                    sel.register(sock, selectors.EVENT_WRITE)
+                else:
+                    sock.close()
+                next_probe = now + interval
+            wait = max(0.0, min(next_probe, deadline) - time.monotonic())
+            for key, _ in sel.select(wait):
+                sock = key.fileobj
+                if buffers[sock] is None:
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        drop(sock)
+                        continue
+                    try:
+                        sock.send(request)
+                    except OSError:
+                        drop(sock)
+                        continue
+                    buffers[sock] = b""
+                    sel.modify(sock, selectors.EVENT_READ)
+                    continue
+                try:
+                    chunk = sock.recv(4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    drop(sock)
+                    continue
+                data = buffers[sock] + chunk
+                buffers[sock] = data
+                head, sep, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head) if sep else None
+                complete = not chunk or (length and len(body) >= int(length.group(1)))
+                if not complete:
+                    continue
+                drop(sock)
+                if head.startswith(b"HTTP/1.1 200") and wanted(body.decode(errors="replace").strip()):
+                    return time.monotonic()
+    finally:
+        for sock in list(buffers):
+            sel.unregister(sock)
+            sock.close()
+        sel.close()

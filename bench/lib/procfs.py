@@ -206,6 +206,41 @@ def exit_code(pid):
     return os.WEXITSTATUS(status)
 
 
+class ExitWatch:
+    """pidfds opened now, for `exit_times`-style waiting after a signal is sent (so the
+    pidfds exist before the processes can exit)."""
+
+    def __init__(self, pids):
+        import select
+        self.pids, self.seen, self.fds = list(pids), {}, {}
+        self.poller = select.poll()
+        for pid in self.pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self.seen[pid] = time.monotonic()
+                continue
+            self.fds[fd] = pid
+            self.poller.register(fd, select.POLLIN)
+
+    def wait(self, pids, timeout):
+        """Waits until every pid of `pids` has exited (or `timeout`); returns the time
+        the last of them was seen exiting, or None."""
+        deadline = time.monotonic() + timeout
+        while not all(p in self.seen for p in pids):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            for fd, _ in self.poller.poll(left * 1000):
+                self.seen[self.fds[fd]] = time.monotonic()
+                self.poller.unregister(fd)
+        return max(self.seen[p] for p in pids) if pids else time.monotonic()
+
+    def close(self):
+        for fd in self.fds:
+            os.close(fd)
+
+
 def wait_until(predicate, timeout, interval=0.0002):
     """Polls `predicate` until it is true; returns the monotonic time (s) it was first
     seen true, or None on timeout."""
