@@ -64,8 +64,12 @@ def chaos(mode):
         c = _get(r, "chaos", mode)
         if not c:
             return "—"
-        return (f"{_k(c['requests'])}; {c['connect']:.0f}/{c['read']:.0f}/{c['write']:.0f}/"
+        text = (f"{_k(c['requests'])}; {c['connect']:.0f}/{c['read']:.0f}/{c['write']:.0f}/"
                 f"{c['timeout']:.0f}; {c['non2xx']:.0f}; {c['held']:.0f} / {c['beyond_held']:.0f}")
+        if c.get("no_worker_to_kill"):
+            text += (f" ({c['kills']:.0f} kills: at {c['no_worker_to_kill']:.0f} ticks no "
+                     "worker was alive)")
+        return text
     return cell
 
 
