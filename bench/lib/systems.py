@@ -1,0 +1,328 @@
+"""The systems measured: one adapter per supervisor, all in this file.
+
+Adding a system means one class here and one entry in `ALL`: how to check it is installed
+(`check`), its version, how to start N workers on a port (`launch`), which worker pids
+have said they are ready, which pid answered a request, how to roll its workers (or None),
+and its clean-up. The scenarios (scenarios.py) only ever use this interface.
+
+Every hello worker answers `GET /` with `Worker: <something>`: the peers with their pid,
+clutch's own example with its worker id, which the adapter maps to a pid through the
+master's `Worker started worker=<id> slot=<slot> pid=<pid>` log line.
+
+Readiness: the peers' workers create `$READY_DIR/<pid>` once they listen (a hook of each
+supervisor or server, see apps/); clutch's master logs `WorkerReady { .. pid: <pid> }` at
+debug level when a worker sends READY=1.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from . import procfs
+
+BENCH = Path(__file__).resolve().parent.parent
+APPS = BENCH / "apps"
+REPO = BENCH.parent
+
+
+class Cluster:
+    """One running supervisor with its workers, on its own port and temp directory."""
+
+    def __init__(self, system, workers, port, tmp):
+        self.system, self.workers_wanted, self.port = system, workers, port
+        self.tmp = Path(tmp)
+        self.ready_dir = self.tmp / "ready"
+        self.ready_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.tmp / "log"
+        self.master = None  # pid of the supervising process
+        self.proc = None  # the Popen we started (the master itself, except for PM2)
+        self.launched_at = None
+        self._log_offset = 0
+        self._log_tail = ""
+        self.id_to_pid = {}
+        self.ready_from_log = set()
+
+    def env(self, extra=None):
+        env = dict(os.environ)
+        env.update({"PORT": str(self.port), "HOST": "127.0.0.1",
+                    "WORKERS": str(self.workers_wanted), "READY_DIR": str(self.ready_dir)})
+        env.update(extra or {})
+        return env
+
+    def popen(self, cmd, env, cwd=None):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        return self.proc
+
+    def workers(self):
+        """The master's live child processes (every system here: its workers)."""
+        return procfs.children(self.master) if self.master else set()
+
+    def ready_workers(self):
+        return self.workers() & self.system.ready_pids(self)
+
+    def all_ready(self, n=None, exclude=frozenset()):
+        n = self.workers_wanted if n is None else n
+        workers = self.workers()
+        ready = (workers & self.system.ready_pids(self)) - exclude
+        return len(ready) >= n and len(workers - exclude) >= n
+
+    def wait_ready(self, timeout, n=None, exclude=frozenset()):
+        return procfs.wait_until(lambda: self.all_ready(n, exclude), timeout, 0.001)
+
+    def new_log_lines(self):
+        """Lines appended to the log since the last call (ANSI colours removed)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._log_offset += len(data)
+        text = self._log_tail + re.sub(r"\x1b\[[0-9;]*m", "", data.decode(errors="replace"))
+        lines = text.split("\n")
+        self._log_tail = lines.pop()
+        return lines
+
+    def stop(self):
+        """Clean-up: the system's own way first, then SIGKILL whatever is left, by pid."""
+        try:
+            self.system.cleanup(self)
+        finally:
+            for pid in ([self.master] if self.master else []) + (
+                    [self.proc.pid] if self.proc else []):
+                procfs.kill_tree(pid)
+            procfs.reap()
+
+
+def _version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "?"
+
+
+class System:
+    key = "?"  # command-line name
+    name = "?"  # column header
+    # A worker must have lived this long for its death to be answered at once (crash
+    # backoff of the supervisor); kill trials only ever kill workers at least this old.
+    min_healthy_age = 0.0
+    stop_signal = signal.SIGTERM  # the graceful-stop signal
+    stop_note = "SIGTERM"
+    rolling_note = "n/a"
+    # Scenarios this system takes part in (None: all).
+    scenarios = None
+
+    def check(self):
+        """None when the system can run here, else why it cannot."""
+        return None
+
+    def version(self):
+        return "?"
+
+    def launch(self, cluster):
+        raise NotImplementedError
+
+    def ready_pids(self, cluster):
+        try:
+            return {int(name) for name in os.listdir(cluster.ready_dir)}
+        except FileNotFoundError:
+            return set()
+
+    def answered_by(self, cluster, body):
+        """The pid of the worker that produced `body`."""
+        return int(body.split(":", 1)[1])
+
+    def rolling_restart(self, cluster):
+        """Starts a rolling restart and returns at once (None: the system has none)."""
+        return None
+
+    def cleanup(self, cluster):
+        pass
+
+
+class Clutch(System):
+    key, name = "clutch", "clutch"
+    min_healthy_age = 31.0  # Backoff::reset_after (30 s) in clutch-proto, plus a margin
+    rolling_note = "SIGHUP (one at a time, readiness-gated)"
+
+    def __init__(self, binary):
+        self.binary = Path(binary)
+
+    def check(self):
+        return None if self.binary.exists() else f"{self.binary} was not built"
+
+    def version(self):
+        rev = _version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+        return f"clutch-unix @ {rev} (examples/hello, release)"
+
+    def launch(self, cluster):
+        # Debug level for clutch's own crates: the master then logs each WorkerReady.
+        env = cluster.env({"RUST_LOG": "clutch_unix=debug"})
+        cluster.popen([str(self.binary)], env)
+        cluster.master = cluster.proc.pid
+
+    _STARTED = re.compile(r"Worker started worker=(\d+) slot=\d+ pid=(\d+)")
+    _READY = re.compile(r"WorkerReady \{ id: WorkerId\((\d+)\), slot: Slot\(\d+\), pid: (\d+) \}")
+
+    def _scan(self, cluster):
+        for line in cluster.new_log_lines():
+            m = self._STARTED.search(line)
+            if m:
+                cluster.id_to_pid[int(m.group(1))] = int(m.group(2))
+            m = self._READY.search(line)
+            if m:
+                cluster.ready_from_log.add(int(m.group(2)))
+
+    def ready_pids(self, cluster):
+        self._scan(cluster)
+        return cluster.ready_from_log
+
+    def answered_by(self, cluster, body):
+        worker_id = int(body.split(":", 1)[1])
+        self._scan(cluster)
+        return cluster.id_to_pid.get(worker_id, -worker_id)
+
+    def rolling_restart(self, cluster):
+        os.kill(cluster.master, signal.SIGHUP)
+        return True
+
+
+class NodeCluster(System):
+    key, name = "node", "Node cluster"
+    rolling_note = "n/a (none built in)"
+
+    def __init__(self, policy=None):
+        self.policy = policy
+        if policy == "none":
+            self.key, self.name = "node-none", "Node cluster (SCHED_NONE)"
+            self.scenarios = {"idle", "throughput"}
+
+    def check(self):
+        return None if shutil.which("node") else "node is not installed"
+
+    def version(self):
+        return "node " + _version(["node", "--version"])
+
+    def launch(self, cluster):
+        extra = {"NODE_CLUSTER_SCHED_POLICY": self.policy} if self.policy else {}
+        cluster.popen(["node", str(APPS / "node-cluster.js")], cluster.env(extra))
+        cluster.master = cluster.proc.pid
+
+
+class PM2(System):
+    key, name = "pm2", "PM2"
+    # PM2 counts an exit within min_uptime (1000 ms) as unstable (16 of them: errored).
+    min_healthy_age = 1.2
+    stop_note = "SIGTERM to the PM2 daemon"
+    rolling_note = "pm2 reload"
+
+    def __init__(self):
+        self.pm2 = BENCH / "node_modules" / ".bin" / "pm2"
+
+    def check(self):
+        if not shutil.which("node"):
+            return "node is not installed"
+        return None if self.pm2.exists() else "npm install of pm2 failed or was skipped"
+
+    def version(self):
+        try:
+            import json
+            pkg = json.loads((BENCH / "node_modules" / "pm2" / "package.json").read_text())
+            return f"pm2 {pkg['version']} (node {_version(['node', '--version'])})"
+        except (OSError, ValueError):
+            return "pm2 ?"
+
+    def _env(self, cluster):
+        return cluster.env({"PM2_HOME": str(cluster.tmp / "pm2"), "PM2_DISABLE_VERSION_CHECK": "1",
+                            "STOP_SIGNAL": "SIGINT"})
+
+    def launch(self, cluster):
+        # `pm2 start` starts the daemon (the cluster master) and returns; the daemon is
+        # re-parented to the harness (a subreaper), which therefore still sees its exit.
+        cluster.popen([str(self.pm2), "start", str(APPS / "node-worker.js"), "-i",
+                       str(cluster.workers_wanted), "--name", "hello"], self._env(cluster))
+        pid_file = cluster.tmp / "pm2" / "pm2.pid"
+        found = procfs.wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(),
+                                  30, 0.002)
+        if found is None:
+            raise RuntimeError("the PM2 daemon did not start")
+        cluster.master = int(pid_file.read_text().strip())
+
+    def rolling_restart(self, cluster):
+        threading.Thread(target=subprocess.run, daemon=True, kwargs=dict(
+            args=[str(self.pm2), "reload", "hello"], env=self._env(cluster),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)).start()
+        return True
+
+    def cleanup(self, cluster):
+        if cluster.master and procfs.alive(cluster.master):
+            try:
+                subprocess.run([str(self.pm2), "kill"], env=self._env(cluster), timeout=20,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class Gunicorn(System):
+    key, name = "gunicorn", "Gunicorn"
+    rolling_note = "SIGHUP (new workers, then old ones stopped)"
+
+    def __init__(self):
+        self.gunicorn = BENCH / ".venv" / "bin" / "gunicorn"
+
+    def check(self):
+        return None if self.gunicorn.exists() else "pip install of gunicorn failed or was skipped"
+
+    def version(self):
+        return _version([str(self.gunicorn), "--version"]) + " (" + _version(
+            [str(BENCH / ".venv" / "bin" / "python"), "--version"]) + ")"
+
+    def launch(self, cluster):
+        cluster.popen([str(self.gunicorn), "-c", str(APPS / "gunicorn.conf.py"),
+                       "-w", str(cluster.workers_wanted), "-b", f"127.0.0.1:{cluster.port}",
+                       "--chdir", str(APPS), "gunicorn_app:app"], cluster.env())
+        cluster.master = cluster.proc.pid
+
+    def rolling_restart(self, cluster):
+        os.kill(cluster.master, signal.SIGHUP)
+        return True
+
+
+class Unicorn(System):
+    key, name = "unicorn", "Unicorn"
+    stop_signal = signal.SIGQUIT  # Unicorn's graceful stop; its SIGTERM is the quick one
+    stop_note = "SIGQUIT (Unicorn's graceful stop)"
+    rolling_note = "SIGHUP (all workers replaced at once)"
+
+    def check(self):
+        if not shutil.which("unicorn"):
+            return "unicorn is not installed (Debian package `unicorn`)"
+        return None
+
+    def version(self):
+        return _version(["unicorn", "-v"]) + " (" + _version(["ruby", "-v"]).split(" (")[0] + ")"
+
+    def launch(self, cluster):
+        cluster.popen(["unicorn", "-c", str(APPS / "unicorn.conf.rb"), str(APPS / "config.ru")],
+                      cluster.env(), cwd=str(APPS))
+        cluster.master = cluster.proc.pid
+
+    def rolling_restart(self, cluster):
+        os.kill(cluster.master, signal.SIGHUP)
+        return True
+
+
+def all_systems(clutch_binary):
+    """Every system, in table order."""
+    return [Clutch(clutch_binary), NodeCluster(), NodeCluster("none"), PM2(), Gunicorn(),
+            Unicorn()]
