@@ -7,11 +7,11 @@ and its clean-up. The scenarios (scenarios.py) only ever use this interface.
 
 Every hello worker answers `GET /` with `Worker: <something>`: the peers with their pid,
 clutch's own example with its worker id, which the adapter maps to a pid through the
-master's `Worker started worker=<id> slot=<slot> pid=<pid>` log line.
+master's `event="worker_started" worker=<id> slot=<slot> pid=<pid>` log line.
 
 Readiness: the peers' workers create `$READY_DIR/<pid>` once they listen (a hook of each
-supervisor or server, see apps/); clutch's master logs `WorkerReady { .. pid: <pid> }` at
-debug level when a worker sends READY=1.
+supervisor or server, see apps/); clutch's master logs `event="worker_ready" … pid=<pid>` at
+info level when a worker sends READY=1.
 """
 
 import os
@@ -166,13 +166,13 @@ class Clutch(System):
         return f"clutch-unix @ {rev} (examples/hello, release)"
 
     def launch(self, cluster):
-        # Debug level for clutch's own crates: the master then logs each WorkerReady.
-        env = cluster.env({"RUST_LOG": "clutch_unix=debug"})
+        # The master logs every event at info level, named and with its fields.
+        env = cluster.env({"RUST_LOG": "clutch_unix=info"})
         cluster.popen([str(self.binary)], env)
         cluster.master = cluster.proc.pid
 
-    _STARTED = re.compile(r"Worker started worker=(\d+) slot=\d+ pid=(\d+)")
-    _READY = re.compile(r"WorkerReady \{ id: WorkerId\((\d+)\), slot: Slot\(\d+\), pid: (\d+) \}")
+    _STARTED = re.compile(r'event="worker_started" worker=(\d+) slot=\d+ pid=(\d+)')
+    _READY = re.compile(r'event="worker_ready" worker=(\d+) slot=\d+ pid=(\d+)')
 
     def _scan(self, cluster):
         for line in cluster.new_log_lines():

@@ -20,12 +20,12 @@
 //!
 //! `cargo bench -p clutch-proto` pushes two input mixes through a 1024-worker cluster,
 //! draining every action after every input as the contract requires (median of 5 runs
-//! of 4 M inputs, on the project's 2-core CI machine while other builds ran, 2026-11-21):
+//! of 4 M inputs, on the project's 2-core machine with nothing else running, 2026-11-21):
 //!
 //! | mix | inputs/s |
 //! |---|---|
-//! | realistic: heartbeats, 0.5% crashes with their respawn reports, timer wakeups, USR1, a full rolling restart every 500k inputs | 14.5 M |
-//! | churn: 20% crashes, each refilled at once (≈575k spawn/exit/ready cycles per run) | 6.6 M |
+//! | realistic: heartbeats, 0.5% crashes with their respawn reports, timer wakeups, USR1, a full rolling restart every 500k inputs | 14.2 M |
+//! | churn: 20% crashes, each refilled at once (≈575k spawn/exit/ready cycles per run) | 6.5 M |
 //!
 //! Target: at least 5 M inputs/s on one core, so the core is never what limits a cluster.
 #![forbid(unsafe_code)]
