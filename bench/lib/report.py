@@ -114,7 +114,7 @@ def scale(n, what):
 ROWS = [
     ("master RSS / PSS, 2 workers (MB)", lambda r: mem(r, "mem2")),
     ("master RSS / PSS, 64 workers (MB)", lambda r: mem(r, "mem64")),
-    ("master idle: wakeups / CPU time (10 s)", idle),
+    ("master idle: wakeups / CPU time (10 s; 2 s with --quick)", idle),
     ("SIGKILL a worker → replacement exists (ms, median / max)", kill("exists")),
     ("… → replacement ready (ms)", kill("ready")),
     ("… → replacement answers HTTP (ms)", kill("answers")),
