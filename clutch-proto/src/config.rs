@@ -474,7 +474,10 @@ impl fmt::Display for ConfigError {
                 write!(f, "rollout batch: {batch} is not from 1 to {MAX_WORKERS}")
             }
             Self::BadName(name) => {
-                write!(f, "name: {name:?} must be 1 to 64 bytes of printable characters")
+                write!(
+                    f,
+                    "name: {name:?} must be 1 to 64 bytes of printable characters"
+                )
             }
         }
     }

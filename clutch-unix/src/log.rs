@@ -115,7 +115,9 @@ mod tests {
         let lines = Arc::new(Mutex::new(Vec::<String>::new()));
         let sink = {
             let lines = lines.clone();
-            LineSink(Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned())))
+            LineSink(Arc::new(move |line: &str| {
+                lines.lock().unwrap().push(line.to_owned())
+            }))
         };
         // A formatter writes one event in pieces; the function sees it as one line.
         {
@@ -128,6 +130,13 @@ mod tests {
             writer.write_all(b"two\nlines\n\n").unwrap();
         }
         let lines = lines.lock().unwrap();
-        assert_eq!(*lines, [" INFO clutch: worker died unexpectedly worker=3", "two", "lines"]);
+        assert_eq!(
+            *lines,
+            [
+                " INFO clutch: worker died unexpectedly worker=3",
+                "two",
+                "lines"
+            ]
+        );
     }
 }
