@@ -132,16 +132,18 @@ pub struct NotifyDir {
 }
 
 impl NotifyDir {
-    /// Creates the directory under `$XDG_RUNTIME_DIR` when it is set and usable (a
-    /// per-user tmpfs, the systemd convention), else under [`std::env::temp_dir`].
+    /// Creates the directory on a tmpfs when one is usable: `$XDG_RUNTIME_DIR` (the
+    /// per-user runtime directory, the systemd convention), else `/dev/shm`; else under
+    /// [`std::env::temp_dir`]. A tmpfs matters when workers come and go by the hundred:
+    /// on ext4, creating a socket file allocates an inode, and the allocator's search past
+    /// recently freed ones cost a 1024-worker mass respawn 39% of the master's time.
     pub fn create() -> io::Result<Self> {
-        if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
-            let runtime = PathBuf::from(runtime);
-            if runtime.is_absolute() {
-                match Self::create_in(&runtime) {
-                    Ok(dir) => return Ok(dir),
-                    Err(error) => tracing::debug!(%error, "XDG_RUNTIME_DIR not usable"),
-                }
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+        let tmpfs = [runtime, Some(PathBuf::from("/dev/shm"))];
+        for parent in tmpfs.into_iter().flatten().filter(|p| p.is_absolute() && p.is_dir()) {
+            match Self::create_in(&parent) {
+                Ok(dir) => return Ok(dir),
+                Err(error) => tracing::debug!(%error, "{} not usable", parent.display()),
             }
         }
         Self::create_in(&std::env::temp_dir())
