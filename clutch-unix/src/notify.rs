@@ -140,7 +140,11 @@ impl NotifyDir {
     pub fn create() -> io::Result<Self> {
         let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
         let tmpfs = [runtime, Some(PathBuf::from("/dev/shm"))];
-        for parent in tmpfs.into_iter().flatten().filter(|p| p.is_absolute() && p.is_dir()) {
+        for parent in tmpfs
+            .into_iter()
+            .flatten()
+            .filter(|p| p.is_absolute() && p.is_dir())
+        {
             match Self::create_in(&parent) {
                 Ok(dir) => return Ok(dir),
                 Err(error) => tracing::debug!(%error, "{} not usable", parent.display()),
