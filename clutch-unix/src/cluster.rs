@@ -175,9 +175,7 @@ impl ClusterBuilder {
     /// sockets (`LISTEN_FDS`) removes those variables from the environment, which is only
     /// sound while the process is single-threaded.
     pub fn start(&mut self) -> Result<Role, Error> {
-        self.core
-            .service_watchdog(crate::service::watchdog_interval_from_env());
-        let config = self.core.build()?;
+        let config = self.config()?;
         self.log.install();
         if std::env::var_os(crate::worker::WORKER_ID_ENV).is_some() {
             return Ok(Role::Worker(Worker::from_env(&config)?));
@@ -195,6 +193,14 @@ impl ClusterBuilder {
             args: args.collect(),
         };
         Ok(Role::Master(self.master(config, program, listeners)?))
+    }
+
+    /// The validated configuration, with what the service manager says in the environment
+    /// (`WATCHDOG_USEC`) folded in.
+    fn config(&mut self) -> Result<Config, Error> {
+        self.core
+            .service_watchdog(crate::service::watchdog_interval_from_env());
+        Ok(self.core.build()?)
     }
 
     /// Everything a master needs besides its program: the control socket (checked here,
@@ -242,9 +248,7 @@ impl ClusterBuilder {
         program: impl AsRef<std::ffi::OsStr>,
         args: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
     ) -> Result<Master, Error> {
-        self.core
-            .service_watchdog(crate::service::watchdog_interval_from_env());
-        let config = self.core.build()?;
+        let config = self.config()?;
         if config.is_in_process() {
             return Err(Error::Program(
                 "workers: at least 1 is needed to supervise a program".into(),
