@@ -1,8 +1,20 @@
 //! gs-clutch's `log` option, on top of `tracing`: off, the default subscriber, or a user
 //! function that receives every log line.
+//!
+//! # Logging never hurts the master
+//!
+//! The subscribers clutch installs write to stderr through [`StderrSink`], which never
+//! blocks and never fails: a master whose log reader is slow, stopped or gone must go on
+//! supervising. Each event is one `write(2)` of its whole line(s); a line that cannot be
+//! written at once (the pipe is full, the reader went away: `EAGAIN`, `EPIPE`) is dropped
+//! and counted, and the next line that can be written is preceded by one line saying how
+//! many were dropped. Workers share the master's stderr, so its blocking mode is not ours
+//! to change: the sink writes through a descriptor of its own (see [`Sink::open`]).
 
 use std::io::{self, IsTerminal};
-use std::sync::Arc;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -48,13 +60,13 @@ impl Log {
             Self::Stderr => tracing_subscriber::fmt()
                 .with_env_filter(filter())
                 .with_ansi(io::stderr().is_terminal())
-                .with_writer(io::stderr)
+                .with_writer(StderrSink::new(Format::Text))
                 .try_init(),
             Self::Json => tracing_subscriber::fmt()
                 .json()
                 .flatten_event(true)
                 .with_env_filter(filter())
-                .with_writer(io::stderr)
+                .with_writer(StderrSink::new(Format::Json))
                 .try_init(),
             Self::Func(func) => tracing_subscriber::fmt()
                 .with_env_filter(filter())
@@ -104,11 +116,325 @@ impl Drop for LineWriter {
     }
 }
 
+/// The line format, for the "lines dropped" line the sink writes itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// A `MakeWriter` for stderr that never blocks and never fails (see the module docs).
+#[derive(Clone, Copy)]
+struct StderrSink {
+    format: Format,
+}
+
+impl StderrSink {
+    fn new(format: Format) -> Self {
+        Self { format }
+    }
+}
+
+/// The process's one stderr sink, shared by every thread that logs.
+fn shared() -> &'static Mutex<Sink> {
+    static SINK: OnceLock<Mutex<Sink>> = OnceLock::new();
+    SINK.get_or_init(|| Mutex::new(Sink::open(rustix::stdio::stderr())))
+}
+
+impl<'a> MakeWriter<'a> for StderrSink {
+    type Writer = EventWriter;
+    fn make_writer(&'a self) -> EventWriter {
+        EventWriter {
+            format: self.format,
+            buffer: Vec::with_capacity(256),
+        }
+    }
+}
+
+/// Buffers one formatted event and hands it to the sink whole, when dropped.
+struct EventWriter {
+    format: Format,
+    buffer: Vec<u8>,
+}
+
+impl io::Write for EventWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        // A panic elsewhere while logging must not make logging panic too.
+        let mut sink = shared()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sink.write_line(self.format, &self.buffer);
+    }
+}
+
+/// How the sink reaches stderr without blocking.
+#[derive(Debug)]
+enum Target {
+    /// A descriptor of our own, opened `O_NONBLOCK` on the same pipe or terminal (a new
+    /// open file description, so the workers' fd 2 stays blocking).
+    Reopened(OwnedFd),
+    /// A socket (journald's stream, say): `send(MSG_DONTWAIT)` on fd 2 itself.
+    Socket,
+    /// A regular file or a device that does not block: plain `write` on fd 2.
+    Plain,
+    /// Nothing to write to (fd 2 closed, or a pipe whose reader was already gone).
+    Closed,
+}
+
+/// A non-blocking writer of whole lines to stderr that counts what it had to drop.
+#[derive(Debug)]
+pub(crate) struct Sink {
+    target: Target,
+    /// Lines dropped since the last one written.
+    dropped: u64,
+    /// Lines dropped in all.
+    dropped_total: u64,
+}
+
+/// The most a single event may hold back of a partial write (a line longer than the
+/// pipe's atomic size, `PIPE_BUF`): the rest of it is written before the next line.
+const MAX_PENDING: usize = 64 * 1024;
+
+impl Sink {
+    /// A sink writing to `fd` (stderr): a pipe or terminal is reopened through
+    /// `/proc/self/fd` with `O_NONBLOCK`; a socket is written with `MSG_DONTWAIT`.
+    pub(crate) fn open(fd: BorrowedFd<'_>) -> Self {
+        use rustix::fs::{FileType, Mode, OFlags};
+        let target = match rustix::fs::fstat(fd) {
+            Err(_) => Target::Closed,
+            Ok(stat) => match FileType::from_raw_mode(stat.st_mode) {
+                FileType::Socket => Target::Socket,
+                FileType::Fifo | FileType::CharacterDevice => {
+                    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                    let flags =
+                        OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+                    match rustix::fs::open(path.as_str(), flags, Mode::empty()) {
+                        Ok(own) => Target::Reopened(own),
+                        // A FIFO without a reader (ENXIO): every write would fail.
+                        Err(rustix::io::Errno::NXIO) => Target::Closed,
+                        // No /proc: the file description is shared with the workers, so
+                        // its mode stays as it is.
+                        Err(_) => Target::Plain,
+                    }
+                }
+                _ => Target::Plain,
+            },
+        };
+        Self {
+            target,
+            dropped: 0,
+            dropped_total: 0,
+        }
+    }
+
+    /// Writes one event's line(s) whole, or drops and counts them.
+    fn write_line(&mut self, format: Format, line: &[u8]) {
+        if self.dropped > 0 {
+            let notice = dropped_line(format, self.dropped, SystemTime::now());
+            if !self.write_whole(notice.as_bytes()) {
+                self.drop_one();
+                return;
+            }
+            self.dropped = 0;
+        }
+        if !self.write_whole(line) {
+            self.drop_one();
+        }
+    }
+
+    fn drop_one(&mut self) {
+        self.dropped += 1;
+        self.dropped_total += 1;
+    }
+
+    /// Writes all of `bytes`, or nothing at all when not one byte can be written now.
+    /// (Of a line longer than `PIPE_BUF` a prefix may get through; the rest is then
+    /// retried a bounded number of times so that the next line starts on its own.)
+    fn write_whole(&mut self, bytes: &[u8]) -> bool {
+        let mut written = 0;
+        let mut attempts = 0;
+        while written < bytes.len() {
+            match self.write_some(&bytes[written..]) {
+                Ok(n) => written += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) if written == 0 => return false,
+                Err(_) => {
+                    // Torn line: end it so the next one is readable.
+                    attempts += 1;
+                    if attempts > 3 || bytes.len() > MAX_PENDING {
+                        let _ = self.write_some(b"\n");
+                        return true;
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+        true
+    }
+
+    fn write_some(&self, bytes: &[u8]) -> rustix::io::Result<usize> {
+        use rustix::net::SendFlags;
+        match &self.target {
+            Target::Reopened(fd) => rustix::io::write(fd, bytes),
+            Target::Socket => rustix::net::send(
+                rustix::stdio::stderr(),
+                bytes,
+                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+            ),
+            Target::Plain => rustix::io::write(rustix::stdio::stderr(), bytes),
+            Target::Closed => Err(rustix::io::Errno::BADF),
+        }
+    }
+
+    #[cfg(test)]
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.target {
+            Target::Reopened(fd) => Some(std::os::fd::AsFd::as_fd(fd)),
+            _ => None,
+        }
+    }
+}
+
+/// Lines the stderr sink has dropped since the process started (full or closed stderr).
+pub(crate) fn dropped_lines() -> u64 {
+    shared()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .dropped_total
+}
+
+/// The line that says `count` lines were dropped, in the subscriber's format.
+fn dropped_line(format: Format, count: u64, now: SystemTime) -> String {
+    let timestamp = rfc3339(now);
+    let message = "log lines dropped: stderr was full or closed";
+    match format {
+        Format::Text => format!("{timestamp}  WARN clutch: {message} dropped={count}\n"),
+        Format::Json => format!(
+            "{{\"timestamp\":\"{timestamp}\",\"level\":\"WARN\",\"event\":\"log_lines_dropped\",\"dropped\":{count},\"message\":\"{message}\",\"target\":\"clutch\"}}\n"
+        ),
+    }
+}
+
+/// `2026-12-01T20:21:58.123456Z`, as tracing-subscriber's default timer writes it.
+fn rfc3339(at: SystemTime) -> String {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::sync::Mutex;
+    use std::io::{Read, Write};
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::time::Duration;
+
+    /// A pipe whose write end is the sink's "stderr".
+    fn pipe_sink() -> (Sink, std::fs::File, OwnedFd) {
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        let sink = Sink::open(write.as_fd());
+        assert!(sink.fd().is_some(), "a pipe is reopened non-blocking");
+        (sink, std::fs::File::from(read), write)
+    }
+
+    #[test]
+    fn a_full_pipe_drops_lines_instead_of_blocking_and_says_so_once_it_drains() {
+        let (mut sink, mut reader, _write) = pipe_sink();
+        let line = [b'x'; 1023];
+        let mut line = line.to_vec();
+        line.push(b'\n');
+        // A pipe holds 64 KiB: 200 KiB of lines cannot all fit, and nobody reads.
+        for _ in 0..200 {
+            sink.write_line(Format::Text, &line);
+        }
+        assert!(sink.dropped > 0, "some lines were dropped");
+        let dropped = sink.dropped;
+        // Drain, then one more line: the notice comes first, then the line.
+        let mut drained = vec![0u8; 1 << 20];
+        let n = reader.read(&mut drained).unwrap();
+        assert_eq!(n % 1024, 0, "only whole lines were written");
+        rustix::io::ioctl_fionbio(&reader, true).unwrap();
+        while reader.read(&mut drained).is_ok_and(|n| n > 0) {}
+        sink.write_line(Format::Text, b"after\n");
+        let n = reader.read(&mut drained).unwrap();
+        let text = std::str::from_utf8(&drained[..n]).unwrap();
+        let mut lines = text.lines();
+        let notice = lines.next().unwrap();
+        assert!(
+            notice.ends_with(&format!(
+                "WARN clutch: log lines dropped: stderr was full or closed dropped={dropped}"
+            )),
+            "{notice}"
+        );
+        assert_eq!(lines.next(), Some("after"));
+        assert_eq!(sink.dropped, 0);
+        assert_eq!(sink.dropped_total, dropped);
+    }
+
+    #[test]
+    fn a_closed_pipe_is_survived() {
+        let (mut sink, reader, _write) = pipe_sink();
+        drop(reader);
+        for _ in 0..3 {
+            sink.write_line(Format::Json, b"{}\n");
+        }
+        assert_eq!(sink.dropped_total, 3);
+    }
+
+    #[test]
+    fn the_workers_descriptor_keeps_blocking() {
+        let (_sink, _reader, write) = pipe_sink();
+        let flags = rustix::fs::fcntl_getfl(&write).unwrap();
+        assert!(!flags.contains(rustix::fs::OFlags::NONBLOCK));
+        let _ = write.as_raw_fd();
+    }
+
+    #[test]
+    fn the_json_notice_is_json_and_the_timestamp_is_rfc3339() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_156_518_123_456);
+        assert_eq!(rfc3339(at), "2026-12-01T20:21:58.123456Z");
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        let line = dropped_line(Format::Json, 7, at);
+        let value: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(value["dropped"], 7);
+        assert_eq!(value["event"], "log_lines_dropped");
+        assert_eq!(value["timestamp"], "2026-12-01T20:21:58.123456Z");
+    }
 
     #[test]
     fn the_function_receives_each_formatted_line_once_whole() {
