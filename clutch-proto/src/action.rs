@@ -270,6 +270,16 @@ pub enum ShutdownTrigger {
     Breaker,
 }
 
+impl fmt::Display for ShutdownTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Signal(signal) => write!(f, "{signal}"),
+            Self::Command => f.write_str("command"),
+            Self::Breaker => f.write_str("breaker"),
+        }
+    }
+}
+
 /// Why a rolling restart failed.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

@@ -67,6 +67,17 @@ impl Request {
     }
 }
 
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Status => f.write_str("status"),
+            Self::Reload => f.write_str("reload"),
+            Self::Scale { workers } => write!(f, "scale {workers}"),
+            Self::Stop => f.write_str("stop"),
+        }
+    }
+}
+
 /// Parses one request line (outside input: never panics).
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let value: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;

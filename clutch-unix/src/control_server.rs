@@ -10,6 +10,9 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::control::{self, Request, MAX_CLIENTS, MAX_REQUEST, REQUEST_TIMEOUT};
+
+/// Connections accepted in one turn of the event loop; more wait for the next turn.
+pub(crate) const ACCEPTS_PER_TURN: usize = 16;
 use crate::listen::{self, ListenAddr, ListenOptions, StdListener};
 use crate::Error;
 
@@ -33,6 +36,9 @@ struct Client {
     input: Vec<u8>,
     output: Vec<u8>,
     waiting: Waiting,
+    /// When the client is dropped. It covers the whole exchange (sending the request,
+    /// reading the answer: [`REQUEST_TIMEOUT`] each) and is lifted only while the client
+    /// waits for the master itself (a rollout, the exit).
     deadline: Option<Instant>,
 }
 
@@ -95,9 +101,10 @@ impl ControlServer {
         token.0.checked_sub(self.token_base)
     }
 
-    /// Accepts every pending connection.
-    pub(crate) fn accept(&mut self, registry: &Registry, now: Instant) {
-        loop {
+    /// Accepts pending connections, at most [`ACCEPTS_PER_TURN`]; returns whether more
+    /// may be waiting (then call again in the next turn: the listener is edge-triggered).
+    pub(crate) fn accept(&mut self, registry: &Registry, now: Instant) -> bool {
+        for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     if self.clients.len() >= MAX_CLIENTS {
@@ -134,14 +141,15 @@ impl ControlServer {
                         },
                     );
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::warn!("accepting a control client: {e}");
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 
     /// The client became readable or writable: read its request if it is complete
@@ -182,7 +190,6 @@ impl ControlServer {
                 }
             }
             if request.is_some() {
-                client.deadline = None;
                 client.waiting = Waiting::Handling;
             }
         }
@@ -203,6 +210,10 @@ impl ControlServer {
         client.output.extend_from_slice(answer.as_bytes());
         client.output.push(b'\n');
         client.waiting = Waiting::Closing;
+        if client.deadline.is_none() {
+            // It waited for the master; now it has as long to read as it had to ask.
+            client.deadline = Some(Instant::now() + REQUEST_TIMEOUT);
+        }
         self.flush(registry, number);
     }
 
@@ -210,6 +221,7 @@ impl ControlServer {
     pub(crate) fn wait(&mut self, number: usize, waiting: Waiting) {
         if let Some(client) = self.clients.get_mut(&number) {
             client.waiting = waiting;
+            client.deadline = None;
         }
     }
 
@@ -249,7 +261,7 @@ impl ControlServer {
         self.clients.values().filter_map(|c| c.deadline).min()
     }
 
-    /// Drops clients that did not send their request in time.
+    /// Drops clients that did not send their request, or read their answer, in time.
     pub(crate) fn expire(&mut self, registry: &Registry, now: Instant) {
         let late: Vec<usize> = self
             .clients
@@ -258,7 +270,9 @@ impl ControlServer {
             .map(|(&n, _)| n)
             .collect();
         for number in late {
-            tracing::debug!("control client sent no request in {REQUEST_TIMEOUT:?}: dropped");
+            tracing::debug!(
+                "control client too slow (no request, or its answer not read): dropped"
+            );
             self.drop_client(registry, number);
         }
     }

@@ -11,8 +11,17 @@
 //! ```
 //!
 //! An idle master has no deadline, so `poll` sleeps until the next fact: no ticks.
+//!
+//! # Every turn is bounded
+//!
+//! No source of input can starve the others (TigerBeetle's "put a limit on everything"):
+//! one turn reads at most [`NOTIFY_PER_TURN`] datagrams from a worker, accepts at most
+//! [`ACCEPTS_PER_TURN`](crate::control_server::ACCEPTS_PER_TURN) control clients, and forks at most
+//! [`SPAWNS_PER_TURN`] workers. What is left over is kept in a backlog and served in the
+//! next turn, which then polls without waiting; so a `scale 1000` spawns in batches while
+//! `status`, signals and worker exits are still answered between them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -31,7 +40,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::control::{self, Request};
 use crate::control_server::{ControlServer, Waiting};
 use crate::listen::Listener;
-use crate::notify::{NotifyDir, NotifyListener, NotifyMessage};
+use crate::notify::{NotifyDir, NotifyListener, NotifyMessage, Received, Rejection};
 use crate::process::Process;
 use crate::service::ServiceNotifier;
 use crate::spawn::SpawnSpec;
@@ -43,6 +52,15 @@ const CONTROL: Token = Token(1);
 const FIRST_WORKER: usize = 2;
 /// Control clients' tokens start here (far above any worker's).
 const FIRST_CLIENT: usize = 1 << 60;
+
+/// Datagrams read from one worker's notify socket in one turn.
+pub(crate) const NOTIFY_PER_TURN: usize = 64;
+/// Workers forked in one turn. A fork and exec costs the master about half a millisecond,
+/// so a turn spends at most about 10 ms spawning before it serves its other inputs.
+pub(crate) const SPAWNS_PER_TURN: usize = 16;
+/// A worker's rejected notify datagrams are logged at most once per this long; the line
+/// then says how many were dropped in between.
+const REJECTED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The signals the master handles; each maps to a core input. (SIGCHLD is added only
 /// where pidfds are missing.)
@@ -83,6 +101,52 @@ pub(crate) struct Setup {
 struct Handle {
     process: Process,
     notify: NotifyListener,
+    rejected: RejectedLog,
+}
+
+/// Rate-limits the warnings about one worker's bad notify datagrams.
+#[derive(Default)]
+struct RejectedLog {
+    last_logged: Option<Instant>,
+    /// Rejections since the last line.
+    unlogged: u64,
+}
+
+impl RejectedLog {
+    /// Logs `why` unless a line for this worker was logged within the last
+    /// [`REJECTED_LOG_EVERY`]; then it is only counted, for the next line.
+    fn record(&mut self, id: WorkerId, why: &Rejection, now: Instant) {
+        let due = self.last_logged.map_or(true, |at| {
+            now.saturating_duration_since(at) >= REJECTED_LOG_EVERY
+        });
+        if !due {
+            self.unlogged += 1;
+            return;
+        }
+        let also = std::mem::take(&mut self.unlogged);
+        self.last_logged = Some(now);
+        if also == 0 {
+            tracing::warn!(worker = id.0, "dropped {why}");
+        } else {
+            tracing::warn!(
+                worker = id.0,
+                also_dropped = also,
+                "dropped {why}, and {also} more bad notifications before it"
+            );
+        }
+    }
+
+    /// The worker is gone: say what was not said yet.
+    fn finish(&mut self, id: WorkerId) {
+        if self.unlogged > 0 {
+            tracing::warn!(
+                worker = id.0,
+                also_dropped = self.unlogged,
+                "dropped {} more bad notifications from this worker",
+                self.unlogged
+            );
+        }
+    }
 }
 
 /// A fact gathered while carrying out actions, fed to the core once the drain is done
@@ -105,6 +169,14 @@ pub(crate) struct Driver {
     pidfds: bool,
     /// Set once the core asked to exit.
     exit: Option<ExitReason>,
+    /// Workers whose notify socket may hold more than this turn read.
+    unread: BTreeSet<WorkerId>,
+    /// Spawns the core asked for beyond this turn's [`SPAWNS_PER_TURN`], in order.
+    deferred: VecDeque<(WorkerId, usize)>,
+    /// Workers forked in this turn.
+    spawned_this_turn: usize,
+    /// The control socket may hold more connections than this turn accepted.
+    accept_pending: bool,
 }
 
 impl Driver {
@@ -118,11 +190,6 @@ impl Driver {
             .map_err(|e| Error::io("watching signals", e))?;
         let notify_dir = NotifyDir::create()
             .map_err(|e| Error::io("creating the notify socket directory", e))?;
-        // Two descriptors per worker (pidfd, notify socket): 1024 workers need more than
-        // the usual soft limit.
-        if let Err(e) = crate::rlimit::raise_fd_limit() {
-            tracing::warn!("cannot raise the open-files limit: {e}");
-        }
         let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
         let mut setup = setup;
         if let Some(control) = setup.control.as_mut() {
@@ -143,6 +210,10 @@ impl Driver {
             title: None,
             pidfds: true,
             exit: None,
+            unread: BTreeSet::new(),
+            deferred: VecDeque::new(),
+            spawned_this_turn: 0,
+            accept_pending: false,
         })
     }
 
@@ -159,16 +230,21 @@ impl Driver {
                 return Ok(reason);
             }
             self.update_title();
-            let client_deadline = self
-                .setup
-                .control
-                .as_ref()
-                .and_then(ControlServer::next_deadline);
-            let timeout = [self.cluster.poll_timeout(), client_deadline]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            self.spawned_this_turn = 0;
+            let timeout = if self.has_backlog() {
+                Some(Duration::ZERO)
+            } else {
+                let client_deadline = self
+                    .setup
+                    .control
+                    .as_ref()
+                    .and_then(ControlServer::next_deadline);
+                [self.cluster.poll_timeout(), client_deadline]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -177,6 +253,7 @@ impl Driver {
             for event in events.iter() {
                 self.dispatch(event.token())?;
             }
+            self.work_backlog()?;
             let now = Instant::now();
             if let Some(control) = self.setup.control.as_mut() {
                 control.expire(self.poll.registry(), now);
@@ -184,6 +261,37 @@ impl Driver {
             if self.cluster.poll_timeout().is_some_and(|at| at <= now) {
                 self.feed(|cluster| cluster.handle_timeout(now))?;
             }
+        }
+    }
+
+    /// Whether the last turn left work for the next one.
+    fn has_backlog(&self) -> bool {
+        !self.unread.is_empty() || !self.deferred.is_empty() || self.accept_pending
+    }
+
+    /// Goes on with what earlier turns left over, within this turn's bounds.
+    fn work_backlog(&mut self) -> Result<(), Error> {
+        if self.accept_pending {
+            self.accept_clients();
+        }
+        // Each worker once per turn, in id order; a flood stays in the set.
+        let unread: Vec<WorkerId> = std::mem::take(&mut self.unread).into_iter().collect();
+        for id in unread {
+            self.read_notify(id)?;
+        }
+        while self.spawned_this_turn < SPAWNS_PER_TURN {
+            let Some((id, slot)) = self.deferred.pop_front() else {
+                break;
+            };
+            self.spawn_now(id, slot);
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn accept_clients(&mut self) {
+        if let Some(control) = self.setup.control.as_mut() {
+            self.accept_pending = control.accept(self.poll.registry(), Instant::now());
         }
     }
 
@@ -207,9 +315,7 @@ impl Driver {
             return Ok(());
         }
         if token == CONTROL {
-            if let Some(control) = self.setup.control.as_mut() {
-                control.accept(self.poll.registry(), Instant::now());
-            }
+            self.accept_clients();
             return Ok(());
         }
         if token.0 >= FIRST_CLIENT {
@@ -242,11 +348,31 @@ impl Driver {
                 return Ok(());
             }
         };
-        tracing::info!(?request, "control request");
+        if request == Request::Status {
+            // A readiness probe may ask every second: not worth a line each time.
+            tracing::debug!(%request, "control request");
+        } else {
+            tracing::info!(%request, "control request");
+        }
         let mut outcome: Result<Option<String>, String> = Ok(None);
         match request {
             Request::Status => outcome = Ok(Some(self.status_json())),
             Request::Scale { workers } => {
+                let need = crate::rlimit::fds_needed(
+                    workers,
+                    self.setup.listeners.len(),
+                    self.setup.control.is_some(),
+                );
+                if let Some(limit) = crate::rlimit::fd_limit().filter(|&limit| limit < need) {
+                    let error = format!(
+                        "cannot run {workers} workers: they need about {need} open files \
+                         and the limit (RLIMIT_NOFILE) is {limit}"
+                    );
+                    if let Some(control) = self.setup.control.as_mut() {
+                        control.answer(self.poll.registry(), number, &control::error_line(&error));
+                    }
+                    return Ok(());
+                }
                 self.feed(|cluster| {
                     outcome = cluster
                         .scale(Instant::now(), workers)
@@ -317,19 +443,24 @@ impl Driver {
             "ready": status.ready,
             "live": status.live,
             "generation": self.cluster.generation(),
+            "log_lines_dropped": crate::log::dropped_lines(),
             "workers": workers,
         })
         .to_string()
     }
 
-    /// Feeds every message waiting on `id`'s notify socket to the core.
+    /// Feeds the messages waiting on `id`'s notify socket to the core: at most
+    /// [`NOTIFY_PER_TURN`] of them; if there may be more, `id` stays in the backlog.
     fn read_notify(&mut self, id: WorkerId) -> Result<(), Error> {
-        loop {
-            let Some(handle) = self.workers.get(&id) else {
+        for _ in 0..NOTIFY_PER_TURN {
+            let Some(handle) = self.workers.get_mut(&id) else {
                 return Ok(());
             };
-            match handle.notify.recv() {
-                Ok(Some(message)) => self.deliver(id, &message)?,
+            match handle.notify.recv_one() {
+                Ok(Some(Received::Message(message))) => self.deliver(id, &message)?,
+                Ok(Some(Received::Rejected(why))) => {
+                    handle.rejected.record(id, &why, Instant::now());
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(worker = id.0, "reading the worker's notify socket: {e}");
@@ -337,6 +468,8 @@ impl Driver {
                 }
             }
         }
+        self.unread.insert(id);
+        Ok(())
     }
 
     fn deliver(&mut self, id: WorkerId, message: &NotifyMessage) -> Result<(), Error> {
@@ -381,7 +514,9 @@ impl Driver {
     fn reaped(&mut self, id: WorkerId, status: ExitStatus) -> Result<(), Error> {
         // Messages sent just before the exit (READY=1, then a crash) come first.
         self.read_notify(id)?;
-        if let Some(handle) = self.workers.remove(&id) {
+        self.unread.remove(&id);
+        if let Some(mut handle) = self.workers.remove(&id) {
+            handle.rejected.finish(id);
             let registry = self.poll.registry();
             if let Some(fd) = handle.process.pidfd() {
                 let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
@@ -417,12 +552,10 @@ impl Driver {
                 generation,
             } => {
                 tracing::debug!(worker = id.0, slot = slot.0, generation, "spawning worker");
-                match self.spawn(id, slot.0) {
-                    Ok(pid) => self.inputs.push_back(Input::Spawned(id, pid)),
-                    Err(error) => {
-                        tracing::error!(worker = id.0, "{error}");
-                        self.inputs.push_back(Input::SpawnFailed(id, error));
-                    }
+                if self.spawned_this_turn < SPAWNS_PER_TURN && self.deferred.is_empty() {
+                    self.spawn_now(id, slot.0);
+                } else {
+                    self.deferred.push_back((id, slot.0));
                 }
             }
             Action::Signal { id, signal, .. } => {
@@ -461,6 +594,27 @@ impl Driver {
         Ok(())
     }
 
+    /// Forks worker `id` now, unless the core decided it goes while it waited in the
+    /// backlog; queues the outcome as the core's next input.
+    fn spawn_now(&mut self, id: WorkerId, slot: usize) {
+        if self
+            .cluster
+            .worker(id)
+            .is_some_and(|w| w.stop_reason.is_some())
+        {
+            self.inputs.push_back(Input::SpawnFailed(
+                id,
+                "cancelled before it was started".into(),
+            ));
+            return;
+        }
+        self.spawned_this_turn += 1;
+        match self.spawn(id, slot) {
+            Ok(pid) => self.inputs.push_back(Input::Spawned(id, pid)),
+            Err(error) => self.inputs.push_back(Input::SpawnFailed(id, error)),
+        }
+    }
+
     fn spawn(&mut self, id: WorkerId, slot: usize) -> Result<Pid, String> {
         let notify = self
             .notify_dir
@@ -483,7 +637,38 @@ impl Driver {
         }
         let child = spec.spawn().map_err(|e| e.to_string())?;
         let pid = child.pid;
-        let process = Process::from(child);
+        let mut process = Process::from(child);
+        if let Err(error) = self.watch(id, &process, &notify) {
+            // The core will hear that this spawn failed: no process of it may be left
+            // running on the shared sockets.
+            let _ = process.signal(clutch_proto::Signal::Kill);
+            if let Err(e) = process.wait() {
+                tracing::warn!(
+                    worker = id.0,
+                    pid,
+                    "reaping a worker that could not be watched: {e}"
+                );
+            }
+            return Err(error);
+        }
+        self.workers.insert(
+            id,
+            Handle {
+                process,
+                notify,
+                rejected: RejectedLog::default(),
+            },
+        );
+        Ok(pid)
+    }
+
+    /// Registers a new worker's pidfd and notify socket with the loop.
+    fn watch(
+        &mut self,
+        id: WorkerId,
+        process: &Process,
+        notify: &NotifyListener,
+    ) -> Result<(), String> {
         let registry = self.poll.registry();
         let base = FIRST_WORKER + 2 * id.0 as usize;
         match process.pidfd() {
@@ -513,8 +698,7 @@ impl Driver {
                 Interest::READABLE,
             )
             .map_err(|e| format!("watching worker {id}'s notify socket: {e}"))?;
-        self.workers.insert(id, Handle { process, notify });
-        Ok(pid)
+        Ok(())
     }
 
     fn update_title(&mut self) {
@@ -609,7 +793,7 @@ fn log_event(event: &Event) {
             was_ready,
             uptime,
         } => warn!(
-            event = "worker_died", worker = id.0, slot = slot.0, pid = ?pid, %status, was_ready,
+            event = "worker_died", worker = id.0, slot = slot.0, pid, %status, was_ready,
             uptime_ms = uptime.as_millis() as u64, "worker died unexpectedly"
         ),
         Event::WorkerExit {
@@ -619,7 +803,7 @@ fn log_event(event: &Event) {
             status,
             reason,
         } => info!(
-            event = "worker_exit", worker = id.0, slot = slot.0, pid = ?pid, %status,
+            event = "worker_exit", worker = id.0, slot = slot.0, pid, %status,
             reason = reason.name(), "worker exited"
         ),
         Event::RespawnDelayed {
@@ -635,7 +819,7 @@ fn log_event(event: &Event) {
         ),
         Event::NoWorkers => info!(event = "no_workers", "no workers left"),
         Event::ShutdownStarted { trigger } => {
-            info!(event = "shutdown_started", trigger = ?trigger, "shutting down workers")
+            info!(event = "shutdown_started", %trigger, "shutting down workers")
         }
         Event::ShutdownForced { killed } => {
             warn!(event = "shutdown_forced", killed, "forcing shutdown")

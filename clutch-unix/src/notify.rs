@@ -254,21 +254,40 @@ impl NotifyListener {
 
     /// The next message, or `Ok(None)` when there is nothing left to read. Datagrams that
     /// are truncated, that come from another user (other than root), or that hold no known
-    /// key are logged and skipped; fds that come with a datagram are closed (which is how
-    /// a `BARRIER=1` is answered). Errors are the socket's own, not the sender's.
+    /// key are skipped (logged at debug level); fds that come with a datagram are closed
+    /// (which is how a `BARRIER=1` is answered). Errors are the socket's own, not the
+    /// sender's.
+    ///
+    /// A sender that floods the socket with garbage keeps this looping for as long as the
+    /// flood lasts: an event loop should call [`recv_one`](Self::recv_one) a bounded
+    /// number of times instead.
     pub fn recv(&self) -> io::Result<Option<NotifyMessage>> {
+        loop {
+            match self.recv_one()? {
+                None => return Ok(None),
+                Some(Received::Message(message)) => return Ok(Some(message)),
+                Some(Received::Rejected(why)) => {
+                    tracing::debug!(path = %self.path.display(), "notification dropped: {why}");
+                }
+            }
+        }
+    }
+
+    /// Reads one datagram: `Ok(None)` when there is nothing left to read, else the message
+    /// or why it was rejected.
+    pub fn recv_one(&self) -> io::Result<Option<Received>> {
         let mut buffer = [0u8; DATAGRAM_MAX];
         let mut space =
             [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_MAX), ScmCredentials(1))];
-        loop {
-            let mut control = RecvAncillaryBuffer::new(&mut space);
-            let received = match rn::recvmsg(
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let received = loop {
+            match rn::recvmsg(
                 &self.socket,
                 &mut [IoSliceMut::new(&mut buffer)],
                 &mut control,
                 RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
             ) {
-                Ok(received) => received,
+                Ok(received) => break received,
                 Err(rustix::io::Errno::AGAIN) => return Ok(None),
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(error) => {
@@ -278,41 +297,87 @@ impl NotifyListener {
                         &self.path,
                     ))
                 }
-            };
-            let mut sender = None;
-            let mut fds = 0;
-            for message in control.drain() {
-                match message {
-                    // Dropping each OwnedFd closes it.
-                    RecvAncillaryMessage::ScmRights(received) => fds += received.count(),
-                    RecvAncillaryMessage::ScmCredentials(credentials) => sender = Some(credentials),
-                    _ => {}
-                }
             }
-            let path = self.path.display();
-            let Some(sender) = sender else {
-                tracing::warn!(%path, "notification without credentials, dropped");
-                continue;
-            };
-            let pid = sender.pid.as_raw_nonzero().get();
-            if sender.uid != self.uid && !sender.uid.is_root() {
-                let uid = sender.uid.as_raw();
-                tracing::warn!(%path, pid, uid, "notification from another user, dropped");
-                continue;
+        };
+        let mut sender = None;
+        let mut fds = 0;
+        for message in control.drain() {
+            match message {
+                // Dropping each OwnedFd closes it.
+                RecvAncillaryMessage::ScmRights(received) => fds += received.count(),
+                RecvAncillaryMessage::ScmCredentials(credentials) => sender = Some(credentials),
+                _ => {}
             }
-            if received.flags.contains(ReturnFlags::TRUNC) {
-                tracing::warn!(%path, pid, "notification longer than {DATAGRAM_MAX} bytes, dropped");
-                continue;
+        }
+        let Some(sender) = sender else {
+            return Ok(Some(Received::Rejected(Rejection::NoCredentials)));
+        };
+        let pid = sender.pid.as_raw_nonzero().get() as u32;
+        if sender.uid != self.uid && !sender.uid.is_root() {
+            let uid = sender.uid.as_raw();
+            return Ok(Some(Received::Rejected(Rejection::OtherUser { pid, uid })));
+        }
+        if received.flags.contains(ReturnFlags::TRUNC) {
+            return Ok(Some(Received::Rejected(Rejection::TooLong { pid })));
+        }
+        let message = parse_notify(&buffer[..received.bytes.min(buffer.len())]);
+        if message.is_empty() {
+            return Ok(Some(Received::Rejected(Rejection::NoKnownKey { pid, fds })));
+        }
+        Ok(Some(Received::Message(message)))
+    }
+}
+
+/// One datagram read by [`NotifyListener::recv_one`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A message with at least one known key.
+    Message(NotifyMessage),
+    /// A datagram that was dropped, and why.
+    Rejected(Rejection),
+}
+
+/// Why a notification datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// It came without the sender's credentials.
+    NoCredentials,
+    /// It came from another user than ours (and not root).
+    OtherUser {
+        /// The sender.
+        pid: u32,
+        /// The sender's uid.
+        uid: u32,
+    },
+    /// It was longer than the protocol allows.
+    TooLong {
+        /// The sender.
+        pid: u32,
+    },
+    /// It held no key clutch knows.
+    NoKnownKey {
+        /// The sender.
+        pid: u32,
+        /// How many fds came with it (closed).
+        fds: usize,
+    },
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoCredentials => f.write_str("a notification without credentials"),
+            Self::OtherUser { pid, uid } => {
+                write!(f, "a notification from another user (pid {pid}, uid {uid})")
             }
-            if received.flags.contains(ReturnFlags::CTRUNC) {
-                tracing::warn!(%path, pid, "notification with more than {FDS_MAX} fds");
+            Self::TooLong { pid } => write!(
+                f,
+                "a notification longer than {DATAGRAM_MAX} bytes (pid {pid})"
+            ),
+            Self::NoKnownKey { pid, fds } => {
+                write!(f, "a notification with no known key (pid {pid}, {fds} fds)")
             }
-            let message = parse_notify(&buffer[..received.bytes.min(buffer.len())]);
-            if message.is_empty() {
-                tracing::warn!(%path, pid, fds, "notification with no known key, dropped");
-                continue;
-            }
-            return Ok(Some(message));
         }
     }
 }
