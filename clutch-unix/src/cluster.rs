@@ -180,6 +180,9 @@ impl ClusterBuilder {
         if std::env::var_os(crate::worker::WORKER_ID_ENV).is_some() {
             return Ok(Role::Worker(Worker::from_env(&config)?));
         }
+        if !config.is_in_process() {
+            self.check_fd_limit(&config)?;
+        }
         let listeners = bind_all(&self.listen, &self.listen_options)?;
         if config.is_in_process() {
             return Ok(Role::Worker(Worker::in_process(&config, listeners)?));
@@ -201,6 +204,14 @@ impl ClusterBuilder {
         self.core
             .service_watchdog(crate::service::watchdog_interval_from_env());
         Ok(self.core.build()?)
+    }
+
+    /// A master holds descriptors for every worker: an open-files limit too low for the
+    /// workers asked for is a startup error (one line), not a crash loop of EMFILE.
+    fn check_fd_limit(&self, config: &Config) -> Result<(), Error> {
+        let need =
+            crate::rlimit::fds_needed(config.workers(), self.listen.len(), self.control.is_some());
+        crate::rlimit::ensure_fd_limit(need, config.workers())
     }
 
     /// Everything a master needs besides its program: the control socket (checked here,
@@ -256,6 +267,7 @@ impl ClusterBuilder {
         }
         let path = resolve_program(program.as_ref())?;
         self.log.install();
+        self.check_fd_limit(&config)?;
         let listeners = bind_all(&self.listen, &self.listen_options)?;
         let name = path.file_name().map(|n| n.to_os_string());
         let program = Program {

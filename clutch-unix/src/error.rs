@@ -18,6 +18,8 @@ pub enum Error {
     Control(String),
     /// The program to supervise cannot be run.
     Program(String),
+    /// A resource limit of the master is too low for the cluster asked for.
+    Limit(String),
     /// The environment handed to a worker is not what clutch sets (a worker started by
     /// hand, say).
     Environment(String),
@@ -46,6 +48,7 @@ impl fmt::Display for Error {
             Self::Listen(msg)
             | Self::Environment(msg)
             | Self::Program(msg)
+            | Self::Limit(msg)
             | Self::Control(msg) => f.write_str(msg),
             Self::Io { context, source } => write!(f, "{context}: {source}"),
         }

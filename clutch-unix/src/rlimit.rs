@@ -32,6 +32,46 @@ pub fn raise_fd_limit() -> io::Result<Option<u64>> {
     Ok(raised.current)
 }
 
+/// About how many descriptors a master with `workers` workers holds at most: two per
+/// worker (pidfd, notify socket), the listeners, the control socket and its clients,
+/// and a fixed part (stdio, epoll, the signal pipe, the log, a spawn's report pipe).
+#[must_use]
+pub fn fds_needed(workers: usize, listeners: usize, control: bool) -> u64 {
+    const FIXED: usize = 32;
+    let control = if control {
+        1 + crate::control::MAX_CLIENTS
+    } else {
+        0
+    };
+    (FIXED + listeners + control + 2 * workers) as u64
+}
+
+/// Raises the open-files limit (see [`raise_fd_limit`]) and checks that it leaves room
+/// for `need` descriptors; if not, the error names the limit and how to raise it.
+pub fn ensure_fd_limit(need: u64, workers: usize) -> Result<(), crate::Error> {
+    let limit = match raise_fd_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("{e}");
+            getrlimit(Resource::Nofile).current
+        }
+    };
+    match limit {
+        Some(limit) if limit < need => Err(crate::Error::Limit(format!(
+            "the open-files limit (RLIMIT_NOFILE) is {limit}, too low for {workers} workers: \
+             they need about {need}; raise it (ulimit -n, systemd's LimitNOFILE=) or run \
+             fewer workers"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The open-files limit, for refusing a `scale` that could not be carried out.
+#[must_use]
+pub fn fd_limit() -> Option<u64> {
+    getrlimit(Resource::Nofile).current
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,477 @@
+//! The master survives what surrounds it: its log's reader going away or stalling, a
+//! worker flooding its notify socket, a mass scale-up, control clients that never read,
+//! a low open-files limit. Each test is a failure once reproduced against a real
+//! master; none of them may come back.
+//!
+//! Every wait is on a condition with a generous deadline; every process started is
+//! killed by pid.
+
+#[path = "../../tests/tests/common/procs.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clutch_unix::control::{self, Request};
+use common::{is_alive, PATIENCE};
+use serde_json::Value;
+
+const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
+
+/// A `clutch run` whose stderr is whatever the test makes it.
+struct Master {
+    child: Child,
+    dir: tempfile::TempDir,
+    exited: bool,
+}
+
+impl Master {
+    /// `clutch run --control DIR/ctl.sock -l unix:DIR/http.sock ARGS`, stderr to `stderr`.
+    fn start(args: &[&str], stderr: Stdio, envs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let control = dir.path().join("ctl.sock");
+        let listen = format!("unix:{}", dir.path().join("http.sock").display());
+        let child = Command::new(CLUTCH)
+            .arg("run")
+            .arg("--control")
+            .arg(&control)
+            .args(["-l", &listen])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            dir,
+            exited: false,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn ask(&self, request: Request) -> std::io::Result<Value> {
+        control::send(&self.path("ctl.sock"), request, Some(PATIENCE))
+    }
+
+    /// The `status` answer, once the control socket answers at all.
+    fn status(&mut self) -> Value {
+        let mut last = None;
+        self.wait_until("the master answers status", |m| {
+            match m.ask(Request::Status) {
+                Ok(answer) => {
+                    last = Some(answer);
+                    true
+                }
+                Err(_) => false,
+            }
+        });
+        last.unwrap()
+    }
+
+    fn ready(&mut self) -> u64 {
+        self.status()["ready"].as_u64().unwrap()
+    }
+
+    fn worker_pids(&mut self) -> Vec<u32> {
+        self.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w["pid"].as_u64())
+            .map(|p| p as u32)
+            .collect()
+    }
+
+    fn wait_until(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(self) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.exited = true;
+                panic!("clutch exited ({status}) while waiting until {what}");
+            }
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.exited = true;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "clutch did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// `clutch stop` through the control socket; the master's exit code.
+    fn stop(&mut self) -> i32 {
+        let answer = self.ask(Request::Stop).expect("stop");
+        assert_eq!(answer["ok"], true, "{answer}");
+        self.wait_exit().code().expect("an exit code")
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let pids = if self.exited {
+            Vec::new()
+        } else {
+            self.ask(Request::Status)
+                .ok()
+                .and_then(|s| {
+                    s["workers"].as_array().map(|ws| {
+                        ws.iter()
+                            .filter_map(|w| w["pid"].as_u64())
+                            .map(|p| p as u32)
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .unwrap_or_default()
+        };
+        if !self.exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for pid in pids {
+            if is_alive(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// A pipe: (read end, write end as the child's stderr).
+fn stderr_pipe() -> (std::fs::File, Stdio) {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    (std::fs::File::from(read), Stdio::from(write))
+}
+
+const SLEEPER: [&str; 4] = ["--ready", "exec", "--", "/bin/sleep"];
+
+fn sleepers(workers: &str) -> Vec<&str> {
+    let mut args = vec!["-w", workers];
+    args.extend(SLEEPER);
+    args.push("1000");
+    args
+}
+
+/// Reads lines from `reader` until one contains `needle` (or PATIENCE runs out).
+fn read_until(reader: &mut impl Read, needle: &str) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    let mut text = String::new();
+    let mut buffer = [0u8; 4096];
+    while !text.contains(needle) {
+        assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
+        let n = reader.read(&mut buffer).unwrap();
+        assert!(n > 0, "stderr closed before {needle:?}:\n{text}");
+        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    text
+}
+
+#[test]
+fn the_master_survives_its_log_reader_going_away() {
+    // `clutch run … 2>&1 | head -2`: the reader reads a little, then exits.
+    let (mut reader, stderr) = stderr_pipe();
+    let mut master = Master::start(&sleepers("2"), stderr, &[]);
+    read_until(&mut reader, "worker_started");
+    drop(reader);
+    // Every later line meets EPIPE: the master goes on regardless.
+    let before = master.worker_pids();
+    assert_eq!(before.len(), 2);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    master.wait_until("the killed worker is replaced", |m| {
+        let pids = m.worker_pids();
+        pids.len() == 2 && !pids.contains(&before[0])
+    });
+    assert!(master.status()["log_lines_dropped"].as_u64().unwrap() > 0);
+    assert!(is_alive(before[1]), "the other worker never noticed");
+    assert_eq!(master.stop(), 0);
+}
+
+#[test]
+fn a_full_log_pipe_never_stalls_the_master() {
+    // Nobody reads stderr: the pipe fills, and the master must not block in write(2).
+    let (mut reader, stderr) = stderr_pipe();
+    let mut master = Master::start(&sleepers("2"), stderr, &[("RUST_LOG", "debug")]);
+    master.wait_until("both workers are ready", |m| m.ready() == 2);
+    // Every status request logs a line at debug: far more than a pipe's 64 KiB.
+    let deadline = Instant::now() + PATIENCE;
+    while master.status()["log_lines_dropped"].as_u64().unwrap() == 0 {
+        assert!(Instant::now() < deadline, "the pipe never filled");
+    }
+    // Still supervising: a killed worker is replaced, SIGTERM is acted on.
+    let before = master.worker_pids();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    master.wait_until("the killed worker is replaced", |m| {
+        let pids = m.worker_pids();
+        pids.len() == 2 && !pids.contains(&before[0])
+    });
+    // Once the pipe drains, the next line says how many were dropped.
+    let drain = std::thread::spawn(move || read_until(&mut reader, "log lines dropped"));
+    master.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(master.wait_exit().code(), Some(0));
+    let text = drain.join().unwrap();
+    assert!(text.contains("dropped="), "{text}");
+}
+
+/// A worker that floods its notify socket with datagrams holding no known key.
+const FLOODER: &str = r#"
+import os, socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+n = os.environ["NOTIFY_SOCKET"]
+s.sendto(b"READY=1", n)
+while True:
+    try:
+        s.sendto(b"GARBAGE=" + b"x" * 64, n)
+    except BlockingIOError:
+        pass
+"#;
+
+#[test]
+fn a_worker_flooding_its_notify_socket_is_rate_limited_and_starves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let mut master = Master::start(
+        &[
+            "-w",
+            "2",
+            "--ready",
+            "notify",
+            "--log-format",
+            "json",
+            "--",
+            "python3",
+            "-c",
+            FLOODER,
+        ],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+        &[],
+    );
+    master.wait_until("both flooders are ready", |m| m.ready() == 2);
+    // While both flood, the master answers every request, and a killed worker is
+    // replaced.
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        master.status();
+        answered += 1;
+    }
+    assert!(answered > 0);
+    let before = master.worker_pids();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    master.wait_until("the killed flooder is replaced and ready", |m| {
+        let pids = m.worker_pids();
+        pids.len() == 2 && !pids.contains(&before[0]) && m.ready() == 2
+    });
+    assert_eq!(master.stop(), 0);
+    // Hundreds of thousands of bad datagrams; a handful of warning lines (the first of
+    // each worker, then at most one per worker per 10 s, and a summary at its exit).
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings = text
+        .lines()
+        .filter(|l| l.contains("bad notification") || l.contains("no known key"))
+        .count();
+    assert!(warnings >= 2, "{text}");
+    assert!(warnings <= 12, "{warnings} warning lines:\n{text}");
+}
+
+#[test]
+fn a_mass_scale_up_spawns_in_batches_and_the_master_answers_between_them() {
+    let mut master = Master::start(&sleepers("1"), Stdio::null(), &[]);
+    master.wait_until("the first worker is ready", |m| m.ready() == 1);
+    let answer = master.ask(Request::Scale { workers: 2000 }).expect("scale");
+    assert_eq!(answer["ok"], true, "{answer}");
+    // Status requests go on being answered while the wave is being spawned.
+    let mut mid_wave = false;
+    master.wait_until("all 2000 workers are ready", |m| {
+        let status = m.status();
+        let ready = status["ready"].as_u64().unwrap();
+        mid_wave |= ready > 1 && ready < 2000;
+        status["ready"] == 2000
+    });
+    assert!(mid_wave, "no status was answered during the wave");
+
+    // 64 clients ask for the (large) status and never read it: their slots expire, and
+    // a `stop` gets through afterwards.
+    let size = serde_json::to_string(&master.status()).unwrap().len();
+    // (A unix stream socket takes about 240 KB before its writer has to wait.)
+    assert!(
+        size > 250_000,
+        "a status of {size} bytes fills a socket buffer"
+    );
+    let hogs: Vec<UnixStream> = (0..control::MAX_CLIENTS)
+        .map(|_| {
+            let mut s = UnixStream::connect(master.path("ctl.sock")).unwrap();
+            s.write_all(format!("{}\n", Request::Status.to_line()).as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    let deadline = Instant::now() + PATIENCE + control::REQUEST_TIMEOUT;
+    let answer = loop {
+        match master.ask(Request::Stop) {
+            Ok(answer) if answer["ok"] == true => break answer,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "stop never got through: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(answer["exit_code"], 0, "{answer}");
+    assert_eq!(master.wait_exit().code(), Some(0));
+    drop(hogs);
+}
+
+#[test]
+fn an_open_files_limit_too_low_for_the_workers_is_one_line_at_start() {
+    // `ulimit -n 32` with 20 workers: not a crash loop of EMFILE spawns but one line.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 32 && exec {CLUTCH} run -w 20 --ready exec -l unix:{}/s.sock -- /bin/sleep 1000",
+            dir.path().display()
+        ))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("open-files limit"), "{stderr}");
+    assert!(lines[0].contains("20 workers"), "{stderr}");
+}
+
+#[test]
+fn a_scale_beyond_the_open_files_limit_is_refused_and_the_workers_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("ctl.sock");
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec {CLUTCH} run -w 2 --ready exec --control {} -l unix:{}/s.sock -- /bin/sleep 1000",
+            control.display(),
+            dir.path().display()
+        ))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        match control::send(&control, Request::Status, Some(PATIENCE)) {
+            Ok(status) if status["ready"] == 2 => break status,
+            _ => {
+                assert!(Instant::now() < deadline, "the cluster never became ready");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    let answer = control::send(&control, Request::Scale { workers: 500 }, Some(PATIENCE)).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("RLIMIT_NOFILE"),
+        "{answer}"
+    );
+    let after = control::send(&control, Request::Status, Some(PATIENCE)).unwrap();
+    assert_eq!(after["ready"], 2);
+    let pids = |s: &Value| -> Vec<u64> {
+        s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["pid"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(pids(&after), pids(&status), "nothing was touched");
+    let stopped = control::send(&control, Request::Stop, Some(PATIENCE)).unwrap();
+    assert_eq!(stopped["exit_code"], 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// Log lines a person and a log shipper can read: JSON types, `Display` forms.
+#[test]
+fn log_fields_have_json_types_and_text_lines_display_forms() {
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr");
+        let mut args = vec!["--log-format", format];
+        args.extend(sleepers("1"));
+        let mut master = Master::start(
+            &args,
+            Stdio::from(std::fs::File::create(&log).unwrap()),
+            &[],
+        );
+        master.wait_until("the worker is ready", |m| m.ready() == 1);
+        let pid = master.worker_pids()[0];
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        master.wait_until("the worker is replaced", |m| {
+            m.worker_pids().first().is_some_and(|&p| p != pid)
+        });
+        master.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(master.wait_exit().code(), Some(0));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("Some("), "{text}");
+        assert!(!text.contains("Signal(Term)"), "{text}");
+        assert!(
+            !text.contains("control request"),
+            "status is logged at debug:\n{text}"
+        );
+        if format == "json" {
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect();
+            let died = lines.iter().find(|l| l["event"] == "worker_died").unwrap();
+            assert_eq!(died["pid"].as_u64(), Some(u64::from(pid)), "{died}");
+            let shutdown = lines
+                .iter()
+                .find(|l| l["event"] == "shutdown_started")
+                .unwrap();
+            assert_eq!(shutdown["trigger"], "SIGTERM", "{shutdown}");
+        } else {
+            assert!(text.contains(&format!("pid={pid}")), "{text}");
+            assert!(text.contains("trigger=SIGTERM"), "{text}");
+        }
+    }
+}
