@@ -89,7 +89,7 @@ struct Handle {
 /// (the contract: a full drain between two inputs).
 enum Input {
     Spawned(WorkerId, Pid),
-    SpawnFailed(WorkerId, String),
+    SpawnFailed(WorkerId, clutch_proto::SpawnError),
 }
 
 pub(crate) struct Driver {
@@ -461,11 +461,14 @@ impl Driver {
         Ok(())
     }
 
-    fn spawn(&mut self, id: WorkerId, slot: usize) -> Result<Pid, String> {
-        let notify = self
-            .notify_dir
-            .bind_worker(id.0)
-            .map_err(|e| format!("creating the notify socket of worker {id}: {e}"))?;
+    fn spawn(&mut self, id: WorkerId, slot: usize) -> Result<Pid, clutch_proto::SpawnError> {
+        use crate::spawn::master_error;
+        let notify = self.notify_dir.bind_worker(id.0).map_err(|e| {
+            master_error(
+                &e,
+                format_args!("creating the notify socket of worker {id}"),
+            )
+        })?;
         let program = &self.setup.program;
         let mut spec = SpawnSpec::new(program.path.clone())
             .args(program.args.iter().cloned())
@@ -481,7 +484,7 @@ impl Driver {
         for listener in &self.setup.listeners {
             spec = spec.listener(listener.name(), listener.as_fd());
         }
-        let child = spec.spawn().map_err(|e| e.to_string())?;
+        let child = spec.spawn().map_err(|e| e.to_core())?;
         let pid = child.pid;
         let process = Process::from(child);
         let registry = self.poll.registry();
@@ -494,7 +497,7 @@ impl Driver {
                         Token(base),
                         Interest::READABLE,
                     )
-                    .map_err(|e| format!("watching worker {id}: {e}"))?;
+                    .map_err(|e| master_error(&e, format_args!("watching worker {id}")))?;
             }
             None if self.pidfds => {
                 // No pidfds on this kernel: fall back to SIGCHLD + waitpid for good.
@@ -502,7 +505,7 @@ impl Driver {
                 self.pidfds = false;
                 self.signals
                     .add_signal(sig::SIGCHLD)
-                    .map_err(|e| format!("watching SIGCHLD: {e}"))?;
+                    .map_err(|e| master_error(&e, "watching SIGCHLD"))?;
             }
             None => {}
         }
@@ -512,7 +515,7 @@ impl Driver {
                 Token(base + 1),
                 Interest::READABLE,
             )
-            .map_err(|e| format!("watching worker {id}'s notify socket: {e}"))?;
+            .map_err(|e| master_error(&e, format_args!("watching worker {id}'s notify socket")))?;
         self.workers.insert(id, Handle { process, notify });
         Ok(pid)
     }
