@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::{ExitStatus, Pid, Signal, Slot, WorkerId};
+use crate::{ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId};
 
 /// One thing the driver must do. Drained with
 /// [`ClusterState::poll_action`](crate::ClusterState::poll_action), in order.
@@ -61,14 +61,32 @@ pub enum Event {
         /// The generation it runs.
         generation: u64,
     },
-    /// A worker could not be started at all (fork or exec failed); counts as a boot failure.
+    /// A worker could not be started at all (fork or exec failed). What follows depends
+    /// on the error's [`kind`](SpawnError::kind): a boot failure
+    /// ([`Exec`](SpawnErrorKind::Exec) once a worker has started,
+    /// [`Other`](SpawnErrorKind::Other)), a retry that counts toward nothing
+    /// ([`Resource`](SpawnErrorKind::Resource)), or, for an `Exec` failure before any
+    /// worker ever started, a shutdown with [`ExitReason::StartupFailed`]. Never carries
+    /// [`Cancelled`](SpawnErrorKind::Cancelled): see
+    /// [`WorkerSpawnCancelled`](Self::WorkerSpawnCancelled).
     WorkerSpawnFailed {
         /// Worker id.
         id: WorkerId,
         /// Its slot.
         slot: Slot,
-        /// The driver's description of what went wrong.
-        error: String,
+        /// What went wrong (a `Cancelled` report for a worker that had no stop reason
+        /// arrives here as `Resource`).
+        error: SpawnError,
+    },
+    /// The driver did not start a worker the master had already decided to stop while
+    /// it was being spawned (it reported [`SpawnErrorKind::Cancelled`]). Not a failure.
+    WorkerSpawnCancelled {
+        /// Worker id.
+        id: WorkerId,
+        /// Its slot.
+        slot: Slot,
+        /// Why it was to go.
+        reason: StopReason,
     },
     /// A worker became ready.
     WorkerReady {
@@ -160,8 +178,9 @@ pub enum Event {
         /// What started it.
         trigger: ShutdownTrigger,
     },
-    /// The graceful stop ran out of time (or a second TERM/INT or a QUIT came): every
-    /// remaining worker is SIGKILLed.
+    /// The graceful stop ran out of time (or a QUIT came, or another TERM/INT at least
+    /// [`SIGNAL_REPEAT_WINDOW`](crate::SIGNAL_REPEAT_WINDOW) after the shutdown began):
+    /// every remaining worker is SIGKILLed.
     ShutdownForced {
         /// Workers that had to be killed.
         killed: usize,
@@ -221,6 +240,16 @@ pub enum Event {
         /// What was ignored, and why.
         what: &'static str,
     },
+    /// A master signal had no effect, for a reason worth knowing: a USR1/USR2 that is not
+    /// in [`Config::forward_signals`](crate::Config::forward_signals), or a TERM/INT
+    /// within [`SIGNAL_REPEAT_WINDOW`](crate::SIGNAL_REPEAT_WINDOW) of the shutdown's
+    /// start, taken as a repeat of the request that began it.
+    SignalIgnored {
+        /// The signal.
+        signal: Signal,
+        /// Why it was ignored.
+        why: &'static str,
+    },
 }
 
 /// Why a worker was asked to stop.
@@ -268,6 +297,9 @@ pub enum ShutdownTrigger {
     Command,
     /// The crash breaker tripped.
     Breaker,
+    /// The program could not be executed before any worker ever started
+    /// ([`SpawnErrorKind::Exec`]): the exit is [`ExitReason::StartupFailed`].
+    StartupFailed,
 }
 
 impl fmt::Display for ShutdownTrigger {
@@ -276,6 +308,7 @@ impl fmt::Display for ShutdownTrigger {
             Self::Signal(signal) => write!(f, "{signal}"),
             Self::Command => f.write_str("command"),
             Self::Breaker => f.write_str("breaker"),
+            Self::StartupFailed => f.write_str("startup failed"),
         }
     }
 }
@@ -301,12 +334,13 @@ pub enum ReloadFailure {
         /// The worker.
         id: WorkerId,
     },
-    /// A new-generation worker could not be spawned.
+    /// A new-generation worker could not be spawned (for a
+    /// [`Resource`](SpawnErrorKind::Resource) error: the master could not start it).
     SpawnFailed {
         /// The worker.
         id: WorkerId,
-        /// The driver's description.
-        error: String,
+        /// The driver's report.
+        error: SpawnError,
     },
     /// The cluster began shutting down.
     ShuttingDown,
@@ -328,6 +362,12 @@ impl fmt::Display for ReloadFailure {
                 write!(
                     f,
                     "new worker {id} announced it was stopping before it was ready"
+                )
+            }
+            Self::SpawnFailed { id, error } if error.kind == SpawnErrorKind::Resource => {
+                write!(
+                    f,
+                    "the master could not start new worker {id} (out of resources): {error}"
                 )
             }
             Self::SpawnFailed { id, error } => {
@@ -389,9 +429,13 @@ pub enum ExitReason {
     /// The crash breaker tripped: workers kept failing to boot. Code 3 (Gunicorn's
     /// "worker boot error").
     BreakerTripped,
-    /// Some worker had to be SIGKILLed: the force-exit timeout ran out, or a second
-    /// TERM/INT or a QUIT asked for an immediate stop. Code 4.
+    /// Some worker had to be SIGKILLed: the force-exit timeout ran out, or a QUIT (or a
+    /// TERM/INT at least [`SIGNAL_REPEAT_WINDOW`](crate::SIGNAL_REPEAT_WINDOW) into the
+    /// shutdown) asked for an immediate stop. Code 4.
     Forced,
+    /// The program could not be executed ([`SpawnErrorKind::Exec`]) before any worker
+    /// ever started: a configuration error, not a crash. Code 1.
+    StartupFailed,
 }
 
 impl ExitReason {
@@ -400,6 +444,7 @@ impl ExitReason {
     pub fn code(self) -> u8 {
         match self {
             Self::Clean => 0,
+            Self::StartupFailed => 1,
             Self::BreakerTripped => 3,
             Self::Forced => 4,
         }
@@ -412,6 +457,7 @@ impl ExitReason {
             Self::Clean => "all workers stopped; clean exit",
             Self::BreakerTripped => "workers kept failing to boot; the crash breaker tripped",
             Self::Forced => "some workers did not stop in time and were killed",
+            Self::StartupFailed => "the program could not be executed; no worker ever started",
         }
     }
 }

@@ -9,7 +9,19 @@ use crate::action::{
     StopReason,
 };
 use crate::config::{Config, Readiness, MAX_WORKERS};
-use crate::types::{ExitStatus, Pid, Signal, Slot, WorkerId, WorkerState};
+use crate::types::{
+    ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState,
+};
+
+/// A TERM or INT that arrives less than this long after the shutdown began is the same
+/// request again, not "stop now": `timeout -s INT` signals both the process and its
+/// group (two SIGINTs microseconds apart), and a control-channel `stop` followed by the
+/// service manager's SIGTERM is common. One that arrives later forces the shutdown
+/// (SIGKILL to every remaining worker, exit code 4). QUIT always forces.
+pub const SIGNAL_REPEAT_WINDOW: Duration = Duration::from_secs(1);
+
+/// The generation the cluster starts with.
+const FIRST_GENERATION: u64 = 1;
 
 /// A supervised cluster of worker processes, as a pure state machine.
 ///
@@ -96,6 +108,8 @@ pub struct ClusterState {
     stopping: Option<Stopping>,
     exited: bool,
     listening: bool,
+    /// Some `handle_spawned` was accepted: the program can be executed.
+    ever_started: bool,
     /// Slots whose current worker is ready.
     ready_count: usize,
     /// Times of recent boot failures, oldest first (the crash breaker's window).
@@ -163,12 +177,16 @@ struct Rollout {
 
 #[derive(Debug)]
 struct Stopping {
+    /// When the shutdown began (a TERM/INT within the repeat window is a repeat).
+    started_at: Instant,
     force_at: Instant,
     /// The force deadline passed (or an immediate stop was asked): no further deadline.
     force_fired: bool,
     /// Some worker had to be killed by the force.
     forced: bool,
-    breaker: bool,
+    /// The exit reason a failure trigger imposes (breaker, startup failure), over
+    /// `Forced` and `Clean`.
+    failure: Option<ExitReason>,
 }
 
 /// Where a worker stood relative to its slot.
@@ -223,8 +241,15 @@ pub struct Stats {
     pub ignored_inputs: u64,
     /// Spawn actions.
     pub spawns: u64,
-    /// Spawns that failed.
+    /// Spawns that failed (every kind but [`SpawnErrorKind::Cancelled`]).
     pub spawn_failures: u64,
+    /// Spawns that failed because the master ran out of resources
+    /// ([`SpawnErrorKind::Resource`]; also counted in `spawn_failures`, never in
+    /// `boot_failures`).
+    pub resource_failures: u64,
+    /// Spawns the driver skipped because the worker was already to stop
+    /// ([`SpawnErrorKind::Cancelled`]).
+    pub spawns_cancelled: u64,
     /// Exits the master did not ask for.
     pub unexpected_exits: u64,
     /// Boot failures counted by the crash breaker.
@@ -275,12 +300,13 @@ impl ClusterState {
             slots: Vec::with_capacity(target),
             workers: BTreeMap::new(),
             next_id: 1,
-            generation: 1,
-            next_generation: 2,
+            generation: FIRST_GENERATION,
+            next_generation: FIRST_GENERATION + 1,
             rollout: None,
             stopping: None,
             exited: false,
             listening: false,
+            ever_started: false,
             ready_count: 0,
             boot_failures: VecDeque::new(),
             timers: BTreeSet::new(),
@@ -415,6 +441,7 @@ impl ClusterState {
         w.pid = Some(pid);
         w.started_at = Some(now);
         w.state = WorkerState::Booting;
+        self.ever_started = true;
         let (slot, generation) = (w.slot, w.generation);
         let stop = w.stop_reason.zip(w.pending_signal.take());
         self.emit(Event::WorkerStarted {
@@ -438,8 +465,25 @@ impl ClusterState {
         self.settle(now);
     }
 
-    /// The driver could not start worker `id`; `error` says why (for people).
-    pub fn handle_spawn_failed(&mut self, now: Instant, id: WorkerId, error: impl Into<String>) {
+    /// The driver could not start worker `id`. The error's [`kind`](SpawnError::kind)
+    /// decides what follows:
+    ///
+    /// * [`Resource`](SpawnErrorKind::Resource): the master's fault, never a boot failure
+    ///   and never counted by the crash breaker. The slot is refilled after the same
+    ///   backoff as a young death (so a master out of fds does not fork-loop); a rolling
+    ///   restart whose new worker it was fails, the old workers keep serving.
+    /// * [`Exec`](SpawnErrorKind::Exec) for a first-generation worker before any worker
+    ///   ever started (no `handle_spawned` accepted): the program cannot run at all. The
+    ///   shutdown begins ([`ShutdownTrigger::StartupFailed`]), stopping the rest of the
+    ///   first batch, and the exit is [`ExitReason::StartupFailed`] (code 1). Otherwise a
+    ///   boot failure, as `Other`.
+    /// * [`Other`](SpawnErrorKind::Other): a boot failure (counted by the breaker, or
+    ///   failing the rollout the worker belongs to).
+    /// * [`Cancelled`](SpawnErrorKind::Cancelled): the driver skipped a worker the core
+    ///   had already decided to stop; it is removed
+    ///   ([`Event::WorkerSpawnCancelled`]), no failure counted. For a worker with no stop
+    ///   reason it is taken as `Resource`.
+    pub fn handle_spawn_failed(&mut self, now: Instant, id: WorkerId, error: SpawnError) {
         if !self.accept_input() {
             return;
         }
@@ -449,9 +493,29 @@ impl ClusterState {
         if w.state != WorkerState::Spawning {
             return self.ignore("spawn failed: worker already running", id);
         }
-        let (slot, generation, was_stopping) = (w.slot, w.generation, w.stop_reason.is_some());
-        let error = error.into();
+        let (slot, generation, stop_reason) = (w.slot, w.generation, w.stop_reason);
+        let mut error = error;
+        if error.kind == SpawnErrorKind::Cancelled {
+            if let Some(reason) = stop_reason {
+                self.stats.spawns_cancelled += 1;
+                self.detach(id);
+                self.emit(Event::WorkerSpawnCancelled { id, slot, reason });
+                self.remove_worker(id);
+                self.settle(now);
+                return;
+            }
+            // The driver skipped a worker the core still wants: not the program's fault.
+            error.kind = SpawnErrorKind::Resource;
+        }
+        let kind = error.kind;
         self.stats.spawn_failures += 1;
+        if kind == SpawnErrorKind::Resource {
+            self.stats.resource_failures += 1;
+        }
+        let startup_failed = kind == SpawnErrorKind::Exec
+            && !self.ever_started
+            && generation == FIRST_GENERATION
+            && self.stopping.is_none();
         let role = self.detach(id);
         self.emit(Event::WorkerSpawnFailed {
             id,
@@ -459,9 +523,12 @@ impl ClusterState {
             error: error.clone(),
         });
         self.remove_worker(id);
-        if !was_stopping {
+        if startup_failed {
+            self.begin_shutdown(now, ShutdownTrigger::StartupFailed);
+        } else if stop_reason.is_none() {
+            let counts = kind != SpawnErrorKind::Resource;
             let failure = ReloadFailure::SpawnFailed { id, error };
-            self.after_departure(now, role, slot.0, generation, true, Some(failure));
+            self.after_departure(now, role, slot.0, generation, true, Some(failure), counts);
         }
         self.settle(now);
     }
@@ -507,7 +574,7 @@ impl ClusterState {
             .then(|| now + self.config.force_exit_timeout());
         self.set_worker_deadline(id, kill_at);
         let failure = (!was_ready).then_some(ReloadFailure::WorkerStopped { id });
-        self.after_departure(now, role, slot.0, generation, !healthy, failure);
+        self.after_departure(now, role, slot.0, generation, !healthy, failure, true);
         self.settle(now);
     }
 
@@ -571,20 +638,37 @@ impl ClusterState {
         self.remove_worker(id);
         if stop_reason.is_none() {
             let failure = (!was_ready).then_some(ReloadFailure::WorkerDied { id, status });
-            self.after_departure(now, role, slot.0, generation, !healthy, failure);
+            self.after_departure(now, role, slot.0, generation, !healthy, failure, true);
         }
         self.settle(now);
     }
 
-    /// The master received `signal`. See the README's signal table; in short: TERM/INT
-    /// shut down gracefully (a second one: immediately), QUIT immediately, HUP rolls,
-    /// TTIN/TTOU scale by one, USR1/USR2 are forwarded to every worker.
+    /// The master received `signal`. See the README's signal table; in short:
+    ///
+    /// * TERM/INT shut down gracefully. During a shutdown, one that arrives less than
+    ///   [`SIGNAL_REPEAT_WINDOW`] (1 s) after the shutdown began is taken as a repeat of
+    ///   the same request and ignored ([`Event::SignalIgnored`]); a later one means "now"
+    ///   (SIGKILL every remaining worker, exit code 4).
+    /// * QUIT stops immediately (during a shutdown too).
+    /// * HUP rolls, TTIN/TTOU scale by one.
+    /// * USR1/USR2 are forwarded to every worker if they are in
+    ///   [`Config::forward_signals`](crate::Config::forward_signals), and otherwise
+    ///   ignored ([`Event::SignalIgnored`]).
     pub fn handle_signal(&mut self, now: Instant, signal: Signal) {
         if !self.accept_input() {
             return;
         }
         match signal {
-            Signal::Term | Signal::Int => self.begin_shutdown(now, ShutdownTrigger::Signal(signal)),
+            Signal::Term | Signal::Int => match &self.stopping {
+                None => self.begin_shutdown(now, ShutdownTrigger::Signal(signal)),
+                Some(stopping) if now < stopping.started_at + SIGNAL_REPEAT_WINDOW => {
+                    self.emit(Event::SignalIgnored {
+                        signal,
+                        why: "a repeat: the shutdown began less than a second ago",
+                    });
+                }
+                Some(_) => self.force(now),
+            },
             Signal::Quit => {
                 if self.stopping.is_some() {
                     self.force(now);
@@ -614,6 +698,12 @@ impl ClusterState {
                         what: "SIGTTOU: cannot remove a worker now",
                     });
                 }
+            }
+            Signal::Usr1 | Signal::Usr2 if !self.config.forward_signals().contains(signal) => {
+                self.emit(Event::SignalIgnored {
+                    signal,
+                    why: "not among the signals forwarded to workers",
+                });
             }
             Signal::Usr1 | Signal::Usr2 => {
                 let targets: Vec<(WorkerId, Pid)> = self
@@ -1037,7 +1127,7 @@ impl ClusterState {
         self.emit(Event::WorkerBootTimedOut { id, slot, pid });
         self.stop_worker(now, id, StopReason::BootTimeout, Signal::Kill);
         let failure = ReloadFailure::BootTimeout { id };
-        self.after_departure(now, role, slot.0, generation, true, Some(failure));
+        self.after_departure(now, role, slot.0, generation, true, Some(failure), true);
     }
 
     fn hung(&mut self, now: Instant, id: WorkerId, silent_for: Duration) {
@@ -1062,12 +1152,18 @@ impl ClusterState {
             }
             None => self.stop_worker(now, id, StopReason::Hung, Signal::Kill),
         }
-        self.after_departure(now, role, slot.0, generation, !healthy, None);
+        self.after_departure(now, role, slot.0, generation, !healthy, None, true);
     }
 
     /// A worker left slot `index` without being asked (or was removed for cause). A boot
     /// failure aborts a rollout it belonged to, or counts toward the crash breaker; then
     /// the slot is refilled (after a backoff if the worker died young).
+    ///
+    /// `counts: false` is a failure that is not the program's (the master ran out of
+    /// resources): it still fails a rollout whose successor it hit, but a current
+    /// worker's slot is only refilled, neither counted by the breaker nor failing the
+    /// rollout.
+    #[allow(clippy::too_many_arguments)]
     fn after_departure(
         &mut self,
         now: Instant,
@@ -1076,6 +1172,7 @@ impl ClusterState {
         generation: u64,
         young: bool,
         boot_failure: Option<ReloadFailure>,
+        counts: bool,
     ) {
         if self.stopping.is_some() {
             return;
@@ -1089,7 +1186,7 @@ impl ClusterState {
                 self.rollout_failed(now, failure);
             }
             Role::Current => {
-                if let Some(failure) = boot_failure {
+                if let Some(failure) = boot_failure.filter(|_| counts) {
                     if rollout_generation == Some(generation) {
                         self.rollout_failed(now, failure);
                     } else {
@@ -1164,12 +1261,12 @@ impl ClusterState {
 
     fn begin_shutdown(&mut self, now: Instant, trigger: ShutdownTrigger) {
         if self.stopping.is_some() {
-            match trigger {
-                ShutdownTrigger::Signal(Signal::Term | Signal::Int) => self.force(now),
-                ShutdownTrigger::Signal(_) => {}
-                _ => self.emit(Event::Ignored {
+            // Repeated signals are handled by `handle_signal`; failure triggers only
+            // fire outside a shutdown.
+            if trigger == ShutdownTrigger::Command {
+                self.emit(Event::Ignored {
                     what: "shutdown already in progress",
-                }),
+                });
             }
             return;
         }
@@ -1184,10 +1281,15 @@ impl ClusterState {
         self.emit(Event::ShutdownStarted { trigger });
         self.actions.push_back(Action::Notify(Notice::Stopping));
         self.stopping = Some(Stopping {
+            started_at: now,
             force_at: now + self.config.force_exit_timeout(),
             force_fired: false,
             forced: false,
-            breaker: trigger == ShutdownTrigger::Breaker,
+            failure: match trigger {
+                ShutdownTrigger::Breaker => Some(ExitReason::BreakerTripped),
+                ShutdownTrigger::StartupFailed => Some(ExitReason::StartupFailed),
+                ShutdownTrigger::Signal(_) | ShutdownTrigger::Command => None,
+            },
         });
         for index in 0..self.slots.len() {
             self.set_respawn(index, None);
@@ -1384,8 +1486,8 @@ impl ClusterState {
         self.advance_rollout(now);
         if let Some(stopping) = &self.stopping {
             if self.workers.is_empty() {
-                let reason = if stopping.breaker {
-                    ExitReason::BreakerTripped
+                let reason = if let Some(failure) = stopping.failure {
+                    failure
                 } else if stopping.forced {
                     ExitReason::Forced
                 } else {

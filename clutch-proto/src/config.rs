@@ -80,8 +80,10 @@ impl Backoff {
 /// The crash breaker: when workers keep failing to boot, stop the whole cluster with a
 /// non-zero exit so the service manager sees the failure instead of a silent fork loop.
 ///
-/// The breaker trips when, within `window`, the number of boot failures (spawn failures,
-/// exits before ready, boot timeouts) reaches `max(failures, target worker count)`. The
+/// The breaker trips when, within `window`, the number of boot failures (spawn failures
+/// of the program's making, exits or announced stops before ready, boot timeouts) reaches
+/// `max(failures, target worker count)`. A spawn the master itself could not carry out
+/// ([`SpawnErrorKind::Resource`](crate::SpawnErrorKind::Resource)) never counts. The
 /// floor at the worker count keeps one unlucky round of a large cluster from tripping it,
 /// while a program that cannot boot at all trips it within its first round of retries.
 /// Workers of a rolling restart do not count: their failure aborts the rollout instead.
@@ -125,6 +127,119 @@ impl Default for HangPolicy {
     }
 }
 
+/// The set of signals the master forwards to every worker: a subset of {`SIGUSR1`,
+/// `SIGUSR2`}. A forwardable signal outside the set is ignored (and reported).
+///
+/// The default is both, as in library mode (where the application handles them); the
+/// `clutch` command forwards none unless asked (`--forward-signals USR1,USR2`), since a
+/// program that does not handle them would die of them.
+///
+/// ```
+/// use clutch_proto::{ForwardSignals, Signal};
+/// let set: ForwardSignals = "usr1".parse().unwrap();
+/// assert!(set.contains(Signal::Usr1) && !set.contains(Signal::Usr2));
+/// assert_eq!(ForwardSignals::default(), ForwardSignals::ALL);
+/// assert_eq!("SIGUSR2,USR1".parse::<ForwardSignals>().unwrap(), ForwardSignals::ALL);
+/// assert!("TERM".parse::<ForwardSignals>().is_err());
+/// assert_eq!(ForwardSignals::ALL.to_string(), "USR1,USR2");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ForwardSignals {
+    usr1: bool,
+    usr2: bool,
+}
+
+impl ForwardSignals {
+    /// Forward nothing.
+    pub const NONE: Self = Self {
+        usr1: false,
+        usr2: false,
+    };
+    /// Forward `SIGUSR1` and `SIGUSR2` (the default).
+    pub const ALL: Self = Self {
+        usr1: true,
+        usr2: true,
+    };
+
+    /// The signals that can be forwarded at all.
+    pub const FORWARDABLE: [Signal; 2] = [Signal::Usr1, Signal::Usr2];
+
+    /// True if `signal` is forwarded.
+    #[must_use]
+    pub fn contains(self, signal: Signal) -> bool {
+        match signal {
+            Signal::Usr1 => self.usr1,
+            Signal::Usr2 => self.usr2,
+            _ => false,
+        }
+    }
+
+    /// This set plus `signal`; `None` if `signal` cannot be forwarded (only `SIGUSR1`
+    /// and `SIGUSR2` can).
+    #[must_use]
+    pub fn with(self, signal: Signal) -> Option<Self> {
+        match signal {
+            Signal::Usr1 => Some(Self { usr1: true, ..self }),
+            Signal::Usr2 => Some(Self { usr2: true, ..self }),
+            _ => None,
+        }
+    }
+
+    /// True when nothing is forwarded.
+    #[must_use]
+    pub fn is_empty(self) -> bool {
+        self == Self::NONE
+    }
+
+    /// The forwarded signals, `SIGUSR1` first.
+    pub fn iter(self) -> impl Iterator<Item = Signal> {
+        Self::FORWARDABLE
+            .into_iter()
+            .filter(move |&signal| self.contains(signal))
+    }
+}
+
+impl Default for ForwardSignals {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl std::str::FromStr for ForwardSignals {
+    type Err = ConfigError;
+
+    /// Parses a comma-separated list such as `USR1,USR2` (`SIGUSR1`, `usr1` alike);
+    /// an empty list or `none` is the empty set.
+    fn from_str(list: &str) -> Result<Self, ConfigError> {
+        let list = list.trim();
+        if list.is_empty() || list.eq_ignore_ascii_case("none") {
+            return Ok(Self::NONE);
+        }
+        list.split(',').try_fold(Self::NONE, |set, name| {
+            let name = name.trim();
+            Signal::from_name(name)
+                .and_then(|signal| set.with(signal))
+                .ok_or_else(|| ConfigError::NotForwardable(name.to_owned()))
+        })
+    }
+}
+
+impl fmt::Display for ForwardSignals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, signal) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let name = signal.name();
+            f.write_str(name.strip_prefix("SIG").unwrap_or(name))?;
+        }
+        Ok(())
+    }
+}
+
 /// A validated cluster configuration. Build one with [`Config::builder`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -139,6 +254,7 @@ pub struct Config {
     name: String,
     title: bool,
     service_watchdog: Option<Duration>,
+    forward_signals: ForwardSignals,
 }
 
 impl Config {
@@ -209,6 +325,12 @@ impl Config {
     pub fn service_watchdog(&self) -> Option<Duration> {
         self.service_watchdog
     }
+    /// The signals the master forwards to every worker (the rest of `SIGUSR1`/`SIGUSR2`
+    /// is ignored and reported).
+    #[must_use]
+    pub fn forward_signals(&self) -> ForwardSignals {
+        self.forward_signals
+    }
 }
 
 /// Builds a [`Config`]; every setting has a default, [`build`](Self::build) validates.
@@ -226,6 +348,7 @@ pub struct ConfigBuilder {
     name: String,
     title: bool,
     service_watchdog: Option<Duration>,
+    forward_signals: ForwardSignals,
 }
 
 impl Default for ConfigBuilder {
@@ -243,6 +366,7 @@ impl Default for ConfigBuilder {
             name: "server".to_owned(),
             title: true,
             service_watchdog: None,
+            forward_signals: ForwardSignals::ALL,
         }
     }
 }
@@ -307,6 +431,12 @@ impl ConfigBuilder {
     /// Ping interval for the service manager's watchdog (default none).
     pub fn service_watchdog(&mut self, interval: Option<Duration>) -> &mut Self {
         self.service_watchdog = interval;
+        self
+    }
+    /// The signals forwarded to every worker (default [`ForwardSignals::ALL`]: `SIGUSR1`
+    /// and `SIGUSR2`; the `clutch` command's default is [`ForwardSignals::NONE`]).
+    pub fn forward_signals(&mut self, signals: ForwardSignals) -> &mut Self {
+        self.forward_signals = signals;
         self
     }
 
@@ -375,6 +505,7 @@ impl ConfigBuilder {
             name: self.name.clone(),
             title: self.title,
             service_watchdog: self.service_watchdog,
+            forward_signals: self.forward_signals,
         })
     }
 }
@@ -434,6 +565,9 @@ pub enum ConfigError {
     BadRolloutBatch(usize),
     /// The title name must be 1 to 64 bytes of printable characters (UTF-8).
     BadName(String),
+    /// Only `USR1` and `USR2` can be forwarded to workers (from parsing a
+    /// [`ForwardSignals`] list).
+    NotForwardable(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -479,6 +613,12 @@ impl fmt::Display for ConfigError {
                     "name: {name:?} must be 1 to 64 bytes of printable characters"
                 )
             }
+            Self::NotForwardable(name) => {
+                write!(
+                    f,
+                    "forward signals: {name:?} cannot be forwarded (only USR1 and USR2)"
+                )
+            }
         }
     }
 }
@@ -498,7 +638,36 @@ mod tests {
         assert!(config.title());
         assert_eq!(config.readiness(), Readiness::Notify);
         assert_eq!(config.rollout_batch(), 1);
+        assert_eq!(config.forward_signals(), ForwardSignals::ALL);
         assert!(!config.is_in_process());
+    }
+
+    #[test]
+    fn forward_signals_parse_display_and_refuse_the_rest() {
+        let none: ForwardSignals = "".parse().unwrap();
+        assert!(none.is_empty());
+        assert_eq!(
+            "none".parse::<ForwardSignals>().unwrap(),
+            ForwardSignals::NONE
+        );
+        let usr2: ForwardSignals = " sigusr2 ".parse().unwrap();
+        assert_eq!(usr2.iter().collect::<Vec<_>>(), vec![Signal::Usr2]);
+        assert_eq!(usr2.to_string(), "USR2");
+        assert_eq!(ForwardSignals::NONE.to_string(), "none");
+        assert_eq!(
+            "USR1,USR2".parse::<ForwardSignals>().unwrap(),
+            ForwardSignals::ALL
+        );
+        for bad in ["TERM", "USR1,HUP", "USR1,", "usr3"] {
+            let err = bad.parse::<ForwardSignals>().expect_err(bad);
+            assert!(err.to_string().contains("only USR1 and USR2"), "{err}");
+        }
+        assert_eq!(ForwardSignals::NONE.with(Signal::Term), None);
+        let config = Config::builder()
+            .forward_signals(ForwardSignals::NONE)
+            .build()
+            .unwrap();
+        assert!(config.forward_signals().is_empty());
     }
 
     #[test]

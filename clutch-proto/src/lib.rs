@@ -39,12 +39,12 @@ pub use action::{
     Action, CommandError, Event, ExitReason, Notice, ReloadFailure, ShutdownTrigger, StatusLine,
     StopReason,
 };
-pub use cluster::{ClusterState, Phase, Stats, WorkerInfo};
+pub use cluster::{ClusterState, Phase, Stats, WorkerInfo, SIGNAL_REPEAT_WINDOW};
 pub use config::{
-    Backoff, Config, ConfigBuilder, ConfigError, CrashBudget, HangPolicy, Readiness, MAX_DURATION,
-    MAX_WORKERS,
+    Backoff, Config, ConfigBuilder, ConfigError, CrashBudget, ForwardSignals, HangPolicy,
+    Readiness, MAX_DURATION, MAX_WORKERS,
 };
-pub use types::{ExitStatus, Pid, Signal, Slot, WorkerId, WorkerState};
+pub use types::{ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState};
 
 #[cfg(test)]
 mod tests;

@@ -125,6 +125,21 @@ impl Harness {
         self.drain();
     }
 
+    fn spawn_failed(&mut self, id: WorkerId, kind: SpawnErrorKind) {
+        let error = SpawnError::new(kind, format!("simulated {kind} failure"));
+        self.cluster.handle_spawn_failed(self.now, id, error);
+        self.drain();
+    }
+
+    /// Boots one worker of the first batch, leaving the other spawn requests pending;
+    /// returns its id (so the program is known to be executable).
+    fn boot_first(&mut self) -> WorkerId {
+        let (id, ..) = self.spawns()[0];
+        self.spawned(id);
+        self.ready(id);
+        id
+    }
+
     /// Spawns and readies every pending spawn request; returns the new ids.
     fn boot_all(&mut self) -> Vec<WorkerId> {
         let ids: Vec<WorkerId> = self.spawns().into_iter().map(|(id, ..)| id).collect();
@@ -450,13 +465,272 @@ fn spawn_failures_count_as_boot_failures() {
             break;
         };
         h.take();
-        h.cluster
-            .handle_spawn_failed(h.now, id, "cannot execute \"/nope\": No such file");
+        let error = SpawnError::new(SpawnErrorKind::Other, "cannot start: something odd");
+        h.cluster.handle_spawn_failed(h.now, id, error);
         h.drain();
         h.advance(20 * SEC); // outside the window each time: backoff but no trip
     }
     assert_eq!(h.cluster.phase(), Phase::Starting);
     assert!(h.cluster.stats().spawn_failures >= 5);
+}
+
+#[test]
+fn resource_failures_beyond_the_crash_budget_never_trip_the_breaker() {
+    let mut h = Harness::new(Config::builder().workers(1).crash_budget(CrashBudget {
+        failures: 2,
+        window: 60 * SEC,
+    }));
+    let mut delays = Vec::new();
+    for round in 0..20 {
+        let (id, ..) = *h.spawns().last().expect("the slot is retried");
+        h.take();
+        h.spawn_failed(id, SpawnErrorKind::Resource);
+        let events = h.events();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::BreakerTripped { .. })),
+            "round {round}: {events:?}"
+        );
+        let Some(&Event::RespawnDelayed {
+            delay,
+            consecutive_failures,
+            ..
+        }) = events
+            .iter()
+            .find(|e| matches!(e, Event::RespawnDelayed { .. }))
+        else {
+            panic!("round {round}: no backoff in {events:?}");
+        };
+        assert_eq!(consecutive_failures, round + 1);
+        delays.push(delay);
+        h.advance(delay);
+    }
+    assert!(delays.windows(2).all(|d| d[0] <= d[1]), "{delays:?}");
+    assert_eq!(delays[0], 100 * MS);
+    assert_eq!(*delays.last().unwrap(), Backoff::default().max);
+    assert_eq!(h.cluster.phase(), Phase::Starting);
+    let stats = h.cluster.stats();
+    assert_eq!(
+        (
+            stats.boot_failures,
+            stats.resource_failures,
+            stats.spawn_failures
+        ),
+        (0, 20, 20)
+    );
+    // And the slot still comes up once the master has fds again.
+    let (id, ..) = h.spawns()[0];
+    h.spawned(id);
+    h.ready(id);
+    assert_eq!(h.cluster.phase(), Phase::Running);
+}
+
+#[test]
+fn a_first_generation_exec_failure_exits_1_after_the_first_batch_is_reaped() {
+    let mut h = Harness::with_workers(3);
+    let ids: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
+    h.take();
+    // The first cannot be executed before any worker started: a startup error.
+    h.spawn_failed(ids[0], SpawnErrorKind::Exec);
+    let actions = h.take();
+    assert!(actions.contains(&Action::Event(Event::ShutdownStarted {
+        trigger: ShutdownTrigger::StartupFailed
+    })));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })));
+    assert!(h.last_exit().is_none(), "two workers are not reaped yet");
+    assert_eq!(h.cluster.stats().boot_failures, 0);
+    for &id in &ids[1..] {
+        assert_eq!(
+            h.cluster.worker(id).unwrap().stop_reason,
+            Some(StopReason::Shutdown)
+        );
+    }
+    // The second is started after all: it is stopped as soon as its pid is known.
+    h.spawned(ids[1]);
+    assert_eq!(h.signals(), vec![(ids[1], Signal::Term)]);
+    h.take();
+    // The third fails too (a stopping worker: nothing more happens).
+    h.spawn_failed(ids[2], SpawnErrorKind::Exec);
+    assert!(h.last_exit().is_none());
+    h.exited(ids[1], ExitStatus::Code(0));
+    assert_eq!(h.last_exit(), Some(ExitReason::StartupFailed));
+    assert_eq!(ExitReason::StartupFailed.code(), 1);
+    assert!(ExitReason::StartupFailed
+        .describe()
+        .contains("could not be executed"));
+    let actions = h.take();
+    assert!(actions.contains(&Action::Event(Event::ShutDown {
+        reason: ExitReason::StartupFailed
+    })));
+    assert_eq!(count(&actions, |a| matches!(a, Action::Exit(_))), 1);
+}
+
+#[test]
+fn a_lone_exec_failure_at_startup_exits_1_at_once() {
+    let mut h = Harness::with_workers(1);
+    let (id, ..) = h.spawns()[0];
+    h.take();
+    h.spawn_failed(id, SpawnErrorKind::Exec);
+    assert_eq!(h.last_exit(), Some(ExitReason::StartupFailed));
+    assert_eq!(h.cluster.poll_timeout(), None);
+}
+
+#[test]
+fn an_exec_failure_after_a_worker_once_started_is_a_boot_failure() {
+    let mut h = Harness::new(Config::builder().workers(2).crash_budget(CrashBudget {
+        failures: 2,
+        window: 60 * SEC,
+    }));
+    h.boot_first();
+    let (second, ..) = h.spawns()[1];
+    h.take();
+    h.spawn_failed(second, SpawnErrorKind::Exec);
+    assert_eq!(h.cluster.stats().boot_failures, 1);
+    assert_ne!(h.cluster.phase(), Phase::Stopping);
+    let events = h.events();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::RespawnDelayed { .. })));
+    // Another one trips the breaker (2 in the window), exit 3, not 1.
+    h.advance(SEC);
+    let (again, ..) = h.spawns()[0];
+    h.take();
+    h.spawn_failed(again, SpawnErrorKind::Exec);
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::BreakerTripped { failures: 2, .. })));
+    assert_eq!(h.cluster.phase(), Phase::Stopping);
+}
+
+#[test]
+fn other_spawn_failures_count_even_before_any_worker_started() {
+    let mut h = Harness::with_workers(2);
+    let ids: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
+    h.take();
+    h.spawn_failed(ids[0], SpawnErrorKind::Other);
+    assert_eq!(h.cluster.stats().boot_failures, 1);
+    assert_ne!(h.cluster.phase(), Phase::Stopping);
+}
+
+#[test]
+fn a_rollout_successor_out_of_resources_fails_the_rollout_without_counting() {
+    let mut h = Harness::with_workers(2);
+    let old = h.boot_all();
+    h.signal(Signal::Hup);
+    let (new, ..) = h.spawns()[0];
+    h.take();
+    h.spawn_failed(new, SpawnErrorKind::Resource);
+    let events = h.events();
+    let reason = events
+        .iter()
+        .find_map(|e| match e {
+            Event::ReloadFailed {
+                generation: 2,
+                reason,
+            } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("the rollout fails");
+    assert!(
+        reason.to_string().contains("the master could not start"),
+        "{reason}"
+    );
+    assert_eq!(h.cluster.stats().boot_failures, 0);
+    assert_eq!(h.cluster.ready_workers(), 2);
+    assert!(old
+        .iter()
+        .all(|&id| h.cluster.worker(id).unwrap().stop_reason.is_none()));
+    // A first-generation successor never existed: an Exec failure of a rollout's new
+    // worker fails the rollout, it does not end the cluster.
+    h.signal(Signal::Hup);
+    let (new, _, generation) = h.spawns()[0];
+    assert_eq!(generation, 3);
+    h.take();
+    h.spawn_failed(new, SpawnErrorKind::Exec);
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::ReloadFailed { generation: 3, .. })));
+    assert_eq!(h.cluster.phase(), Phase::Running);
+}
+
+#[test]
+fn cancelled_spawns_during_shutdown_are_removed_quietly_and_the_exit_comes_last() {
+    let mut h = Harness::with_workers(3);
+    let ids: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
+    h.take();
+    h.spawned(ids[0]);
+    h.signal(Signal::Term);
+    h.take();
+    for &id in &ids[1..] {
+        assert_eq!(
+            h.cluster.worker(id).unwrap().stop_reason,
+            Some(StopReason::Shutdown),
+            "the driver can see it is not wanted"
+        );
+    }
+    h.spawn_failed(ids[1], SpawnErrorKind::Cancelled);
+    let events = h.events();
+    assert_eq!(
+        events,
+        vec![Event::WorkerSpawnCancelled {
+            id: ids[1],
+            slot: Slot(1),
+            reason: StopReason::Shutdown
+        }]
+    );
+    h.exited(ids[0], ExitStatus::Code(0));
+    assert!(h.last_exit().is_none());
+    h.spawn_failed(ids[2], SpawnErrorKind::Cancelled);
+    let actions = h.take();
+    assert_eq!(actions.last(), Some(&Action::Exit(ExitReason::Clean)));
+    assert_eq!(
+        count(&actions, |a| matches!(a, Action::Exit(_))),
+        1,
+        "{actions:?}"
+    );
+    assert!(actions.contains(&Action::Event(Event::NoWorkers)));
+    let stats = h.cluster.stats();
+    assert_eq!((stats.spawns_cancelled, stats.spawn_failures), (2, 0));
+}
+
+#[test]
+fn a_cancelled_report_for_a_wanted_worker_is_a_resource_failure() {
+    let mut h = Harness::with_workers(1);
+    let (id, ..) = h.spawns()[0];
+    h.take();
+    h.spawn_failed(id, SpawnErrorKind::Cancelled);
+    let events = h.events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::WorkerSpawnFailed { error, .. } if error.kind == SpawnErrorKind::Resource
+    )));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::RespawnDelayed { .. })));
+    let stats = h.cluster.stats();
+    assert_eq!((stats.resource_failures, stats.boot_failures), (1, 0));
+}
+
+#[test]
+fn a_cancelled_scale_down_leaves_no_hole() {
+    let mut h = Harness::with_workers(1);
+    h.boot_all();
+    h.cluster.scale(h.now, 3).unwrap();
+    h.drain();
+    let pending: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
+    h.take();
+    h.cluster.scale(h.now, 1).unwrap();
+    h.drain();
+    h.take();
+    for id in pending {
+        h.spawn_failed(id, SpawnErrorKind::Cancelled);
+    }
+    assert!(h.spawns().is_empty());
+    assert_eq!(h.cluster.live_workers(), 1);
+    assert_eq!(h.cluster.phase(), Phase::Running);
 }
 
 // ----- shutdown ------------------------------------------------------------------------
@@ -549,15 +823,80 @@ fn a_worker_ignoring_term_is_killed_at_the_force_timeout_and_the_exit_says_force
 }
 
 #[test]
-fn a_second_term_or_int_means_now() {
+fn a_second_term_or_int_a_second_later_means_now() {
     for second in [Signal::Term, Signal::Int] {
         let mut h = Harness::with_workers(2);
-        h.boot_all();
+        let ids = h.boot_all();
         h.signal(Signal::Int);
         h.take();
+        h.advance(1500 * MS);
         h.signal(second);
         assert_eq!(count(&h.signals(), |s| s.1 == Signal::Kill), 2);
+        for id in ids {
+            h.exited(id, ExitStatus::Signaled(9));
+        }
+        assert_eq!(h.last_exit(), Some(ExitReason::Forced));
+        assert_eq!(h.last_exit().map(ExitReason::code), Some(4));
     }
+}
+
+#[test]
+fn a_term_or_int_repeated_within_a_second_is_the_same_request() {
+    for (first, second) in [
+        (Signal::Term, Signal::Term),
+        (Signal::Int, Signal::Int),
+        (Signal::Term, Signal::Int),
+    ] {
+        let mut h = Harness::with_workers(2);
+        let ids = h.boot_all();
+        h.signal(first);
+        h.take();
+        h.advance(500 * MS);
+        h.signal(second);
+        let actions = h.take();
+        assert!(
+            !actions.iter().any(|a| matches!(
+                a,
+                Action::Signal { .. } | Action::Event(Event::ShutdownForced { .. })
+            )),
+            "a repeat forces nothing: {actions:?}"
+        );
+        assert!(actions.contains(&Action::Event(Event::SignalIgnored {
+            signal: second,
+            why: "a repeat: the shutdown began less than a second ago",
+        })));
+        // Just inside the window is still a repeat.
+        h.advance(SIGNAL_REPEAT_WINDOW - 500 * MS - Duration::from_nanos(1));
+        h.signal(second);
+        assert!(h.signals().is_empty());
+        for id in ids {
+            h.exited(id, ExitStatus::Code(0));
+        }
+        assert_eq!(h.last_exit(), Some(ExitReason::Clean));
+        assert_eq!(h.last_exit().map(ExitReason::code), Some(0));
+    }
+}
+
+#[test]
+fn a_stop_command_then_a_quick_term_stays_graceful_and_quit_still_forces() {
+    let mut h = Harness::with_workers(1);
+    let ids = h.boot_all();
+    h.cluster.shutdown(h.now);
+    h.drain();
+    h.take();
+    h.advance(10 * MS);
+    h.signal(Signal::Term);
+    assert!(
+        h.signals().is_empty(),
+        "systemd's TERM after `stop` is a repeat"
+    );
+    h.advance(10 * MS);
+    h.signal(Signal::Quit);
+    assert_eq!(
+        h.signals(),
+        vec![(ids[0], Signal::Kill)],
+        "QUIT keeps its meaning"
+    );
 }
 
 #[test]
@@ -1012,7 +1351,8 @@ fn stale_and_duplicate_reports_are_ignored_and_counted() {
     let ghost = WorkerId(999);
     let now = h.now;
     h.cluster.handle_spawned(now, ghost, 1);
-    h.cluster.handle_spawn_failed(now, ghost, "x");
+    h.cluster
+        .handle_spawn_failed(now, ghost, SpawnError::new(SpawnErrorKind::Other, "x"));
     h.cluster.handle_ready(now, ghost);
     h.cluster.handle_heartbeat(now, ghost);
     h.cluster.handle_stopping(now, ghost);
@@ -1031,6 +1371,38 @@ fn stale_and_duplicate_reports_are_ignored_and_counted() {
     h.exited(ids[0], ExitStatus::Code(1));
     h.exited(ids[0], ExitStatus::Code(1));
     assert_eq!(h.cluster.stats().ignored_inputs, 9);
+}
+
+#[test]
+fn signals_outside_the_forwarding_set_reach_no_worker_and_are_reported() {
+    let mut h = Harness::new(
+        Config::builder()
+            .workers(2)
+            .forward_signals(ForwardSignals::NONE),
+    );
+    h.boot_all();
+    h.take();
+    for signal in [Signal::Usr1, Signal::Usr2] {
+        h.signal(signal);
+        assert!(h.signals().is_empty(), "{signal} sent to a worker");
+        let events = h.events();
+        assert!(events.contains(&Event::SignalIgnored {
+            signal,
+            why: "not among the signals forwarded to workers",
+        }));
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, Event::SignalForwarded { .. })));
+    }
+    // Only USR2: USR1 is ignored, USR2 forwarded.
+    let only_usr2 = ForwardSignals::NONE.with(Signal::Usr2).unwrap();
+    let mut h = Harness::new(Config::builder().workers(1).forward_signals(only_usr2));
+    let ids = h.boot_all();
+    h.take();
+    h.signal(Signal::Usr1);
+    assert!(h.signals().is_empty());
+    h.signal(Signal::Usr2);
+    assert_eq!(h.signals(), vec![(ids[0], Signal::Usr2)]);
 }
 
 #[test]

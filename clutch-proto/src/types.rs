@@ -35,19 +35,25 @@ pub type Pid = u32;
 pub enum Signal {
     /// SIGHUP: rolling restart (gs-clutch: shutdown; see the README's signal table).
     Hup,
-    /// SIGINT: graceful shutdown; a second one means "now".
+    /// SIGINT: graceful shutdown; another one at least
+    /// [`SIGNAL_REPEAT_WINDOW`](crate::SIGNAL_REPEAT_WINDOW) after the shutdown began
+    /// means "now" (sooner, it is taken as a repeat of the same request).
     Int,
     /// SIGQUIT: immediate shutdown (SIGKILL every worker).
     Quit,
-    /// SIGTERM: graceful shutdown; a second one means "now".
+    /// SIGTERM: graceful shutdown; another one at least
+    /// [`SIGNAL_REPEAT_WINDOW`](crate::SIGNAL_REPEAT_WINDOW) after the shutdown began
+    /// means "now" (sooner, it is taken as a repeat of the same request).
     Term,
     /// SIGKILL (only ever sent, never received).
     Kill,
     /// SIGABRT: the default diagnostic signal for hung workers.
     Abrt,
-    /// SIGUSR1: forwarded to every worker (reopen logs, by convention).
+    /// SIGUSR1: forwarded to every worker (reopen logs, by convention) when it is in
+    /// [`Config::forward_signals`](crate::Config::forward_signals); ignored otherwise.
     Usr1,
-    /// SIGUSR2: forwarded to every worker.
+    /// SIGUSR2: forwarded to every worker when it is in
+    /// [`Config::forward_signals`](crate::Config::forward_signals); ignored otherwise.
     Usr2,
     /// SIGTTIN: one more worker.
     Ttin,
@@ -188,3 +194,76 @@ impl fmt::Display for WorkerState {
         f.write_str(self.name())
     }
 }
+
+/// Why the driver could not start a worker: decides whether the failure is the
+/// program's fault (a boot failure), the master's (retried, never counted), fatal at
+/// startup, or no failure at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SpawnErrorKind {
+    /// The master ran out of something while preparing or forking the worker (`EMFILE`,
+    /// `ENFILE`, `EAGAIN`, `ENOMEM`). Never the program's fault: never a boot failure,
+    /// never counted by the crash breaker. The slot is retried after a backoff; a
+    /// rolling restart whose new worker could not be started this way fails.
+    Resource,
+    /// The program could not be executed (`ENOEXEC`, `ENOENT`, `EACCES`, a missing
+    /// interpreter). Before any worker of the cluster ever started, this ends the
+    /// cluster with [`ExitReason::StartupFailed`](crate::ExitReason::StartupFailed);
+    /// afterwards it is a boot failure.
+    Exec,
+    /// Anything else: a boot failure.
+    Other,
+    /// The driver did not start the worker because the core had already decided it goes
+    /// (its [`stop_reason`](crate::WorkerInfo::stop_reason) was set while it was still
+    /// spawning). Not a failure: the worker is removed. Reported for a worker with no
+    /// stop reason, it is taken as [`Resource`](Self::Resource).
+    Cancelled,
+}
+
+impl SpawnErrorKind {
+    /// Lowercase name for logs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Resource => "resource",
+            Self::Exec => "exec",
+            Self::Other => "other",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for SpawnErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A driver's report that a worker could not be started: what kind of failure (which
+/// the core acts on) and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpawnError {
+    /// What kind of failure: decides what the core does.
+    pub kind: SpawnErrorKind,
+    /// The driver's description, for people (`Display` shows only this).
+    pub message: String,
+}
+
+impl SpawnError {
+    /// A spawn error of `kind` described by `message`.
+    #[must_use]
+    pub fn new(kind: SpawnErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SpawnError {}

@@ -1,7 +1,10 @@
 //! Model-based test (proptest-state-machine): which workers exist, which are ready,
 //! which are leaving, and what the target is, under any sequence of spawn reports,
 //! READY / STOPPING / WATCHDOG, exits, TERM, TTIN, TTOU and USR1 — against a reference
-//! model small enough to be obviously right.
+//! model small enough to be obviously right. Spawn failures come in every kind: an
+//! exec failure before any worker started ends the cluster, a cancelled spawn of a
+//! worker that is not leaving counts as a resource failure, and every other failure
+//! just empties the slot.
 //!
 //! Time stands still (every input at the same instant), so every death is young and its
 //! slot waits out a backoff that never ends: no respawns, no timers. That keeps the model
@@ -12,7 +15,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use clutch_proto::{ClusterState, Config, CrashBudget, ExitStatus, Signal, WorkerId, WorkerState};
+use clutch_proto::{
+    ClusterState, Config, CrashBudget, ExitStatus, Signal, SpawnError, SpawnErrorKind, WorkerId,
+    WorkerState,
+};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
@@ -30,6 +36,8 @@ struct Model {
     slots: Vec<Option<u64>>,
     workers: BTreeMap<u64, ModelWorker>,
     next_id: u64,
+    /// Some spawn report was accepted.
+    ever_started: bool,
     stopping: bool,
     exited: bool,
 }
@@ -50,6 +58,7 @@ impl Model {
                 })
                 .collect(),
             next_id: target as u64 + 1,
+            ever_started: false,
             stopping: false,
             exited: false,
         }
@@ -60,6 +69,16 @@ impl Model {
         let w = self.workers.get_mut(&id).expect("departing worker");
         if let Some(slot) = w.slot.take() {
             self.slots[slot] = None;
+        }
+    }
+
+    fn begin_stopping(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            for w in self.workers.values_mut() {
+                w.slot = None;
+            }
+            self.slots.iter_mut().for_each(|s| *s = None);
         }
     }
 
@@ -74,7 +93,7 @@ impl Model {
 #[derive(Debug, Clone)]
 enum Step {
     Spawned(u64),
-    SpawnFailed(u64),
+    SpawnFailed(u64, SpawnErrorKind),
     Ready(u64),
     Stopping(u64),
     Heartbeat(u64),
@@ -97,7 +116,16 @@ impl ReferenceStateMachine for Reference {
         let id = 1..state.next_id + 2;
         prop_oneof![
             4 => id.clone().prop_map(Step::Spawned),
-            1 => id.clone().prop_map(Step::SpawnFailed),
+            1 => (
+                id.clone(),
+                prop::sample::select(vec![
+                    SpawnErrorKind::Resource,
+                    SpawnErrorKind::Exec,
+                    SpawnErrorKind::Other,
+                    SpawnErrorKind::Cancelled,
+                ])
+            )
+                .prop_map(|(id, kind)| Step::SpawnFailed(id, kind)),
             4 => id.clone().prop_map(Step::Ready),
             1 => id.clone().prop_map(Step::Stopping),
             1 => id.clone().prop_map(Step::Heartbeat),
@@ -120,13 +148,18 @@ impl ReferenceStateMachine for Reference {
         match *step {
             Step::Spawned(id) => {
                 if let Some(w) = m.workers.get_mut(&id) {
+                    m.ever_started |= !w.started;
                     w.started = true;
                 }
             }
-            Step::SpawnFailed(id) => {
+            Step::SpawnFailed(id, kind) => {
                 if m.workers.get(&id).is_some_and(|w| !w.started) {
                     m.depart(id);
                     m.workers.remove(&id);
+                    // No reload here: every worker is of the first generation.
+                    if kind == SpawnErrorKind::Exec && !m.ever_started {
+                        m.begin_stopping();
+                    }
                 }
             }
             Step::Ready(id) => {
@@ -151,15 +184,7 @@ impl ReferenceStateMachine for Reference {
                     m.workers.remove(&id);
                 }
             }
-            Step::Signal(Signal::Term) => {
-                if !m.stopping {
-                    m.stopping = true;
-                    for w in m.workers.values_mut() {
-                        w.slot = None;
-                    }
-                    m.slots.iter_mut().for_each(|s| *s = None);
-                }
-            }
+            Step::Signal(Signal::Term) => m.begin_stopping(),
             Step::Signal(Signal::Ttin) => {
                 if !m.stopping {
                     let id = m.next_id;
@@ -219,7 +244,9 @@ impl StateMachineTest for Sut {
         let (c, now) = (&mut sut.cluster, sut.now);
         match step {
             Step::Spawned(id) => c.handle_spawned(now, WorkerId(id), 1000 + id as u32),
-            Step::SpawnFailed(id) => c.handle_spawn_failed(now, WorkerId(id), "no"),
+            Step::SpawnFailed(id, kind) => {
+                c.handle_spawn_failed(now, WorkerId(id), SpawnError::new(kind, "no"));
+            }
             Step::Ready(id) => c.handle_ready(now, WorkerId(id)),
             Step::Stopping(id) => c.handle_stopping(now, WorkerId(id)),
             Step::Heartbeat(id) => c.handle_heartbeat(now, WorkerId(id)),

@@ -6,9 +6,16 @@ use std::time::{Duration, Instant};
 
 use clutch_proto::{
     Backoff, ClusterState, Config, CrashBudget, ExitStatus, HangPolicy, Readiness, Signal,
-    WorkerId, MAX_DURATION, MAX_WORKERS,
+    SpawnError, SpawnErrorKind, WorkerId, MAX_DURATION, MAX_WORKERS,
 };
 use proptest::prelude::*;
+
+const SPAWN_ERROR_KINDS: [SpawnErrorKind; 4] = [
+    SpawnErrorKind::Resource,
+    SpawnErrorKind::Exec,
+    SpawnErrorKind::Other,
+    SpawnErrorKind::Cancelled,
+];
 
 // ----- poll_timeout is a pure query ----------------------------------------------------
 
@@ -79,7 +86,10 @@ proptest! {
             };
             match op {
                 0 => cluster.handle_spawned(now, id, 100 + u32::from(arg)),
-                1 => cluster.handle_spawn_failed(now, id, "no"),
+                1 => {
+                    let kind = SPAWN_ERROR_KINDS[usize::from(arg) % SPAWN_ERROR_KINDS.len()];
+                    cluster.handle_spawn_failed(now, id, SpawnError::new(kind, "no"));
+                }
                 2 => cluster.handle_ready(now, id),
                 3 => cluster.handle_stopping(now, id),
                 4 => cluster.handle_heartbeat(now, id),

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use clutch_proto::{
     Action, ClusterState, CommandError, Config, Event, ExitReason, Phase, Pid, Readiness,
-    ShutdownTrigger, Signal, WorkerId, WorkerState, MAX_WORKERS,
+    ShutdownTrigger, Signal, SpawnErrorKind, WorkerId, WorkerState, MAX_WORKERS,
+    SIGNAL_REPEAT_WINDOW,
 };
 
 use crate::input::Input;
@@ -41,8 +42,9 @@ pub mod check {
     pub const EXIT_DEADLINE: &str = "exit-deadline";
     /// The exit reason must match what happened (breaker, forced, clean).
     pub const EXIT_REASON: &str = "exit-reason";
-    /// A shutdown may only be forced by QUIT, a second TERM/INT, shutdown-now, or the
-    /// force deadline.
+    /// A shutdown may only be forced by QUIT, a TERM/INT at least the repeat window
+    /// after it began (sooner it is a repeat, ignored and reported), shutdown-now, or
+    /// the force deadline.
     pub const FORCE_EARLY: &str = "force-early";
     /// Signals go only to started workers whose exit was not reported, with their pid.
     pub const SIGNAL_TARGET: &str = "signal-target";
@@ -81,6 +83,15 @@ pub mod check {
     pub const RELOAD_FINISHED: &str = "reload-finished";
     /// Once the world heals, the cluster reaches its target in bounded time.
     pub const LIVENESS: &str = "liveness";
+    /// A spawn failure that is the master's (`Resource`, or a `Cancelled` report) never
+    /// counts toward the crash breaker: a step driven by one counts no boot failure and
+    /// trips nothing, and a trip is backed, within its window, by at least as many
+    /// failures of the program's own (exec/other spawn failures, deaths and announced
+    /// stops before ready, boot timeouts) as it claims.
+    pub const RESOURCE_NOT_COUNTED: &str = "resource-not-counted";
+    /// A startup failure (shutdown and exit code 1) comes exactly when a first-generation
+    /// worker's program cannot be executed while no worker has ever started.
+    pub const STARTUP_FAILED: &str = "startup-failed";
 }
 
 /// One broken rule.
@@ -206,9 +217,19 @@ struct Step {
     reload_finished: Option<u64>,
     reload_ended: bool,
     ignored_event: bool,
+    signal_ignored: Option<Signal>,
+    forced: bool,
     shutdown_started: bool,
+    startup_failed: bool,
     breaker_tripped: bool,
     hung: Vec<WorkerId>,
+    /// The core's boot-failure count before the step.
+    boot_failures_before: u64,
+    /// The input is a `Cancelled` report for a worker the core had decided to stop.
+    cancel_legit: bool,
+    /// The input is an exec failure that must end the cluster (a first-generation
+    /// worker, no worker ever started, no shutdown yet).
+    startup_failure_due: bool,
 }
 
 /// The simulator's judge. See the module documentation for the driving order.
@@ -226,7 +247,12 @@ pub struct Checker {
     listening: Option<WorkerId>,
     shutdown_at: Option<Duration>,
     breaker: bool,
+    startup_failed: bool,
     forced: bool,
+    /// Some worker started (WorkerStarted was seen).
+    ever_started: bool,
+    /// When each failure of the program's own happened (what the breaker may count).
+    program_failures: Vec<Duration>,
     shut_down: Option<ExitReason>,
     exited_at: Option<Duration>,
     expect_no_workers: bool,
@@ -259,7 +285,10 @@ impl Checker {
             listening: None,
             shutdown_at: None,
             breaker: false,
+            startup_failed: false,
             forced: false,
+            ever_started: false,
+            program_failures: Vec::new(),
             shut_down: None,
             exited_at: None,
             expect_no_workers: false,
@@ -407,9 +436,15 @@ impl Checker {
         step.reload_finished = None;
         step.reload_ended = false;
         step.ignored_event = false;
+        step.signal_ignored = None;
+        step.forced = false;
         step.shutdown_started = false;
+        step.startup_failed = false;
         step.breaker_tripped = false;
         step.hung.clear();
+        step.boot_failures_before = cluster.stats().boot_failures;
+        step.cancel_legit = false;
+        step.startup_failure_due = false;
         self.step = step;
         for slot in &mut self.slots {
             slot.healthy_departure = false;
@@ -429,6 +464,18 @@ impl Checker {
                 if let Some(t) = self.track_mut(id) {
                     t.exit_reported = true;
                 }
+            } else if let Input::SpawnFailed { kind, .. } = input {
+                let t = self.track(id).expect("live worker");
+                let pending = !t.spawn_outcome;
+                let first_generation = t.generation == 1;
+                // Cross-checked against the core: was it already to stop?
+                let leaving = cluster.worker(id).is_some_and(|w| w.stop_reason.is_some());
+                self.step.cancel_legit = kind == SpawnErrorKind::Cancelled && pending && leaving;
+                self.step.startup_failure_due = kind == SpawnErrorKind::Exec
+                    && pending
+                    && first_generation
+                    && !self.ever_started
+                    && self.shutdown_at.is_none();
             } else if let Input::Heartbeat { .. } = input {
                 let timeout = self.config.hang().timeout;
                 let t = self.track_mut(id).expect("live worker");
@@ -461,7 +508,10 @@ impl Checker {
             }),
             _ => None,
         };
-        if let Input::Signal(Signal::Usr1 | Signal::Usr2) = input {
+        if let Input::Signal(signal @ (Signal::Usr1 | Signal::Usr2)) = input {
+            if !self.config.forward_signals().contains(signal) {
+                return;
+            }
             self.step.expected_forward = self
                 .live
                 .iter()
@@ -599,6 +649,8 @@ impl Checker {
         }
         let expected = if self.breaker {
             ExitReason::BreakerTripped
+        } else if self.startup_failed {
+            ExitReason::StartupFailed
         } else if self.forced {
             ExitReason::Forced
         } else {
@@ -648,6 +700,7 @@ impl Checker {
                     event,
                     input == Some(Input::Spawned { id, pid }) && self.is_live(id),
                 );
+                self.ever_started = true;
                 let t = self.track_mut(id).expect("checked live");
                 let consistent = !t.spawn_outcome && t.slot == slot.0 && t.generation == generation;
                 t.spawn_outcome = true;
@@ -663,22 +716,66 @@ impl Checker {
                 };
                 self.push_probe(now + deadline, id, ProbeKind::Boot);
             }
-            Event::WorkerSpawnFailed { id, slot, .. } => {
-                self.expect_input(
-                    event,
-                    input == Some(Input::SpawnFailed { id }) && self.is_live(id),
-                );
+            Event::WorkerSpawnFailed {
+                id,
+                slot,
+                ref error,
+            } => {
+                let reported = match input {
+                    Some(Input::SpawnFailed { id: i, kind }) if i == id => Some(kind),
+                    _ => None,
+                };
+                self.expect_input(event, reported.is_some() && self.is_live(id));
+                // A Cancelled report arrives as Resource unless the worker was leaving.
+                let kind_ok = match reported {
+                    Some(SpawnErrorKind::Cancelled) => {
+                        error.kind == SpawnErrorKind::Resource && !self.step.cancel_legit
+                    }
+                    Some(kind) => error.kind == kind,
+                    None => true,
+                };
                 let t = self.track_mut(id).expect("checked live");
-                let consistent = !t.spawn_outcome && t.slot == slot.0;
+                let consistent = !t.spawn_outcome && t.slot == slot.0 && kind_ok;
                 t.spawn_outcome = true;
                 if !consistent {
                     return self.fail(check::STORY, format!("inconsistent {event:?}"));
+                }
+                // An upper bound on what the breaker may count: the core skips some
+                // (leaving workers, a rollout's), never adds any.
+                if matches!(error.kind, SpawnErrorKind::Exec | SpawnErrorKind::Other) {
+                    self.program_failures.push(now);
                 }
                 self.count_exit_departure(id);
                 self.depart(id);
                 if let Some(s) = self.slot_mut(slot.0) {
                     s.departure = true;
                 }
+            }
+            Event::WorkerSpawnCancelled { id, slot, .. } => {
+                self.expect_input(
+                    event,
+                    input
+                        == Some(Input::SpawnFailed {
+                            id,
+                            kind: SpawnErrorKind::Cancelled,
+                        }),
+                );
+                let cancel_legit = self.step.cancel_legit;
+                let t = self.track_mut(id).expect("checked live");
+                let consistent = !t.spawn_outcome && t.slot == slot.0;
+                let justified = t.justified;
+                t.spawn_outcome = true;
+                if !consistent || !cancel_legit {
+                    return self.fail(check::STORY, format!("inconsistent {event:?}"));
+                }
+                if !justified {
+                    return self.fail(
+                        check::STOP_JUSTIFIED,
+                        format!("w{id}'s spawn cancelled with no reason to stop it"),
+                    );
+                }
+                self.count_exit_departure(id);
+                self.depart(id);
             }
             Event::WorkerReady { id, slot, pid } => {
                 let by_delay = matches!(self.config.readiness(), Readiness::Delay(_));
@@ -747,10 +844,14 @@ impl Checker {
                     && !t.stop_requested
                     && t.slot == slot.0
                     && t.pid == Some(pid);
+                let was_ready = t.ready;
                 t.stop_requested = true;
                 t.justified = true;
                 if !consistent {
                     return self.fail(check::STORY, format!("inconsistent {event:?}"));
+                }
+                if !was_ready {
+                    self.program_failures.push(now);
                 }
                 self.slot_departure(slot.0, healthy);
                 if self.shutdown_at.is_none() {
@@ -780,6 +881,7 @@ impl Checker {
                         format!("w{id} timed out at boot before its boot timeout"),
                     );
                 }
+                self.program_failures.push(now);
                 self.slot_departure(slot.0, false);
             }
             Event::WorkerHung {
@@ -843,6 +945,9 @@ impl Checker {
                         check::STORY,
                         format!("w{id} was asked to stop, yet its exit is WorkerDied"),
                     );
+                }
+                if !was_ready {
+                    self.program_failures.push(now);
                 }
                 self.count_exit_departure(id);
                 self.depart(id);
@@ -915,9 +1020,24 @@ impl Checker {
                     (ShutdownTrigger::Signal(s), Some(Input::Signal(i))) => s == i,
                     (ShutdownTrigger::Command, Some(Input::Shutdown | Input::ShutdownNow)) => true,
                     (ShutdownTrigger::Breaker, _) => self.step.breaker_tripped,
+                    (ShutdownTrigger::StartupFailed, Some(Input::SpawnFailed { .. })) => true,
                     _ => false,
                 };
                 self.expect_input(event, ok);
+                if trigger == ShutdownTrigger::StartupFailed {
+                    self.startup_failed = true;
+                    self.step.startup_failed = true;
+                    if !self.step.startup_failure_due {
+                        self.fail(
+                            check::STARTUP_FAILED,
+                            format!(
+                                "a startup failure driven by {input:?} (a worker started \
+                                 before: {})",
+                                self.ever_started
+                            ),
+                        );
+                    }
+                }
                 self.shutdown_at = Some(now);
                 self.step.shutdown_started = true;
                 self.rollout = None;
@@ -930,13 +1050,19 @@ impl Checker {
                 let force_at = self
                     .shutdown_at
                     .map(|at| at + self.config.force_exit_timeout());
+                let repeat_over = self
+                    .shutdown_at
+                    .is_some_and(|at| now >= at + SIGNAL_REPEAT_WINDOW);
                 let ok = match input {
-                    Some(Input::Signal(Signal::Term | Signal::Int)) => self.step.shutdown_before,
+                    Some(Input::Signal(Signal::Term | Signal::Int)) => {
+                        self.step.shutdown_before && repeat_over
+                    }
                     Some(Input::Signal(Signal::Quit) | Input::ShutdownNow) => true,
                     Some(Input::Timeout) => force_at.is_some_and(|at| now >= at),
                     _ => false,
                 };
                 self.forced = true;
+                self.step.forced = true;
                 if !ok || force_at.is_none() {
                     self.fail(
                         check::FORCE_EARLY,
@@ -945,11 +1071,25 @@ impl Checker {
                 }
             }
             Event::ShutDown { reason } => self.shut_down = Some(reason),
-            Event::BreakerTripped { failures, .. } => {
+            Event::BreakerTripped { failures, window } => {
                 let budget = self.config.crash_budget().failures as usize;
                 let threshold = budget.max(self.slots.len());
                 self.breaker = true;
                 self.step.breaker_tripped = true;
+                let backed = self
+                    .program_failures
+                    .iter()
+                    .filter(|&&at| now - at < window)
+                    .count();
+                if backed < failures {
+                    self.fail(
+                        check::RESOURCE_NOT_COUNTED,
+                        format!(
+                            "the breaker counted {failures} boot failures in {window:?}, only \
+                             {backed} were the program's"
+                        ),
+                    );
+                }
                 if self.shutdown_at.is_some() || failures < threshold {
                     self.fail(
                         check::STORY,
@@ -1029,6 +1169,10 @@ impl Checker {
                 self.step.forwarded = Some((signal, workers));
             }
             Event::Ignored { .. } => self.step.ignored_event = true,
+            Event::SignalIgnored { signal, .. } => {
+                self.expect_input(event, input == Some(Input::Signal(signal)));
+                self.step.signal_ignored = Some(signal);
+            }
             _ => {}
         }
     }
@@ -1048,7 +1192,9 @@ impl Checker {
     }
 
     fn count_exit_departure(&mut self, id: WorkerId) {
-        if self.step.exit_of == Some(id) || self.step.input == Some(Input::SpawnFailed { id }) {
+        let spawn_failed =
+            matches!(self.step.input, Some(Input::SpawnFailed { id: i, .. }) if i == id);
+        if self.step.exit_of == Some(id) || spawn_failed {
             self.step.departures_of_exit += 1;
         }
     }
@@ -1066,6 +1212,7 @@ impl Checker {
         }
         self.check_accounting(cluster);
         self.check_effects();
+        self.check_spawn_failure_kinds(cluster);
         self.check_spawns(cluster);
         self.check_stops();
         if self.step.ready_seen && self.listening.is_none() {
@@ -1230,8 +1377,22 @@ impl Checker {
                 step.ignored_event && step.scaled.is_none()
             }
             Input::Signal(Signal::Winch | Signal::Abrt | Signal::Kill) => step.ignored_event,
+            Input::Signal(signal @ (Signal::Term | Signal::Int)) if step.shutdown_before => {
+                let repeat = self
+                    .shutdown_at
+                    .is_some_and(|at| step.now < at + SIGNAL_REPEAT_WINDOW);
+                // Within the window: a repeat, reported, forcing nothing.
+                !repeat || (step.signal_ignored == Some(signal) && !step.forced)
+            }
             Input::Signal(Signal::Term | Signal::Int | Signal::Quit) | Input::ShutdownNow => {
                 step.shutdown_before || step.shutdown_started
+            }
+            Input::Signal(signal @ (Signal::Usr1 | Signal::Usr2))
+                if !self.config.forward_signals().contains(signal) =>
+            {
+                step.forwarded.is_none()
+                    && step.usr_signals.is_empty()
+                    && step.signal_ignored == Some(signal)
             }
             Input::Shutdown => {
                 if step.shutdown_before {
@@ -1257,16 +1418,44 @@ impl Checker {
         if !ok {
             let message = format!(
                 "{input} had the wrong effect: scaled {:?}, reload started {} queued {}, \
-                 forwarded {:?} (expected {}), ignored {}, shutdown started {}",
+                 forwarded {:?} (expected {}), ignored {} (signal {:?}), forced {}, \
+                 shutdown started {}",
                 step.scaled,
                 step.reload_started,
                 step.reload_queued,
                 step.forwarded,
                 step.expected_forward,
                 step.ignored_event,
+                step.signal_ignored,
+                step.forced,
                 step.shutdown_started
             );
             self.fail(check::COMMAND_RESULT, message);
+        }
+    }
+
+    /// What a spawn failure's kind allows: the master's failures count toward nothing; an
+    /// exec failure before any worker started ends the cluster.
+    fn check_spawn_failure_kinds(&mut self, cluster: &ClusterState) {
+        let step = &self.step;
+        let Some(Input::SpawnFailed { kind, .. }) = step.input.filter(|_| !step.stale) else {
+            return;
+        };
+        let counted = cluster.stats().boot_failures - step.boot_failures_before;
+        let masters = matches!(kind, SpawnErrorKind::Resource | SpawnErrorKind::Cancelled);
+        if masters && (counted > 0 || step.breaker_tripped) {
+            let message = format!(
+                "a {kind} spawn failure counted {counted} boot failures (breaker tripped: {})",
+                step.breaker_tripped
+            );
+            return self.fail(check::RESOURCE_NOT_COUNTED, message);
+        }
+        if step.startup_failure_due && !step.startup_failed {
+            let message = format!(
+                "{:?} while no worker ever started did not end the cluster",
+                step.input
+            );
+            self.fail(check::STARTUP_FAILED, message);
         }
     }
 

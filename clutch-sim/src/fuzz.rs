@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use clutch_proto::{
-    Action, Backoff, ClusterState, Config, CrashBudget, Event, ExitStatus, HangPolicy, Readiness,
-    Signal, WorkerId, MAX_WORKERS,
+    Action, Backoff, ClusterState, Config, CrashBudget, Event, ExitReason, ExitStatus,
+    ForwardSignals, HangPolicy, Readiness, Signal, SpawnErrorKind, WorkerId, MAX_WORKERS,
 };
 
 use crate::input::Input;
@@ -50,7 +50,10 @@ fn decode_config(bytes: &mut Bytes<'_>) -> Config {
     let boot_timeout = millis(bytes.pick(&[MS, 10, 100, 1000, 60_000]));
     let initial = millis(bytes.pick(&[1, 10, 100]));
     let mut b = Config::builder();
-    b.workers(usize::from(bytes.byte() % 6))
+    // One byte for the worker count and the forwarded signals (its high part), so that
+    // the checked-in corpus decodes as it did before the setting existed.
+    let workers = bytes.byte();
+    b.workers(usize::from(workers % 6))
         .force_exit_timeout(millis(bytes.pick(&[1, 5, 50, 500, 7500])))
         .boot_timeout(boot_timeout)
         .readiness(match bytes.byte() % 3 {
@@ -79,7 +82,14 @@ fn decode_config(bytes: &mut Bytes<'_>) -> Config {
             grace: millis(bytes.pick(&[1, 10, 1000])),
         })
         .rollout_batch(usize::from(bytes.byte() % 4) + 1)
-        .service_watchdog(bytes.pick(&[None, Some(millis(3)), Some(millis(1000))]));
+        .service_watchdog(bytes.pick(&[None, Some(millis(3)), Some(millis(1000))]))
+        .forward_signals(match workers / 6 % 3 {
+            0 => ForwardSignals::ALL,
+            1 => ForwardSignals::NONE,
+            _ => ForwardSignals::NONE
+                .with(Signal::Usr1)
+                .expect("forwardable"),
+        });
     b.build().expect("the decoder only builds valid configs")
 }
 
@@ -89,6 +99,8 @@ struct Contract {
     exited: bool,
     shutting_down: bool,
     listening: bool,
+    /// Some worker started (the program can be executed).
+    started: bool,
 }
 
 impl Contract {
@@ -118,6 +130,10 @@ impl Contract {
                     if std::mem::replace(&mut self.listening, true) =>
                 {
                     return Err("Listening fired twice".to_owned());
+                }
+                Action::Event(Event::WorkerStarted { .. }) => self.started = true,
+                Action::Exit(ExitReason::StartupFailed) if self.started => {
+                    return Err("a startup failure after a worker had started".to_owned());
                 }
                 Action::Exit(_) => self.exited = true,
                 _ => {}
@@ -177,7 +193,17 @@ pub fn cluster_inputs(data: &[u8]) -> Result<usize, String> {
                 id,
                 pid: u32::from(bytes.byte()) + 1,
             },
-            4 => Input::SpawnFailed { id },
+            // The kind from the id byte's top bits (no extra byte, so the corpus decodes
+            // as before; `Other`, the old behaviour, for the smallest).
+            4 => Input::SpawnFailed {
+                id,
+                kind: [
+                    SpawnErrorKind::Other,
+                    SpawnErrorKind::Resource,
+                    SpawnErrorKind::Exec,
+                    SpawnErrorKind::Cancelled,
+                ][usize::from(arg >> 6)],
+            },
             5 => Input::Ready { id },
             6 => Input::Stopping { id },
             7 => Input::Heartbeat { id },

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::time::Instant;
 
-use clutch_proto::{ClusterState, CommandError, ExitStatus, Pid, Signal, WorkerId};
+use clutch_proto::{
+    ClusterState, CommandError, ExitStatus, Pid, Signal, SpawnError, SpawnErrorKind, WorkerId,
+};
 
 /// The error text a simulated driver reports for a failed spawn.
 pub const SPAWN_ERROR: &str = "simulated: fork/exec failed";
@@ -23,6 +25,8 @@ pub enum Input {
     SpawnFailed {
         /// The worker.
         id: WorkerId,
+        /// Why, as the driver classified it.
+        kind: SpawnErrorKind,
     },
     /// The worker said `READY=1`.
     Ready {
@@ -66,7 +70,9 @@ impl Input {
     pub fn apply(self, cluster: &mut ClusterState, now: Instant) -> Result<(), CommandError> {
         match self {
             Self::Spawned { id, pid } => cluster.handle_spawned(now, id, pid),
-            Self::SpawnFailed { id } => cluster.handle_spawn_failed(now, id, SPAWN_ERROR),
+            Self::SpawnFailed { id, kind } => {
+                cluster.handle_spawn_failed(now, id, SpawnError::new(kind, SPAWN_ERROR));
+            }
             Self::Ready { id } => cluster.handle_ready(now, id),
             Self::Stopping { id } => cluster.handle_stopping(now, id),
             Self::Heartbeat { id } => cluster.handle_heartbeat(now, id),
@@ -86,7 +92,7 @@ impl Input {
     pub fn worker(self) -> Option<WorkerId> {
         match self {
             Self::Spawned { id, .. }
-            | Self::SpawnFailed { id }
+            | Self::SpawnFailed { id, .. }
             | Self::Ready { id }
             | Self::Stopping { id }
             | Self::Heartbeat { id }
@@ -100,7 +106,7 @@ impl fmt::Display for Input {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Spawned { id, pid } => write!(f, "spawned w{id} pid {pid}"),
-            Self::SpawnFailed { id } => write!(f, "spawn failed w{id}"),
+            Self::SpawnFailed { id, kind } => write!(f, "spawn failed w{id} ({kind})"),
             Self::Ready { id } => write!(f, "READY=1 from w{id}"),
             Self::Stopping { id } => write!(f, "STOPPING=1 from w{id}"),
             Self::Heartbeat { id } => write!(f, "WATCHDOG=1 from w{id}"),

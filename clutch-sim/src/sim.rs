@@ -13,8 +13,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use clutch_proto::{
-    Action, ClusterState, Event, ExitReason, ExitStatus, Pid, Readiness, Signal, WorkerId,
-    MAX_WORKERS,
+    Action, ClusterState, Event, ExitReason, ExitStatus, Pid, Readiness, Signal, SpawnErrorKind,
+    WorkerId, MAX_WORKERS,
 };
 
 use crate::checker::{Bounds, Checker, Violation};
@@ -70,6 +70,10 @@ pub struct Coverage {
     pub clean_exits: u64,
     pub liveness_checked: u64,
     pub stale_reports: u64,
+    pub resource_failures: u64,
+    pub startup_failures: u64,
+    pub spawns_cancelled: u64,
+    pub signals_ignored: u64,
 }
 
 impl Coverage {
@@ -91,11 +95,15 @@ impl Coverage {
         self.clean_exits += other.clean_exits;
         self.liveness_checked += other.liveness_checked;
         self.stale_reports += other.stale_reports;
+        self.resource_failures += other.resource_failures;
+        self.startup_failures += other.startup_failures;
+        self.spawns_cancelled += other.spawns_cancelled;
+        self.signals_ignored += other.signals_ignored;
     }
 
     /// Every counter with its name.
     #[must_use]
-    pub fn named(&self) -> [(&'static str, u64); 16] {
+    pub fn named(&self) -> [(&'static str, u64); 20] {
         [
             ("spawns", self.spawns),
             ("spawn failures", self.spawn_failures),
@@ -116,6 +124,10 @@ impl Coverage {
             ("clean exits", self.clean_exits),
             ("liveness checks", self.liveness_checked),
             ("stale reports", self.stale_reports),
+            ("resource spawn failures", self.resource_failures),
+            ("startup failures", self.startup_failures),
+            ("cancelled spawns", self.spawns_cancelled),
+            ("ignored signals", self.signals_ignored),
         ]
     }
 }
@@ -190,7 +202,8 @@ enum ProcState {
 struct Proc {
     state: ProcState,
     pid: Pid,
-    spawn_fails: bool,
+    /// How its spawn fails, if it does.
+    spawn_fails: Option<SpawnErrorKind>,
     /// Time from start to READY=1 (`None`: never).
     boot: Option<Duration>,
     boot_crash: Option<Duration>,
@@ -472,7 +485,14 @@ impl<'t, E: Entropy> Sim<'t, E> {
     fn count(&mut self, event: &Event) {
         let c = &mut self.coverage;
         match event {
-            Event::WorkerSpawnFailed { .. } => c.spawn_failures += 1,
+            Event::WorkerSpawnFailed { error, .. } => {
+                c.spawn_failures += 1;
+                if error.kind == SpawnErrorKind::Resource {
+                    c.resource_failures += 1;
+                }
+            }
+            Event::WorkerSpawnCancelled { .. } => c.spawns_cancelled += 1,
+            Event::SignalIgnored { .. } => c.signals_ignored += 1,
             Event::WorkerDied { .. } => c.deaths += 1,
             Event::WorkerBootTimedOut { .. } => c.boot_timeouts += 1,
             Event::WorkerHung { .. } => c.hangs += 1,
@@ -490,6 +510,7 @@ impl<'t, E: Entropy> Sim<'t, E> {
             Event::ShutDown { reason } => match reason {
                 ExitReason::Forced => c.forced_exits += 1,
                 ExitReason::Clean => c.clean_exits += 1,
+                ExitReason::StartupFailed => c.startup_failures += 1,
                 _ => {}
             },
             _ => {}
@@ -502,7 +523,7 @@ impl<'t, E: Entropy> Sim<'t, E> {
         let healthy = self.healed();
         let rng = &mut self.rng;
         let mut chance = |per_mille: u32| !healthy && rng.chance(per_mille);
-        let spawn_fails = chance(f.spawn_fail);
+        let fails_other = chance(f.spawn_fail);
         let never_ready = chance(f.never_ready);
         let boot_crash = chance(f.boot_crash);
         let run_crash = chance(f.run_crash);
@@ -510,6 +531,16 @@ impl<'t, E: Entropy> Sim<'t, E> {
         let hang = heartbeat && !healthy && rng.chance(f.hang);
         let announce = !healthy && rng.chance(f.announce);
         let ignores_term = !healthy && rng.chance(f.ignore_term);
+        // Drawn after the older knobs (a rate of zero draws nothing).
+        let fails_resource = !healthy && rng.chance(f.resource_fail);
+        let fails_exec = !healthy && rng.chance(f.exec_fail);
+        let spawn_fails = if fails_exec {
+            Some(SpawnErrorKind::Exec)
+        } else if fails_resource {
+            Some(SpawnErrorKind::Resource)
+        } else {
+            fails_other.then_some(SpawnErrorKind::Other)
+        };
         let boot_max = if healthy {
             f.healthy_boot_time
         } else {
@@ -695,10 +726,22 @@ impl<'t, E: Entropy> Sim<'t, E> {
         if proc.state != ProcState::Pending {
             return Ok(());
         }
-        if proc.spawn_fails {
+        // A driver that batches spawns asks the core, just before it forks, whether the
+        // worker is still wanted.
+        let unwanted = self.world.faults.cancel_stopped
+            && self
+                .cluster
+                .worker(id)
+                .is_some_and(|w| w.stop_reason.is_some());
+        let failure = if unwanted {
+            Some(SpawnErrorKind::Cancelled)
+        } else {
+            proc.spawn_fails
+        };
+        if let Some(kind) = failure {
             self.procs[id.0 as usize].state = ProcState::Gone;
             self.remember_departed(id);
-            return self.step(Input::SpawnFailed { id });
+            return self.step(Input::SpawnFailed { id, kind });
         }
         let pid = self.alloc_pid();
         let now = self.now;
@@ -818,7 +861,10 @@ impl<'t, E: Entropy> Sim<'t, E> {
                 id,
                 pid: self.rng.range(1, 200) as Pid,
             },
-            _ => Input::SpawnFailed { id },
+            _ => Input::SpawnFailed {
+                id,
+                kind: self.rng.pick(&SPAWN_ERROR_KINDS),
+            },
         };
         self.coverage.stale_reports += 1;
         self.step(input)?;
@@ -833,11 +879,19 @@ impl<'t, E: Entropy> Sim<'t, E> {
     }
 }
 
+/// Every kind of spawn failure, for stale reports and the fuzz decoder.
+pub(crate) const SPAWN_ERROR_KINDS: [SpawnErrorKind; 4] = [
+    SpawnErrorKind::Resource,
+    SpawnErrorKind::Exec,
+    SpawnErrorKind::Other,
+    SpawnErrorKind::Cancelled,
+];
+
 fn placeholder_proc() -> Proc {
     Proc {
         state: ProcState::Gone,
         pid: 0,
-        spawn_fails: false,
+        spawn_fails: None,
         boot: None,
         boot_crash: None,
         run_crash: None,

@@ -101,7 +101,9 @@ impl Fingerprint {
             | Event::WorkerReady { id, pid, .. }
             | Event::WorkerStopping { id, pid, .. }
             | Event::WorkerBootTimedOut { id, pid, .. } => (id, pid).hash(self),
-            Event::WorkerSpawnFailed { id, .. } | Event::Listening { id } => id.hash(self),
+            Event::WorkerSpawnFailed { id, error, .. } => (id, error.kind).hash(self),
+            Event::WorkerSpawnCancelled { id, reason, .. } => (id, reason).hash(self),
+            Event::Listening { id } => id.hash(self),
             Event::WorkerHung { id, silent_for, .. } => (id, silent_for).hash(self),
             Event::WorkerDied {
                 id, status, uptime, ..
@@ -118,6 +120,7 @@ impl Fingerprint {
             Event::ReloadFailed { generation, .. } => generation.hash(self),
             Event::Scaled { from, to } => (from, to).hash(self),
             Event::SignalForwarded { signal, workers } => (signal, workers).hash(self),
+            Event::SignalIgnored { signal, .. } => signal.hash(self),
             _ => {}
         }
     }

@@ -8,7 +8,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use clutch_proto::{Backoff, Config, CrashBudget, HangPolicy, Readiness, Signal};
+use clutch_proto::{
+    Backoff, Config, ConfigBuilder, CrashBudget, ForwardSignals, HangPolicy, Readiness, Signal,
+};
 
 use crate::rng::{Entropy, Rng};
 
@@ -28,8 +30,25 @@ pub struct Faults {
     pub boot_time: Duration,
     /// Longest boot after calm: always well inside the boot timeout.
     pub healthy_boot_time: Duration,
-    /// Spawns that fail (fork/exec error).
+    /// Spawns that fail for the program's fault ([`SpawnErrorKind::Other`]).
+    ///
+    /// [`SpawnErrorKind::Other`]: clutch_proto::SpawnErrorKind::Other
     pub spawn_fail: u32,
+    /// Spawns that fail because the master is out of fds or memory
+    /// ([`SpawnErrorKind::Resource`]: never a boot failure).
+    ///
+    /// [`SpawnErrorKind::Resource`]: clutch_proto::SpawnErrorKind::Resource
+    pub resource_fail: u32,
+    /// Spawns whose `execve` fails ([`SpawnErrorKind::Exec`]: a startup error while no
+    /// worker ever started, a boot failure after).
+    ///
+    /// [`SpawnErrorKind::Exec`]: clutch_proto::SpawnErrorKind::Exec
+    pub exec_fail: u32,
+    /// The driver checks, before it forks, whether the core still wants the worker, and
+    /// reports [`SpawnErrorKind::Cancelled`] for one it already decided to stop.
+    ///
+    /// [`SpawnErrorKind::Cancelled`]: clutch_proto::SpawnErrorKind::Cancelled
+    pub cancel_stopped: bool,
     /// Workers that crash while booting.
     pub boot_crash: u32,
     /// Workers that crash some time after booting.
@@ -88,13 +107,51 @@ pub struct World {
 impl World {
     /// Draws a world.
     pub fn generate<E: Entropy>(rng: &mut Rng<E>) -> Self {
-        let config = generate_config(rng);
-        let faults = generate_faults(rng, &config);
+        let mut builder = generate_config(rng);
+        let config = builder
+            .build()
+            .expect("the generator only builds valid configs");
+        let mut faults = generate_faults(rng, &config);
         let plan = Plan {
             chaos: rng.log_millis(50, 60_000),
             calm: rng.one_in(2),
             final_term: !rng.one_in(3),
         };
+        // Drawn last, so every earlier setting of a seed's world stays what it was.
+        builder.forward_signals(
+            rng.weighted(&[
+                (6, ForwardSignals::ALL),
+                (2, ForwardSignals::NONE),
+                (
+                    1,
+                    ForwardSignals::NONE
+                        .with(Signal::Usr1)
+                        .expect("forwardable"),
+                ),
+                (
+                    1,
+                    ForwardSignals::NONE
+                        .with(Signal::Usr2)
+                        .expect("forwardable"),
+                ),
+            ]),
+        );
+        let config = builder
+            .build()
+            .expect("the generator only builds valid configs");
+        faults.resource_fail = if rng.one_in(2) {
+            0
+        } else {
+            rng.range(5, 800) as u32
+        };
+        // An exec failure before any worker started ends the run: rarer, and rare per
+        // spawn, so that most such worlds also get past their first round.
+        faults.exec_fail = if rng.one_in(4) {
+            rng.range(5, 300) as u32
+        } else {
+            0
+        };
+        faults.cancel_stopped = rng.one_in(2);
         Self {
             config,
             faults,
@@ -103,7 +160,7 @@ impl World {
     }
 }
 
-fn generate_config<E: Entropy>(rng: &mut Rng<E>) -> Config {
+fn generate_config<E: Entropy>(rng: &mut Rng<E>) -> ConfigBuilder {
     let mut b = Config::builder();
     let workers = match rng.below(40) {
         0 => 0,
@@ -161,7 +218,7 @@ fn generate_config<E: Entropy>(rng: &mut Rng<E>) -> Config {
         rng.range_usize(1, 3)
     });
     b.service_watchdog(rng.one_in(4).then(|| rng.log_millis(5, 10_000)));
-    b.build().expect("the generator only builds valid configs")
+    b
 }
 
 fn generate_faults<E: Entropy>(rng: &mut Rng<E>, config: &Config) -> Faults {
@@ -198,6 +255,10 @@ fn generate_faults<E: Entropy>(rng: &mut Rng<E>, config: &Config) -> Faults {
         boot_time,
         healthy_boot_time: boot_time.min(boot_timeout / 2),
         spawn_fail: knob(rng, 5, 600),
+        // Drawn at the end of `World::generate`.
+        resource_fail: 0,
+        exec_fail: 0,
+        cancel_stopped: false,
         boot_crash: knob(rng, 5, 600),
         run_crash: knob(rng, 5, 800),
         run_crash_window: rng.log_millis(1, 60_000),
@@ -226,12 +287,14 @@ impl fmt::Display for World {
         let b = c.backoff();
         writeln!(
             f,
-            "config: workers={} readiness={:?} boot_timeout={:?} force_exit={:?} batch={}",
+            "config: workers={} readiness={:?} boot_timeout={:?} force_exit={:?} batch={} \
+             forward={}",
             c.workers(),
             c.readiness(),
             c.boot_timeout(),
             c.force_exit_timeout(),
-            c.rollout_batch()
+            c.rollout_batch(),
+            c.forward_signals()
         )?;
         writeln!(
             f,

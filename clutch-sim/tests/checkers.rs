@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use clutch_proto::{
-    Action, ClusterState, Config, ConfigBuilder, Event, ExitReason, ExitStatus, HangPolicy, Notice,
-    Signal, Slot, WorkerId,
+    Action, ClusterState, Config, ConfigBuilder, CrashBudget, Event, ExitReason, ExitStatus,
+    ForwardSignals, HangPolicy, Notice, ShutdownTrigger, Signal, Slot, SpawnErrorKind, WorkerId,
 };
 use clutch_sim::checker::check;
 use clutch_sim::{Bounds, Checker, Input};
@@ -231,6 +231,136 @@ fn force_early_fires_when_workers_are_killed_before_the_deadline() {
         a.push(Action::Event(Event::ShutdownForced { killed: 1 }));
     });
     rig.assert_fired(check::FORCE_EARLY);
+}
+
+#[test]
+fn force_early_fires_when_a_quick_repeat_of_term_forces() {
+    let mut rig = Rig::new(&mut one(1));
+    rig.boot_all();
+    rig.step(Duration::ZERO, Input::Signal(Signal::Term));
+    // The real core takes a TERM at +0.5 s as a repeat: the checker agrees.
+    rig.step(SEC / 2, Input::Signal(Signal::Int));
+    // A core that forces on it.
+    rig.tampered(SEC / 2, Input::Signal(Signal::Term), |a| {
+        a.clear();
+        a.push(Action::Event(Event::ShutdownForced { killed: 1 }));
+    });
+    rig.assert_fired(check::FORCE_EARLY);
+    rig.assert_fired(check::COMMAND_RESULT);
+}
+
+#[test]
+fn command_result_fires_when_a_signal_outside_the_forwarding_set_is_forwarded() {
+    let mut rig = Rig::new(one(1).forward_signals(ForwardSignals::NONE));
+    let (id, pid) = rig.boot_all()[0];
+    rig.step(MS, Input::Signal(Signal::Usr2));
+    rig.tampered(MS, Input::Signal(Signal::Usr1), |a| {
+        a.clear();
+        a.push(Action::Signal {
+            id,
+            pid,
+            signal: Signal::Usr1,
+        });
+        a.push(Action::Event(Event::SignalForwarded {
+            signal: Signal::Usr1,
+            workers: 1,
+        }));
+    });
+    rig.assert_fired(check::COMMAND_RESULT);
+}
+
+fn failed(id: WorkerId, kind: SpawnErrorKind) -> Input {
+    Input::SpawnFailed { id, kind }
+}
+
+#[test]
+fn resource_not_counted_fires_when_a_resource_failure_trips_the_breaker() {
+    let budget = CrashBudget {
+        failures: 1,
+        window: 10 * SEC,
+    };
+    let mut rig = Rig::new(one(1).crash_budget(budget));
+    let id = spawned_ids(&rig.last)[0];
+    // A core that counts the master's failure: the breaker trips on it.
+    rig.tampered(MS, failed(id, SpawnErrorKind::Resource), |a| {
+        a.push(Action::Event(Event::BreakerTripped {
+            failures: 1,
+            window: 10 * SEC,
+        }));
+    });
+    rig.assert_fired(check::RESOURCE_NOT_COUNTED);
+
+    // A core that counted an earlier resource failure trips on a later program failure:
+    // the trip claims more failures than the program had.
+    let budget = CrashBudget {
+        failures: 2,
+        window: 10 * SEC,
+    };
+    let mut rig = Rig::new(one(1).crash_budget(budget));
+    let id = spawned_ids(&rig.last)[0];
+    rig.step(MS, failed(id, SpawnErrorKind::Resource));
+    rig.step(101 * MS, Input::Timeout);
+    let id = spawned_ids(&rig.last)[0];
+    rig.tampered(102 * MS, failed(id, SpawnErrorKind::Other), |a| {
+        a.push(Action::Event(Event::BreakerTripped {
+            failures: 2,
+            window: 10 * SEC,
+        }));
+    });
+    rig.assert_fired(check::RESOURCE_NOT_COUNTED);
+}
+
+#[test]
+fn startup_failed_fires_after_a_worker_started_or_when_missing() {
+    // A worker started: an exec failure is a boot failure, not a startup failure.
+    let mut rig = Rig::new(&mut one(2));
+    let ids = spawned_ids(&rig.last);
+    rig.spawned(Duration::ZERO, ids[0]);
+    rig.step(MS, failed(ids[1], SpawnErrorKind::Exec));
+    rig.step(101 * MS, Input::Timeout);
+    let again = spawned_ids(&rig.last)[0];
+    rig.tampered(102 * MS, failed(again, SpawnErrorKind::Exec), |a| {
+        a.push(Action::Event(Event::ShutdownStarted {
+            trigger: ShutdownTrigger::StartupFailed,
+        }));
+    });
+    rig.assert_fired(check::STARTUP_FAILED);
+
+    // No worker ever started: an exec failure must end the cluster.
+    let mut rig = Rig::new(&mut one(2));
+    let ids = spawned_ids(&rig.last);
+    rig.tampered(MS, failed(ids[0], SpawnErrorKind::Exec), |a| {
+        a.retain(|a| {
+            matches!(
+                a,
+                Action::Event(Event::WorkerSpawnFailed { .. }) | Action::Notify(_)
+            )
+        });
+    });
+    rig.assert_fired(check::STARTUP_FAILED);
+}
+
+#[test]
+fn a_startup_failure_and_cancelled_spawns_are_not_flagged() {
+    let mut rig = Rig::new(&mut one(3));
+    let ids = spawned_ids(&rig.last);
+    rig.step(MS, failed(ids[0], SpawnErrorKind::Exec));
+    rig.spawned(2 * MS, ids[1]);
+    rig.step(3 * MS, failed(ids[2], SpawnErrorKind::Cancelled));
+    rig.step(
+        4 * MS,
+        Input::Exited {
+            id: ids[1],
+            status: ExitStatus::Code(0),
+        },
+    );
+    assert_eq!(
+        rig.last.last(),
+        Some(&Action::Exit(ExitReason::StartupFailed))
+    );
+    let finish = rig.checker.finish(5 * MS);
+    assert!(finish.is_ok(), "{finish:?}");
+    rig.assert_clean();
 }
 
 #[test]

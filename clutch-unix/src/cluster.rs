@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use clutch_proto::{
-    Backoff, Config, ConfigBuilder, CrashBudget, Event, ExitReason, HangPolicy, Readiness,
+    Backoff, Config, ConfigBuilder, CrashBudget, Event, ExitReason, ForwardSignals, HangPolicy,
+    Readiness,
 };
 
 use crate::control_server::ControlServer;
@@ -50,6 +51,7 @@ impl Cluster {
             log: Log::Off,
             on_event: None,
             control: None,
+            forward_signals: None,
         }
     }
 }
@@ -71,6 +73,8 @@ pub struct ClusterBuilder {
     log: Log,
     on_event: Option<EventHandler>,
     control: Option<std::path::PathBuf>,
+    /// Set by [`ClusterBuilder::forward_signals`]; else the mode's default.
+    forward_signals: Option<ForwardSignals>,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -136,6 +140,15 @@ impl ClusterBuilder {
         self.core.hang(hang);
         self
     }
+    /// The signals (of USR1 and USR2) the master forwards to every worker. Default: both
+    /// in library mode (the worker side counts them, see [`Worker::user_signals`]); none
+    /// in exec mode ([`supervise`](Self::supervise)), since clutch cannot know that the
+    /// program handles them, and their default action kills it. Those not forwarded are
+    /// logged and ignored.
+    pub fn forward_signals(&mut self, signals: ForwardSignals) -> &mut Self {
+        self.forward_signals = Some(signals);
+        self
+    }
     /// Workers replaced at once in a rolling restart (default 1).
     pub fn rollout_batch(&mut self, batch: usize) -> &mut Self {
         self.core.rollout_batch(batch);
@@ -175,6 +188,8 @@ impl ClusterBuilder {
     /// sockets (`LISTEN_FDS`) removes those variables from the environment, which is only
     /// sound while the process is single-threaded.
     pub fn start(&mut self) -> Result<Role, Error> {
+        self.core
+            .forward_signals(self.forward_signals.unwrap_or(ForwardSignals::ALL));
         let config = self.config()?;
         self.log.install();
         if std::env::var_os(crate::worker::WORKER_ID_ENV).is_some() {
@@ -259,6 +274,8 @@ impl ClusterBuilder {
         program: impl AsRef<std::ffi::OsStr>,
         args: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
     ) -> Result<Master, Error> {
+        self.core
+            .forward_signals(self.forward_signals.unwrap_or(ForwardSignals::NONE));
         let config = self.config()?;
         if config.is_in_process() {
             return Err(Error::Program(

@@ -43,7 +43,7 @@ use crate::listen::Listener;
 use crate::notify::{NotifyDir, NotifyListener, NotifyMessage, Received, Rejection};
 use crate::process::Process;
 use crate::service::ServiceNotifier;
-use crate::spawn::SpawnSpec;
+use crate::spawn::{master_error, SpawnSpec};
 use crate::Error;
 
 const SIGNALS: Token = Token(0);
@@ -153,7 +153,7 @@ impl RejectedLog {
 /// (the contract: a full drain between two inputs).
 enum Input {
     Spawned(WorkerId, Pid),
-    SpawnFailed(WorkerId, String),
+    SpawnFailed(WorkerId, clutch_proto::SpawnError),
 }
 
 pub(crate) struct Driver {
@@ -602,10 +602,11 @@ impl Driver {
             .worker(id)
             .is_some_and(|w| w.stop_reason.is_some())
         {
-            self.inputs.push_back(Input::SpawnFailed(
-                id,
-                "cancelled before it was started".into(),
-            ));
+            let cancelled = clutch_proto::SpawnError::new(
+                clutch_proto::SpawnErrorKind::Cancelled,
+                "stopped before it was started",
+            );
+            self.inputs.push_back(Input::SpawnFailed(id, cancelled));
             return;
         }
         self.spawned_this_turn += 1;
@@ -615,11 +616,13 @@ impl Driver {
         }
     }
 
-    fn spawn(&mut self, id: WorkerId, slot: usize) -> Result<Pid, String> {
-        let notify = self
-            .notify_dir
-            .bind_worker(id.0)
-            .map_err(|e| format!("creating the notify socket of worker {id}: {e}"))?;
+    fn spawn(&mut self, id: WorkerId, slot: usize) -> Result<Pid, clutch_proto::SpawnError> {
+        let notify = self.notify_dir.bind_worker(id.0).map_err(|e| {
+            master_error(
+                &e,
+                format_args!("creating the notify socket of worker {id}"),
+            )
+        })?;
         let program = &self.setup.program;
         let mut spec = SpawnSpec::new(program.path.clone())
             .args(program.args.iter().cloned())
@@ -635,7 +638,7 @@ impl Driver {
         for listener in &self.setup.listeners {
             spec = spec.listener(listener.name(), listener.as_fd());
         }
-        let child = spec.spawn().map_err(|e| e.to_string())?;
+        let child = spec.spawn().map_err(|e| e.to_core())?;
         let pid = child.pid;
         let mut process = Process::from(child);
         if let Err(error) = self.watch(id, &process, &notify) {
@@ -668,7 +671,7 @@ impl Driver {
         id: WorkerId,
         process: &Process,
         notify: &NotifyListener,
-    ) -> Result<(), String> {
+    ) -> Result<(), clutch_proto::SpawnError> {
         let registry = self.poll.registry();
         let base = FIRST_WORKER + 2 * id.0 as usize;
         match process.pidfd() {
@@ -679,7 +682,7 @@ impl Driver {
                         Token(base),
                         Interest::READABLE,
                     )
-                    .map_err(|e| format!("watching worker {id}: {e}"))?;
+                    .map_err(|e| master_error(&e, format_args!("watching worker {id}")))?;
             }
             None if self.pidfds => {
                 // No pidfds on this kernel: fall back to SIGCHLD + waitpid for good.
@@ -687,7 +690,7 @@ impl Driver {
                 self.pidfds = false;
                 self.signals
                     .add_signal(sig::SIGCHLD)
-                    .map_err(|e| format!("watching SIGCHLD: {e}"))?;
+                    .map_err(|e| master_error(&e, "watching SIGCHLD"))?;
             }
             None => {}
         }
@@ -697,7 +700,7 @@ impl Driver {
                 Token(base + 1),
                 Interest::READABLE,
             )
-            .map_err(|e| format!("watching worker {id}'s notify socket: {e}"))?;
+            .map_err(|e| master_error(&e, format_args!("watching worker {id}'s notify socket")))?;
         Ok(())
     }
 
@@ -726,7 +729,7 @@ impl Driver {
 /// line carries `event = "<name>"` and the event's fields, so `--log-format json` gives
 /// one machine-readable line per event.
 fn log_event(event: &Event) {
-    use tracing::{error, info, warn};
+    use tracing::{debug, error, info, warn};
     match event {
         Event::WorkerStarted {
             id,
@@ -744,8 +747,21 @@ fn log_event(event: &Event) {
             )
         }
         Event::WorkerSpawnFailed { id, slot, error } => {
-            error!(event = "worker_spawn_failed", worker = id.0, slot = slot.0, %error, "worker failed to start")
+            error!(event = "worker_spawn_failed", worker = id.0, slot = slot.0, kind = error.kind.name(), %error, "worker failed to start")
         }
+        Event::WorkerSpawnCancelled { id, slot, reason } => debug!(
+            event = "worker_spawn_cancelled",
+            worker = id.0,
+            slot = slot.0,
+            reason = reason.name(),
+            "worker not started: it was stopped before its turn"
+        ),
+        Event::SignalIgnored { signal, why } => info!(
+            event = "signal_ignored",
+            signal = signal.name(),
+            why,
+            "signal ignored"
+        ),
         Event::WorkerReady { id, slot, pid } => {
             info!(
                 event = "worker_ready",

@@ -75,7 +75,8 @@ mod testutil;
 
 pub use cluster::{Cluster, ClusterBuilder, Master, Role};
 pub use clutch_proto::{
-    Backoff, CrashBudget, Event, ExitReason, ExitStatus, HangPolicy, Readiness, Signal, StopReason,
+    Backoff, CrashBudget, Event, ExitReason, ExitStatus, ForwardSignals, HangPolicy, Readiness,
+    Signal, StopReason,
 };
 pub use error::Error;
 pub use log::Log;

@@ -472,6 +472,46 @@ impl SpawnError {
     }
 }
 
+impl SpawnError {
+    /// This failure as the core must hear it ([`clutch_proto::ClusterState::handle_spawn_failed`]):
+    /// the master running out of something is [`Resource`](clutch_proto::SpawnErrorKind::Resource),
+    /// an `execve` the program cannot survive is [`Exec`](clutch_proto::SpawnErrorKind::Exec),
+    /// anything else [`Other`](clutch_proto::SpawnErrorKind::Other).
+    #[must_use]
+    pub fn to_core(&self) -> clutch_proto::SpawnError {
+        let kind = error_kind(&self.source, self.step == SpawnStep::Exec);
+        clutch_proto::SpawnError::new(kind, self.to_string())
+    }
+}
+
+/// A failure of the master itself while preparing worker (never `execve`'s), as the core
+/// must hear it: `"{what}: {error}"`.
+pub(crate) fn master_error(error: &io::Error, what: impl fmt::Display) -> clutch_proto::SpawnError {
+    clutch_proto::SpawnError::new(error_kind(error, false), format!("{what}: {error}"))
+}
+
+/// The core's kind for an I/O failure while starting a worker: exhausted fds, processes
+/// or memory are the master's ([`Resource`](clutch_proto::SpawnErrorKind::Resource));
+/// what `execve` says of a program that cannot run is
+/// [`Exec`](clutch_proto::SpawnErrorKind::Exec); the rest is
+/// [`Other`](clutch_proto::SpawnErrorKind::Other).
+fn error_kind(error: &io::Error, exec: bool) -> clutch_proto::SpawnErrorKind {
+    use clutch_proto::SpawnErrorKind as Kind;
+    match error.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => Kind::Resource,
+        Some(
+            libc::ENOEXEC
+            | libc::ENOENT
+            | libc::EACCES
+            | libc::ENOTDIR
+            | libc::ELOOP
+            | libc::ENAMETOOLONG
+            | libc::ELIBBAD,
+        ) if exec => Kind::Exec,
+        _ => Kind::Other,
+    }
+}
+
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let program = self.program.display();
