@@ -308,7 +308,7 @@ impl fmt::Display for ShutdownTrigger {
             Self::Signal(signal) => write!(f, "{signal}"),
             Self::Command => f.write_str("command"),
             Self::Breaker => f.write_str("breaker"),
-            Self::StartupFailed => f.write_str("startup failed"),
+            Self::StartupFailed => f.write_str("startup_failed"),
         }
     }
 }

@@ -612,7 +612,13 @@ impl Driver {
         self.spawned_this_turn += 1;
         match self.spawn(id, slot) {
             Ok(pid) => self.inputs.push_back(Input::Spawned(id, pid)),
-            Err(error) => self.inputs.push_back(Input::SpawnFailed(id, error)),
+            Err(error) => {
+                // The next fork would most likely fail the same way: let the core hear
+                // of this one first (the rest wait in the backlog, and a program that
+                // cannot be executed at all is then one line, not one per worker).
+                self.spawned_this_turn = SPAWNS_PER_TURN;
+                self.inputs.push_back(Input::SpawnFailed(id, error));
+            }
         }
     }
 

@@ -475,3 +475,106 @@ fn log_fields_have_json_types_and_text_lines_display_forms() {
         }
     }
 }
+
+#[test]
+fn user_signals_are_not_forwarded_in_exec_mode_unless_asked() {
+    // `kill -USR1 <master>` (logrotate's habit) must not kill workers that do not handle
+    // it: SIGUSR1's default action ends a process.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let mut master = Master::start(
+        &{
+            let mut args = vec!["--log-format", "json"];
+            args.extend(sleepers("2"));
+            args
+        },
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+        &[],
+    );
+    master.wait_until("both workers are ready", |m| m.ready() == 2);
+    let before = master.worker_pids();
+    master.signal(nix::sys::signal::Signal::SIGUSR1);
+    master.signal(nix::sys::signal::Signal::SIGUSR2);
+    master.wait_until("both signals are logged as ignored", |_| {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("\"signal_ignored\"")
+            .count()
+            >= 2
+    });
+    assert_eq!(master.worker_pids(), before, "no worker was touched");
+    assert!(before.iter().all(|&p| is_alive(p)));
+    assert_eq!(master.stop(), 0);
+}
+
+#[test]
+fn two_interrupts_a_moment_apart_are_one_request() {
+    // `timeout -s INT` signals the process and its group: two SIGINTs microseconds
+    // apart. That is one request for a graceful stop, not "stop now" (exit 4).
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("ctl.sock");
+    let mut child = Command::new("timeout")
+        .args(["--preserve-status", "-s", "INT", "3"])
+        .arg(CLUTCH)
+        .args(["run", "-w", "2", "--ready", "exec", "--control"])
+        .arg(&control)
+        .arg("-l")
+        .arg(format!("unix:{}/s.sock", dir.path().display()))
+        .args(["--", "/bin/sleep", "1000"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let pids = loop {
+        match control::send(&control, Request::Status, Some(PATIENCE)) {
+            Ok(status) if status["ready"] == 2 => {
+                break status["workers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|w| w["pid"].as_u64().unwrap() as u32)
+                    .collect::<Vec<_>>()
+            }
+            _ => {
+                assert!(Instant::now() < deadline, "the cluster never became ready");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a graceful stop, not a forced one");
+    assert!(pids.iter().all(|&p| !is_alive(p)));
+}
+
+#[test]
+fn a_program_that_cannot_be_executed_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Executable, but not a program: no `#!`, not ELF (ENOEXEC); and a script whose
+    // interpreter does not exist (ENOENT from execve).
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, "this is not a program\n").unwrap();
+    let missing = dir.path().join("missing-interpreter");
+    std::fs::write(&missing, "#!/no/such/interpreter\n").unwrap();
+    for program in [&garbage, &missing] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = Command::new(CLUTCH)
+            .args(["run", "-w", "4", "-l"])
+            .arg(format!("unix:{}/s.sock", dir.path().display()))
+            .arg("--")
+            .arg(program)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("cannot execute"), "{stderr}");
+        assert!(
+            !stderr.contains("breaker"),
+            "not a crash loop, a startup error:\n{stderr}"
+        );
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("clutch: "), "{stderr}");
+    }
+}
