@@ -31,6 +31,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the operation could not be done *now* without blocking and may succeed
+    /// if tried again (a notification to a master whose socket is full, for one).
+    #[must_use]
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock)
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Self::Io {
             context: context.into(),

@@ -332,6 +332,11 @@ impl Drop for NotifyListener {
 /// Sends `state` (such as `"READY=1\nSTATUS=serving"`) to the service manager named by
 /// `$NOTIFY_SOCKET`: a path, or `@name` for an abstract socket. Does nothing and succeeds
 /// when the variable is unset or empty (not running under a manager).
+///
+/// Never blocks: when the manager is not reading (stopped, or busy) and its socket's queue
+/// is full, the datagram is not sent and the error's kind is
+/// [`io::ErrorKind::WouldBlock`]; try again later if the message matters (`READY=1`), or
+/// let the next one do (`WATCHDOG=1`).
 pub fn notify(state: &str) -> io::Result<()> {
     match std::env::var_os("NOTIFY_SOCKET") {
         Some(socket) if !socket.is_empty() => send(&socket, state, &[]),
@@ -340,7 +345,7 @@ pub fn notify(state: &str) -> io::Result<()> {
 }
 
 /// Sends `state` to the service manager socket `socket` (a path, or `@name`): for a
-/// process that captured its `$NOTIFY_SOCKET` at startup.
+/// process that captured its `$NOTIFY_SOCKET` at startup. Never blocks (see [`notify`]).
 pub(crate) fn send_to(socket: &OsStr, state: &str) -> io::Result<()> {
     send(socket, state, &[])
 }
@@ -376,7 +381,9 @@ fn barrier(socket: &OsStr, timeout: Duration) -> io::Result<()> {
     }
 }
 
-/// Sends one datagram with `fds` to the socket named like `$NOTIFY_SOCKET`.
+/// Sends one datagram with `fds` to the socket named like `$NOTIFY_SOCKET`, without
+/// blocking: a receiver whose queue is full (a stopped master, say) is `WouldBlock` at
+/// once, not a sender stuck until the receiver reads again.
 fn send(socket: &OsStr, state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     let address = match socket.as_bytes() {
         [b'@', name @ ..] => SocketAddrUnix::new_abstract_name(name),
@@ -405,7 +412,7 @@ fn send(socket: &OsStr, state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         &address,
         &[IoSlice::new(state.as_bytes())],
         &mut control,
-        SendFlags::empty(),
+        SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
     );
     sent.map(drop)
         .map_err(|error| context(error.into(), "cannot notify", Path::new(socket)))
@@ -642,6 +649,21 @@ mod tests {
         assert!(error.to_string().contains("vsock:2:1234"), "{error}");
         let error = send(OsStr::new("/no/such/socket"), "READY=1", &[]).unwrap_err();
         assert!(error.to_string().contains("/no/such/socket"), "{error}");
+    }
+
+    #[test]
+    fn a_full_receiver_is_would_block_at_once_not_a_blocked_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        // Never read: its queue fills (net.unix.max_dgram_qlen is at most a few hundred).
+        let listener = NotifyListener::bind(dir.path().join("full.sock")).unwrap();
+        let socket = listener.path().as_os_str();
+        let full = (0..100_000)
+            .map(|_| send_to(socket, "WATCHDOG=1"))
+            .find_map(Result::err)
+            .expect("the queue fills");
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock, "{full}");
+        assert!(full.to_string().contains("full.sock"), "{full}");
+        drop(listener);
     }
 
     /// Only root can send as another user, so only root can check that such messages are

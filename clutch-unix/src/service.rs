@@ -21,7 +21,8 @@ impl ServiceNotifier {
         }
     }
 
-    /// Sends one sd_notify datagram (`KEY=VALUE` lines).
+    /// Sends one sd_notify datagram (`KEY=VALUE` lines), never blocking: a manager whose
+    /// socket is full is a `WouldBlock` error at once.
     pub(crate) fn send_raw(&self, state: &str) -> io::Result<()> {
         match &self.socket {
             Some(socket) => crate::notify::send_to(socket, state),
@@ -47,8 +48,13 @@ impl ServiceNotifier {
                 return;
             }
         };
-        if let Err(e) = self.send_raw(&state) {
-            tracing::warn!("telling the service manager {state:?}: {e}");
+        match self.send_raw(&state) {
+            Ok(()) => {}
+            // A manager that is not reading right now: the next ping will do.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && *notice == Notice::Watchdog => {
+                tracing::debug!("telling the service manager {state:?}: {e}");
+            }
+            Err(e) => tracing::warn!("telling the service manager {state:?}: {e}"),
         }
     }
 }
