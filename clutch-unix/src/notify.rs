@@ -350,6 +350,13 @@ pub(crate) fn send_to(socket: &OsStr, state: &str) -> io::Result<()> {
     send(socket, state, &[])
 }
 
+/// Like [`send_to`], but waits up to `bound` for room in a full receiver before giving up
+/// with `WouldBlock`: for a message that should not be lost to a momentarily busy
+/// manager (`READY=1` ending a reload) from a process that must not hang on it.
+pub(crate) fn send_to_within(socket: &OsStr, state: &str, bound: Duration) -> io::Result<()> {
+    send_waiting(socket, state, &[], Some(bound))
+}
+
 /// Sends `BARRIER=1` and waits up to `timeout` until the manager has processed every
 /// earlier message (it closes the fd that the barrier carries). Succeeds at once when
 /// `$NOTIFY_SOCKET` is unset; fails with `TimedOut`.
@@ -385,6 +392,17 @@ fn barrier(socket: &OsStr, timeout: Duration) -> io::Result<()> {
 /// blocking: a receiver whose queue is full (a stopped master, say) is `WouldBlock` at
 /// once, not a sender stuck until the receiver reads again.
 fn send(socket: &OsStr, state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    send_waiting(socket, state, fds, None)
+}
+
+/// [`send`], or with `wait`, a send that waits at most that long for room (`SO_SNDTIMEO`;
+/// the kernel reports the expiry as `EAGAIN`).
+fn send_waiting(
+    socket: &OsStr,
+    state: &str,
+    fds: &[BorrowedFd<'_>],
+    wait: Option<Duration>,
+) -> io::Result<()> {
     let address = match socket.as_bytes() {
         [b'@', name @ ..] => SocketAddrUnix::new_abstract_name(name),
         [b'/', ..] => SocketAddrUnix::new(Path::new(socket)),
@@ -402,6 +420,15 @@ fn send(socket: &OsStr, state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         SocketFlags::CLOEXEC,
         None,
     )?;
+    let flags = match wait {
+        None => SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        Some(bound) => {
+            // A zero timeout would mean "forever".
+            let bound = bound.max(Duration::from_millis(1));
+            rn::sockopt::set_socket_timeout(&sock, rn::sockopt::Timeout::Send, Some(bound))?;
+            SendFlags::NOSIGNAL
+        }
+    };
     let mut space = vec![MaybeUninit::uninit(); SendAncillaryMessage::ScmRights(fds).size()];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() {
@@ -412,7 +439,7 @@ fn send(socket: &OsStr, state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         &address,
         &[IoSlice::new(state.as_bytes())],
         &mut control,
-        SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        flags,
     );
     sent.map(drop)
         .map_err(|error| context(error.into(), "cannot notify", Path::new(socket)))
@@ -663,6 +690,14 @@ mod tests {
             .expect("the queue fills");
         assert_eq!(full.kind(), io::ErrorKind::WouldBlock, "{full}");
         assert!(full.to_string().contains("full.sock"), "{full}");
+        // The bounded variant waits for room, then gives up the same way.
+        let start = std::time::Instant::now();
+        let error = send_to_within(socket, "READY=1", Duration::from_millis(50)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
+        assert!(start.elapsed() >= Duration::from_millis(40), "it waited");
+        // …and sends at once when there is room.
+        while listener.recv().unwrap().is_some() {}
+        send_to_within(socket, "READY=1", Duration::from_millis(50)).unwrap();
         drop(listener);
     }
 
