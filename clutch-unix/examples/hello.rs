@@ -7,15 +7,15 @@
 //!
 //! `PORT` (default 5000), `HOST` (default 0.0.0.0) and `WORKERS` (default: the number of
 //! CPUs; 0 runs the server in-process) come from the environment. Ctrl-C (or SIGTERM)
-//! shuts everything down: each worker stops accepting, finishes the requests in flight
-//! (answering them with `connection: close`), and exits; the master exits once every
-//! worker is gone.
+//! shuts everything down: each worker stops accepting, answers every request it has
+//! received (with `connection: close`), closes keep-alive connections once they are idle,
+//! and exits; the master exits once every worker is gone.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clutch_unix::{Cluster, Error, Log, Role, Shutdown, Worker};
 use rustix::event::{poll, PollFd, PollFlags};
@@ -89,8 +89,18 @@ fn serve(mut worker: Worker) -> io::Result<()> {
     Ok(())
 }
 
-/// Answers every request on the connection with `Worker: <id>` (HTTP/1.1 keep-alive);
-/// once shutdown begins, answers the request in progress and closes.
+/// How long a keep-alive connection that is idle when shutdown begins stays open for one
+/// more request. HTTP/1.1 cannot tell a client "send nothing more", so closing an idle
+/// connection races a client that is about to reuse it: its request meets a closed
+/// socket. A client that has just read an answer sends its next request within
+/// microseconds, unless it was descheduled; this grace covers that, and costs a worker's
+/// exit at most this long only for connections that really sit idle.
+const SHUTDOWN_IDLE_GRACE: Duration = Duration::from_secs(1);
+
+/// Answers every request on the connection with `Worker: <id>` (HTTP/1.1 keep-alive).
+/// Once shutdown begins, every request already received — read, or waiting in the
+/// socket — is answered with `connection: close`; only a connection idle between
+/// requests (nothing of a next request received for [`SHUTDOWN_IDLE_GRACE`]) is closed.
 fn handle(stream: TcpStream, id: u64, shutdown: &Shutdown) -> io::Result<()> {
     // Idle keep-alive connections wake up now and then to notice a shutdown.
     stream.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -98,37 +108,51 @@ fn handle(stream: TcpStream, id: u64, shutdown: &Shutdown) -> io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     let body = format!("Worker: {id}");
-    let mut line = String::new();
+    // Bytes of the request being read. A read that times out keeps what it had read
+    // (`read_until` appends before it fails), so a request that arrives in pieces is
+    // never cut.
+    let mut line = Vec::new();
+    // When this connection was first seen idle after shutdown began.
+    let mut idle_since_shutdown: Option<Instant> = None;
     loop {
         line.clear();
-        match reader.read_line(&mut line) {
+        match reader.read_until(b'\n', &mut line) {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) if is_timeout(&e) && line.is_empty() => {
-                if shutdown.is_requested() {
+                if !shutdown.is_requested() {
+                    continue;
+                }
+                let since = *idle_since_shutdown.get_or_insert_with(Instant::now);
+                if since.elapsed() >= SHUTDOWN_IDLE_GRACE && !request_waiting(&reader)? {
                     return Ok(());
                 }
                 continue;
             }
+            Err(e) if is_timeout(&e) => {
+                // Part of a request line: wait for the rest.
+                read_rest_of_line(&mut reader, &mut line)?;
+            }
             Err(e) => return Err(e),
         }
-        let http10 = line.trim_end().ends_with("HTTP/1.0");
+        if !line.ends_with(b"\n") {
+            return Ok(()); // the client closed in the middle of a request line
+        }
+        let http10 = line.trim_ascii_end().ends_with(b"HTTP/1.0");
         let mut keep_alive = !http10;
         loop {
             line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) if is_timeout(&e) => continue,
-                Err(e) => return Err(e),
+            read_rest_of_line(&mut reader, &mut line)?;
+            if !line.ends_with(b"\n") {
+                return Ok(()); // closed in the middle of the headers
             }
-            let header = line.trim_end().to_ascii_lowercase();
+            let header = line.trim_ascii().to_ascii_lowercase();
             if header.is_empty() {
                 break;
             }
-            match header.as_str() {
-                "connection: close" => keep_alive = false,
-                "connection: keep-alive" if http10 => keep_alive = true,
+            match &header[..] {
+                b"connection: close" => keep_alive = false,
+                b"connection: keep-alive" if http10 => keep_alive = true,
                 _ => {}
             }
         }
@@ -145,7 +169,37 @@ fn handle(stream: TcpStream, id: u64, shutdown: &Shutdown) -> io::Result<()> {
         if !keep_alive {
             return Ok(());
         }
-        line.clear();
+    }
+}
+
+/// Reads up to and including the next `\n` (appending to `line`), waiting through read
+/// timeouts; stops short only at end of stream.
+fn read_rest_of_line(reader: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> io::Result<()> {
+    while !line.ends_with(b"\n") {
+        match reader.read_until(b'\n', line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// True when bytes of a next request have arrived (buffered, or in the socket), so the
+/// connection is not idle and must not be closed under the client.
+fn request_waiting(reader: &BufReader<TcpStream>) -> io::Result<bool> {
+    if !reader.buffer().is_empty() {
+        return Ok(true);
+    }
+    let stream = reader.get_ref();
+    stream.set_nonblocking(true)?;
+    let peeked = stream.peek(&mut [0u8; 1]);
+    stream.set_nonblocking(false)?;
+    match peeked {
+        Ok(n) => Ok(n > 0), // 0: the client closed; nothing to answer
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -33,6 +33,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the operation could not be done *now* without blocking and may succeed
+    /// if tried again (a notification to a master whose socket is full, for one).
+    #[must_use]
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// True when the error is in what the caller asked for (an invalid configuration),
+    /// not in the environment: a command line would report it as a usage error.
+    #[must_use]
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::Config(_))
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Self::Io {
             context: context.into(),

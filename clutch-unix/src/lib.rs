@@ -79,6 +79,6 @@ pub use clutch_proto::{
     Signal, StopReason,
 };
 pub use error::Error;
-pub use log::Log;
+pub use log::{stderr_line, Log};
 pub use shutdown::{Requested, Shutdown};
 pub use worker::Worker;

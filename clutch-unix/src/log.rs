@@ -308,6 +308,19 @@ impl Sink {
     }
 }
 
+/// Writes `line` (a newline is added) to stderr through the same sink as the log: never
+/// blocking, never failing. For the few lines a master says outside its log (its exit
+/// reason): a full or closed stderr drops the line, as it would a log line.
+pub fn stderr_line(line: &str) {
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    let mut sink = shared()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    sink.write_line(Format::Text, text.as_bytes());
+}
+
 /// Lines the stderr sink has dropped since the process started (full or closed stderr).
 pub(crate) fn dropped_lines() -> u64 {
     shared()

@@ -397,6 +397,11 @@ impl Drop for NotifyListener {
 /// Sends `state` (such as `"READY=1\nSTATUS=serving"`) to the service manager named by
 /// `$NOTIFY_SOCKET`: a path, or `@name` for an abstract socket. Does nothing and succeeds
 /// when the variable is unset or empty (not running under a manager).
+///
+/// Never blocks: when the manager is not reading (stopped, or busy) and its socket's queue
+/// is full, the datagram is not sent and the error's kind is
+/// [`io::ErrorKind::WouldBlock`]; try again later if the message matters (`READY=1`), or
+/// let the next one do (`WATCHDOG=1`).
 pub fn notify(state: &str) -> io::Result<()> {
     match std::env::var_os("NOTIFY_SOCKET") {
         Some(socket) if !socket.is_empty() => send(&socket, state, &[]),
@@ -405,9 +410,16 @@ pub fn notify(state: &str) -> io::Result<()> {
 }
 
 /// Sends `state` to the service manager socket `socket` (a path, or `@name`): for a
-/// process that captured its `$NOTIFY_SOCKET` at startup.
+/// process that captured its `$NOTIFY_SOCKET` at startup. Never blocks (see [`notify`]).
 pub(crate) fn send_to(socket: &OsStr, state: &str) -> io::Result<()> {
     send(socket, state, &[])
+}
+
+/// Like [`send_to`], but waits up to `bound` for room in a full receiver before giving up
+/// with `WouldBlock`: for a message that should not be lost to a momentarily busy
+/// manager (`READY=1` ending a reload) from a process that must not hang on it.
+pub(crate) fn send_to_within(socket: &OsStr, state: &str, bound: Duration) -> io::Result<()> {
+    send_waiting(socket, state, &[], Some(bound))
 }
 
 /// Sends `BARRIER=1` and waits up to `timeout` until the manager has processed every
@@ -441,8 +453,21 @@ fn barrier(socket: &OsStr, timeout: Duration) -> io::Result<()> {
     }
 }
 
-/// Sends one datagram with `fds` to the socket named like `$NOTIFY_SOCKET`.
+/// Sends one datagram with `fds` to the socket named like `$NOTIFY_SOCKET`, without
+/// blocking: a receiver whose queue is full (a stopped master, say) is `WouldBlock` at
+/// once, not a sender stuck until the receiver reads again.
 fn send(socket: &OsStr, state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    send_waiting(socket, state, fds, None)
+}
+
+/// [`send`], or with `wait`, a send that waits at most that long for room (`SO_SNDTIMEO`;
+/// the kernel reports the expiry as `EAGAIN`).
+fn send_waiting(
+    socket: &OsStr,
+    state: &str,
+    fds: &[BorrowedFd<'_>],
+    wait: Option<Duration>,
+) -> io::Result<()> {
     let address = match socket.as_bytes() {
         [b'@', name @ ..] => SocketAddrUnix::new_abstract_name(name),
         [b'/', ..] => SocketAddrUnix::new(Path::new(socket)),
@@ -460,6 +485,15 @@ fn send(socket: &OsStr, state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         SocketFlags::CLOEXEC,
         None,
     )?;
+    let flags = match wait {
+        None => SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        Some(bound) => {
+            // A zero timeout would mean "forever".
+            let bound = bound.max(Duration::from_millis(1));
+            rn::sockopt::set_socket_timeout(&sock, rn::sockopt::Timeout::Send, Some(bound))?;
+            SendFlags::NOSIGNAL
+        }
+    };
     let mut space = vec![MaybeUninit::uninit(); SendAncillaryMessage::ScmRights(fds).size()];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() {
@@ -470,7 +504,7 @@ fn send(socket: &OsStr, state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         &address,
         &[IoSlice::new(state.as_bytes())],
         &mut control,
-        SendFlags::empty(),
+        flags,
     );
     sent.map(drop)
         .map_err(|error| context(error.into(), "cannot notify", Path::new(socket)))
@@ -707,6 +741,29 @@ mod tests {
         assert!(error.to_string().contains("vsock:2:1234"), "{error}");
         let error = send(OsStr::new("/no/such/socket"), "READY=1", &[]).unwrap_err();
         assert!(error.to_string().contains("/no/such/socket"), "{error}");
+    }
+
+    #[test]
+    fn a_full_receiver_is_would_block_at_once_not_a_blocked_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        // Never read: its queue fills (net.unix.max_dgram_qlen is at most a few hundred).
+        let listener = NotifyListener::bind(dir.path().join("full.sock")).unwrap();
+        let socket = listener.path().as_os_str();
+        let full = (0..100_000)
+            .map(|_| send_to(socket, "WATCHDOG=1"))
+            .find_map(Result::err)
+            .expect("the queue fills");
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock, "{full}");
+        assert!(full.to_string().contains("full.sock"), "{full}");
+        // The bounded variant waits for room, then gives up the same way.
+        let start = std::time::Instant::now();
+        let error = send_to_within(socket, "READY=1", Duration::from_millis(50)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
+        assert!(start.elapsed() >= Duration::from_millis(40), "it waited");
+        // …and sends at once when there is room.
+        while listener.recv().unwrap().is_some() {}
+        send_to_within(socket, "READY=1", Duration::from_millis(50)).unwrap();
+        drop(listener);
     }
 
     /// Only root can send as another user, so only root can check that such messages are

@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use clutch_proto::Notice;
 
+/// How long the master waits for room in its service manager's full socket before it
+/// gives up on a `READY=1`, `RELOADING=1` or `STOPPING=1` (and logs a warning).
+const STATE_CHANGE_WAIT: Duration = Duration::from_millis(250);
+
 /// Where this process's sd_notify messages go, captured once at startup.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ServiceNotifier {
@@ -21,7 +25,8 @@ impl ServiceNotifier {
         }
     }
 
-    /// Sends one sd_notify datagram (`KEY=VALUE` lines).
+    /// Sends one sd_notify datagram (`KEY=VALUE` lines), never blocking: a manager whose
+    /// socket is full is a `WouldBlock` error at once.
     pub(crate) fn send_raw(&self, state: &str) -> io::Result<()> {
         match &self.socket {
             Some(socket) => crate::notify::send_to(socket, state),
@@ -47,8 +52,22 @@ impl ServiceNotifier {
                 return;
             }
         };
-        if let Err(e) = self.send_raw(&state) {
-            tracing::warn!("telling the service manager {state:?}: {e}");
+        // A state change is worth a short wait for a busy manager (systemd waits for the
+        // READY=1 that ends a reload); a ping or a status line is not. Either way the
+        // master's loop is never held for long.
+        let sent = match (&self.socket, notice) {
+            (Some(socket), Notice::Ready | Notice::Reloading | Notice::Stopping) => {
+                crate::notify::send_to_within(socket, &state, STATE_CHANGE_WAIT)
+            }
+            _ => self.send_raw(&state),
+        };
+        match sent {
+            Ok(()) => {}
+            // A manager that is not reading right now: the next ping will do.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && *notice == Notice::Watchdog => {
+                tracing::debug!("telling the service manager {state:?}: {e}");
+            }
+            Err(e) => tracing::warn!("telling the service manager {state:?}: {e}"),
         }
     }
 }

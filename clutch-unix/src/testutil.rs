@@ -39,8 +39,14 @@ impl Drop for Reaper {
     }
 }
 
-/// `/proc/PID/fd`: fd number → link target.
+/// `/proc/PID/fd`: fd number → link target, once the program has finished starting.
+///
+/// `spawn` returns after `execve`, but the new program's dynamic loader and libc then open
+/// (and close) files of their own — `ld.so.cache`, shared libraries, locale data — so a
+/// look right after the spawn can see an extra fd, or one that vanishes while it is read
+/// (seen under load). Every caller runs `/bin/sleep`: its start-up is over once it sleeps.
 pub(crate) fn fds_of(pid: u32) -> BTreeMap<i32, String> {
+    wait_asleep(pid);
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .map(|entry| {
@@ -50,6 +56,23 @@ pub(crate) fn fds_of(pid: u32) -> BTreeMap<i32, String> {
             (fd, target.to_string_lossy().into_owned())
         })
         .collect()
+}
+
+/// Waits (up to 30 s) until `pid` is asleep in `nanosleep` (`/proc/PID/wchan`).
+fn wait_asleep(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        // "0": a kernel that does not say; the old, racy look is all there is.
+        if wchan.contains("nanosleep") || wchan.trim() == "0" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never went to sleep (wchan {wchan:?})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// `/proc/PID/environ` as a map.

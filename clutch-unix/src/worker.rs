@@ -144,6 +144,11 @@ impl Worker {
 
     /// Tells the master this worker serves (`READY=1`). In-process, tells the service
     /// manager, if any.
+    ///
+    /// Never blocks. When the master is not reading its notify socket (it is stopped, or
+    /// swamped) and the socket's queue is full, nothing is sent and the error says so:
+    /// [`Error::is_would_block`] is true, and calling again a little later is the remedy
+    /// (the master only counts the worker as ready once a `READY=1` arrives).
     pub fn ready(&self) -> Result<(), Error> {
         self.notifier
             .send_raw("READY=1")
@@ -152,15 +157,23 @@ impl Worker {
 
     /// A heartbeat (`WATCHDOG=1`). After the first, the master treats a silence longer
     /// than the hang timeout (`WATCHDOG_USEC` in the environment) as a hung worker.
+    ///
+    /// Never blocks: a heartbeat the master's full socket cannot take now is dropped and
+    /// this returns `Ok` (the next heartbeat will do).
     pub fn heartbeat(&self) -> Result<(), Error> {
         self.notifier
             .send_raw("WATCHDOG=1")
+            .or_else(drop_if_would_block)
             .map_err(|e| Error::io("sending a heartbeat", e))
     }
 
     /// Tells the master this worker is about to exit on its own (`STOPPING=1`, e.g. after
     /// serving its quota of requests): a replacement starts at once and the exit is not a
     /// crash.
+    ///
+    /// Never blocks; like [`ready`](Self::ready), a message the master's full socket cannot
+    /// take now is an error with [`Error::is_would_block`] true: retry before exiting (an
+    /// exit without it counts as a crash).
     pub fn stopping(&self) -> Result<(), Error> {
         self.notifier
             .send_raw("STOPPING=1")
@@ -168,10 +181,14 @@ impl Worker {
     }
 
     /// A free-form status line (`STATUS=…`), shown in the master's debug log.
+    ///
+    /// Never blocks: a status line the master's full socket cannot take now is dropped
+    /// and this returns `Ok` (it is informational; the next one replaces it).
     pub fn status(&self, text: &str) -> Result<(), Error> {
         let line = format!("STATUS={}", text.replace('\n', " "));
         self.notifier
             .send_raw(&line)
+            .or_else(drop_if_would_block)
             .map_err(|e| Error::io("reporting a status", e))
     }
 
@@ -187,6 +204,16 @@ impl Worker {
     #[must_use]
     pub fn user_signals(&self) -> u64 {
         self.user_signals.load(Ordering::Relaxed)
+    }
+}
+
+/// For messages that may be lost (heartbeats, status lines): a datagram the receiver's
+/// full queue could not take is dropped, not an error.
+fn drop_if_would_block(error: std::io::Error) -> std::io::Result<()> {
+    if error.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(())
+    } else {
+        Err(error)
     }
 }
 

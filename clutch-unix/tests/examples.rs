@@ -133,3 +133,79 @@ fn workers_0_runs_hello_in_process_with_the_same_shutdown() {
     hello.signal(Signal::SIGTERM);
     assert_eq!(hello.wait(), Some(0));
 }
+
+/// One `GET /` on a kept-alive connection; the answer's head (lowercased) and body.
+fn keep_alive_get(
+    reader: &mut std::io::BufReader<std::net::TcpStream>,
+) -> std::io::Result<(String, String)> {
+    use std::io::{BufRead, Read, Write};
+    reader
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")?;
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed before the whole answer: {head:?}"),
+            ));
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no content-length: {head:?}")))?;
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((head, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Graceful shutdown never closes a keep-alive connection under a client that reuses
+/// it: a connection that sat idle while shutdown began still has its next request
+/// answered (with `connection: close`); one that stays idle is closed, and the worker
+/// exits.
+#[test]
+fn hello_answers_a_request_on_a_connection_idle_when_shutdown_began() {
+    let port = free_port();
+    let mut hello = Running::start("hello", port, "1");
+    let connect = || {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        std::io::BufReader::new(stream)
+    };
+    let (mut idle, mut busy, mut never) = (connect(), connect(), connect());
+    for connection in [&mut idle, &mut busy, &mut never] {
+        let (head, body) = keep_alive_get(connection).unwrap();
+        assert!(head.contains("connection: keep-alive"), "{head}");
+        assert!(body.starts_with("Worker: "), "{body}");
+    }
+    hello.signal(Signal::SIGTERM);
+    // The busy connection learns when the worker has begun to stop: its answer closes.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (head, _) = keep_alive_get(&mut busy).expect("a busy connection is answered");
+        if head.contains("connection: close") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never began to stop");
+    }
+    // The scenario itself, not a wait for a condition: a client that takes a moment to
+    // reuse its connection (beyond the worker's 200 ms idle tick, within its grace).
+    std::thread::sleep(Duration::from_millis(400));
+    let (head, body) = keep_alive_get(&mut idle).expect("the idle connection is answered");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(body.starts_with("Worker: "), "{body}");
+    // The connection nobody reuses is closed (an orderly end of stream, not a reset),
+    // and the cluster exits cleanly.
+    let mut rest = Vec::new();
+    let read = std::io::Read::read_to_end(&mut never, &mut rest);
+    assert!(matches!(read, Ok(0)), "{read:?} {rest:?}");
+    assert_eq!(hello.wait(), Some(0));
+}

@@ -505,6 +505,20 @@ fn user_signals_are_not_forwarded_in_exec_mode_unless_asked() {
     assert_eq!(master.worker_pids(), before, "no worker was touched");
     assert!(before.iter().all(|&p| is_alive(p)));
     assert_eq!(master.stop(), 0);
+
+    // Asked for, USR1 reaches every worker (and sleep, which does not handle it, dies
+    // of it and is replaced).
+    let mut args = vec!["--forward-signals", "USR1"];
+    args.extend(sleepers("2"));
+    let mut master = Master::start(&args, Stdio::null(), &[]);
+    master.wait_until("both workers are ready", |m| m.ready() == 2);
+    let before = master.worker_pids();
+    master.signal(nix::sys::signal::Signal::SIGUSR1);
+    master.wait_until("both workers died of USR1 and were replaced", |m| {
+        let pids = m.worker_pids();
+        pids.len() == 2 && pids.iter().all(|p| !before.contains(p))
+    });
+    assert_eq!(master.stop(), 0);
 }
 
 #[test]

@@ -24,13 +24,15 @@ fn a_killed_worker_is_replaced_with_a_new_id_while_the_others_keep_answering() {
 
     // A steady stream of requests while the worker dies and is replaced.
     let load = Load::start(cluster.port, 1);
-    std::thread::sleep(Duration::from_millis(100));
+    cluster.wait_until("the load is flowing", |_| load.ok() > 0);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     cluster.wait_until("the dead worker is replaced and ready", |f| {
         f.count("WorkerDied") == 1 && f.count("WorkerReady") == 3
     });
     let before = load.ok();
-    std::thread::sleep(Duration::from_millis(200));
+    cluster.wait_until("requests are answered after the replacement", |_| {
+        load.ok() > before
+    });
     let (ok, failed) = load.finish();
 
     let events = cluster.events();
@@ -211,13 +213,17 @@ fn a_rolling_restart_under_steady_requests_fails_none_of_them() {
     let mut cluster = Fixture::start(&[("WORKERS", "2")]);
     cluster.wait_ready(2);
     let load = Load::start(cluster.port, 2);
-    std::thread::sleep(Duration::from_millis(100));
+    cluster.wait_until("the load is flowing", |_| load.ok() > 0);
     let old = cluster.live_worker_pids();
     cluster.signal(Signal::SIGHUP);
     cluster.wait_until("the rolling restart finishes", |f| {
         f.count("ReloadFinished") == 1
     });
-    std::thread::sleep(Duration::from_millis(100));
+    // Answers from the new generation too, however slow the machine is.
+    let at_finish = load.ok();
+    cluster.wait_until("requests are answered after the restart", |_| {
+        load.ok() > at_finish.max(10)
+    });
     let (ok, failed) = load.finish();
     assert_eq!(
         wait_gone(&old, Duration::from_secs(10)),
@@ -232,4 +238,58 @@ fn a_rolling_restart_under_steady_requests_fails_none_of_them() {
         .iter()
         .filter(|e| e.starts_with("WorkerExit"))
         .all(|e| e.contains("Reload")));
+}
+
+/// A worker's `heartbeat()`, `status()`, `ready()` and `stopping()` never block, even
+/// when the master is stopped and its notify socket's queue is full: a heartbeat or a
+/// status line is dropped (`Ok`), a `ready()` says "would block" so the caller can retry.
+#[test]
+fn worker_notifications_never_block_while_the_master_is_stopped() {
+    let mut cluster = Fixture::start(&[("WORKERS", "1"), ("FIXTURE_FLOOD", "1")]);
+    cluster.wait_ready(1);
+    let worker = cluster.live_worker_pids()[0];
+    let report = cluster.path(&format!("flood-{worker}"));
+    cluster.signal(Signal::SIGSTOP);
+    // From here on the master must be continued whatever happens, or the fixture's drop
+    // (SIGKILL) is the only thing that ends it: SIGKILL works on a stopped process too.
+    std::fs::write(cluster.path("flood"), "").unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !report.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let flooded = std::fs::read_to_string(&report);
+    cluster.signal(Signal::SIGCONT);
+    let flooded = flooded.unwrap_or_else(|_| {
+        panic!(
+            "the worker never finished its notifications while the master was stopped \
+             (a blocked send?); stderr:\n{}",
+            cluster.stderr()
+        )
+    });
+    let field = |name: &str| -> &str {
+        flooded
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {flooded}"))
+    };
+    // Generous (blocking would be "until the master runs again"), not a timing claim.
+    let slowest_us: u64 = field("slowest_us").parse().unwrap();
+    assert!(
+        slowest_us < 500_000,
+        "a call took {slowest_us} µs:\n{flooded}"
+    );
+    assert!(!flooded.contains("error"), "{flooded}");
+    assert_eq!(
+        field("status"),
+        "ok",
+        "a status line is dropped, not an error"
+    );
+    // The queue is full (thousands of datagrams, a queue of at most a few hundred): the
+    // second READY=1 could not be sent, and says so.
+    assert_eq!(field("ready"), "would_block", "{flooded}");
+    // The master, continued, is alive and its worker still serves.
+    cluster.wait_until("the master answers again", |f| {
+        f.child.try_wait().unwrap().is_none() && get(f.port).is_ok()
+    });
+    assert!(is_alive(worker));
 }

@@ -2,6 +2,8 @@
 //! while it runs. See `clutch --help` and the README.
 
 use std::ffi::OsString;
+use std::fmt::{self, Write as _};
+use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use clutch_unix::control::{self, Request};
 use clutch_unix::duration::parse_duration;
 use clutch_unix::listen::{ListenAddr, ListenOptions};
-use clutch_unix::{Cluster, Log, Readiness};
+use clutch_unix::{Cluster, ForwardSignals, Log, Readiness};
 use serde_json::Value;
 
 /// Exit status for a command line that could not be used (as clap and sysexits' 64-ish
@@ -23,7 +25,9 @@ const STARTUP: u8 = 1;
 #[command(
     name = "clutch",
     version,
-    about = "Run any server as a supervised cluster of worker processes"
+    about = "Run any server as a supervised cluster of worker processes",
+    // Bare `clutch`: the usage, on stderr, exit 2 (as git does).
+    arg_required_else_help = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,6 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Supervise PROGRAM as a cluster of workers sharing the listening sockets.
+    #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Show the workers of a running cluster.
     Status {
@@ -67,6 +72,18 @@ enum Command {
         timeout: Option<Duration>,
     },
 }
+
+/// The part of `clutch run --help` that no option covers.
+const RUN_AFTER_HELP: &str = "\
+Logging: the master logs to stderr (as text, or JSON with --log-format json), at the
+level the RUST_LOG environment variable sets (tracing's EnvFilter syntax; default
+`info`). For example:
+  RUST_LOG=debug clutch run …          everything, the workers' STATUS= lines included
+  RUST_LOG=clutch_unix=debug clutch run …   clutch's own debug lines only
+  RUST_LOG=warn clutch run …           warnings and errors only
+
+Without -l/--listen (and no sockets passed by a service manager, LISTEN_FDS) the
+workers get no listening socket; clutch warns about it at start.";
 
 #[derive(Args)]
 struct ControlArg {
@@ -125,6 +142,11 @@ struct RunArgs {
     /// Unix socket for `clutch status|reload|scale|stop`, created mode 0600.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+    /// Signals forwarded to every worker: USR1, USR2, both (USR1,USR2) or none. By
+    /// default none: a program that does not handle them would die of them (their
+    /// default action); those not forwarded are logged and ignored.
+    #[arg(long, value_name = "SIGNALS", default_value = "none", value_parser = parse_signals)]
+    forward_signals: ForwardSignals,
     /// Log lines as text, or as JSON (one object per line, each event named).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -144,6 +166,10 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{text:?} is not an octal mode such as 660"))
 }
 
+fn parse_signals(text: &str) -> Result<ForwardSignals, String> {
+    text.parse::<ForwardSignals>().map_err(|e| e.to_string())
+}
+
 fn parse_ready(text: &str) -> Result<Readiness, String> {
     match text {
         "notify" => Ok(Readiness::Notify),
@@ -154,9 +180,42 @@ fn parse_ready(text: &str) -> Result<Readiness, String> {
     }
 }
 
+/// Says `clutch: {message}` on stderr. A stderr nobody reads is no reason to panic
+/// (`eprintln!` would): the exit status still tells.
+fn complain(message: impl fmt::Display) {
+    // Through the log's sink: a master's last line must not block on a full pipe.
+    clutch_unix::stderr_line(&format!("clutch: {message}"));
+}
+
+/// Writes a command's output to stdout and returns `code`. A reader that went away
+/// (`clutch status | head -1`) is not a failure of the command: its exit status stays
+/// what the command itself achieved, and nothing is said. Any other write error is.
+fn emit(text: &str, code: ExitCode) -> ExitCode {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => code,
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => code,
+        Err(error) => {
+            complain(format_args!("writing the output: {error}"));
+            ExitCode::from(STARTUP)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(error)
+            if error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            // Bare `clutch`: the whole usage, as a usage error (clap prints this kind on
+            // stderr).
+            let _ = error.print();
+            return ExitCode::from(USAGE);
+        }
         Err(error) if error.use_stderr() => {
             // One line that names the problem (clap's first line), not a wall of usage.
             // ("…not provided:" continues on the next line: keep that one too.)
@@ -169,7 +228,7 @@ fn main() -> ExitCode {
             if message.ends_with(':') {
                 message = format!("{message} {}", lines.next().unwrap_or(""));
             }
-            eprintln!("clutch: {}", message.trim_start_matches("error: "));
+            complain(message.trim_start_matches("error: "));
             return ExitCode::from(USAGE);
         }
         Err(help_or_version) => {
@@ -226,6 +285,7 @@ fn run(args: RunArgs) -> ExitCode {
         .readiness(args.ready)
         .boot_timeout(args.boot_timeout)
         .rollout_batch(args.rollout_batch as usize)
+        .forward_signals(args.forward_signals)
         .log(match args.log_format {
             LogFormat::Text => Log::Stderr,
             LogFormat::Json => Log::Json,
@@ -243,24 +303,55 @@ fn run(args: RunArgs) -> ExitCode {
     if let Some(path) = &args.control {
         cluster.control(path);
     }
-    match cluster.supervise(program, program_args) {
-        Ok(master) => match master.run() {
-            Ok(reason) => {
-                if reason.code() != 0 {
-                    eprintln!("clutch: {}", reason.describe());
-                }
-                ExitCode::from(reason.code())
-            }
-            Err(error) => {
-                eprintln!("clutch: {error}");
-                ExitCode::from(STARTUP)
-            }
-        },
+    let master = match cluster.supervise(program, program_args) {
+        Ok(master) => master,
+        // An invalid combination of settings (`--ready 90s` with the default 60 s boot
+        // timeout, a zero duration): the command line's fault, found before any spawn.
+        Err(error) if error.is_usage() => {
+            complain(in_flags(&error.to_string()));
+            return ExitCode::from(USAGE);
+        }
         Err(error) => {
-            eprintln!("clutch: {error}");
+            complain(error);
+            return ExitCode::from(STARTUP);
+        }
+    };
+    if master.listeners().is_empty() {
+        // (`supervise` has installed the log subscriber by now.)
+        tracing::warn!(
+            "no listening socket: neither -l/--listen nor sockets from a service manager \
+             (LISTEN_FDS); the workers get none"
+        );
+    }
+    match master.run() {
+        Ok(reason) => {
+            if reason.code() != 0 {
+                complain(reason.describe());
+            }
+            ExitCode::from(reason.code())
+        }
+        Err(error) => {
+            complain(error);
             ExitCode::from(STARTUP)
         }
     }
+}
+
+/// A configuration error in the words of the command line: the core names its settings
+/// (`boot_timeout`), the user typed flags (`--boot-timeout`).
+fn in_flags(message: &str) -> String {
+    [
+        ("force_exit_timeout", "--force-exit-timeout"),
+        ("boot_timeout", "--boot-timeout"),
+        ("readiness delay", "--ready"),
+        ("boot timeout", "--boot-timeout"),
+        ("rollout batch", "--rollout-batch"),
+        ("name:", "--name:"),
+    ]
+    .iter()
+    .fold(message.to_owned(), |text, (setting, flag)| {
+        text.replace(setting, flag)
+    })
 }
 
 fn ask(
@@ -271,14 +362,11 @@ fn ask(
     match control::send(path, request, wait) {
         Ok(answer) if answer["ok"] == Value::Bool(true) => Ok(answer),
         Ok(answer) => {
-            eprintln!(
-                "clutch: {}",
-                answer["error"].as_str().unwrap_or("the master refused")
-            );
+            complain(answer["error"].as_str().unwrap_or("the master refused"));
             Err(ExitCode::from(STARTUP))
         }
         Err(error) => {
-            eprintln!("clutch: {error}");
+            complain(error);
             Err(ExitCode::from(STARTUP))
         }
     }
@@ -291,10 +379,7 @@ fn steer(
     describe: impl Fn(&Value) -> String,
 ) -> ExitCode {
     match ask(path, request, wait) {
-        Ok(answer) => {
-            println!("{}", describe(&answer));
-            ExitCode::SUCCESS
-        }
+        Ok(answer) => emit(&format!("{}\n", describe(&answer)), ExitCode::SUCCESS),
         Err(code) => code,
     }
 }
@@ -304,10 +389,15 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
         Ok(answer) => answer,
         Err(code) => return code,
     };
+    // Formatting into a String cannot fail: the `let _`s below drop an infallible Ok.
+    let mut text = String::new();
     match output {
-        Output::Json => println!("{answer}"),
+        Output::Json => {
+            let _ = writeln!(text, "{answer}");
+        }
         Output::Text => {
-            println!(
+            let _ = writeln!(
+                text,
                 "master {}: {}, {}/{} workers ready, generation {}",
                 answer["pid"],
                 answer["phase"].as_str().unwrap_or("?"),
@@ -315,26 +405,29 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
                 answer["target"],
                 answer["generation"]
             );
-            println!(
+            let _ = writeln!(
+                text,
                 "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8}",
                 "ID", "SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS"
             );
             for w in answer["workers"].as_array().into_iter().flatten() {
                 let uptime = Duration::from_millis(w["uptime_ms"].as_u64().unwrap_or(0));
                 // (serde_json's Display ignores widths: format plain strings.)
-                let text = |v: &Value| v.as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string());
-                println!(
+                let number =
+                    |v: &Value| v.as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string());
+                let _ = writeln!(
+                    text,
                     "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8}",
-                    text(&w["id"]),
-                    text(&w["slot"]),
-                    text(&w["pid"]),
+                    number(&w["id"]),
+                    number(&w["slot"]),
+                    number(&w["pid"]),
                     w["state"].as_str().unwrap_or("?"),
-                    text(&w["generation"]),
+                    number(&w["generation"]),
                     format!("{:.1}s", uptime.as_secs_f64()),
-                    text(&w["restarts"])
+                    number(&w["restarts"])
                 );
             }
         }
     }
-    ExitCode::SUCCESS
+    emit(&text, ExitCode::SUCCESS)
 }

@@ -10,7 +10,10 @@
 //! - `FIXTURE_IGNORE_TERM=1`: workers block SIGTERM/SIGINT and never stop on their own;
 //! - `FIXTURE_FDS=1`: each worker writes its open fds, as found at the top of `main`,
 //!   to `FIXTURE_DIR/fds-<pid>`;
-//! - `READINESS`: `notify` (default), `exec`, or a number of milliseconds.
+//! - `READINESS`: `notify` (default), `exec`, or a number of milliseconds;
+//! - `FIXTURE_FLOOD=1`: once the file `FIXTURE_DIR/flood` exists, each worker calls
+//!   `heartbeat()` many times, then `status()`, `ready()` and `stopping()`, timing every
+//!   call, and writes what it saw to `FIXTURE_DIR/flood-<pid>` (see [`flood`]).
 //!
 //! `fixture -- PROGRAM ARGS…` supervises that program instead (exec mode).
 
@@ -138,6 +141,11 @@ fn serve(mut worker: Worker) {
     let listener: TcpListener = worker.take_tcp_listener().expect("a TCP listener");
     listener.set_nonblocking(true).expect("non-blocking");
     worker.ready().expect("ready");
+    let worker = std::sync::Arc::new(worker);
+    if knob("FIXTURE_FLOOD") {
+        let worker = worker.clone();
+        std::thread::spawn(move || flood(&worker));
+    }
     let shutdown = worker.shutdown().clone();
     let id = worker.id();
     let mut handlers = Vec::new();
@@ -160,6 +168,59 @@ fn serve(mut worker: Worker) {
     for handler in handlers {
         let _ = handler.join();
     }
+}
+
+/// Heartbeats sent once `FIXTURE_DIR/flood` exists (the test stops the master first).
+const FLOOD_HEARTBEATS: usize = 2000;
+
+/// Waits (bounded) for `FIXTURE_DIR/flood`, then floods the master with notifications,
+/// timing each call, and writes `flood-<pid>`: `calls N`, `slowest_us N`, then one line
+/// per final call, `ready ok|would_block|error: …` (and `status`, `stopping`).
+fn flood(worker: &Worker) {
+    let dir = PathBuf::from(std::env::var_os("FIXTURE_DIR").expect("FIXTURE_DIR"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !dir.join("flood").exists() {
+        if std::time::Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let outcome = |result: Result<(), clutch_unix::Error>| match result {
+        Ok(()) => "ok".to_owned(),
+        Err(e) if e.is_would_block() => "would_block".to_owned(),
+        Err(e) => format!("error: {e}"),
+    };
+    let mut slowest = Duration::ZERO;
+    let mut timed = |call: &dyn Fn() -> Result<(), clutch_unix::Error>| {
+        let start = std::time::Instant::now();
+        let result = call();
+        slowest = slowest.max(start.elapsed());
+        result
+    };
+    let mut report = Vec::new();
+    for _ in 0..FLOOD_HEARTBEATS {
+        if let Err(e) = timed(&|| worker.heartbeat()) {
+            report.push(format!("heartbeat error: {e}"));
+        }
+    }
+    report.push(format!(
+        "status {}",
+        outcome(timed(&|| worker.status("flooding")))
+    ));
+    report.push(format!("ready {}", outcome(timed(&|| worker.ready()))));
+    report.push(format!(
+        "stopping {}",
+        outcome(timed(&|| worker.stopping()))
+    ));
+    let mut lines = vec![
+        format!("calls {}", FLOOD_HEARTBEATS + 3),
+        format!("slowest_us {}", slowest.as_micros()),
+    ];
+    lines.extend(report);
+    write_atomically(
+        &dir.join(format!("flood-{}", std::process::id())),
+        &lines.join("\n"),
+    );
 }
 
 /// One request, one answer, then close (the tests use `connection: close`).
