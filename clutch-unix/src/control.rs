@@ -104,6 +104,43 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     }
 }
 
+/// How long [`send_patiently`] retries a master that turns clients away as busy.
+pub const BUSY_PATIENCE: Duration = Duration::from_secs(3);
+
+/// The answer to a client beyond [`MAX_CLIENTS`]: an error with `"busy": true`, so that a
+/// client can tell "try again" from "no".
+#[must_use]
+pub fn busy_line() -> String {
+    json!({"ok": false, "busy": true, "error": "too many control clients; try again"}).to_string()
+}
+
+/// [`send`], retried (20 ms, doubling to 200 ms) for up to [`BUSY_PATIENCE`] while the
+/// master answers that it is busy. A master still busy after that gets an error saying
+/// so, in one line.
+pub fn send_patiently(path: &Path, request: Request, wait: Option<Duration>) -> io::Result<Value> {
+    let give_up = std::time::Instant::now() + BUSY_PATIENCE;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let answer = send(path, request, wait)?;
+        if answer["busy"] != Value::Bool(true) {
+            return Ok(answer);
+        }
+        if std::time::Instant::now() + pause > give_up {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "the master at {} is busy ({MAX_CLIENTS} control clients at once); gave up \
+                     after {} s",
+                    path.display(),
+                    BUSY_PATIENCE.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
 /// An error answer.
 #[must_use]
 pub fn error_line(message: &str) -> String {

@@ -109,13 +109,7 @@ impl ControlServer {
                 Ok((mut stream, _)) => {
                     if self.clients.len() >= MAX_CLIENTS {
                         // Best effort: a short answer on a fresh socket fits its buffer.
-                        let _ = stream.write_all(
-                            format!(
-                                "{}\n",
-                                control::error_line("too many control clients; try again")
-                            )
-                            .as_bytes(),
-                        );
+                        let _ = stream.write_all(format!("{}\n", control::busy_line()).as_bytes());
                         continue;
                     }
                     let number = self.next_client;

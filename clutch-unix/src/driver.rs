@@ -650,8 +650,7 @@ impl Driver {
         if let Err(error) = self.watch(id, &process, &notify) {
             // The core will hear that this spawn failed: no process of it may be left
             // running on the shared sockets.
-            let _ = process.signal(clutch_proto::Signal::Kill);
-            if let Err(e) = process.wait() {
+            if let Err(e) = process.kill_and_reap() {
                 tracing::warn!(
                     worker = id.0,
                     pid,

@@ -134,6 +134,18 @@ impl Process {
         Ok(rp::kill_process(self.os_pid()?, signal)?)
     }
 
+    /// SIGKILLs the process and reaps it: for a process that must not be left running
+    /// (one the master could not start watching). Returns how it ended.
+    pub fn kill_and_reap(&mut self) -> io::Result<ExitStatus> {
+        if let Err(error) = self.signal(Signal::Kill) {
+            // Already gone (ESRCH): reaping is all that is left.
+            if error.raw_os_error() != Some(libc::ESRCH) {
+                return Err(error);
+            }
+        }
+        self.wait()
+    }
+
     fn os_pid(&self) -> io::Result<Pid> {
         os_pid(self.pid)
     }
@@ -237,6 +249,17 @@ mod tests {
         assert_eq!(process.try_wait().unwrap(), Some(ExitStatus::Signaled(15)));
         let error = process.signal(Signal::Term).unwrap_err();
         assert_eq!(error.raw_os_error(), Some(libc::ESRCH));
+    }
+
+    #[test]
+    fn kill_and_reap_leaves_nothing_running() {
+        let mut process = Process::from(sleeper());
+        let pid = process.pid();
+        assert_eq!(process.kill_and_reap().unwrap(), ExitStatus::Signaled(9));
+        // Reaped, not a zombie: the pid is gone from /proc.
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+        // A second call finds it gone and says how it ended.
+        assert_eq!(process.kill_and_reap().unwrap(), ExitStatus::Signaled(9));
     }
 
     #[test]

@@ -592,3 +592,40 @@ fn a_program_that_cannot_be_executed_is_a_startup_error() {
         assert!(last.starts_with("clutch: "), "{stderr}");
     }
 }
+
+#[test]
+fn a_client_meeting_a_busy_master_retries_then_says_so_in_one_line() {
+    let mut master = Master::start(&sleepers("1"), Stdio::null(), &[]);
+    master.wait_until("the worker is ready", |m| m.ready() == 1);
+    // 64 clients that connect and say nothing hold every slot (for up to 10 s each).
+    let hogs: Vec<UnixStream> = (0..control::MAX_CLIENTS)
+        .map(|_| UnixStream::connect(master.path("ctl.sock")).unwrap())
+        .collect();
+    master.wait_until("the master turns clients away", |m| {
+        control::send(&m.path("ctl.sock"), Request::Status, Some(PATIENCE))
+            .is_ok_and(|answer| answer["busy"] == true)
+    });
+    let out = Command::new(CLUTCH)
+        .args(["status", "--control"])
+        .arg(master.path("ctl.sock"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("is busy"), "{stderr}");
+    // Once they hang up, the same command gets through (retrying while the master
+    // notices).
+    drop(hogs);
+    let out = Command::new(CLUTCH)
+        .args(["status", "--output", "json", "--control"])
+        .arg(master.path("ctl.sock"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(master.stop(), 0);
+}

@@ -359,7 +359,7 @@ fn ask(
     request: Request,
     wait: Option<Duration>,
 ) -> Result<Value, ExitCode> {
-    match control::send(path, request, wait) {
+    match control::send_patiently(path, request, wait) {
         Ok(answer) if answer["ok"] == Value::Bool(true) => Ok(answer),
         Ok(answer) => {
             complain(answer["error"].as_str().unwrap_or("the master refused"));
