@@ -141,6 +141,15 @@ pub fn send_patiently(path: &Path, request: Request, wait: Option<Duration>) -> 
     }
 }
 
+fn parse_answer(line: &str) -> io::Result<Value> {
+    serde_json::from_str(line).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad answer from the master: {e}"),
+        )
+    })
+}
+
 /// An error answer.
 #[must_use]
 pub fn error_line(message: &str) -> String {
@@ -158,10 +167,19 @@ pub fn send(path: &Path, request: Request, wait: Option<Duration>) -> io::Result
         )
     })?;
     let mut writer = stream.try_clone()?;
-    writer.write_all(format!("{}\n", request.to_line()).as_bytes())?;
+    // A master that turns the client away (busy) answers at once and closes, maybe
+    // before the request is written: then the write fails, and the answer is still
+    // there to read.
+    let sent = writer.write_all(format!("{}\n", request.to_line()).as_bytes());
     stream.set_read_timeout(wait)?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
+    if let Err(error) = sent {
+        if reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            return parse_answer(&line);
+        }
+        return Err(error);
+    }
     reader.read_line(&mut line)?;
     if line.is_empty() {
         return Err(io::Error::new(
@@ -169,12 +187,7 @@ pub fn send(path: &Path, request: Request, wait: Option<Duration>) -> io::Result
             "the master closed the connection without answering",
         ));
     }
-    let answer: Value = serde_json::from_str(&line).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad answer from the master: {e}"),
-        )
-    })?;
+    let answer = parse_answer(&line)?;
     if request == Request::Stop {
         // The master closes the socket by exiting.
         let mut rest = String::new();
