@@ -9,6 +9,7 @@ use clutch_proto::{
     Readiness,
 };
 
+use crate::contain::KillMode;
 use crate::control_server::ControlServer;
 use crate::driver::{Driver, EventHandler, Program, Setup};
 use crate::listen::{self, ListenAddr, ListenOptions, Listener};
@@ -52,6 +53,7 @@ impl Cluster {
             on_event: None,
             control: None,
             forward_signals: None,
+            kill_mode: KillMode::default(),
         }
     }
 }
@@ -75,6 +77,7 @@ pub struct ClusterBuilder {
     control: Option<std::path::PathBuf>,
     /// Set by [`ClusterBuilder::forward_signals`]; else the mode's default.
     forward_signals: Option<ForwardSignals>,
+    kill_mode: KillMode,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -147,6 +150,13 @@ impl ClusterBuilder {
     /// logged and ignored.
     pub fn forward_signals(&mut self, signals: ForwardSignals) -> &mut Self {
         self.forward_signals = Some(signals);
+        self
+    }
+    /// Which processes of a worker's tree a graceful stop signals: all of them (the
+    /// default) or only the main process; see [`KillMode`]. Either way, what is left of
+    /// a worker's tree when its main process exits is SIGKILLed.
+    pub fn kill_mode(&mut self, mode: KillMode) -> &mut Self {
+        self.kill_mode = mode;
         self
     }
     /// Workers replaced at once in a rolling restart (default 1).
@@ -255,6 +265,7 @@ impl ClusterBuilder {
                 on_event,
                 service,
                 control,
+                kill_mode: self.kill_mode,
             }),
         })
     }

@@ -37,6 +37,7 @@ use serde_json::json;
 use signal_hook::consts::signal as sig;
 use signal_hook_mio::v1_0::Signals;
 
+use crate::contain::{Containment, KillMode, Tree};
 use crate::control::{self, Request};
 use crate::control_server::{ControlServer, Waiting};
 use crate::listen::Listener;
@@ -48,8 +49,13 @@ use crate::Error;
 
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
-/// Worker tokens start here: `FIRST_WORKER + 2·id` is its pidfd, `+ 1` its notify socket.
+/// Worker tokens start here: `FIRST_WORKER + 3·id` is its pidfd, `+ 1` its notify socket,
+/// `+ 2` its cgroup's `cgroup.events`.
 const FIRST_WORKER: usize = 2;
+/// Tokens per worker.
+const PER_WORKER: usize = 3;
+/// Children reaped in one turn by the SIGCHLD sweep.
+const REAPS_PER_TURN: usize = 256;
 /// Control clients' tokens start here (far above any worker's).
 const FIRST_CLIENT: usize = 1 << 60;
 
@@ -95,6 +101,7 @@ pub(crate) struct Setup {
     pub(crate) on_event: EventHandler,
     pub(crate) service: ServiceNotifier,
     pub(crate) control: Option<ControlServer>,
+    pub(crate) kill_mode: KillMode,
 }
 
 /// A worker process the driver watches.
@@ -102,6 +109,10 @@ struct Handle {
     process: Process,
     notify: NotifyListener,
     rejected: RejectedLog,
+    tree: Tree,
+    /// The main process ended (this status) and its cgroup is being emptied: the core
+    /// hears of the exit once `populated 0`.
+    ending: Option<ExitStatus>,
 }
 
 /// Rate-limits the warnings about one worker's bad notify datagrams.
@@ -166,7 +177,6 @@ pub(crate) struct Driver {
     inputs: VecDeque<Input>,
     env: Vec<(OsString, OsString)>,
     title: Option<String>,
-    pidfds: bool,
     /// Set once the core asked to exit.
     exit: Option<ExitReason>,
     /// Workers whose notify socket may hold more than this turn read.
@@ -177,6 +187,11 @@ pub(crate) struct Driver {
     spawned_this_turn: usize,
     /// The control socket may hold more connections than this turn accepted.
     accept_pending: bool,
+    /// The SIGCHLD sweep may have more children to reap.
+    sweep_pending: bool,
+    containment: Containment,
+    /// Workers by the pid of their main process, for the SIGCHLD sweep.
+    by_pid: HashMap<Pid, WorkerId>,
 }
 
 impl Driver {
@@ -188,6 +203,13 @@ impl Driver {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| Error::io("watching signals", e))?;
+        // Every child the master gets — workers, and orphans of their trees — is reaped
+        // by the SIGCHLD sweep (pidfds report the workers' exits first, where there are
+        // pidfds).
+        signals
+            .add_signal(sig::SIGCHLD)
+            .map_err(|e| Error::io("watching SIGCHLD", e))?;
+        let containment = Containment::start(setup.config.workers())?;
         let notify_dir = NotifyDir::create()
             .map_err(|e| Error::io("creating the notify socket directory", e))?;
         let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
@@ -208,12 +230,14 @@ impl Driver {
             inputs: VecDeque::new(),
             env,
             title: None,
-            pidfds: true,
             exit: None,
             unread: BTreeSet::new(),
             deferred: VecDeque::new(),
             spawned_this_turn: 0,
             accept_pending: false,
+            sweep_pending: false,
+            containment,
+            by_pid: HashMap::new(),
         })
     }
 
@@ -223,6 +247,7 @@ impl Driver {
         self.drain()?;
         loop {
             if let Some(reason) = self.exit {
+                self.containment.finish();
                 if let Some(control) = self.setup.control.as_mut() {
                     control.exiting(self.poll.registry(), reason.code(), reason.describe());
                     control.flush_all_blocking(Duration::from_millis(200));
@@ -266,13 +291,19 @@ impl Driver {
 
     /// Whether the last turn left work for the next one.
     fn has_backlog(&self) -> bool {
-        !self.unread.is_empty() || !self.deferred.is_empty() || self.accept_pending
+        !self.unread.is_empty()
+            || !self.deferred.is_empty()
+            || self.accept_pending
+            || self.sweep_pending
     }
 
     /// Goes on with what earlier turns left over, within this turn's bounds.
     fn work_backlog(&mut self) -> Result<(), Error> {
         if self.accept_pending {
             self.accept_clients();
+        }
+        if self.sweep_pending {
+            self.sweep()?;
         }
         // Each worker once per turn, in id order; a flood stays in the set.
         let unread: Vec<WorkerId> = std::mem::take(&mut self.unread).into_iter().collect();
@@ -306,7 +337,7 @@ impl Driver {
             let received: Vec<i32> = self.signals.pending().collect();
             for number in received {
                 if number == sig::SIGCHLD {
-                    self.reap_without_pidfds()?;
+                    self.sweep()?;
                 } else if let Some(&(_, signal)) = HANDLED.iter().find(|&&(n, _)| n == number) {
                     tracing::info!("caught signal {signal}");
                     self.feed(|cluster| cluster.handle_signal(Instant::now(), signal))?;
@@ -322,11 +353,11 @@ impl Driver {
             return self.control_client(token);
         }
         let index = token.0 - FIRST_WORKER;
-        let id = WorkerId((index / 2) as u64);
-        if index % 2 == 1 {
-            self.read_notify(id)
-        } else {
-            self.check_exit(id)
+        let id = WorkerId((index / PER_WORKER) as u64);
+        match index % PER_WORKER {
+            0 => self.check_exit(id),
+            1 => self.read_notify(id),
+            _ => self.check_tree(id),
         }
     }
 
@@ -444,6 +475,7 @@ impl Driver {
             "live": status.live,
             "generation": self.cluster.generation(),
             "log_lines_dropped": crate::log::dropped_lines(),
+            "containment": self.containment.mechanism(),
             "workers": workers,
         })
         .to_string()
@@ -488,13 +520,16 @@ impl Driver {
         Ok(())
     }
 
-    /// The pidfd of `id` became readable: reap it and tell the core.
+    /// The pidfd of `id` became readable: reap it.
     fn check_exit(&mut self, id: WorkerId) -> Result<(), Error> {
         let Some(handle) = self.workers.get_mut(&id) else {
             return Ok(());
         };
+        if handle.ending.is_some() {
+            return Ok(());
+        }
         match handle.process.try_wait() {
-            Ok(Some(status)) => self.reaped(id, status),
+            Ok(Some(status)) => self.main_exited(id, status),
             Ok(None) => Ok(()),
             Err(e) => {
                 tracing::warn!(worker = id.0, "checking worker exit: {e}");
@@ -503,25 +538,97 @@ impl Driver {
         }
     }
 
-    fn reap_without_pidfds(&mut self) -> Result<(), Error> {
-        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
-        for id in ids {
-            self.check_exit(id)?;
+    /// SIGCHLD: reaps every child that exited, at most [`REAPS_PER_TURN`] per turn. A
+    /// worker's main process goes the way of [`Self::main_exited`]; anything else is an
+    /// orphan of some worker's tree, re-parented to the master (a subreaper).
+    fn sweep(&mut self) -> Result<(), Error> {
+        self.sweep_pending = false;
+        for _ in 0..REAPS_PER_TURN {
+            match crate::process::reap_any_child() {
+                Ok(Some((pid, status))) => match self.by_pid.get(&pid).copied() {
+                    Some(id) => {
+                        if let Some(handle) = self.workers.get_mut(&id) {
+                            handle.process.set_reaped(status);
+                            if handle.ending.is_none() {
+                                self.main_exited(id, status)?;
+                            }
+                        }
+                    }
+                    None => tracing::debug!(pid, %status, "reaped an orphan"),
+                },
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!("reaping children: {e}");
+                    return Ok(());
+                }
+            }
         }
+        self.sweep_pending = true;
         Ok(())
     }
 
-    fn reaped(&mut self, id: WorkerId, status: ExitStatus) -> Result<(), Error> {
+    /// Worker `id`'s main process exited and was reaped: kill what is left of its tree;
+    /// once the tree is gone (at once, or at `populated 0` of its cgroup), tell the core.
+    fn main_exited(&mut self, id: WorkerId, status: ExitStatus) -> Result<(), Error> {
         // Messages sent just before the exit (READY=1, then a crash) come first.
         self.read_notify(id)?;
+        let Some(handle) = self.workers.get_mut(&id) else {
+            return Ok(());
+        };
+        let more = handle.tree.end();
+        let by_pid = &self.by_pid;
+        self.containment
+            .kill_orphans_of(id.0, |pid| by_pid.contains_key(&pid));
+        if more {
+            if let Some(cgroup) = handle.tree.cgroup() {
+                let token = Token(FIRST_WORKER + PER_WORKER * id.0 as usize + 2);
+                let registered = self.poll.registry().register(
+                    &mut SourceFd(&cgroup.events().as_raw_fd()),
+                    token,
+                    Interest::PRIORITY,
+                );
+                match registered {
+                    Ok(()) => {
+                        handle.ending = Some(status);
+                        // It may have emptied between the check and the registration.
+                        return self.check_tree(id);
+                    }
+                    Err(e) => tracing::warn!(worker = id.0, "watching the worker's cgroup: {e}"),
+                }
+            }
+        }
+        self.gone(id, status)
+    }
+
+    /// `cgroup.events` of an ending worker changed: gone once no process is left.
+    fn check_tree(&mut self, id: WorkerId) -> Result<(), Error> {
+        let Some(handle) = self.workers.get(&id) else {
+            return Ok(());
+        };
+        let (Some(status), Some(cgroup)) = (handle.ending, handle.tree.cgroup()) else {
+            return Ok(());
+        };
+        if cgroup.populated() {
+            return Ok(());
+        }
+        self.gone(id, status)
+    }
+
+    /// Worker `id` and its whole tree are gone: forget it, tell the core.
+    fn gone(&mut self, id: WorkerId, status: ExitStatus) -> Result<(), Error> {
         self.unread.remove(&id);
         if let Some(mut handle) = self.workers.remove(&id) {
             handle.rejected.finish(id);
+            self.by_pid.remove(&handle.process.pid());
+            self.containment.untrack(handle.tree.pgid());
             let registry = self.poll.registry();
             if let Some(fd) = handle.process.pidfd() {
                 let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
             }
             let _ = registry.deregister(&mut SourceFd(&handle.notify.as_fd().as_raw_fd()));
+            if let Some(cgroup) = handle.tree.cgroup() {
+                let _ = registry.deregister(&mut SourceFd(&cgroup.events().as_raw_fd()));
+            }
         }
         self.feed(|cluster| cluster.handle_exited(Instant::now(), id, status))
     }
@@ -560,7 +667,10 @@ impl Driver {
             }
             Action::Signal { id, signal, .. } => {
                 if let Some(handle) = self.workers.get(&id) {
-                    if let Err(e) = handle.process.signal(signal) {
+                    let tree = signal == Signal::Kill || self.setup.kill_mode == KillMode::Tree;
+                    if tree {
+                        handle.tree.signal(signal);
+                    } else if let Err(e) = handle.process.signal(signal) {
                         tracing::warn!(worker = id.0, "sending {signal}: {e}");
                     }
                 }
@@ -644,12 +754,22 @@ impl Driver {
         for listener in &self.setup.listeners {
             spec = spec.listener(listener.name(), listener.as_fd());
         }
+        let cgroup = self.containment.worker_cgroup(id.0);
+        if let Some(cgroup) = &cgroup {
+            spec = spec.cgroup_procs(cgroup.procs());
+        }
         let child = spec.spawn().map_err(|e| e.to_core())?;
+        drop(spec);
         let pid = child.pid;
         let mut process = Process::from(child);
+        // The worker leads its own process group (the child made sure).
+        let tree = Tree::new(pid, cgroup);
+        self.containment.track(pid);
         if let Err(error) = self.watch(id, &process, &notify) {
             // The core will hear that this spawn failed: no process of it may be left
             // running on the shared sockets.
+            tree.end();
+            self.containment.untrack(pid);
             if let Err(e) = process.kill_and_reap() {
                 tracing::warn!(
                     worker = id.0,
@@ -665,8 +785,11 @@ impl Driver {
                 process,
                 notify,
                 rejected: RejectedLog::default(),
+                tree,
+                ending: None,
             },
         );
+        self.by_pid.insert(pid, id);
         Ok(pid)
     }
 
@@ -678,26 +801,16 @@ impl Driver {
         notify: &NotifyListener,
     ) -> Result<(), clutch_proto::SpawnError> {
         let registry = self.poll.registry();
-        let base = FIRST_WORKER + 2 * id.0 as usize;
-        match process.pidfd() {
-            Some(fd) => {
-                registry
-                    .register(
-                        &mut SourceFd(&fd.as_raw_fd()),
-                        Token(base),
-                        Interest::READABLE,
-                    )
-                    .map_err(|e| master_error(&e, format_args!("watching worker {id}")))?;
-            }
-            None if self.pidfds => {
-                // No pidfds on this kernel: fall back to SIGCHLD + waitpid for good.
-                tracing::info!("pidfd_open unavailable; watching exits through SIGCHLD");
-                self.pidfds = false;
-                self.signals
-                    .add_signal(sig::SIGCHLD)
-                    .map_err(|e| master_error(&e, "watching SIGCHLD"))?;
-            }
-            None => {}
+        let base = FIRST_WORKER + PER_WORKER * id.0 as usize;
+        // (No pidfd on this kernel: the SIGCHLD sweep notices the exit.)
+        if let Some(fd) = process.pidfd() {
+            registry
+                .register(
+                    &mut SourceFd(&fd.as_raw_fd()),
+                    Token(base),
+                    Interest::READABLE,
+                )
+                .map_err(|e| master_error(&e, format_args!("watching worker {id}")))?;
         }
         registry
             .register(

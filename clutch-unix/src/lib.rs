@@ -51,6 +51,7 @@
 #![deny(unsafe_code)]
 
 mod cluster;
+mod contain;
 pub mod control;
 mod control_server;
 mod driver;
@@ -78,6 +79,7 @@ pub use clutch_proto::{
     Backoff, CrashBudget, Event, ExitReason, ExitStatus, ForwardSignals, HangPolicy, Readiness,
     Signal, StopReason,
 };
+pub use contain::{KillMode, CONTAINMENT_ENV};
 pub use error::Error;
 pub use log::{stderr_line, Log};
 pub use shutdown::{Requested, Shutdown};

@@ -78,9 +78,18 @@ pub struct SpawnSpec<'fd> {
     slot: usize,
     watchdog_usec: Option<u64>,
     stdin_null: bool,
+    cgroup_procs: Option<BorrowedFd<'fd>>,
 }
 
 impl<'fd> SpawnSpec<'fd> {
+    /// Puts the worker into the cgroup whose `cgroup.procs` this is (open for writing),
+    /// before it runs anything: all it starts then belongs to that cgroup.
+    #[must_use]
+    pub fn cgroup_procs(mut self, procs: BorrowedFd<'fd>) -> Self {
+        self.cgroup_procs = Some(procs);
+        self
+    }
+
     /// Runs `program`, which is executed as given: a path, not searched for in `PATH`.
     /// By default: no arguments, an empty environment, no listeners, worker id 0 in slot 0,
     /// stdin from `/dev/null`.
@@ -96,6 +105,7 @@ impl<'fd> SpawnSpec<'fd> {
             slot: 0,
             watchdog_usec: None,
             stdin_null: true,
+            cgroup_procs: None,
         }
     }
 
@@ -281,6 +291,7 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
         listeners: &listeners,
         stdin: dev_null.as_ref().map(AsFd::as_fd),
         report: report_write.as_fd(),
+        cgroup_procs: spec.cgroup_procs,
     };
     let pid = sys::fork_exec(&program, &argv, &mut env, &fds)
         .map_err(|source| SpawnError::new(&spec.program, SpawnStep::Fork, source))?;
@@ -403,6 +414,8 @@ pub enum SpawnStep {
     ParentDeathSignal = 7,
     /// In the child: `execve` (no such file, permission denied, not an executable...).
     Exec = 8,
+    /// In the child: entering the worker's cgroup.
+    Cgroup = 9,
 }
 
 impl SpawnStep {
@@ -416,6 +429,7 @@ impl SpawnStep {
             Self::ProcessGroup,
             Self::ParentDeathSignal,
             Self::Exec,
+            Self::Cgroup,
         ]
         .into_iter()
         .find(|step| *step as i32 == code)
@@ -432,6 +446,7 @@ impl SpawnStep {
             Self::ProcessGroup => "setpgid",
             Self::ParentDeathSignal => "prctl(PR_SET_PDEATHSIG)",
             Self::Exec => "execve",
+            Self::Cgroup => "entering the worker's cgroup",
         }
     }
 }

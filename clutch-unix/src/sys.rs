@@ -12,6 +12,8 @@
 //!    passed us at 3.. (the `LISTEN_FDS` protocol).
 //! 3. [`ArgvArea`]: overwriting the process's original argument strings so that `ps` shows
 //!    a process title.
+//! 4. [`fork_keeper`]: the keeper, a forked child of the master that outlives it by
+//!    design and ends every worker's tree when the master dies (see `contain.rs`).
 //!
 //! Everything else in the crate is `#![deny(unsafe_code)]`.
 #![allow(unsafe_code)]
@@ -69,6 +71,9 @@ pub(crate) struct ChildFds<'a> {
     /// The write end of a close-on-exec pipe: `[step, errno]` is written to it when a step
     /// fails; `execve` closes it on success, so the parent reads EOF.
     pub(crate) report: BorrowedFd<'a>,
+    /// A cgroup's `cgroup.procs`, opened for writing: the child writes `0` to it (cgroup
+    /// v2: "the writing process") and so enters that cgroup before anything else runs.
+    pub(crate) cgroup_procs: Option<BorrowedFd<'a>>,
 }
 
 /// Forks; the child sets itself up as [`ChildFds`] and the module docs say, then `execve`s
@@ -111,6 +116,7 @@ pub(crate) fn fork_exec(
         scratch: &mut scratch,
         stdin: fds.stdin.map(|fd| fd.as_raw_fd()),
         report: fds.report.as_raw_fd(),
+        cgroup_procs: fds.cgroup_procs.map(|fd| fd.as_raw_fd()),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
     };
@@ -160,6 +166,7 @@ struct ChildPlan<'a> {
     scratch: &'a mut [RawFd],
     stdin: Option<RawFd>,
     report: RawFd,
+    cgroup_procs: Option<RawFd>,
     parent: libc::pid_t,
 }
 
@@ -187,6 +194,14 @@ unsafe fn child(plan: ChildPlan<'_>) -> ! {
             ptr::null_mut::<u64>(),
             KERNEL_SIGSET_BYTES,
         );
+    }
+
+    // 1b. Into the worker's cgroup, while every fd is still where the parent left it:
+    //    from here on, whatever this process starts belongs to that cgroup.
+    if let Some(procs) = plan.cgroup_procs {
+        if libc::write(procs, b"0".as_ptr().cast(), 1) < 0 {
+            fail(plan.report, SpawnStep::Cgroup);
+        }
     }
 
     // 2. Get the report pipe and every listener out of the way of fds 3..3+n first, so
@@ -269,6 +284,143 @@ unsafe fn child(plan: ChildPlan<'_>) -> ! {
     libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
     libc::execve(plan.program, plan.argv, plan.envp);
     fail(report, SpawnStep::Exec)
+}
+
+/// One record of the master → keeper pipe: `[op, pgid]`, two native-endian `i32`s
+/// (8 bytes: below `PIPE_BUF`, so written and read whole).
+pub(crate) const KEEPER_ADD: i32 = 1;
+/// The process group `pgid` is gone: forget it.
+pub(crate) const KEEPER_REMOVE: i32 = 2;
+/// The master ends cleanly: every worker's tree is gone; exit without killing.
+pub(crate) const KEEPER_DONE: i32 = 3;
+
+/// Forks the keeper: a process that blocks reading `records` (the read end of a pipe
+/// whose write end only the master holds) and, when it reads EOF without a
+/// [`KEEPER_DONE`] first — the master died, however — SIGKILLs every process group it
+/// was told of and writes `1` to `cgroup_kill` (a `cgroup.kill` above every worker's
+/// cgroup), then exits. `groups` is its memory for the process groups (allocated here,
+/// before `fork`: the keeper never allocates); its capacity bounds how many it can
+/// track at once.
+///
+/// The keeper ignores the signals a terminal or an operator would send the master's
+/// group, sits in a process group of its own, holds no descriptor but these two, and
+/// keeps the master's credentials (so it can kill workers that changed theirs).
+pub(crate) fn fork_keeper(
+    records: BorrowedFd<'_>,
+    cgroup_kill: Option<BorrowedFd<'_>>,
+    capacity: usize,
+) -> io::Result<u32> {
+    let mut groups: Vec<libc::pid_t> = vec![0; capacity];
+    let records = records.as_raw_fd();
+    let cgroup_kill = cgroup_kill.map(|fd| fd.as_raw_fd());
+    // SAFETY: the child branch only runs `keeper`, which makes async-signal-safe raw
+    // syscalls on `groups` (allocated above) and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child, as `keeper` requires.
+        unsafe { keeper(records, cgroup_kill, &mut groups) }
+    }
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid.unsigned_abs())
+}
+
+/// The keeper's whole life (see [`fork_keeper`]).
+///
+/// # Safety
+///
+/// Only for the child right after `fork`.
+unsafe fn keeper(records: RawFd, cgroup_kill: Option<RawFd>, groups: &mut [libc::pid_t]) -> ! {
+    // Handlers of the master's are reset; the signals meant for the master are ignored.
+    let ignore = [1u64, 0, 0, 0, 0, 0, 0, 0]; // sa_handler = SIG_IGN (1), no flags
+    let default = [0u64; 8];
+    for signal in 1..=64 {
+        let keep_away = matches!(
+            signal,
+            libc::SIGHUP
+                | libc::SIGINT
+                | libc::SIGQUIT
+                | libc::SIGTERM
+                | libc::SIGUSR1
+                | libc::SIGUSR2
+                | libc::SIGTTIN
+                | libc::SIGTTOU
+                | libc::SIGWINCH
+                | libc::SIGPIPE
+        );
+        let action = if keep_away { &ignore } else { &default };
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signal,
+            action.as_ptr(),
+            ptr::null_mut::<u64>(),
+            KERNEL_SIGSET_BYTES,
+        );
+    }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+    libc::setpgid(0, 0);
+    // `ps -e` shows what it is.
+    libc::prctl(libc::PR_SET_NAME, c"clutch-keeper".as_ptr(), 0, 0, 0);
+    // Only the two descriptors stay: at 3 and 4, everything else closed (the listening
+    // sockets above all: a keeper must not hold the port).
+    let floor = 5;
+    let records_high = libc::fcntl(records, libc::F_DUPFD, floor);
+    let kill_high = cgroup_kill.map_or(-1, |fd| libc::fcntl(fd, libc::F_DUPFD, floor));
+    if records_high < 0 {
+        libc::_exit(1);
+    }
+    libc::dup2(records_high, 3);
+    let kill_fd = if kill_high >= 0 && libc::dup2(kill_high, 4) >= 0 {
+        4
+    } else {
+        -1
+    };
+    libc::syscall(
+        libc::SYS_close_range,
+        floor as libc::c_uint,
+        libc::c_uint::MAX,
+        0,
+    );
+    for fd in 0..3 {
+        libc::close(fd);
+    }
+    loop {
+        let mut record = [0u8; 8];
+        let n = libc::read(3, record.as_mut_ptr().cast(), record.len());
+        if n < 0 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        }
+        if n != 8 {
+            break; // EOF (or a broken pipe): the master is gone.
+        }
+        let (op, pgid) = record.split_at(4);
+        let op = i32::from_ne_bytes([op[0], op[1], op[2], op[3]]);
+        let pgid = i32::from_ne_bytes([pgid[0], pgid[1], pgid[2], pgid[3]]);
+        match op {
+            KEEPER_ADD => {
+                if let Some(slot) = groups.iter_mut().find(|g| **g == 0) {
+                    *slot = pgid;
+                }
+            }
+            KEEPER_REMOVE => {
+                if let Some(slot) = groups.iter_mut().find(|g| **g == pgid) {
+                    *slot = 0;
+                }
+            }
+            KEEPER_DONE => libc::_exit(0),
+            _ => {}
+        }
+    }
+    for pgid in groups.iter().filter(|g| **g > 1) {
+        libc::kill(-*pgid, libc::SIGKILL);
+    }
+    if kill_fd >= 0 {
+        libc::write(kill_fd, b"1".as_ptr().cast(), 1);
+    }
+    libc::_exit(0)
 }
 
 /// Reports `[step, errno]` on `report` and exits with 127. Async-signal-safe.

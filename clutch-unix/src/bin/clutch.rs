@@ -147,6 +147,11 @@ struct RunArgs {
     /// default action); those not forwarded are logged and ignored.
     #[arg(long, value_name = "SIGNALS", default_value = "none", value_parser = parse_signals)]
     forward_signals: ForwardSignals,
+    /// Which processes of a worker a graceful stop signals: `tree` (all it started, as
+    /// systemd's KillMode=control-group) or `main` (only the worker, for programs that
+    /// stop their own children). Either way what is left when the worker exits is killed.
+    #[arg(long, value_name = "MODE", default_value = "tree")]
+    kill_mode: clutch_unix::KillMode,
     /// Log lines as text, or as JSON (one object per line, each event named).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -286,6 +291,7 @@ fn run(args: RunArgs) -> ExitCode {
         .boot_timeout(args.boot_timeout)
         .rollout_batch(args.rollout_batch as usize)
         .forward_signals(args.forward_signals)
+        .kill_mode(args.kill_mode)
         .log(match args.log_format {
             LogFormat::Text => Log::Stderr,
             LogFormat::Json => Log::Json,

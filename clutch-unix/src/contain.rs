@@ -1,0 +1,541 @@
+//! Containment: every process a worker starts belongs to the cluster and ends with it.
+//!
+//! A worker is a process *tree*: a shell wrapper and its server, a server and the
+//! helpers it forks, a daemon it double-forks. Three mechanisms hold the tree:
+//!
+//! - **A cgroup per worker**, where a cgroup v2 hierarchy is writable (as root, in a
+//!   container that owns its cgroup, under systemd with `Delegate=yes`):
+//!   `<the master's cgroup>/clutch-<pid>/worker-<id>`, entered by the child before
+//!   `execve` (it writes `0` to `cgroup.procs`). No descendant can leave it — not by
+//!   `setsid`, not by changing its uid — and `cgroup.kill` ends all of it at once. The
+//!   workers' cgroups enable no controllers, so the "no internal processes" rule is never
+//!   in the way.
+//! - **A process group per worker** (the fallback, and always alongside): every worker
+//!   is the leader of its own group; signals go to the group.
+//! - **The master is a child subreaper** (`PR_SET_CHILD_SUBREAPER`): orphans of a worker's
+//!   tree are re-parented to it and reaped, so no zombie piles up, and clutch is a
+//!   correct PID 1 in a container.
+//!
+//! And a **keeper** ([`Keeper`]): a tiny process forked before the first worker that
+//! outlives the master by design. `PR_SET_PDEATHSIG` ends a worker when the master dies,
+//! but not its descendants, and the kernel clears it when a process changes its uid; the
+//! keeper learns of the master's death by EOF on a pipe and SIGKILLs every worker's
+//! process group and cgroup.
+//!
+//! `CLUTCH_CONTAINMENT=group` forces the process-group fallback (for tests and for hosts
+//! where creating cgroups is not wanted); `cgroup` makes a missing cgroup hierarchy a
+//! startup error instead of a fallback.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use clutch_proto::Signal;
+use rustix::fs::{Mode, OFlags};
+use rustix::process::Pid;
+
+use crate::Error;
+
+/// Which processes a graceful stop signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KillMode {
+    /// The whole tree (systemd's `KillMode=control-group`): a shell wrapper and its
+    /// server both get SIGTERM. The default.
+    #[default]
+    Tree,
+    /// Only the worker's main process, for programs that stop their own children
+    /// (systemd's `KillMode=mixed`); the rest of the tree is SIGKILLed when the main
+    /// process exits or at the force-exit deadline.
+    Main,
+}
+
+impl std::str::FromStr for KillMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "tree" => Ok(Self::Tree),
+            "main" => Ok(Self::Main),
+            other => Err(format!("{other:?} is not a kill mode (tree or main)")),
+        }
+    }
+}
+
+/// The variable that forces a containment mechanism.
+pub const CONTAINMENT_ENV: &str = "CLUTCH_CONTAINMENT";
+
+/// The master's means of containing its workers.
+pub(crate) struct Containment {
+    /// `<master's cgroup>/clutch-<pid>`, when cgroups are usable.
+    base: Option<PathBuf>,
+    keeper: Option<Keeper>,
+}
+
+impl Containment {
+    /// Becomes a subreaper, finds a usable cgroup hierarchy (or falls back to process
+    /// groups, as `CLUTCH_CONTAINMENT` allows) and starts the keeper.
+    pub(crate) fn start(workers: usize) -> Result<Self, Error> {
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+            .map_err(|e| Error::io("becoming a child subreaper", e.into()))?;
+        let wanted = std::env::var(CONTAINMENT_ENV).unwrap_or_default();
+        let base = match wanted.as_str() {
+            "group" => None,
+            "" | "auto" => match make_base() {
+                Ok(base) => Some(base),
+                Err(reason) => {
+                    tracing::debug!("worker cgroups unavailable ({reason}): process groups only");
+                    None
+                }
+            },
+            "cgroup" => Some(make_base().map_err(|reason| {
+                Error::Limit(format!(
+                    "{CONTAINMENT_ENV}=cgroup, but no worker cgroup can be made: {reason}"
+                ))
+            })?),
+            other => {
+                return Err(Error::Environment(format!(
+                    "{CONTAINMENT_ENV}={other:?}: use auto, cgroup or group"
+                )))
+            }
+        };
+        if let Some(base) = &base {
+            tracing::debug!(cgroup = %base.display(), "workers run in cgroups of their own");
+        }
+        let keeper = match Keeper::start(base.as_deref(), workers) {
+            Ok(keeper) => Some(keeper),
+            Err(e) => {
+                tracing::warn!(
+                    "starting the keeper: {e}; workers' descendants may outlive a killed master"
+                );
+                None
+            }
+        };
+        Ok(Self { base, keeper })
+    }
+
+    /// How workers are contained: `"cgroup"` or `"group"` (for `status`).
+    pub(crate) fn mechanism(&self) -> &'static str {
+        if self.base.is_some() {
+            "cgroup"
+        } else {
+            "group"
+        }
+    }
+
+    /// Makes worker `id`'s cgroup, or `None` (then its process group is all there is).
+    pub(crate) fn worker_cgroup(&self, id: u64) -> Option<WorkerCgroup> {
+        let base = self.base.as_ref()?;
+        match WorkerCgroup::create(&base.join(format!("worker-{id}"))) {
+            Ok(cgroup) => Some(cgroup),
+            Err(e) => {
+                tracing::warn!(
+                    worker = id,
+                    "creating the worker's cgroup: {e}; using its process group only"
+                );
+                None
+            }
+        }
+    }
+
+    /// Without cgroups: SIGKILLs the orphans that worker `worker` left — descendants that
+    /// left its process group (`setsid`) and were re-parented to the master when their
+    /// parent died — recognised by the `CLUTCH_WORKER_ID` they inherited. `is_worker`
+    /// tells the master's live workers apart (they are its children too).
+    pub(crate) fn kill_orphans_of(&self, worker: u64, is_worker: impl Fn(u32) -> bool) {
+        if self.base.is_some() {
+            return; // The cgroup held them all.
+        }
+        let keeper = self.keeper.as_ref().map(|k| k.pid);
+        let mark = format!("CLUTCH_WORKER_ID={worker}");
+        for pid in children() {
+            if Some(pid) == keeper || is_worker(pid) {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if environ.split(|&b| b == 0).any(|var| var == mark.as_bytes()) {
+                if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+    }
+
+    /// A worker's tree exists: the keeper is to kill its group should the master die.
+    pub(crate) fn track(&mut self, pgid: u32) {
+        if let Some(keeper) = &mut self.keeper {
+            keeper.send(crate::sys::KEEPER_ADD, pgid);
+        }
+    }
+
+    /// A worker's tree is gone.
+    pub(crate) fn untrack(&mut self, pgid: u32) {
+        if let Some(keeper) = &mut self.keeper {
+            keeper.send(crate::sys::KEEPER_REMOVE, pgid);
+        }
+    }
+
+    /// Kills whatever is left under the base cgroup and of the orphans re-parented to
+    /// the master; tells the keeper the master ends cleanly. Called once, at the end.
+    pub(crate) fn finish(&mut self) {
+        if let Some(base) = &self.base {
+            let _ = std::fs::write(base.join("cgroup.kill"), "1");
+        }
+        // Without cgroups, a descendant that left its worker's process group (`setsid`,
+        // a daemon's double fork) was re-parented to the master when its parent died:
+        // every child still here now is such an orphan (or the keeper).
+        let keeper = self.keeper.as_ref().map(|k| k.pid);
+        for pid in children() {
+            if Some(pid) != keeper {
+                if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        if let Some(keeper) = self.keeper.take() {
+            keeper.done();
+        }
+    }
+}
+
+impl Drop for Containment {
+    fn drop(&mut self) {
+        self.finish();
+        if let Some(base) = &self.base {
+            // The workers' cgroups were removed as each tree ended; an empty base goes too.
+            if let Err(e) = std::fs::remove_dir(base) {
+                tracing::debug!(cgroup = %base.display(), "removing the cgroup: {e}");
+            }
+        }
+    }
+}
+
+/// The master's live children, from `/proc/self/task/*/children`.
+fn children() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Finds the master's own cgroup in a cgroup v2 hierarchy and makes `clutch-<pid>` in it.
+fn make_base() -> Result<PathBuf, String> {
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+    let path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("no cgroup v2 membership in /proc/self/cgroup")?
+        .to_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    let dir = cgroup2_dir(&mounts, &path).ok_or("no cgroup2 mount holds the master's cgroup")?;
+    let nested = in_nested_pid_namespace();
+    if !nested {
+        remove_stale(&dir);
+    }
+    // A fresh directory of our own: never one another master uses (two masters in pid
+    // namespaces of their own, both pid 1, may share a parent cgroup).
+    let pid = std::process::id();
+    let mut base = None;
+    for n in 0..100 {
+        let name = if n == 0 {
+            format!("clutch-{pid}")
+        } else {
+            format!("clutch-{pid}-{n}")
+        };
+        match std::fs::create_dir(dir.join(&name)) {
+            Ok(()) => {
+                base = Some(dir.join(name));
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("creating {}: {e}", dir.join(name).display())),
+        }
+    }
+    let base = base.ok_or("every clutch-<pid> name is taken")?;
+    if !base.join("cgroup.kill").exists() {
+        let _ = std::fs::remove_dir(&base);
+        return Err("no cgroup.kill (Linux < 5.14)".into());
+    }
+    Ok(base)
+}
+
+/// Whether this process sees pids of a pid namespace below the initial one (`NSpid:`
+/// in `/proc/self/status` lists more than one): then the pids in other masters' cgroup
+/// names are not ours to check.
+fn in_nested_pid_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|ids| ids.split_whitespace().count() > 1)
+        })
+        // No NSpid line (an old kernel): do not guess.
+        .unwrap_or(true)
+}
+
+/// Ends the worker cgroups of masters that died without their keeper's help (both
+/// SIGKILLed): `clutch-<pid>[-n]` beside ours whose pid is gone. Their processes are
+/// killed and the directories removed. Only called in the initial pid namespace, where
+/// the pids in those names mean what they say.
+fn remove_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("clutch-"))
+            .and_then(|p| p.split('-').next()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let stale = entry.path();
+        tracing::info!(cgroup = %stale.display(), "ending the worker cgroups of a dead master");
+        let _ = std::fs::write(stale.join("cgroup.kill"), "1");
+        let workers = std::fs::read_dir(&stale).into_iter().flatten().flatten();
+        for worker in workers.filter(|w| w.path().is_dir()) {
+            // cgroup.kill is asynchronous: wait (briefly, bounded) for each to empty.
+            for _ in 0..100 {
+                if std::fs::remove_dir(worker.path()).is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        let _ = std::fs::remove_dir(&stale);
+    }
+}
+
+/// The directory of cgroup `path` (as `/proc/self/cgroup` names it) under a cgroup2
+/// mount listed in `mountinfo`.
+fn cgroup2_dir(mountinfo: &str, path: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (fields, rest) = line.split_once(" - ")?;
+        if !rest.starts_with("cgroup2 ") {
+            return None;
+        }
+        let mut fields = fields.split(' ');
+        let root = fields.nth(3)?;
+        let mount = fields.next()?;
+        let relative = if root == "/" {
+            path
+        } else {
+            path.strip_prefix(root)?
+        };
+        let dir = Path::new(mount).join(relative.trim_start_matches('/'));
+        dir.is_dir().then_some(dir)
+    })
+}
+
+/// One worker's cgroup.
+pub(crate) struct WorkerCgroup {
+    dir: PathBuf,
+    procs: OwnedFd,
+    events: OwnedFd,
+}
+
+impl WorkerCgroup {
+    fn create(dir: &Path) -> io::Result<Self> {
+        match std::fs::create_dir(dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        let open = |name: &str, flags: OFlags| {
+            rustix::fs::open(dir.join(name), flags | OFlags::CLOEXEC, Mode::empty())
+                .map_err(io::Error::from)
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            procs: open("cgroup.procs", OFlags::WRONLY)?,
+            events: open("cgroup.events", OFlags::RDONLY)?,
+        })
+    }
+
+    /// `cgroup.procs`, for the child to enter.
+    pub(crate) fn procs(&self) -> BorrowedFd<'_> {
+        self.procs.as_fd()
+    }
+
+    /// `cgroup.events`: pollable for `PRIORITY`, which fires when `populated` changes.
+    pub(crate) fn events(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
+    }
+
+    /// Whether any process is left in it.
+    pub(crate) fn populated(&self) -> bool {
+        let mut buffer = [0u8; 256];
+        match rustix::io::pread(&self.events, &mut buffer, 0) {
+            Ok(n) => String::from_utf8_lossy(&buffer[..n])
+                .lines()
+                .any(|l| l == "populated 1"),
+            // Cannot tell: say "empty" so that the worker's end is not held up forever.
+            Err(_) => false,
+        }
+    }
+
+    fn pids(&self) -> Vec<Pid> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .filter_map(Pid::from_raw)
+            .collect()
+    }
+
+    fn kill(&self) {
+        if let Err(e) = std::fs::write(self.dir.join("cgroup.kill"), "1") {
+            tracing::warn!(cgroup = %self.dir.display(), "cgroup.kill: {e}");
+        }
+    }
+}
+
+impl Drop for WorkerCgroup {
+    fn drop(&mut self) {
+        // Empty by now (its end was `populated 0`), or being emptied by cgroup.kill.
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            tracing::debug!(cgroup = %self.dir.display(), "removing the cgroup: {e}");
+        }
+    }
+}
+
+/// A worker's process tree: its process group (led by the worker) and, where there is
+/// one, its cgroup.
+pub(crate) struct Tree {
+    pgid: u32,
+    cgroup: Option<WorkerCgroup>,
+}
+
+impl Tree {
+    pub(crate) fn new(pgid: u32, cgroup: Option<WorkerCgroup>) -> Self {
+        Self { pgid, cgroup }
+    }
+
+    pub(crate) fn pgid(&self) -> u32 {
+        self.pgid
+    }
+
+    pub(crate) fn cgroup(&self) -> Option<&WorkerCgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// Sends `signal` to every process of the tree: the group, and in a cgroup every
+    /// process listed there (those that left the group with `setsid`).
+    pub(crate) fn signal(&self, signal: Signal) {
+        let Some(os) =
+            crate::process::signal_number(signal).and_then(rustix::process::Signal::from_named_raw)
+        else {
+            return;
+        };
+        if signal == Signal::Kill {
+            if let Some(cgroup) = &self.cgroup {
+                cgroup.kill();
+            }
+        } else if let Some(cgroup) = &self.cgroup {
+            for pid in cgroup.pids() {
+                let _ = rustix::process::kill_process(pid, os);
+            }
+        }
+        if let Some(pgid) = i32::try_from(self.pgid).ok().and_then(Pid::from_raw) {
+            let _ = rustix::process::kill_process_group(pgid, os);
+        }
+    }
+
+    /// The main process is gone: SIGKILL what is left of the tree, so that a
+    /// replacement never shares the listening sockets with a ghost. Returns whether
+    /// the end must be awaited (a cgroup still populated).
+    pub(crate) fn end(&self) -> bool {
+        self.signal(Signal::Kill);
+        self.cgroup.as_ref().is_some_and(WorkerCgroup::populated)
+    }
+}
+
+/// The keeper's handle in the master: the write end of its pipe.
+struct Keeper {
+    records: OwnedFd,
+    pid: u32,
+}
+
+impl Keeper {
+    fn start(base: Option<&Path>, workers: usize) -> io::Result<Self> {
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let kill = base
+            .map(|base| {
+                rustix::fs::open(
+                    base.join("cgroup.kill"),
+                    OFlags::WRONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            })
+            .transpose()?;
+        // Room for every worker's group, with headroom for scaling up (4096 is the most
+        // `clutch scale` takes).
+        let capacity = (workers * 2).max(4096);
+        let pid = crate::sys::fork_keeper(read.as_fd(), kill.as_ref().map(AsFd::as_fd), capacity)?;
+        // Writes never block the master: a keeper that cannot take a record (stopped by
+        // someone) misses it, and says nothing — containment then rests on the cgroup.
+        rustix::io::ioctl_fionbio(&write, true)?;
+        Ok(Self {
+            records: write,
+            pid,
+        })
+    }
+
+    fn send(&mut self, op: i32, pgid: u32) {
+        let mut record = [0u8; 8];
+        record[..4].copy_from_slice(&op.to_ne_bytes());
+        record[4..].copy_from_slice(&(pgid as i32).to_ne_bytes());
+        if let Err(e) = rustix::io::write(&self.records, &record) {
+            tracing::warn!(keeper = self.pid, "telling the keeper: {e}");
+        }
+    }
+
+    /// The clean end: the keeper exits without killing anything.
+    fn done(mut self) {
+        self.send(crate::sys::KEEPER_DONE, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroup2_mount_is_found_for_a_path() {
+        let mountinfo = "\
+25 30 0:23 / /sys rw,nosuid - sysfs sysfs rw
+41 31 0:38 / /tmp rw,relatime - cgroup2 cgroup2 rw
+42 31 0:39 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory";
+        // /tmp stands for the mount point: it exists on every test machine.
+        assert_eq!(cgroup2_dir(mountinfo, "/"), Some(PathBuf::from("/tmp")));
+        assert_eq!(cgroup2_dir(mountinfo, "/no/such/dir"), None);
+        let nested = "41 31 0:38 /outer /tmp rw - cgroup2 cgroup2 rw";
+        assert_eq!(cgroup2_dir(nested, "/outer"), Some(PathBuf::from("/tmp")));
+        assert_eq!(cgroup2_dir(nested, "/elsewhere"), None);
+    }
+
+    #[test]
+    fn kill_modes_parse() {
+        assert_eq!("tree".parse(), Ok(KillMode::Tree));
+        assert_eq!("main".parse(), Ok(KillMode::Main));
+        assert!("all"
+            .parse::<KillMode>()
+            .unwrap_err()
+            .contains("tree or main"));
+    }
+}
