@@ -136,16 +136,20 @@ impl Containment {
         }
     }
 
-    /// Without cgroups: SIGKILLs the orphans that worker `worker` left — descendants that
-    /// left its process group (`setsid`) and were re-parented to the master when their
-    /// parent died — recognised by the `CLUTCH_WORKER_ID` they inherited. `is_worker`
-    /// tells the master's live workers apart (they are its children too).
-    pub(crate) fn kill_orphans_of(&self, worker: u64, is_worker: impl Fn(u32) -> bool) {
-        if self.base.is_some() {
-            return; // The cgroup held them all.
+    /// Without cgroups: SIGKILLs the orphans that the `ended` workers left — descendants
+    /// that left their process group (`setsid`) and were re-parented to the master when
+    /// their parent died — recognised by the `CLUTCH_WORKER_ID` they inherited.
+    /// `is_worker` tells the master's live workers apart (they are its children too).
+    /// One look at the master's children serves every worker that ended in a turn.
+    pub(crate) fn kill_orphans_of(&self, ended: &[u64], is_worker: impl Fn(u32) -> bool) {
+        if self.base.is_some() || ended.is_empty() {
+            return; // The cgroups held them all.
         }
         let keeper = self.keeper.as_ref().map(|k| k.pid);
-        let mark = format!("CLUTCH_WORKER_ID={worker}");
+        let marks: Vec<String> = ended
+            .iter()
+            .map(|id| format!("CLUTCH_WORKER_ID={id}"))
+            .collect();
         for pid in children() {
             if Some(pid) == keeper || is_worker(pid) {
                 continue;
@@ -153,7 +157,10 @@ impl Containment {
             let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
                 continue;
             };
-            if environ.split(|&b| b == 0).any(|var| var == mark.as_bytes()) {
+            let orphan = environ
+                .split(|&b| b == 0)
+                .any(|var| marks.iter().any(|mark| var == mark.as_bytes()));
+            if orphan {
                 if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                 }

@@ -192,6 +192,9 @@ pub(crate) struct Driver {
     containment: Containment,
     /// Workers by the pid of their main process, for the SIGCHLD sweep.
     by_pid: HashMap<Pid, WorkerId>,
+    /// Workers whose main process ended this turn: their orphans are looked for once,
+    /// at the turn's end (without cgroups).
+    orphans_of: Vec<u64>,
 }
 
 impl Driver {
@@ -238,6 +241,7 @@ impl Driver {
             sweep_pending: false,
             containment,
             by_pid: HashMap::new(),
+            orphans_of: Vec::new(),
         })
     }
 
@@ -279,6 +283,10 @@ impl Driver {
                 self.dispatch(event.token())?;
             }
             self.work_backlog()?;
+            let by_pid = &self.by_pid;
+            self.containment
+                .kill_orphans_of(&self.orphans_of, |pid| by_pid.contains_key(&pid));
+            self.orphans_of.clear();
             let now = Instant::now();
             if let Some(control) = self.setup.control.as_mut() {
                 control.expire(self.poll.registry(), now);
@@ -576,9 +584,7 @@ impl Driver {
             return Ok(());
         };
         let more = handle.tree.end();
-        let by_pid = &self.by_pid;
-        self.containment
-            .kill_orphans_of(id.0, |pid| by_pid.contains_key(&pid));
+        self.orphans_of.push(id.0);
         if more {
             if let Some(cgroup) = handle.tree.cgroup() {
                 let token = Token(FIRST_WORKER + PER_WORKER * id.0 as usize + 2);

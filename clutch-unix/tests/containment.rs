@@ -10,18 +10,19 @@
 
 #[path = "../../tests/tests/common/procs.rs"]
 mod common;
+#[path = "support/master.rs"]
+mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clutch_unix::control::{self, Request};
 use common::{is_alive, wait_gone, PATIENCE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
-
-const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
+use support::{Master, CLUTCH};
 
 fn is_root() -> bool {
     rustix::process::getuid().is_root()
@@ -43,10 +44,9 @@ echo "server $!" >> "$PIDS"
 wait
 "#;
 
+/// A cluster of [`WORKER`]s, on a TCP port the OS chose.
 struct Cluster {
-    child: Child,
-    dir: tempfile::TempDir,
-    exited: bool,
+    master: Master,
 }
 
 impl Cluster {
@@ -55,90 +55,41 @@ impl Cluster {
         let script = dir.path().join("worker.sh");
         std::fs::write(&script, WORKER).unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
-        let child = Command::new(CLUTCH)
-            .args([
-                "run",
-                "-w",
-                workers,
-                "--ready",
-                "exec",
-                "--log-format",
-                "json",
-            ])
-            .arg("--control")
-            .arg(dir.path().join("ctl.sock"))
-            .args(["-l", "127.0.0.1:0"])
-            .args(extra)
-            .args(["--", "/bin/sh"])
-            .arg(&script)
-            .env("PIDS", dir.path().join("pids"))
-            .env("CLUTCH_CONTAINMENT", mode)
-            .env("XDG_RUNTIME_DIR", dir.path())
-            .env("RUST_LOG", "info")
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut cluster = Self {
-            child,
-            dir,
-            exited: false,
-        };
-        let expect = workers.parse::<usize>().unwrap() * if is_root() { 4 } else { 3 };
-        cluster.wait_until("every worker's descendants are running", |c| {
-            c.ready() == workers.parse::<u64>().unwrap() && c.descendants().len() >= expect
-        });
+        let pids = dir.path().join("pids");
+        let runtime = dir.path().to_owned();
+        let mut args: Vec<OsString> = ["-w", workers, "--ready", "exec", "--log-format", "json"]
+            .into_iter()
+            .chain(["-l", "127.0.0.1:0"])
+            .chain(extra.iter().copied())
+            .chain(["--", "/bin/sh"])
+            .map(Into::into)
+            .collect();
+        args.push(script.into());
+        let mut all_envs = vec![
+            ("PIDS", pids.to_str().unwrap()),
+            ("CLUTCH_CONTAINMENT", mode),
+            ("XDG_RUNTIME_DIR", runtime.to_str().unwrap()),
+        ];
+        all_envs.extend(envs.iter().copied());
+        let master = Master::spawn(dir, &args, Stdio::from(stderr), &all_envs);
+        let mut cluster = Self { master };
+        let n: u64 = workers.parse().unwrap();
+        let expect = n as usize * if is_root() { 4 } else { 3 };
+        cluster
+            .master
+            .wait_until("every worker's descendants are running", |m| {
+                m.ready() == n && descendants_in(&m.path("pids"), None).len() >= expect
+            });
         cluster
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn status(&self) -> Option<Value> {
-        control::send(&self.path("ctl.sock"), Request::Status, Some(PATIENCE)).ok()
-    }
-
-    fn ready(&self) -> u64 {
-        self.status()
-            .map_or(0, |s| s["ready"].as_u64().unwrap_or(0))
-    }
-
-    fn worker_pids(&self) -> Vec<u32> {
-        self.status()
-            .map(|s| {
-                s["workers"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|w| w["pid"].as_u64())
-                    .map(|p| p as u32)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Every descendant any worker reported.
     fn descendants(&self) -> Vec<u32> {
-        self.descendants_but(None)
-    }
-
-    /// The descendants, except those of kind `but` (`daemon`, …).
-    fn descendants_but(&self, but: Option<&str>) -> Vec<u32> {
-        std::fs::read_to_string(self.path("pids"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .filter(|(kind, _)| Some(*kind) != but)
-            .filter_map(|(_, pid)| pid.trim().parse().ok())
-            .collect()
+        descendants_in(&self.master.path("pids"), None)
     }
 
     /// The TCP port, from the master's "listening on" line.
     fn port(&self) -> u16 {
-        let log = std::fs::read_to_string(self.path("stderr")).unwrap();
+        let log = std::fs::read_to_string(self.master.path("stderr")).unwrap();
         log.lines()
             .find_map(|l| {
                 let rest = &l[l.find("listening on 127.0.0.1:")? + 23..];
@@ -151,45 +102,18 @@ impl Cluster {
             .expect("a listening line")
     }
 
-    fn master_pid(&self) -> u32 {
-        self.child.id()
+    fn signal_master(&self, signal: Signal) {
+        self.master.signal(signal);
     }
 
-    fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Self) -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        while !done(self) {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.exited = true;
-                panic!(
-                    "clutch exited ({status}) while waiting until {what}:\n{}",
-                    std::fs::read_to_string(self.path("stderr")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.exited = true;
-                return status;
-            }
-            assert!(Instant::now() < deadline, "clutch did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Asserts that no descendant outlives `within`, and that the port refuses.
+    /// Asserts that no descendant outlives a generous bound, and that the port refuses.
     fn assert_nothing_left(&self, port: u16, what: &str) {
         self.assert_left_only(None, port, what);
     }
 
     /// The same, but for descendants of kind `except`.
     fn assert_left_only(&self, except: Option<&str>, port: u16, what: &str) {
-        let all = self.descendants_but(except);
+        let all = descendants_in(&self.master.path("pids"), except);
         assert!(!all.is_empty());
         assert_eq!(
             wait_gone(&all, Duration::from_secs(5)),
@@ -204,11 +128,24 @@ impl Cluster {
     }
 }
 
+/// The descendants the workers wrote to `file`, but those of kind `but` (`daemon`, …).
+fn descendants_in(file: &Path, but: Option<&str>) -> Vec<u32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(kind, _)| Some(*kind) != but)
+        .filter_map(|(_, pid)| pid.trim().parse().ok())
+        .collect()
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if !self.exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        // The master first, so that nothing is respawned; then every descendant.
+        if !self.master.exited {
+            let _ = self.master.child.kill();
+            let _ = self.master.child.wait();
+            self.master.exited = true;
         }
         for pid in self.descendants() {
             if is_alive(pid) {
@@ -236,10 +173,10 @@ fn modes() -> Vec<&'static str> {
 fn a_graceful_stop_leaves_no_descendant() {
     for mode in modes() {
         let mut cluster = Cluster::start(mode, "2", &[], &[]);
-        assert_eq!(cluster.status().unwrap()["containment"], mode);
+        assert_eq!(cluster.master.status()["containment"], mode);
         let port = cluster.port();
-        kill(Pid::from_raw(cluster.master_pid() as i32), Signal::SIGTERM).unwrap();
-        assert_eq!(cluster.wait_exit().code(), Some(0), "{mode}");
+        cluster.signal_master(Signal::SIGTERM);
+        assert_eq!(cluster.master.wait_exit().code(), Some(0), "{mode}");
         cluster.assert_nothing_left(port, mode);
     }
 }
@@ -255,8 +192,8 @@ fn the_forced_kill_leaves_no_descendant() {
             &[("IGNORE_TERM", "trap '' TERM")],
         );
         let port = cluster.port();
-        kill(Pid::from_raw(cluster.master_pid() as i32), Signal::SIGTERM).unwrap();
-        assert_eq!(cluster.wait_exit().code(), Some(4), "{mode}");
+        cluster.signal_master(Signal::SIGTERM);
+        assert_eq!(cluster.master.wait_exit().code(), Some(4), "{mode}");
         cluster.assert_nothing_left(port, mode);
     }
 }
@@ -266,19 +203,19 @@ fn a_killed_worker_takes_its_descendants_with_it() {
     for mode in modes() {
         let mut cluster = Cluster::start(mode, "1", &[], &[]);
         let first = cluster.descendants();
-        let worker = cluster.worker_pids()[0];
+        let worker = cluster.master.worker_pids()[0];
         kill(Pid::from_raw(worker as i32), Signal::SIGKILL).unwrap();
         assert_eq!(
             wait_gone(&first, Duration::from_secs(5)),
             Ok(()),
             "{mode}: the killed worker's descendants survived it"
         );
-        cluster.wait_until("the worker is replaced", |c| {
-            c.worker_pids().first().is_some_and(|&p| p != worker) && c.ready() == 1
+        cluster.master.wait_until("the worker is replaced", |m| {
+            m.worker_pids().first().is_some_and(|&p| p != worker) && m.ready() == 1
         });
         let port = cluster.port();
-        kill(Pid::from_raw(cluster.master_pid() as i32), Signal::SIGTERM).unwrap();
-        assert_eq!(cluster.wait_exit().code(), Some(0), "{mode}");
+        cluster.signal_master(Signal::SIGTERM);
+        assert_eq!(cluster.master.wait_exit().code(), Some(0), "{mode}");
         cluster.assert_nothing_left(port, mode);
     }
 }
@@ -288,8 +225,8 @@ fn a_killed_master_leaves_no_descendant() {
     for mode in modes() {
         let mut cluster = Cluster::start(mode, "2", &[], &[]);
         let port = cluster.port();
-        kill(Pid::from_raw(cluster.master_pid() as i32), Signal::SIGKILL).unwrap();
-        cluster.wait_exit();
+        cluster.signal_master(Signal::SIGKILL);
+        cluster.master.wait_exit();
         // The workers die of PDEATHSIG; everything they started, of the keeper — all
         // but a setsid'd daemon without a cgroup: it left every process group, and its
         // parent (the master) is gone. The README says so. It holds the port, so the

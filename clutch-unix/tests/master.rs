@@ -8,156 +8,19 @@
 
 #[path = "../../tests/tests/common/procs.rs"]
 mod common;
+#[path = "support/master.rs"]
+mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clutch_unix::control::{self, Request};
 use common::{is_alive, PATIENCE};
 use serde_json::Value;
 
-const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
-
-/// A `clutch run` whose stderr is whatever the test makes it.
-struct Master {
-    child: Child,
-    dir: tempfile::TempDir,
-    exited: bool,
-}
-
-impl Master {
-    /// `clutch run --control DIR/ctl.sock -l unix:DIR/http.sock ARGS`, stderr to `stderr`.
-    fn start(args: &[&str], stderr: Stdio, envs: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let control = dir.path().join("ctl.sock");
-        let listen = format!("unix:{}", dir.path().join("http.sock").display());
-        let child = Command::new(CLUTCH)
-            .arg("run")
-            .arg("--control")
-            .arg(&control)
-            .args(["-l", &listen])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            dir,
-            exited: false,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn ask(&self, request: Request) -> std::io::Result<Value> {
-        control::send(&self.path("ctl.sock"), request, Some(PATIENCE))
-    }
-
-    /// The `status` answer, once the control socket answers at all.
-    fn status(&mut self) -> Value {
-        let mut last = None;
-        self.wait_until("the master answers status", |m| {
-            match m.ask(Request::Status) {
-                Ok(answer) => {
-                    last = Some(answer);
-                    true
-                }
-                Err(_) => false,
-            }
-        });
-        last.unwrap()
-    }
-
-    fn ready(&mut self) -> u64 {
-        self.status()["ready"].as_u64().unwrap()
-    }
-
-    fn worker_pids(&mut self) -> Vec<u32> {
-        self.status()["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|w| w["pid"].as_u64())
-            .map(|p| p as u32)
-            .collect()
-    }
-
-    fn wait_until(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        while !done(self) {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.exited = true;
-                panic!("clutch exited ({status}) while waiting until {what}");
-            }
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.exited = true;
-                return status;
-            }
-            assert!(Instant::now() < deadline, "clutch did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// `clutch stop` through the control socket; the master's exit code.
-    fn stop(&mut self) -> i32 {
-        let answer = self.ask(Request::Stop).expect("stop");
-        assert_eq!(answer["ok"], true, "{answer}");
-        self.wait_exit().code().expect("an exit code")
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let pids = if self.exited {
-            Vec::new()
-        } else {
-            self.ask(Request::Status)
-                .ok()
-                .and_then(|s| {
-                    s["workers"].as_array().map(|ws| {
-                        ws.iter()
-                            .filter_map(|w| w["pid"].as_u64())
-                            .map(|p| p as u32)
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .unwrap_or_default()
-        };
-        if !self.exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        for pid in pids {
-            if is_alive(pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-}
+use support::{Master, CLUTCH};
 
 /// A pipe: (read end, write end as the child's stderr).
 fn stderr_pipe() -> (std::fs::File, Stdio) {
@@ -309,13 +172,22 @@ fn a_worker_flooding_its_notify_socket_is_rate_limited_and_starves_nothing() {
 
 #[test]
 fn a_mass_scale_up_spawns_in_batches_and_the_master_answers_between_them() {
-    let mut master = Master::start(&sleepers("1"), Stdio::null(), &[]);
+    // Process groups only: this is about the loop's bounds, and a cgroup per worker
+    // makes each spawn cost more (see docs/BENCHMARKS.md).
+    // (A force-exit timeout long enough for 2000 workers to stop on a loaded machine.)
+    let mut args = vec!["--force-exit-timeout", "3m"];
+    args.extend(sleepers("1"));
+    let mut master = Master::start(
+        &args,
+        Stdio::null(),
+        &[(clutch_unix::CONTAINMENT_ENV, "group")],
+    );
     master.wait_until("the first worker is ready", |m| m.ready() == 1);
     let answer = master.ask(Request::Scale { workers: 2000 }).expect("scale");
     assert_eq!(answer["ok"], true, "{answer}");
     // Status requests go on being answered while the wave is being spawned.
     let mut mid_wave = false;
-    master.wait_until("all 2000 workers are ready", |m| {
+    master.wait_until_within(6 * PATIENCE, "all 2000 workers are ready", |m| {
         let status = m.status();
         let ready = status["ready"].as_u64().unwrap();
         mid_wave |= ready > 1 && ready < 2000;
