@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
@@ -13,7 +13,7 @@ use crate::control::{self, Request, MAX_CLIENTS, MAX_REQUEST, REQUEST_TIMEOUT};
 
 /// Connections accepted in one turn of the event loop; more wait for the next turn.
 pub(crate) const ACCEPTS_PER_TURN: usize = 16;
-use crate::listen::{self, ListenAddr, ListenOptions, StdListener};
+use crate::listen::{self, ListenAddr, ListenOptions, SocketFile, StdListener};
 use crate::Error;
 
 /// What a client is waiting for after its request.
@@ -45,7 +45,8 @@ struct Client {
 /// The listening control socket and its clients.
 pub(crate) struct ControlServer {
     listener: UnixListener,
-    path: PathBuf,
+    /// The socket file, removed when the server is dropped (if it is still ours).
+    _file: Option<SocketFile>,
     clients: HashMap<usize, Client>,
     next_client: usize,
     token_base: usize,
@@ -68,7 +69,7 @@ impl ControlServer {
         rustix::process::umask(old_umask);
         let listener =
             bound.map_err(|e| Error::Control(format!("creating the control socket: {e}")))?;
-        let StdListener::Unix(listener) = listener.into_std() else {
+        let (StdListener::Unix(listener), file) = listener.into_std_and_file() else {
             unreachable!("a unix address binds a unix socket")
         };
         listener.set_nonblocking(true).map_err(|e| {
@@ -79,7 +80,7 @@ impl ControlServer {
         })?;
         Ok(Self {
             listener: UnixListener::from_std(listener),
-            path: path.to_owned(),
+            _file: file,
             clients: HashMap::new(),
             next_client: 0,
             token_base: 0,
@@ -317,11 +318,5 @@ impl ControlServer {
                 }
             }
         }
-    }
-}
-
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -17,7 +17,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -196,11 +196,63 @@ impl fmt::Display for LocalAddr {
 }
 
 /// A listening stream socket, close-on-exec, with a name (for `LISTEN_FDNAMES`).
+///
+/// A unix socket that [`bind`] created removes its socket file when dropped (see
+/// [`bind`]); one adopted from a service manager or a master leaves it alone.
 #[derive(Debug)]
 pub struct Listener {
     fd: OwnedFd,
     name: String,
     local: LocalAddr,
+    file: Option<SocketFile>,
+}
+
+/// A unix socket file this process created by binding it, removed when dropped: every
+/// exit path of a master that returns (a clean stop, the crash breaker, an error, a
+/// startup failure after some sockets were bound) unwinds through it. Removed only if
+/// the path still names that very socket (same device and inode), so a file someone put
+/// there since (after removing ours) is left alone.
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The socket file just bound at `path`.
+    fn of(path: &Path) -> io::Result<Self> {
+        let metadata = std::fs::symlink_metadata(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+        })
+    }
+
+    /// Gives up the file: it stays when this is dropped.
+    pub(crate) fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(metadata) if metadata.dev() == self.dev && metadata.ino() == self.ino => {
+                match std::fs::remove_file(&self.path) {
+                    Err(error) if error.kind() != io::ErrorKind::NotFound => tracing::warn!(
+                        path = %self.path.display(),
+                        %error,
+                        "cannot remove the socket file"
+                    ),
+                    _ => {}
+                }
+            }
+            // Gone, or replaced by someone else's file: not ours to remove.
+            _ => {}
+        }
+    }
 }
 
 /// A [`Listener`] as the std type of its family.
@@ -249,13 +301,26 @@ impl Listener {
         }
     }
 
-    /// The std listener of its family, for a worker to accept on.
+    /// The std listener of its family, for a worker to accept on. A unix socket file
+    /// [`bind`] created is handed over with it: it then stays after the listener is
+    /// closed, as with any std listener.
     #[must_use]
     pub fn into_std(self) -> StdListener {
-        match self.local {
+        let (listener, file) = self.into_std_and_file();
+        if let Some(file) = file {
+            file.keep();
+        }
+        listener
+    }
+
+    /// The std listener, and the socket file to remove when done with it (if [`bind`]
+    /// created one).
+    pub(crate) fn into_std_and_file(self) -> (StdListener, Option<SocketFile>) {
+        let listener = match self.local {
             LocalAddr::Tcp(_) => StdListener::Tcp(self.fd.into()),
             LocalAddr::Unix(_) => StdListener::Unix(self.fd.into()),
-        }
+        };
+        (listener, self.file)
     }
 }
 
@@ -265,8 +330,12 @@ impl AsFd for Listener {
     }
 }
 
+/// The socket file, if [`bind`] created one, is handed over with the fd (it stays).
 impl From<Listener> for OwnedFd {
     fn from(listener: Listener) -> OwnedFd {
+        if let Some(file) = listener.file {
+            file.keep();
+        }
         listener.fd
     }
 }
@@ -324,7 +393,9 @@ impl std::error::Error for BindError {
 /// in `TIME_WAIT`), and IPv6 ones `IPV6_V6ONLY` (`[::]:80` means IPv6 only; listen on
 /// `0.0.0.0:80` too for both). A unix socket path left behind by a dead process (a socket
 /// that refuses connections) is replaced; a live one, or a path that is not a socket, is
-/// an error. The socket file stays when the listener is closed, as is usual.
+/// an error. The socket file is removed when the [`Listener`] is dropped (if the path
+/// still names this socket), so a master leaves none behind on any exit path it returns
+/// through; [`Listener::into_std`] hands the file over with the socket.
 pub fn bind(addr: &ListenAddr, options: &ListenOptions) -> Result<Listener, BindError> {
     let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
     let bound = match addr {
@@ -332,10 +403,11 @@ pub fn bind(addr: &ListenAddr, options: &ListenOptions) -> Result<Listener, Bind
         ListenAddr::Unix(path) => bind_unix(path, backlog, options.unix_mode),
     };
     bound
-        .map(|(fd, local)| Listener {
+        .map(|(fd, local, file)| Listener {
             fd,
             name: UNNAMED.to_string(),
             local,
+            file,
         })
         .map_err(|source| BindError {
             addr: addr.clone(),
@@ -343,7 +415,9 @@ pub fn bind(addr: &ListenAddr, options: &ListenOptions) -> Result<Listener, Bind
         })
 }
 
-fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<(OwnedFd, LocalAddr)> {
+type Bound = (OwnedFd, LocalAddr, Option<SocketFile>);
+
+fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<Bound> {
     let family = if addr.is_ipv4() {
         AddressFamily::INET
     } else {
@@ -357,7 +431,7 @@ fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<(OwnedFd, LocalAddr)> 
     rn::bind(&socket, &addr)?;
     rn::listen(&socket, backlog)?;
     let local = local_tcp(&socket)?;
-    Ok((socket, LocalAddr::Tcp(local)))
+    Ok((socket, LocalAddr::Tcp(local), None))
 }
 
 fn local_tcp(socket: &OwnedFd) -> io::Result<SocketAddr> {
@@ -365,7 +439,7 @@ fn local_tcp(socket: &OwnedFd) -> io::Result<SocketAddr> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
 }
 
-fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<(OwnedFd, LocalAddr)> {
+fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<Bound> {
     remove_stale_socket(path)?;
     let address = SocketAddrUnix::new(path)?;
     let socket = rn::socket_with(
@@ -375,6 +449,8 @@ fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<(OwnedF
         None,
     )?;
     rn::bind(&socket, &address)?;
+    // From here on, a failure removes the file it leaves.
+    let file = SocketFile::of(path)?;
     // Before listen, so nobody can connect while the mode is still the umask's.
     if let Some(mode) = mode {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|error| {
@@ -382,7 +458,11 @@ fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<(OwnedF
         })?;
     }
     rn::listen(&socket, backlog)?;
-    Ok((socket, LocalAddr::Unix(Some(path.to_path_buf()))))
+    Ok((
+        socket,
+        LocalAddr::Unix(Some(path.to_path_buf())),
+        Some(file),
+    ))
 }
 
 /// Removes `path` if it is a socket nobody listens on; fails if it is anything else.
@@ -451,7 +531,12 @@ pub fn listen_fds_from_env() -> io::Result<Vec<Listener>> {
                     format!("LISTEN_FDS fd {number} ({name:?}): {error}"),
                 )
             })?;
-            Ok(Listener { fd, name, local })
+            Ok(Listener {
+                fd,
+                name,
+                local,
+                file: None,
+            })
         })
         .collect()
 }
@@ -726,7 +811,13 @@ mod tests {
             "{error}"
         );
 
-        drop(first); // the file stays, and now nobody listens: stale
+        // The refused bind left the live socket's file alone.
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+
+        // A master that died without unwinding (SIGKILL) leaves the file, and nobody
+        // listens on it: stale. (Handing the fd over keeps the file; closing it is the
+        // death.)
+        drop(OwnedFd::from(first));
         assert!(path.exists());
         let second = bind(&addr, &ListenOptions::default()).unwrap();
         let StdListener::Unix(std_listener) = second.into_std() else {
@@ -746,6 +837,38 @@ mod tests {
             )
         );
         assert_eq!(std::fs::read(&file).unwrap(), b"data");
+    }
+
+    #[test]
+    fn a_dropped_listener_removes_its_socket_file_only_if_it_is_still_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.sock");
+        let addr = ListenAddr::Unix(path.clone());
+
+        drop(bind(&addr, &ListenOptions::default()).unwrap());
+        assert!(!path.exists(), "the socket file outlived its listener");
+
+        // Someone removed ours and bound their own at the path: theirs stays.
+        let ours = bind(&addr, &ListenOptions::default()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(ours);
+        assert!(path.exists(), "another socket's file was removed");
+        drop(theirs);
+        std::fs::remove_file(&path).unwrap();
+
+        // into_std hands the file over: it stays, as with any std listener.
+        let StdListener::Unix(std_listener) =
+            bind(&addr, &ListenOptions::default()).unwrap().into_std()
+        else {
+            panic!("not unix")
+        };
+        drop(std_listener);
+        assert!(path.exists());
+
+        // Adopted listeners (a service manager's, the master's in a worker) own no file.
+        let tcp = bind(&tcp("127.0.0.1:0"), &ListenOptions::default()).unwrap();
+        assert!(tcp.file.is_none());
     }
 
     #[test]

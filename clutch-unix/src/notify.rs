@@ -21,7 +21,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -154,7 +154,11 @@ impl NotifyDir {
     }
 
     /// Creates the directory, `clutch-<pid>-<n>` with mode 0700, inside `parent`.
+    ///
+    /// First removes from `parent` the directories that dead masters left there (a
+    /// master that was SIGKILLed cannot remove its own): see [`remove_stale_dirs`].
     pub fn create_in(parent: &Path) -> io::Result<Self> {
+        remove_stale_dirs(parent);
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let salt = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -204,6 +208,183 @@ impl Drop for NotifyDir {
             tracing::warn!(path = %self.path.display(), %error, "cannot remove the notify directory");
         }
     }
+}
+
+/// How far after a notify directory's last change a process must have started for its
+/// pid to count as reused: it covers the clock-tick granularity of `/proc/<pid>/stat`
+/// and clock adjustments between the two clocks it is compared on.
+const PID_REUSE_SLACK: Duration = Duration::from_secs(2);
+
+/// Removes the notify directories of dead masters from `parent`, and returns how many.
+///
+/// A directory is removed only when all of these hold:
+///
+/// - its name is clutch's, `clutch-<pid>-<hex digits>`, and `<pid>` is not ours;
+/// - `symlink_metadata` says it is a directory (not a symlink), owned by our effective
+///   uid, with mode exactly 0700 (as [`NotifyDir::create_in`] makes them);
+/// - its master is gone: no process has that pid, or the process is a zombie, or it
+///   started (`/proc/<pid>/stat`'s start time) more than [`PID_REUSE_SLACK`] after the
+///   directory last changed (its ctime: set when the master made it and each time it
+///   bound or removed a worker's socket in it) — a process that started after that
+///   cannot be the master that made it, so the pid was reused. When the start time
+///   cannot be read, the process counts as the owner;
+/// - no socket in it is live (a connect is refused): a master in another pid namespace
+///   that shares `parent` looks dead from here, but its workers' sockets answer.
+///
+/// `remove_dir_all` does not follow symlinks (not at the top, nor inside), so a swapped
+/// entry cannot make it remove anything outside. Errors are logged and skipped: cleaning
+/// up never stops a master from starting.
+pub fn remove_stale_dirs(parent: &Path) -> usize {
+    let entries = match std::fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::debug!(%error, "cannot look for stale notify directories in {}", parent.display());
+            return 0;
+        }
+    };
+    let uid = rustix::process::geteuid().as_raw();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = dir_owner_pid(&entry.file_name()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(metadata) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !metadata.file_type().is_dir()
+            || metadata.uid() != uid
+            || metadata.mode() & 0o7777 != 0o700
+        {
+            continue;
+        }
+        let changed = Duration::new(
+            u64::try_from(metadata.ctime()).unwrap_or(0),
+            u32::try_from(metadata.ctime_nsec()).unwrap_or(0),
+        );
+        if owner_may_live(pid, changed) || has_live_socket(&path) {
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(
+                    path = %path.display(),
+                    pid,
+                    "removed the notify directory a dead master left"
+                );
+            }
+            // Another master starting at the same time may have removed it first.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(
+                path = %path.display(),
+                %error,
+                "cannot remove the notify directory a dead master left"
+            ),
+        }
+    }
+    removed
+}
+
+/// The pid in a notify directory's name (`clutch-<pid>-<salt><n>`, the salt in hex, the
+/// counter in decimal: hex digits after the dash), or `None` for any other name.
+fn dir_owner_pid(name: &OsStr) -> Option<u32> {
+    let rest = name.to_str()?.strip_prefix("clutch-")?;
+    let (pid, tail) = rest.split_once('-')?;
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    if pid.is_empty()
+        || pid.len() > 10
+        || !pid.bytes().all(|b| b.is_ascii_digit())
+        || tail.is_empty()
+        || !tail.bytes().all(hex)
+    {
+        return None;
+    }
+    pid.parse().ok().filter(|pid| *pid > 0)
+}
+
+/// Whether process `pid` may be the master that made a directory last changed at
+/// `changed` (wall-clock time since the epoch). False only when we know it is not: no
+/// such process, a zombie, or one that started after the directory's last change.
+fn owner_may_live(pid: u32, changed: Duration) -> bool {
+    // (A pid beyond i32 names no process; and a negative one would name a group.)
+    let Some(raw) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .filter(|raw| raw.as_raw_nonzero().get() > 0)
+    else {
+        return false;
+    };
+    // Otherwise alive (EPERM: alive, and another user's): look closer.
+    if let Err(rustix::io::Errno::SRCH) = rustix::process::test_kill_process(raw) {
+        return false;
+    }
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
+    };
+    let Some((state, start_ticks)) = parse_stat(&stat) else {
+        return true;
+    };
+    if matches!(state, 'Z' | 'X') {
+        return false;
+    }
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    let started_since_boot = Duration::from_secs(start_ticks / hz)
+        + Duration::from_nanos(start_ticks % hz * 1_000_000_000 / hz);
+    // The wall-clock time of boot: now on the wall clock less now on the boot clock
+    // (which `/proc/<pid>/stat`'s start time counts from).
+    let since = |ts: rustix::time::Timespec| {
+        Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        )
+    };
+    let now = since(rustix::time::clock_gettime(rustix::time::ClockId::Realtime));
+    let up = since(rustix::time::clock_gettime(rustix::time::ClockId::Boottime));
+    let started = now.saturating_sub(up) + started_since_boot;
+    started <= changed + PID_REUSE_SLACK
+}
+
+/// The state (field 3) and start time in clock ticks (field 22) of a `/proc/<pid>/stat`
+/// line. The command name (field 2) is in parentheses and may hold anything, spaces and
+/// parentheses included: the fields after it are counted from its last `)`.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Fields 4 to 21 lie between the state and the start time.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether some socket file directly in `dir` has a live socket behind it (or cannot be
+/// checked). A dead master's sockets refuse connections.
+fn has_live_socket(dir: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return true;
+    };
+    for entry in entries {
+        let Ok(entry) = entry else {
+            return true;
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_socket()) {
+            continue;
+        }
+        let Ok(probe) = std::os::unix::net::UnixDatagram::unbound() else {
+            return true;
+        };
+        match probe.connect(entry.path()) {
+            Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            _ => return true,
+        }
+    }
+    false
 }
 
 /// One worker's notification socket: a non-blocking datagram socket at a path, removed
@@ -605,6 +786,146 @@ mod tests {
                         // And the default location works.
         let default = NotifyDir::create().unwrap();
         assert!(default.path().is_dir());
+    }
+
+    #[test]
+    fn notify_directory_names_are_recognised_exactly() {
+        let pid = |name: &str| dir_owner_pid(OsStr::new(name));
+        assert_eq!(pid("clutch-123-1a2b3c0"), Some(123));
+        assert_eq!(pid("clutch-4194304-0"), Some(4_194_304));
+        for other in [
+            "clutch-",
+            "clutch-123",
+            "clutch-123-",
+            "clutch-0-abc",
+            "clutch--abc",
+            "clutch-12a-abc",
+            "clutch-123-ABC",
+            "clutch-123-abc.sock",
+            "clutch-123-abc-1",
+            "clutch-99999999999-abc",
+            "clutch-+12-abc",
+            "xclutch-123-abc",
+            "app.sock",
+        ] {
+            assert_eq!(pid(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_stat_line_is_read_past_any_command_name() {
+        let line = "42 (a) b) (c) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1 2 3";
+        assert_eq!(parse_stat(line), Some(('S', 98765)));
+        assert_eq!(parse_stat("42 (short) S 1"), None);
+        assert_eq!(parse_stat("no parenthesis"), None);
+        assert_eq!(parse_stat(""), None);
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let (state, start) = parse_stat(&own).unwrap();
+        assert_eq!(state, 'R', "the thread reading its own stat runs");
+        assert!(start > 0);
+    }
+
+    /// A pid that no process has any more: a child of ours, reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    /// A directory as [`NotifyDir::create_in`] makes them, for master `pid`.
+    fn fake_dir(parent: &Path, pid: u32, salt: &str) -> PathBuf {
+        let path = parent.join(format!("clutch-{pid}-{salt}"));
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_live_process_owns_its_directory_unless_it_started_after_the_last_change() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        assert!(
+            owner_may_live(pid, now),
+            "a live process lost its directory"
+        );
+        assert!(
+            !owner_may_live(pid, now - Duration::from_secs(3600)),
+            "a process that started an hour after the directory's last change owns it"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!owner_may_live(pid, now), "a dead pid owns a directory");
+        assert!(!owner_may_live(0, now));
+        assert!(!owner_may_live(u32::MAX, now), "a negative pid is a group");
+    }
+
+    #[test]
+    fn stale_directories_of_dead_masters_are_removed_and_nothing_else() {
+        let parent = tempfile::tempdir().unwrap();
+        let dead = dead_pid();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+
+        // A dead master's directory, with its dead worker socket and a file.
+        let stale = fake_dir(parent.path(), dead, "abc0");
+        drop(std::os::unix::net::UnixDatagram::bind(stale.join("worker-1.sock")).unwrap());
+        std::fs::write(stale.join("other"), "x").unwrap();
+        // Zombie-free live "master" that made its directory after it started.
+        let owned = fake_dir(parent.path(), live.id(), "abc1");
+        // A dead pid, but a socket in it answers (a master in another pid namespace).
+        let answering = fake_dir(parent.path(), dead, "abc2");
+        let _socket =
+            std::os::unix::net::UnixDatagram::bind(answering.join("worker-1.sock")).unwrap();
+        // A dead pid, but not a directory clutch makes: wrong mode, a file, a symlink.
+        let open_mode = fake_dir(parent.path(), dead, "abc3");
+        std::fs::set_permissions(&open_mode, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = parent.path().join(format!("clutch-{dead}-abc4"));
+        std::fs::write(&file, "x").unwrap();
+        let target = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(target.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(target.path().join("precious"), "x").unwrap();
+        let link = parent.path().join(format!("clutch-{dead}-abc5"));
+        std::os::unix::fs::symlink(target.path(), &link).unwrap();
+        // Names that are not clutch's.
+        let foreign = parent.path().join(format!("clutch-{dead}"));
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+        let dir = NotifyDir::create_in(parent.path()).unwrap();
+
+        assert!(
+            !stale.exists(),
+            "the dead master's directory is still there"
+        );
+        for kept in [&owned, &answering, &open_mode, &file, &link, &foreign] {
+            assert!(
+                std::fs::symlink_metadata(kept).is_ok(),
+                "{} was removed",
+                kept.display()
+            );
+        }
+        assert!(target.path().join("precious").exists());
+        assert!(dir.path().is_dir(), "our own directory");
+        // Our own directories are never stale to us.
+        assert_eq!(remove_stale_dirs(parent.path()), 0);
+        assert!(dir.path().is_dir());
+
+        live.kill().unwrap();
+        live.wait().unwrap();
+        drop(_socket);
+        // Now the live one's master is gone, and nobody answers in the other.
+        assert_eq!(remove_stale_dirs(parent.path()), 2);
+        assert!(!owned.exists() && !answering.exists());
+        assert!(open_mode.exists() && foreign.exists() && link.exists());
     }
 
     #[test]

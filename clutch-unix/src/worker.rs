@@ -10,7 +10,7 @@ use std::time::Duration;
 use clutch_proto::{Config, ExitReason};
 use signal_hook::consts::signal::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
-use crate::listen::{self, Listener, StdListener};
+use crate::listen::{self, Listener, SocketFile, StdListener};
 use crate::service::ServiceNotifier;
 use crate::{Error, Shutdown};
 
@@ -32,6 +32,9 @@ pub struct Worker {
     slot: usize,
     in_process: bool,
     listeners: Vec<Listener>,
+    /// In-process: the socket files of the unix listeners taken as std listeners,
+    /// removed when the worker is dropped, as the master's would be.
+    socket_files: Vec<SocketFile>,
     notifier: ServiceNotifier,
     shutdown: Shutdown,
     user_signals: Arc<AtomicU64>,
@@ -87,6 +90,7 @@ impl Worker {
             slot,
             in_process,
             listeners,
+            socket_files: Vec::new(),
             notifier: ServiceNotifier::from_env(),
             shutdown,
             user_signals,
@@ -124,10 +128,18 @@ impl Worker {
         std::mem::take(&mut self.listeners)
     }
 
+    /// Takes listener `index` as a std listener, keeping its socket file (if it has one)
+    /// for removal when the worker is dropped.
+    fn take_std(&mut self, index: usize) -> StdListener {
+        let (listener, file) = self.listeners.remove(index).into_std_and_file();
+        self.socket_files.extend(file);
+        listener
+    }
+
     /// Takes the first TCP listener, as a std `TcpListener` (blocking mode).
     pub fn take_tcp_listener(&mut self) -> Option<TcpListener> {
         let index = self.listeners.iter().position(Listener::is_tcp)?;
-        match self.listeners.remove(index).into_std() {
+        match self.take_std(index) {
             StdListener::Tcp(listener) => Some(listener),
             StdListener::Unix(_) => unreachable!("is_tcp said TCP"),
         }
@@ -136,7 +148,7 @@ impl Worker {
     /// Takes the first Unix-socket listener, as a std `UnixListener` (blocking mode).
     pub fn take_unix_listener(&mut self) -> Option<UnixListener> {
         let index = self.listeners.iter().position(|l| !l.is_tcp())?;
-        match self.listeners.remove(index).into_std() {
+        match self.take_std(index) {
             StdListener::Unix(listener) => Some(listener),
             StdListener::Tcp(_) => unreachable!("is_tcp said unix"),
         }

@@ -1,0 +1,339 @@
+//! What a master leaves on disk: nothing after any exit it returns through (a clean
+//! stop, the crash breaker, a startup failure), and what a SIGKILLed master left is
+//! cleaned at the next start: its notify directory is removed, its socket files are
+//! replaced.
+//!
+//! Every run points `XDG_RUNTIME_DIR` at a temporary directory of its own, so the test
+//! owns the notify directory's parent and sees exactly what is in it.
+
+#[path = "../../tests/tests/common/procs.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{wait_gone, PATIENCE};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
+
+/// The test's directory: `runtime/` is the master's `XDG_RUNTIME_DIR`; the sockets and
+/// each run's stderr are beside it.
+struct Place {
+    dir: tempfile::TempDir,
+}
+
+impl Place {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("runtime")).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn runtime(&self) -> PathBuf {
+        self.path("runtime")
+    }
+
+    /// The notify directories in the runtime directory.
+    fn notify_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.runtime())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("clutch-"))
+            })
+            .collect();
+        dirs.sort();
+        dirs
+    }
+
+    /// `clutch run --log-format json ARGS`, stderr to `stderr-<n>`.
+    fn clutch(&self, run: usize, args: &[&str]) -> Master {
+        let stderr = self.path(&format!("stderr-{run}"));
+        let child = Command::new(CLUTCH)
+            .arg("run")
+            .args(["--log-format", "json"])
+            .args(args)
+            .env("XDG_RUNTIME_DIR", self.runtime())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Master { child, stderr }
+    }
+
+    /// A cluster of one `sleep` worker on a unix listener and a control socket here.
+    fn cluster(&self, run: usize) -> Master {
+        let http = format!("unix:{}", self.path("http.sock").display());
+        let control = self.path("ctl.sock").display().to_string();
+        self.clutch(
+            run,
+            &[
+                "--workers",
+                "1",
+                "-l",
+                &http,
+                "--control",
+                &control,
+                "--",
+                "sleep",
+                "300",
+            ],
+        )
+    }
+
+    fn assert_clean(&self, after: &str) {
+        assert_eq!(self.notify_dirs(), Vec::<PathBuf>::new(), "after {after}");
+        for name in ["http.sock", "ctl.sock"] {
+            assert!(
+                std::fs::symlink_metadata(self.path(name)).is_err(),
+                "{name} is left after {after}"
+            );
+        }
+    }
+}
+
+struct Master {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Master {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn logs(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.stderr)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `condition` holds on the log lines.
+    fn wait_log(&mut self, what: &str, condition: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !condition(&self.logs()) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the master exited ({status}) before {what}:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {PATIENCE:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until `n` workers are ready; their pids.
+    fn wait_ready(&mut self, n: usize) -> Vec<u32> {
+        self.wait_log("ready workers", |logs| {
+            logs.iter().filter(|l| l["event"] == "worker_ready").count() >= n
+        });
+        self.logs()
+            .iter()
+            .filter(|l| l["event"] == "worker_started")
+            .filter_map(|l| l["pid"].as_u64())
+            .map(|pid| pid as u32)
+            .collect()
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the master did not exit in {PATIENCE:?}:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn is_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+#[test]
+fn a_sigkilled_masters_leftovers_are_cleaned_at_the_next_start() {
+    let place = Place::new();
+    let mut first = place.cluster(1);
+    let workers = first.wait_ready(1);
+    assert_eq!(workers.len(), 1, "{}", first.stderr());
+    let dirs = place.notify_dirs();
+    assert_eq!(dirs.len(), 1, "one notify directory: {dirs:?}");
+    let old = dirs[0].clone();
+    assert!(old
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with(&format!("clutch-{}-", first.pid())));
+
+    first.signal(Signal::SIGKILL);
+    first.wait_exit();
+    // The workers die of PR_SET_PDEATHSIG; kill them too, so nothing depends on it here.
+    for &pid in &workers {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    wait_gone(&workers, PATIENCE).expect("the workers are gone");
+    if !is_dir(&old) {
+        // Something that outlives the master (a keeper process) removed it already: put
+        // it back as a keeper killed with the master would have left it, so that the
+        // next start's cleaning is what is tested.
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+    }
+
+    // The next start binds the same socket paths (the files left are stale) and removes
+    // the old directory.
+    let mut second = place.cluster(2);
+    second.wait_ready(1);
+    assert!(
+        !is_dir(&old),
+        "the dead master's notify directory is still there"
+    );
+    let dirs = place.notify_dirs();
+    assert_eq!(dirs.len(), 1, "only the new master's: {dirs:?}");
+    assert!(second.logs().iter().any(|l| l["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("removed the notify directory a dead master left"))));
+
+    // And a clean stop leaves nothing.
+    second.signal(Signal::SIGTERM);
+    assert_eq!(second.wait_exit().code(), Some(0), "{}", second.stderr());
+    place.assert_clean("a clean stop");
+}
+
+#[test]
+fn a_live_masters_sockets_and_directory_are_left_alone() {
+    let place = Place::new();
+    let mut first = place.cluster(1);
+    first.wait_ready(1);
+    let dirs = place.notify_dirs();
+
+    // The same unix listener: refused, and the live one's files stay.
+    let mut second = place.cluster(2);
+    assert_eq!(second.wait_exit().code(), Some(1), "{}", second.stderr());
+    assert!(
+        second.stderr().contains("another process listens"),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(place.notify_dirs(), dirs);
+    assert!(place.path("http.sock").exists() && place.path("ctl.sock").exists());
+    assert!(std::os::unix::net::UnixStream::connect(place.path("http.sock")).is_ok());
+
+    // A master with other sockets starts next to it and leaves its directory alone.
+    let other = format!("unix:{}", place.path("other.sock").display());
+    let mut third = place.clutch(3, &["--workers", "1", "-l", &other, "--", "sleep", "300"]);
+    third.wait_ready(1);
+    assert_eq!(place.notify_dirs().len(), 2);
+    third.signal(Signal::SIGTERM);
+    assert_eq!(third.wait_exit().code(), Some(0), "{}", third.stderr());
+    assert_eq!(place.notify_dirs(), dirs);
+    assert!(!place.path("other.sock").exists());
+
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.wait_exit().code(), Some(0), "{}", first.stderr());
+    place.assert_clean("a clean stop");
+}
+
+#[test]
+fn the_crash_breaker_and_startup_failures_leave_nothing() {
+    let place = Place::new();
+    let http = format!("unix:{}", place.path("http.sock").display());
+    let control = place.path("ctl.sock").display().to_string();
+
+    // Every worker fails to boot: the breaker ends the master with 3.
+    let mut breaker = place.clutch(
+        1,
+        &[
+            "--workers",
+            "1",
+            "--ready",
+            "notify",
+            "-l",
+            &http,
+            "--control",
+            &control,
+            "--",
+            "false",
+        ],
+    );
+    assert_eq!(breaker.wait_exit().code(), Some(3), "{}", breaker.stderr());
+    place.assert_clean("the crash breaker");
+
+    // The control socket cannot be created (a file is in the way) after the listener
+    // was bound: exit 1, and the listener's file is removed.
+    let blocked = place.path("blocked");
+    std::fs::write(&blocked, "x").unwrap();
+    let mut startup = place.clutch(
+        2,
+        &[
+            "-l",
+            &http,
+            "--control",
+            &blocked.display().to_string(),
+            "--",
+            "sleep",
+            "300",
+        ],
+    );
+    assert_eq!(startup.wait_exit().code(), Some(1), "{}", startup.stderr());
+    assert!(
+        startup.stderr().contains("control socket"),
+        "{}",
+        startup.stderr()
+    );
+    assert_eq!(std::fs::read(&blocked).unwrap(), b"x");
+    place.assert_clean("a startup failure");
+
+    // The second listener cannot be bound: the first one's file is removed.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = format!("127.0.0.1:{}", taken.local_addr().unwrap().port());
+    let mut busy = place.clutch(3, &["-l", &http, "-l", &port, "--", "sleep", "300"]);
+    assert_eq!(busy.wait_exit().code(), Some(1), "{}", busy.stderr());
+    assert!(busy.stderr().contains("in use"), "{}", busy.stderr());
+    place.assert_clean("a bind failure");
+}
