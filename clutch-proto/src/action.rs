@@ -457,7 +457,7 @@ impl ExitReason {
             Self::Clean => "all workers stopped; clean exit",
             Self::BreakerTripped => "workers kept failing to boot; the crash breaker tripped",
             Self::Forced => "some workers did not stop in time and were killed",
-            Self::StartupFailed => "the program could not be executed; no worker ever started",
+            Self::StartupFailed => "the program could not be executed at start",
         }
     }
 }

@@ -99,7 +99,7 @@ struct Contract {
     exited: bool,
     shutting_down: bool,
     listening: bool,
-    /// Some worker started (the program can be executed).
+    /// Some worker started before any shutdown began (the program can be executed).
     started: bool,
 }
 
@@ -131,7 +131,11 @@ impl Contract {
                 {
                     return Err("Listening fired twice".to_owned());
                 }
-                Action::Event(Event::WorkerStarted { .. }) => self.started = true,
+                // (A worker of the first batch may still be reported started after the
+                // startup failure began the shutdown: it is then stopped at once.)
+                Action::Event(Event::WorkerStarted { .. }) if !self.shutting_down => {
+                    self.started = true;
+                }
                 Action::Exit(ExitReason::StartupFailed) if self.started => {
                     return Err("a startup failure after a worker had started".to_owned());
                 }
