@@ -353,6 +353,7 @@ fn cgroup2_dir(mountinfo: &str, path: &str) -> Option<PathBuf> {
 /// One worker's cgroup.
 pub(crate) struct WorkerCgroup {
     dir: PathBuf,
+    dir_fd: OwnedFd,
     procs: OwnedFd,
     events: OwnedFd,
 }
@@ -369,6 +370,11 @@ impl WorkerCgroup {
         };
         Ok(Self {
             dir: dir.to_owned(),
+            dir_fd: rustix::fs::open(
+                dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?,
             procs: open("cgroup.procs", OFlags::WRONLY)?,
             events: open("cgroup.events", OFlags::RDONLY)?,
         })
@@ -377,6 +383,11 @@ impl WorkerCgroup {
     /// `cgroup.procs`, for the child to enter.
     pub(crate) fn procs(&self) -> BorrowedFd<'_> {
         self.procs.as_fd()
+    }
+
+    /// The directory, for the child to be created in.
+    pub(crate) fn dir(&self) -> BorrowedFd<'_> {
+        self.dir_fd.as_fd()
     }
 
     /// `cgroup.events`: pollable for `PRIORITY`, which fires when `populated` changes.

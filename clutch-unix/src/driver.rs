@@ -762,7 +762,7 @@ impl Driver {
         }
         let cgroup = self.containment.worker_cgroup(id.0);
         if let Some(cgroup) = &cgroup {
-            spec = spec.cgroup_procs(cgroup.procs());
+            spec = spec.cgroup_procs(cgroup.procs()).cgroup_dir(cgroup.dir());
         }
         let child = spec.spawn().map_err(|e| e.to_core())?;
         drop(spec);

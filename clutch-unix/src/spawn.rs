@@ -79,6 +79,7 @@ pub struct SpawnSpec<'fd> {
     watchdog_usec: Option<u64>,
     stdin_null: bool,
     cgroup_procs: Option<BorrowedFd<'fd>>,
+    cgroup_dir: Option<BorrowedFd<'fd>>,
 }
 
 impl<'fd> SpawnSpec<'fd> {
@@ -87,6 +88,14 @@ impl<'fd> SpawnSpec<'fd> {
     #[must_use]
     pub fn cgroup_procs(mut self, procs: BorrowedFd<'fd>) -> Self {
         self.cgroup_procs = Some(procs);
+        self
+    }
+
+    /// The same cgroup's directory (`O_DIRECTORY`): the worker is then created in it
+    /// directly, where the kernel allows (`clone3`), and `cgroup_procs` is the fallback.
+    #[must_use]
+    pub fn cgroup_dir(mut self, dir: BorrowedFd<'fd>) -> Self {
+        self.cgroup_dir = Some(dir);
         self
     }
 
@@ -106,6 +115,7 @@ impl<'fd> SpawnSpec<'fd> {
             watchdog_usec: None,
             stdin_null: true,
             cgroup_procs: None,
+            cgroup_dir: None,
         }
     }
 
@@ -292,6 +302,7 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
         stdin: dev_null.as_ref().map(AsFd::as_fd),
         report: report_write.as_fd(),
         cgroup_procs: spec.cgroup_procs,
+        cgroup_dir: spec.cgroup_dir,
     };
     let pid = sys::fork_exec(&program, &argv, &mut env, &fds)
         .map_err(|source| SpawnError::new(&spec.program, SpawnStep::Fork, source))?;
