@@ -838,6 +838,12 @@ impl ClusterState {
             if at > now {
                 break;
             }
+            if matches!(self.breaker_at(), Some(due) if due <= at) {
+                // The breaker's window ended first: it trips before, say, a refill due
+                // at the same time is spawned for nothing.
+                self.check_breaker(now);
+                continue;
+            }
             self.timers.pop_first();
             match key {
                 TimerKey::Probation(id) => {
@@ -1729,8 +1735,9 @@ impl ClusterState {
         if self.exited {
             return;
         }
-        self.advance_rollout(now);
+        // The breaker first: a cluster that must stop spawns no rollout's workers.
         self.check_breaker(now);
+        self.advance_rollout(now);
         let degraded = self.stopping.is_none() && self.failing_slots > 0;
         if degraded != self.degraded {
             self.degraded = degraded;
