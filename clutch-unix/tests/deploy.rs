@@ -85,8 +85,7 @@ impl Clutch {
     }
 
     fn python(args: &[&str]) -> Self {
-        let clutch = Self::run(args, &["python3", "-c", WORKER]);
-        clutch
+        Self::run(args, &["python3", "-c", WORKER])
     }
 
     fn path(&self, name: &str) -> PathBuf {
