@@ -915,6 +915,19 @@ impl Checker {
                 // A ready new worker of a rollout makes stopping the worker it replaces
                 // legitimate once it has passed probation (see `check_stops`).
                 if self.rollout.is_some_and(|r| r.generation == generation) {
+                    // The slot's previous new worker, if it passed probation, replaced
+                    // the older ones for good: latch that before the mark moves on.
+                    let min_uptime = self.config.min_uptime();
+                    let previous = self.slots.get(slot.0).and_then(|s| s.successor_ready);
+                    if let Some((old, ready_at)) = previous {
+                        let o = &self.workers[old.0 as usize];
+                        if ready_at + min_uptime <= now && !o.retired {
+                            let old_generation = o.generation;
+                            self.justify(|other, t| {
+                                other != old && t.slot == slot.0 && t.generation < old_generation
+                            });
+                        }
+                    }
                     if let Some(s) = self.slot_mut(slot.0) {
                         s.successor_ready = Some((id, now));
                     }

@@ -174,7 +174,10 @@ fn a_worker_crashing_at_boot_is_respawned_with_backoff_until_the_breaker_trips()
     // The breaker waits for 10 s without a ready worker (issue 11): meanwhile each slot's
     // backoff (100 ms × 1.5ⁿ) allows about ten spawns, not a fork loop.
     let spawned = cluster.count("WorkerStarted");
-    assert!((10..=24).contains(&spawned), "{spawned} spawns: {events:#?}");
+    assert!(
+        (10..=24).contains(&spawned),
+        "{spawned} spawns: {events:#?}"
+    );
     assert!(
         events.iter().any(|e| e.starts_with("RespawnDelayed")),
         "backoff between spawns"
