@@ -155,45 +155,52 @@ def kill_trial(cluster):
     return {k: ms(v - t0) for k, v in marks.items()}
 
 
+# The two ages at which the kill scenario kills a worker for the first time: 3 s (a
+# worker that has served for a few seconds: a one-off crash soon after a start, where
+# clutch used to back off for 30 s) and 31 s (past every system's healthy-uptime reset:
+# PM2's and clutch's old 30 s).
+KILL_AGES = (("kill_young", 3.0), ("kill", 31.0))
+
+
 def prestart_kill_clusters(run, system):
-    """For a system with a long crash backoff (clutch: 30 s), starts one 1-worker cluster
-    per trial at the beginning of the run, so that each trial can kill a worker older
-    than the backoff's reset time without waiting 30 s per trial."""
-    if system.min_healthy_age <= 5:
-        return []
+    """One 1-worker cluster per trial, started at the beginning of the run, so that each
+    old-worker trial kills a worker 31 s old without waiting 31 s per trial."""
     return [run.new_cluster(system, 1) for _ in range(run.p.trials)]
 
 
 def kill_one(run, system, prestarted):
-    """Kill trials on a 1-worker cluster: the replacement is then the only process that
-    can answer, so the first answer after the kill times the replacement itself."""
-    results = []
-    clusters = prestarted
-    try:
-        if not clusters:
-            clusters = [run.new_cluster(system, 1)]
-        for c in clusters:
-            if c.wait_ready(60) is None:
-                raise RuntimeError(f"{system.name}: worker not ready (log: {c.log_path})")
-        oldest_needed = max(c.launched_at for c in clusters) + system.min_healthy_age + 0.3
-        time.sleep(max(0.0, oldest_needed - time.monotonic()))
-        for trial in range(run.p.trials):
-            c = clusters[trial % len(clusters)]
-            # The victim must be old enough for an immediate restart.
-            c.wait_ready(30)
-            time.sleep(max(0.3, system.min_healthy_age) if len(clusters) == 1 and trial else 0.05)
-            results.append(kill_trial(c))
-    finally:
-        for c in clusters:
-            c.stop()
-    row = {}
-    for stage in ("exists", "ready", "answers"):
-        values = [r[stage] for r in results if stage in r]
-        row[stage] = summary(values)
-        if len(values) < len(results):
-            run.note(f"{system.name}: kill trials without a '{stage}' mark: "
-                     f"{len(results) - len(values)} of {len(results)}")
-    run.record(system, "kill", row)
+    """Kill trials on 1-worker clusters, each worker killed once, for the first time, at
+    each age of KILL_AGES: the replacement is then the only process that can answer, so
+    the first answer after the kill times the replacement itself. Young trials start a
+    fresh cluster each; old trials use the clusters started at the beginning of the run.
+    Recorded as "kill_young" (3 s) and "kill" (31 s)."""
+    for name, age in KILL_AGES:
+        results = []
+        clusters = prestarted if name == "kill" else []
+        try:
+            for trial in range(run.p.trials):
+                if name == "kill" and clusters:
+                    c = clusters[trial % len(clusters)]
+                else:
+                    c = run.new_cluster(system, 1)
+                    clusters.append(c)
+                if c.wait_ready(60) is None:
+                    raise RuntimeError(f"{system.name}: worker not ready (log: {c.log_path})")
+                time.sleep(max(0.0, c.launched_at + age - time.monotonic()))
+                results.append(kill_trial(c))
+                if name != "kill":
+                    c.stop()
+        finally:
+            for c in clusters:
+                c.stop()
+        row = {"age_s": age}
+        for stage in ("exists", "ready", "answers"):
+            values = [r[stage] for r in results if stage in r]
+            row[stage] = summary(values)
+            if len(values) < len(results):
+                run.note(f"{system.name}: {name} trials without a '{stage}' mark: "
+                         f"{len(results) - len(values)} of {len(results)}")
+        run.record(system, name, row)
 
 
 # --- 4: stop, and orphans ------------------------------------------------------------

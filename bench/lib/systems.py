@@ -152,7 +152,7 @@ class System:
 
 class Clutch(System):
     key, name = "clutch", "clutch"
-    min_healthy_age = 31.0  # Backoff::reset_after (30 s) in clutch-proto, plus a margin
+    min_healthy_age = 2.5  # min_uptime (2 s) in clutch-proto, plus a margin
     rolling_note = "SIGHUP (one at a time, readiness-gated)"
 
     def __init__(self, binary):

@@ -11,9 +11,7 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use clutch_proto::{
-    Action, Backoff, ClusterState, Config, ExitStatus, HangPolicy, Signal, WorkerId,
-};
+use clutch_proto::{Action, ClusterState, Config, ExitStatus, HangPolicy, Signal, WorkerId};
 
 const WORKERS: usize = 1024;
 const INPUTS: u64 = 4_000_000;
@@ -87,19 +85,16 @@ impl World {
 /// `crash_per_10k`: unexpected exits per 10,000 inputs (each brings ~3 more inputs: the
 /// respawn's spawned and ready reports, and the slot's refill).
 fn run(seed: u64, crash_per_10k: u64) -> (u64, Duration) {
-    // Under churn, workers count as healthy after 1 ms so every crash is refilled at once:
+    // Under churn, workers pass probation after 1 ms so every crash is refilled at once:
     // the spawn/exit/ready path is measured rather than slots idling in backoff.
-    let reset_after = if crash_per_10k > 100 {
+    let min_uptime = if crash_per_10k > 100 {
         Duration::from_millis(1)
     } else {
         Duration::from_secs(30)
     };
     let config = Config::builder()
         .workers(WORKERS)
-        .backoff(Backoff {
-            reset_after,
-            ..Backoff::default()
-        })
+        .min_uptime(min_uptime)
         .rollout_batch(16)
         .hang(HangPolicy {
             timeout: Some(Duration::from_secs(30)),
@@ -125,7 +120,7 @@ fn run(seed: u64, crash_per_10k: u64) -> (u64, Duration) {
     world.inputs = 0;
     #[allow(clippy::disallowed_methods)]
     let clock = Instant::now();
-    // Start with a healthy cluster: past the backoff's reset_after.
+    // Start with a healthy cluster: past the probation.
     world.now += Duration::from_secs(60);
     while world.inputs < INPUTS {
         world.now += Duration::from_millis(1);

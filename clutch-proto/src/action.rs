@@ -190,14 +190,31 @@ pub enum Event {
         /// Why the master exits, and with which code.
         reason: ExitReason,
     },
-    /// Too many boot failures in the window: the cluster shuts down with
-    /// [`ExitReason::BreakerTripped`].
+    /// No worker has been ready while the cluster kept failing for the breaker's window
+    /// (see [`CrashBudget`](crate::CrashBudget)): the cluster shuts down with
+    /// [`ExitReason::BreakerTripped`]. Never while a worker is ready.
     BreakerTripped {
-        /// Boot failures counted in the window.
+        /// Failures (boot failures and deaths in probation) counted since the cluster
+        /// began failing.
         failures: usize,
         /// The window.
         window: Duration,
     },
+    /// Some slots keep failing (their workers die young and they wait in backoff); the
+    /// cluster still runs what it can. The breaker never stops a ready worker: it waits
+    /// for the cluster to have none. Emitted when the number of failing slots goes from
+    /// zero to more.
+    Degraded {
+        /// Slots whose workers died young since their last worker passed probation.
+        failing: usize,
+        /// Slots whose worker is ready.
+        ready: usize,
+        /// The target worker count.
+        target: usize,
+    },
+    /// No slot is failing any more: every failing slot's worker passed probation (or the
+    /// slot was scaled away).
+    Recovered,
     /// A rolling restart began.
     ReloadStarted {
         /// The generation it rolls out.
@@ -334,6 +351,26 @@ pub enum ReloadFailure {
         /// The worker.
         id: WorkerId,
     },
+    /// A new-generation worker died while in probation: ready, but for less than
+    /// [`Config::min_uptime`](crate::Config::min_uptime).
+    DiedInProbation {
+        /// The worker.
+        id: WorkerId,
+        /// How it ended.
+        status: ExitStatus,
+        /// How long it had been ready.
+        ready_for: Duration,
+    },
+    /// A new-generation worker announced `STOPPING=1` or went silent (hung) while in
+    /// probation.
+    LeftInProbation {
+        /// The worker.
+        id: WorkerId,
+        /// How long it had been ready.
+        ready_for: Duration,
+        /// `"announced it was stopping"` or `"hung"`.
+        how: &'static str,
+    },
     /// A new-generation worker could not be spawned (for a
     /// [`Resource`](SpawnErrorKind::Resource) error: the master could not start it).
     SpawnFailed {
@@ -364,6 +401,20 @@ impl fmt::Display for ReloadFailure {
                     "new worker {id} announced it was stopping before it was ready"
                 )
             }
+            Self::DiedInProbation {
+                id,
+                status,
+                ready_for,
+            } => write!(
+                f,
+                "new worker {id} exited {:.1} s after it was ready, in its probation ({status})",
+                ready_for.as_secs_f64()
+            ),
+            Self::LeftInProbation { id, ready_for, how } => write!(
+                f,
+                "new worker {id} {how} {:.1} s after it was ready, in its probation",
+                ready_for.as_secs_f64()
+            ),
             Self::SpawnFailed { id, error } if error.kind == SpawnErrorKind::Resource => {
                 write!(
                     f,
@@ -405,6 +456,9 @@ pub struct StatusLine {
     pub live: usize,
     /// The cluster's phase.
     pub phase: crate::Phase,
+    /// Slots whose workers keep dying young (the cluster is degraded when this is not
+    /// zero).
+    pub failing: usize,
 }
 
 impl fmt::Display for StatusLine {
@@ -416,7 +470,11 @@ impl fmt::Display for StatusLine {
             self.ready,
             self.target,
             self.live
-        )
+        )?;
+        if self.failing > 0 {
+            write!(f, ", degraded: {} slots failing", self.failing)?;
+        }
+        Ok(())
     }
 }
 
@@ -426,8 +484,9 @@ impl fmt::Display for StatusLine {
 pub enum ExitReason {
     /// Every worker stopped within the force-exit timeout. Code 0.
     Clean,
-    /// The crash breaker tripped: workers kept failing to boot. Code 3 (Gunicorn's
-    /// "worker boot error").
+    /// The crash breaker tripped: no worker was ready while workers kept failing (at
+    /// boot or in probation) for the breaker's window. Code 3 (Gunicorn's "worker boot
+    /// error").
     BreakerTripped,
     /// Some worker had to be SIGKILLed: the force-exit timeout ran out, or a QUIT (or a
     /// TERM/INT at least [`SIGNAL_REPEAT_WINDOW`](crate::SIGNAL_REPEAT_WINDOW) into the
@@ -455,7 +514,7 @@ impl ExitReason {
     pub fn describe(self) -> &'static str {
         match self {
             Self::Clean => "all workers stopped; clean exit",
-            Self::BreakerTripped => "workers kept failing to boot; the crash breaker tripped",
+            Self::BreakerTripped => "no worker could stay up (every slot kept failing at boot or in probation); the crash breaker tripped",
             Self::Forced => "some workers did not stop in time and were killed",
             Self::StartupFailed => "the program could not be executed at start",
         }

@@ -8,7 +8,7 @@ use crate::action::{
     Action, CommandError, Event, ExitReason, Notice, ReloadFailure, ShutdownTrigger, StatusLine,
     StopReason,
 };
-use crate::config::{Config, Readiness, MAX_WORKERS};
+use crate::config::{Config, Readiness, MAX_WORKERS, QUICK_REFILL_BURST, QUICK_REFILL_INTERVAL};
 use crate::types::{
     ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState,
 };
@@ -112,8 +112,16 @@ pub struct ClusterState {
     ever_started: bool,
     /// Slots whose current worker is ready.
     ready_count: usize,
-    /// Times of recent boot failures, oldest first (the crash breaker's window).
-    boot_failures: VecDeque<Instant>,
+    /// Slots whose current worker is ready and passed probation.
+    proven_count: usize,
+    /// Slots with young deaths since their last worker passed probation.
+    failing_slots: usize,
+    /// Whether `Degraded` (rather than `Recovered`, or nothing yet) was the last said.
+    degraded: bool,
+    /// The crash breaker: when the cluster began failing (the first failure while no
+    /// worker had passed probation), and the failures counted since.
+    failing_since: Option<Instant>,
+    failures_since: usize,
     /// Every per-worker deadline and per-slot respawn time, in deadline order.
     timers: BTreeSet<(Instant, TimerKey)>,
     watchdog_at: Option<Instant>,
@@ -124,6 +132,9 @@ pub struct ClusterState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
+    /// A ready worker's probation ends (ordered first: at equal times a worker passes
+    /// probation before its other deadlines are looked at).
+    Probation(WorkerId),
     Worker(WorkerId),
     Respawn(usize),
 }
@@ -134,8 +145,11 @@ struct SlotState {
     current: Option<WorkerId>,
     /// During a rolling restart: the new-generation worker booting to replace `current`.
     successor: Option<WorkerId>,
-    /// Young failures in a row (drives the backoff).
+    /// Young deaths since the slot's last worker passed probation (drives the backoff).
     consecutive_failures: u32,
+    /// Quick refills after deaths in probation: the theoretical time at which the slot's
+    /// quota is back to empty (a GCRA, one refill per `QUICK_REFILL_INTERVAL`).
+    quick_tat: Option<Instant>,
     /// When an empty slot will be refilled.
     respawn_at: Option<Instant>,
     /// Refills of this slot after a worker left it.
@@ -158,6 +172,10 @@ struct Worker {
     pending_signal: Option<Signal>,
     /// This worker's entry in `timers`, if any.
     deadline: Option<Instant>,
+    /// When its probation ends (ready workers that have not yet passed it).
+    probation_at: Option<Instant>,
+    /// Ready for at least `min_uptime`.
+    proven: bool,
 }
 
 #[derive(Debug)]
@@ -167,10 +185,12 @@ struct Rollout {
     started_at: Instant,
     /// Next slot to consider for replacement.
     cursor: usize,
-    /// Slots with a successor booting.
+    /// Slots with a successor booting or in probation.
     in_flight: usize,
-    /// Slots whose current worker is ready and of `generation`.
+    /// Slots whose current worker is of `generation`, ready and proven.
     ready: usize,
+    /// Successors that are ready (in probation).
+    ready_successors: usize,
     /// Another reload was asked for meanwhile.
     queued: bool,
 }
@@ -285,8 +305,22 @@ pub struct WorkerInfo {
     pub stop_reason: Option<StopReason>,
     /// Refills of its slot so far (only for workers attached to a slot).
     pub restarts: u64,
-    /// Whether it is the booting successor of its slot's worker in a rolling restart.
+    /// Whether it is the successor of its slot's worker in a rolling restart (booting,
+    /// or ready and in probation).
     pub successor: bool,
+    /// Whether it has been ready for at least [`Config::min_uptime`] (passed probation).
+    pub proven: bool,
+}
+
+/// How a departing worker's life ended, for the backoff and the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Death {
+    /// Before it was ready.
+    Boot,
+    /// Ready, but for less than the minimum uptime.
+    Probation,
+    /// After its probation: a one-off, replaced at once.
+    Proven,
 }
 
 impl ClusterState {
@@ -308,7 +342,11 @@ impl ClusterState {
             listening: false,
             ever_started: false,
             ready_count: 0,
-            boot_failures: VecDeque::new(),
+            proven_count: 0,
+            failing_slots: 0,
+            degraded: false,
+            failing_since: None,
+            failures_since: 0,
             timers: BTreeSet::new(),
             watchdog_at,
             actions: VecDeque::new(),
@@ -378,7 +416,36 @@ impl ClusterState {
             target: self.slots.len(),
             live: self.workers.len(),
             phase: self.phase(),
+            failing: if self.stopping.is_some() {
+                0
+            } else {
+                self.failing_slots
+            },
         }
+    }
+
+    /// Workers that are ready, successors in probation included: what serves.
+    #[must_use]
+    pub fn serving_workers(&self) -> usize {
+        self.ready_count + self.rollout.as_ref().map_or(0, |r| r.ready_successors)
+    }
+
+    /// Slots whose workers keep dying young (they died before ready or in probation
+    /// since the slot's last worker passed probation).
+    #[must_use]
+    pub fn failing_slots(&self) -> usize {
+        if self.stopping.is_some() {
+            0
+        } else {
+            self.failing_slots
+        }
+    }
+
+    /// True when some slots keep failing while the cluster runs (see
+    /// [`Event::Degraded`]).
+    #[must_use]
+    pub fn is_degraded(&self) -> bool {
+        !self.exited && self.failing_slots() > 0
     }
 
     /// Lifetime counters.
@@ -422,6 +489,7 @@ impl ClusterState {
                 self.slots[w.slot.0].restarts
             },
             successor: role == Role::Successor,
+            proven: w.proven,
         }
     }
 
@@ -528,7 +596,15 @@ impl ClusterState {
         } else if stop_reason.is_none() {
             let counts = kind != SpawnErrorKind::Resource;
             let failure = ReloadFailure::SpawnFailed { id, error };
-            self.after_departure(now, role, slot.0, generation, true, Some(failure), counts);
+            self.after_departure(
+                now,
+                role,
+                slot.0,
+                generation,
+                Death::Boot,
+                Some(failure),
+                counts,
+            );
         }
         self.settle(now);
     }
@@ -560,9 +636,11 @@ impl ClusterState {
         let (Some(pid), false) = (w.pid, w.state.is_leaving()) else {
             return self.ignore("stopping: worker already leaving", id);
         };
+        self.catch_up_probation(now, id);
+        let w = &self.workers[&id];
         let (slot, generation) = (w.slot, w.generation);
-        let healthy = self.is_healthy(now, w);
-        let was_ready = w.state == WorkerState::Ready;
+        let death = Self::death_of(w);
+        let ready_for = w.ready_at.map(|at| now.saturating_duration_since(at));
         let role = self.detach(id);
         self.emit(Event::WorkerStopping { id, slot, pid });
         let w = self.workers.get_mut(&id).expect("worker exists");
@@ -573,8 +651,16 @@ impl ClusterState {
             .is_none()
             .then(|| now + self.config.force_exit_timeout());
         self.set_worker_deadline(id, kill_at);
-        let failure = (!was_ready).then_some(ReloadFailure::WorkerStopped { id });
-        self.after_departure(now, role, slot.0, generation, !healthy, failure, true);
+        let failure = match (death, ready_for) {
+            (Death::Boot, _) => Some(ReloadFailure::WorkerStopped { id }),
+            (Death::Probation, Some(ready_for)) => Some(ReloadFailure::LeftInProbation {
+                id,
+                ready_for,
+                how: "announced it was stopping",
+            }),
+            _ => None,
+        };
+        self.after_departure(now, role, slot.0, generation, death, failure, true);
         self.settle(now);
     }
 
@@ -609,9 +695,14 @@ impl ClusterState {
         let Some(w) = self.workers.get(&id) else {
             return self.ignore("exited: unknown worker", id);
         };
+        if w.stop_reason.is_none() {
+            self.catch_up_probation(now, id);
+        }
+        let w = &self.workers[&id];
         let (slot, generation, pid) = (w.slot, w.generation, w.pid);
         let was_ready = w.ready_at.is_some();
-        let healthy = self.is_healthy(now, w);
+        let death = Self::death_of(w);
+        let ready_for = w.ready_at.map(|at| now.saturating_duration_since(at));
         let uptime = now.saturating_duration_since(w.started_at.unwrap_or(w.spawned_at));
         let stop_reason = w.stop_reason;
         let role = self.detach(id);
@@ -637,8 +728,16 @@ impl ClusterState {
         }
         self.remove_worker(id);
         if stop_reason.is_none() {
-            let failure = (!was_ready).then_some(ReloadFailure::WorkerDied { id, status });
-            self.after_departure(now, role, slot.0, generation, !healthy, failure, true);
+            let failure = match (death, ready_for) {
+                (Death::Boot, _) => Some(ReloadFailure::WorkerDied { id, status }),
+                (Death::Probation, Some(ready_for)) => Some(ReloadFailure::DiedInProbation {
+                    id,
+                    status,
+                    ready_for,
+                }),
+                _ => None,
+            };
+            self.after_departure(now, role, slot.0, generation, death, failure, true);
         }
         self.settle(now);
     }
@@ -739,8 +838,21 @@ impl ClusterState {
             if at > now {
                 break;
             }
+            if matches!(self.breaker_at(), Some(due) if due <= at) {
+                // The breaker's window ended first: it trips before, say, a refill due
+                // at the same time is spawned for nothing.
+                self.check_breaker(now);
+                continue;
+            }
             self.timers.pop_first();
             match key {
+                TimerKey::Probation(id) => {
+                    self.workers
+                        .get_mut(&id)
+                        .expect("probation of a live worker")
+                        .probation_at = None;
+                    self.prove(now, id);
+                }
                 TimerKey::Respawn(index) => {
                     self.slots[index].respawn_at = None;
                     self.spawn(now, index, Role::Current);
@@ -848,7 +960,10 @@ impl ClusterState {
             .as_ref()
             .filter(|s| !s.force_fired)
             .map(|s| s.force_at);
-        [timer, force, self.watchdog_at].into_iter().flatten().min()
+        [timer, force, self.watchdog_at, self.breaker_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----- internals: inputs --------------------------------------------------------
@@ -878,17 +993,26 @@ impl ClusterState {
         }
     }
 
-    fn is_healthy(&self, now: Instant, w: &Worker) -> bool {
-        match (w.ready_at, w.started_at) {
-            (Some(_), Some(started)) => {
-                now.saturating_duration_since(started) >= self.config.backoff().reset_after
-            }
-            _ => false,
+    fn death_of(w: &Worker) -> Death {
+        match (w.ready_at, w.proven) {
+            (None, _) => Death::Boot,
+            (Some(_), false) => Death::Probation,
+            (Some(_), true) => Death::Proven,
+        }
+    }
+
+    /// A report about a ready worker at or after its probation's end, before the
+    /// probation timer was handled: it passed probation first.
+    fn catch_up_probation(&mut self, now: Instant, id: WorkerId) {
+        let w = &self.workers[&id];
+        if !w.proven && w.probation_at.is_some_and(|at| at <= now) {
+            self.set_probation(id, None);
+            self.prove(now, id);
         }
     }
 
     fn is_service_healthy(&self) -> bool {
-        self.stopping.is_some() || !self.listening || self.ready_count > 0
+        self.stopping.is_some() || !self.listening || self.serving_workers() > 0
     }
 
     // ----- internals: slots and workers ---------------------------------------------
@@ -912,6 +1036,8 @@ impl ClusterState {
                 stop_reason: None,
                 pending_signal: None,
                 deadline: None,
+                probation_at: None,
+                proven: false,
             },
         );
         let slot_state = &mut self.slots[index];
@@ -944,24 +1070,29 @@ impl ClusterState {
                 slot.current = None;
                 if w.state == WorkerState::Ready {
                     self.ready_count -= 1;
-                    if let Some(r) = self
-                        .rollout
-                        .as_mut()
-                        .filter(|r| r.generation == w.generation)
-                    {
-                        r.ready -= 1;
+                    if w.proven {
+                        self.proven_count -= 1;
+                        if let Some(r) = self
+                            .rollout
+                            .as_mut()
+                            .filter(|r| r.generation == w.generation)
+                        {
+                            r.ready -= 1;
+                        }
                     }
                 }
             }
             (Role::Successor, Some(slot)) => {
                 slot.successor = None;
-                self.rollout
-                    .as_mut()
-                    .expect("successor only in a rollout")
-                    .in_flight -= 1;
+                let rollout = self.rollout.as_mut().expect("successor only in a rollout");
+                rollout.in_flight -= 1;
+                if w.state == WorkerState::Ready {
+                    rollout.ready_successors -= 1;
+                }
             }
             _ => {}
         }
+        self.set_probation(id, None);
         role
     }
 
@@ -976,9 +1107,64 @@ impl ClusterState {
         let w = &self.workers[&id];
         if w.state == WorkerState::Ready {
             self.ready_count += 1;
-            if rollout.generation == w.generation {
-                rollout.ready += 1;
+            rollout.ready_successors -= 1;
+            if w.proven {
+                self.proven_count += 1;
+                if rollout.generation == w.generation {
+                    rollout.ready += 1;
+                }
             }
+        }
+    }
+
+    /// Worker `id` has been ready for the minimum uptime. A current worker makes its
+    /// slot healthy again (and the breaker stops counting); a successor replaces its
+    /// slot's old worker for good, which is stopped only now.
+    fn prove(&mut self, now: Instant, id: WorkerId) {
+        let w = self.workers.get_mut(&id).expect("worker to prove");
+        w.proven = true;
+        let (slot, generation) = (w.slot, w.generation);
+        match self.role(id, &self.workers[&id]) {
+            Role::Detached => return,
+            Role::Current => {
+                self.proven_count += 1;
+                if let Some(r) = self.rollout.as_mut().filter(|r| r.generation == generation) {
+                    r.ready += 1;
+                }
+            }
+            Role::Successor => {
+                if let Some(old) = self.slots[slot.0].current {
+                    self.detach(old);
+                    self.stop_worker(now, old, StopReason::Reload, Signal::Term);
+                }
+                self.promote(slot.0);
+            }
+        }
+        self.set_failures(slot.0, 0);
+        self.slots[slot.0].quick_tat = None;
+        self.failing_since = None;
+        self.failures_since = 0;
+    }
+
+    /// Sets slot `index`'s young-death count, keeping the failing-slot count true.
+    fn set_failures(&mut self, index: usize, failures: u32) {
+        let slot = &mut self.slots[index];
+        let was = slot.consecutive_failures > 0;
+        slot.consecutive_failures = failures;
+        match (was, failures > 0) {
+            (false, true) => self.failing_slots += 1,
+            (true, false) => self.failing_slots -= 1,
+            _ => {}
+        }
+    }
+
+    fn set_probation(&mut self, id: WorkerId, at: Option<Instant>) {
+        let w = self.workers.get_mut(&id).expect("worker for probation");
+        if let Some(old) = std::mem::replace(&mut w.probation_at, at) {
+            self.timers.remove(&(old, TimerKey::Probation(id)));
+        }
+        if let Some(at) = at {
+            self.timers.insert((at, TimerKey::Probation(id)));
         }
     }
 
@@ -986,6 +1172,9 @@ impl ClusterState {
         let w = self.workers.remove(&id).expect("worker to remove");
         if let Some(at) = w.deadline {
             self.timers.remove(&(at, TimerKey::Worker(id)));
+        }
+        if let Some(at) = w.probation_at {
+            self.timers.remove(&(at, TimerKey::Probation(id)));
         }
         if self.workers.is_empty() {
             self.emit(Event::NoWorkers);
@@ -1031,21 +1220,18 @@ impl ClusterState {
             _ => None,
         };
         self.set_worker_deadline(id, hang_check);
+        self.set_probation(id, Some(now + self.config.min_uptime()));
         self.emit(Event::WorkerReady { id, slot, pid });
+        let _ = generation;
         match self.role(id, &self.workers[&id]) {
-            Role::Current => {
-                self.ready_count += 1;
-                if let Some(r) = self.rollout.as_mut().filter(|r| r.generation == generation) {
-                    r.ready += 1;
-                }
-            }
+            Role::Current => self.ready_count += 1,
             Role::Successor => {
-                // The new worker serves: only now does the old one go.
-                if let Some(old) = self.slots[slot.0].current {
-                    self.detach(old);
-                    self.stop_worker(now, old, StopReason::Reload, Signal::Term);
-                }
-                self.promote(slot.0);
+                // The new worker serves, but its old counterpart goes only once it has
+                // passed probation (`prove`).
+                self.rollout
+                    .as_mut()
+                    .expect("successor only in a rollout")
+                    .ready_successors += 1;
             }
             Role::Detached => unreachable!("booting workers are attached"),
         }
@@ -1127,13 +1313,23 @@ impl ClusterState {
         self.emit(Event::WorkerBootTimedOut { id, slot, pid });
         self.stop_worker(now, id, StopReason::BootTimeout, Signal::Kill);
         let failure = ReloadFailure::BootTimeout { id };
-        self.after_departure(now, role, slot.0, generation, true, Some(failure), true);
+        self.after_departure(
+            now,
+            role,
+            slot.0,
+            generation,
+            Death::Boot,
+            Some(failure),
+            true,
+        );
     }
 
     fn hung(&mut self, now: Instant, id: WorkerId, silent_for: Duration) {
+        self.catch_up_probation(now, id);
         let w = &self.workers[&id];
         let (slot, generation, pid) = (w.slot, w.generation, w.pid.expect("ready has a pid"));
-        let healthy = self.is_healthy(now, w);
+        let death = Self::death_of(w);
+        let ready_for = w.ready_at.map(|at| now.saturating_duration_since(at));
         self.stats.hung += 1;
         let role = self.detach(id);
         self.emit(Event::WorkerHung {
@@ -1152,12 +1348,18 @@ impl ClusterState {
             }
             None => self.stop_worker(now, id, StopReason::Hung, Signal::Kill),
         }
-        self.after_departure(now, role, slot.0, generation, !healthy, None, true);
+        let failure = (death == Death::Probation).then(|| ReloadFailure::LeftInProbation {
+            id,
+            ready_for: ready_for.unwrap_or_default(),
+            how: "hung",
+        });
+        self.after_departure(now, role, slot.0, generation, death, failure, true);
     }
 
-    /// A worker left slot `index` without being asked (or was removed for cause). A boot
-    /// failure aborts a rollout it belonged to, or counts toward the crash breaker; then
-    /// the slot is refilled (after a backoff if the worker died young).
+    /// A worker left slot `index` without being asked (or was removed for cause). A
+    /// young death (at boot or in probation) fails a rollout it belonged to, or counts
+    /// toward the crash breaker; then the slot is refilled (after a backoff if the
+    /// worker died young).
     ///
     /// `counts: false` is a failure that is not the program's (the master ran out of
     /// resources): it still fails a rollout whose successor it hit, but a current
@@ -1170,8 +1372,8 @@ impl ClusterState {
         role: Role,
         index: usize,
         generation: u64,
-        young: bool,
-        boot_failure: Option<ReloadFailure>,
+        death: Death,
+        failure: Option<ReloadFailure>,
         counts: bool,
     ) {
         if self.stopping.is_some() {
@@ -1182,79 +1384,117 @@ impl ClusterState {
             Role::Detached => {}
             Role::Successor => {
                 // The old worker still serves this slot; the rollout stops here.
-                let failure = boot_failure.unwrap_or(ReloadFailure::ShuttingDown);
+                let failure = failure.unwrap_or(ReloadFailure::ShuttingDown);
                 self.rollout_failed(now, failure);
             }
             Role::Current => {
-                if let Some(failure) = boot_failure.filter(|_| counts) {
-                    if rollout_generation == Some(generation) {
-                        self.rollout_failed(now, failure);
-                    } else {
-                        self.count_boot_failure(now);
-                        if self.stopping.is_some() {
-                            return;
+                if death != Death::Proven && counts {
+                    match failure {
+                        Some(failure) if rollout_generation == Some(generation) => {
+                            self.rollout_failed(now, failure);
+                        }
+                        _ => {
+                            self.count_failure(now);
+                            if self.stopping.is_some() {
+                                return;
+                            }
                         }
                     }
                 }
-                self.refill(now, index, young);
+                self.refill(now, index, death);
             }
         }
     }
 
-    fn refill(&mut self, now: Instant, index: usize, young: bool) {
+    fn refill(&mut self, now: Instant, index: usize, death: Death) {
         if self.slots[index].successor.is_some() {
             // The old worker died while its successor boots: the successor takes over.
             self.promote(index);
             return;
         }
-        let slot = &mut self.slots[index];
-        slot.restarts += 1;
-        slot.consecutive_failures = if young {
-            slot.consecutive_failures.saturating_add(1)
-        } else {
-            0
-        };
-        let failures = slot.consecutive_failures;
-        let delay = self.config.backoff().delay(failures);
-        if delay.is_zero() {
+        self.slots[index].restarts += 1;
+        if death == Death::Proven {
+            // A one-off crash of a worker that had proven itself: replaced at once.
+            self.set_failures(index, 0);
             self.spawn(now, index, Role::Current);
+            return;
+        }
+        let failures = self.slots[index].consecutive_failures.saturating_add(1);
+        self.set_failures(index, failures);
+        let backoff = *self.config.backoff();
+        let delay = if death == Death::Probation && self.quick_refill(now, index) {
+            backoff.initial
         } else {
-            self.set_respawn(index, Some(now + delay));
-            self.emit(Event::RespawnDelayed {
-                slot: Slot(index),
-                delay,
-                consecutive_failures: failures,
-            });
+            backoff.delay(failures)
+        };
+        self.set_respawn(index, Some(now + delay));
+        self.emit(Event::RespawnDelayed {
+            slot: Slot(index),
+            delay,
+            consecutive_failures: failures,
+        });
+    }
+
+    /// Whether slot `index` may have a quick refill now (a GCRA: one per
+    /// `QUICK_REFILL_INTERVAL` on average, `QUICK_REFILL_BURST` in a row), taking it.
+    fn quick_refill(&mut self, now: Instant, index: usize) -> bool {
+        let tolerance = QUICK_REFILL_INTERVAL * QUICK_REFILL_BURST.saturating_sub(1);
+        let slot = &mut self.slots[index];
+        let tat = slot.quick_tat.map_or(now, |tat| tat.max(now));
+        if tat <= now + tolerance {
+            slot.quick_tat = Some(tat + QUICK_REFILL_INTERVAL);
+            true
+        } else {
+            false
         }
     }
 
-    fn count_boot_failure(&mut self, now: Instant) {
+    /// A failure of the program's own (a boot failure or a death in probation).
+    fn count_failure(&mut self, now: Instant) {
         self.stats.boot_failures += 1;
-        self.boot_failures.push_back(now);
+        if self.failing_since.is_none() && self.proven_count == 0 {
+            self.failing_since = Some(now);
+            self.failures_since = 0;
+        }
+        if self.failing_since.is_some() {
+            self.failures_since += 1;
+        }
         self.check_breaker(now);
     }
 
-    /// Trips the breaker if the boot failures within the window reach the threshold.
-    /// Runs whenever either side changes: a failure is counted, or scaling down lowers
-    /// the threshold (which depends on the target).
+    fn breaker_threshold(&self) -> usize {
+        (self.config.crash_budget().failures as usize).max(self.slots.len())
+    }
+
+    /// When the breaker trips if nothing changes: only while no worker serves and
+    /// enough failures were counted.
+    fn breaker_at(&self) -> Option<Instant> {
+        if self.stopping.is_some()
+            || self.serving_workers() > 0
+            || self.failures_since < self.breaker_threshold()
+        {
+            return None;
+        }
+        self.failing_since
+            .map(|since| since + self.config.crash_budget().window)
+    }
+
+    /// Trips the breaker when no worker serves, the cluster has been failing for the
+    /// window and enough failures were counted. Runs after every input (and when a
+    /// failure is counted, before its slot is refilled).
     fn check_breaker(&mut self, now: Instant) {
-        let budget = *self.config.crash_budget();
-        while let Some(&at) = self.boot_failures.front() {
-            if now.saturating_duration_since(at) < budget.window {
-                break;
-            }
-            self.boot_failures.pop_front();
+        let due = matches!(self.breaker_at(), Some(at) if now >= at);
+        if self.exited || !due {
+            return;
         }
-        let threshold = (budget.failures as usize).max(self.slots.len());
-        if self.boot_failures.len() >= threshold {
-            let failures = self.boot_failures.len();
-            self.boot_failures.clear();
-            self.emit(Event::BreakerTripped {
-                failures,
-                window: budget.window,
-            });
-            self.begin_shutdown(now, ShutdownTrigger::Breaker);
-        }
+        let failures = self.failures_since;
+        self.failing_since = None;
+        self.failures_since = 0;
+        self.emit(Event::BreakerTripped {
+            failures,
+            window: self.config.crash_budget().window,
+        });
+        self.begin_shutdown(now, ShutdownTrigger::Breaker);
     }
 
     // ----- internals: shutdown ------------------------------------------------------
@@ -1298,6 +1538,18 @@ impl ClusterState {
             slot.successor = None;
         }
         self.ready_count = 0;
+        self.proven_count = 0;
+        self.failing_since = None;
+        self.failures_since = 0;
+        let probations: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.probation_at.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in probations {
+            self.set_probation(id, None);
+        }
         if trigger == ShutdownTrigger::Signal(Signal::Quit) {
             // QUIT means now: no TERM first.
             self.force(now);
@@ -1366,6 +1618,7 @@ impl ClusterState {
             cursor: 0,
             in_flight: 0,
             ready: 0,
+            ready_successors: 0,
             queued: false,
         });
         self.generation = generation;
@@ -1386,6 +1639,7 @@ impl ClusterState {
         });
         for index in 0..self.slots.len() {
             if let Some(id) = self.slots[index].successor.take() {
+                self.set_probation(id, None);
                 self.stop_worker(now, id, StopReason::ReloadAborted, Signal::Term);
             }
         }
@@ -1459,6 +1713,7 @@ impl ClusterState {
         }
         for index in (workers..from).rev() {
             self.set_respawn(index, None);
+            self.set_failures(index, 0);
             let slot = &self.slots[index];
             let leaving: Vec<WorkerId> = slot.successor.into_iter().chain(slot.current).collect();
             for id in leaving {
@@ -1471,10 +1726,7 @@ impl ClusterState {
             rollout.cursor = rollout.cursor.min(workers);
         }
         self.emit(Event::Scaled { from, to: workers });
-        if workers < from {
-            // A smaller target lowers the breaker's threshold.
-            self.check_breaker(now);
-        }
+        // A smaller target lowers the breaker's threshold (`settle` checks it).
         Ok(())
     }
 
@@ -1483,7 +1735,22 @@ impl ClusterState {
         if self.exited {
             return;
         }
+        // The breaker first: a cluster that must stop spawns no rollout's workers.
+        self.check_breaker(now);
         self.advance_rollout(now);
+        let degraded = self.stopping.is_none() && self.failing_slots > 0;
+        if degraded != self.degraded {
+            self.degraded = degraded;
+            if degraded {
+                self.emit(Event::Degraded {
+                    failing: self.failing_slots,
+                    ready: self.ready_count,
+                    target: self.slots.len(),
+                });
+            } else if self.stopping.is_none() {
+                self.emit(Event::Recovered);
+            }
+        }
         if let Some(stopping) = &self.stopping {
             if self.workers.is_empty() {
                 let reason = if let Some(failure) = stopping.failure {
@@ -1532,8 +1799,11 @@ impl ClusterState {
             "exit queued while not exited"
         );
         let mut ready = 0;
+        let mut proven = 0;
         let mut rollout_ready = 0;
         let mut successors = 0;
+        let mut ready_successors = 0;
+        let mut failing = 0;
         let mut timers = 0;
         for (index, slot) in self.slots.iter().enumerate() {
             for (id, is_successor) in slot
@@ -1564,24 +1834,45 @@ impl ClusterState {
                         "successor {id} of an old generation"
                     );
                     ensure!(
-                        matches!(w.state, WorkerState::Spawning | WorkerState::Booting),
-                        "successor {id} is {}",
-                        w.state
+                        matches!(
+                            w.state,
+                            WorkerState::Spawning | WorkerState::Booting | WorkerState::Ready
+                        ) && !w.proven,
+                        "successor {id} is {} (proven: {})",
+                        w.state,
+                        w.proven
                     );
+                    if w.state == WorkerState::Ready {
+                        ready_successors += 1;
+                    }
                     ensure!(
                         slot.current.is_some(),
                         "successor {id} in a slot with no current worker"
                     );
                 } else if w.state == WorkerState::Ready {
                     ready += 1;
-                    if self
-                        .rollout
-                        .as_ref()
-                        .is_some_and(|r| r.generation == w.generation)
-                    {
-                        rollout_ready += 1;
+                    if w.proven {
+                        proven += 1;
+                        if self
+                            .rollout
+                            .as_ref()
+                            .is_some_and(|r| r.generation == w.generation)
+                        {
+                            rollout_ready += 1;
+                        }
                     }
                 }
+                ensure!(
+                    w.probation_at.is_some()
+                        == (w.state == WorkerState::Ready && !w.proven && self.stopping.is_none()),
+                    "worker {id}: probation timer {:?}, {} (proven: {})",
+                    w.probation_at,
+                    w.state,
+                    w.proven
+                );
+            }
+            if slot.consecutive_failures > 0 {
+                failing += 1;
             }
             if let Some(at) = slot.respawn_at {
                 timers += 1;
@@ -1599,6 +1890,25 @@ impl ClusterState {
             ready == self.ready_count,
             "ready count {} but {ready} ready slots",
             self.ready_count
+        );
+        ensure!(
+            proven == self.proven_count,
+            "proven count {} but {proven} proven slots",
+            self.proven_count
+        );
+        ensure!(
+            failing == self.failing_slots,
+            "failing-slot count {} but {failing} failing slots",
+            self.failing_slots
+        );
+        ensure!(
+            self.failing_since.is_some() || self.failures_since == 0,
+            "failures counted with no failing period"
+        );
+        ensure!(
+            self.proven_count == 0 || self.failing_since.is_none(),
+            "a failing period while {} workers are proven",
+            self.proven_count
         );
         for (&id, w) in &self.workers {
             let role = self.role(id, w);
@@ -1629,6 +1939,14 @@ impl ClusterState {
                     "worker {id}'s timer is missing"
                 );
             }
+            if let Some(at) = w.probation_at {
+                timers += 1;
+                ensure!(role != Role::Detached, "detached worker {id} in probation");
+                ensure!(
+                    self.timers.contains(&(at, TimerKey::Probation(id))),
+                    "worker {id}'s probation timer is missing"
+                );
+            }
             ensure!(id.0 < self.next_id, "worker id {id} from the future");
         }
         ensure!(
@@ -1654,6 +1972,11 @@ impl ClusterState {
                     r.ready
                 );
                 ensure!(
+                    r.ready_successors == ready_successors,
+                    "rollout counts {} ready successors, {ready_successors} are",
+                    r.ready_successors
+                );
+                ensure!(
                     r.ready < self.slots.len() || self.slots.is_empty(),
                     "finished rollout still open"
                 );
@@ -1677,12 +2000,6 @@ impl ClusterState {
             ensure!(
                 self.workers.values().all(|w| w.stop_reason.is_some()),
                 "a worker not asked to stop during shutdown"
-            );
-        } else {
-            let threshold = (self.config.crash_budget().failures as usize).max(self.slots.len());
-            ensure!(
-                self.boot_failures.len() < threshold,
-                "breaker should have tripped"
             );
         }
         ensure!(self.slots.len() <= MAX_WORKERS, "more slots than allowed");

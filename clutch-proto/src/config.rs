@@ -32,10 +32,16 @@ pub enum Readiness {
 
 /// Respawn backoff for workers that die young.
 ///
-/// A worker that fails before it has been healthy for [`Backoff::reset_after`] makes its
-/// slot wait `initial × factor^(n-1)` (capped at `max`) before the n-th consecutive refill.
-/// A worker that had been ready for at least `reset_after` is replaced at once and resets
-/// the count.
+/// A worker dies *young* when it fails before it is ready (a boot failure) or while it is
+/// in probation: ready for less than [`Config::min_uptime`]. A worker that had been ready
+/// for at least the minimum uptime is replaced at once and resets its slot's count.
+///
+/// After a boot failure the slot waits `initial × factor^(n-1)` (capped at `max`) before
+/// its refill, `n` counting the slot's young deaths since its last worker passed
+/// probation. After a death in probation (the program did become ready) the slot waits
+/// only `initial`, as long as its refills come no faster than one per
+/// [`QUICK_REFILL_INTERVAL`] on average (bursts of [`QUICK_REFILL_BURST`]); a slot whose
+/// workers die faster than that waits the full `initial × factor^(n-1)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// Delay before the first refill after a young failure. Default 100 ms.
@@ -44,9 +50,19 @@ pub struct Backoff {
     pub factor: f64,
     /// Upper bound on the delay. Default 15 s.
     pub max: Duration,
-    /// Uptime after which a worker counts as healthy. Default 30 s.
-    pub reset_after: Duration,
 }
+
+/// A slot whose workers die in probation is refilled after [`Backoff::initial`] as long
+/// as its refills average no more than one per this interval (2 per second); faster,
+/// the full exponential backoff applies. Chosen above the rate a worker can die at when
+/// it is killed every 0.5 s in a two-worker cluster (one death per slot per second on
+/// average, two at most), so that such a cluster always has a worker ready, and low
+/// enough to bound the fork rate of a program that dies right after it is ready.
+pub const QUICK_REFILL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How many quick refills a slot may have in a row before [`QUICK_REFILL_INTERVAL`]
+/// applies.
+pub const QUICK_REFILL_BURST: u32 = 3;
 
 impl Default for Backoff {
     fn default() -> Self {
@@ -54,7 +70,6 @@ impl Default for Backoff {
             initial: Duration::from_millis(100),
             factor: 1.5,
             max: Duration::from_secs(15),
-            reset_after: Duration::from_secs(30),
         }
     }
 }
@@ -77,21 +92,26 @@ impl Backoff {
     }
 }
 
-/// The crash breaker: when workers keep failing to boot, stop the whole cluster with a
-/// non-zero exit so the service manager sees the failure instead of a silent fork loop.
+/// The crash breaker: when the cluster cannot serve at all, stop it with exit code 3 so
+/// the service manager sees the failure instead of a silent fork loop. It protects, it
+/// never attacks: while any worker is ready it never trips, and failing slots only wait
+/// in their backoff (the cluster reports itself degraded).
 ///
-/// The breaker trips when, within `window`, the number of boot failures (spawn failures
-/// of the program's making, exits or announced stops before ready, boot timeouts) reaches
-/// `max(failures, target worker count)`. A spawn the master itself could not carry out
-/// ([`SpawnErrorKind::Resource`](crate::SpawnErrorKind::Resource)) never counts. The
-/// floor at the worker count keeps one unlucky round of a large cluster from tripping it,
-/// while a program that cannot boot at all trips it within its first round of retries.
-/// Workers of a rolling restart do not count: their failure aborts the rollout instead.
+/// A *failure* is a boot failure (a spawn failure of the program's making, an exit or
+/// announced stop before ready, a boot timeout) or a death in probation (an exit, an
+/// announced stop or a hang within [`Config::min_uptime`] of ready). The breaker starts
+/// counting at the first failure while no worker has passed probation, and stops
+/// counting (resets) when one does. It trips when no worker is ready, at least `window`
+/// has passed since that first failure, and at least `max(failures, target worker
+/// count)` failures were counted. A spawn the master itself could not carry out
+/// ([`SpawnErrorKind::Resource`](crate::SpawnErrorKind::Resource)) never counts, nor do
+/// the workers of a rolling restart (their failure fails the rollout instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CrashBudget {
-    /// Boot failures tolerated within the window. Default 5.
+    /// Failures needed (at least the worker count). Default 5.
     pub failures: u32,
-    /// The sliding window. Default 10 s.
+    /// How long the cluster must have been failing, with no worker ready at the end of
+    /// it. Default 10 s.
     pub window: Duration,
 }
 
@@ -251,6 +271,7 @@ pub struct Config {
     crash_budget: CrashBudget,
     hang: HangPolicy,
     rollout_batch: usize,
+    min_uptime: Duration,
     name: String,
     title: bool,
     service_watchdog: Option<Duration>,
@@ -309,6 +330,14 @@ impl Config {
     pub fn rollout_batch(&self) -> usize {
         self.rollout_batch
     }
+    /// How long a worker must stay up after it is ready (its probation) to count as
+    /// proven: a rolling restart moves on only when a new worker has passed it, a death
+    /// within it is a young death (backoff, and a failure for the breaker), and a proven
+    /// worker that dies is replaced at once.
+    #[must_use]
+    pub fn min_uptime(&self) -> Duration {
+        self.min_uptime
+    }
     /// The label in process titles (`<name>: master process`).
     #[must_use]
     pub fn name(&self) -> &str {
@@ -345,11 +374,15 @@ pub struct ConfigBuilder {
     crash_budget: CrashBudget,
     hang: HangPolicy,
     rollout_batch: usize,
+    min_uptime: Duration,
     name: String,
     title: bool,
     service_watchdog: Option<Duration>,
     forward_signals: ForwardSignals,
 }
+
+/// The default [`Config::min_uptime`]: 2 s.
+pub const DEFAULT_MIN_UPTIME: Duration = Duration::from_secs(2);
 
 impl Default for ConfigBuilder {
     fn default() -> Self {
@@ -363,6 +396,7 @@ impl Default for ConfigBuilder {
             crash_budget: CrashBudget::default(),
             hang: HangPolicy::default(),
             rollout_batch: 1,
+            min_uptime: DEFAULT_MIN_UPTIME,
             name: "server".to_owned(),
             title: true,
             service_watchdog: None,
@@ -398,12 +432,12 @@ impl ConfigBuilder {
         self.boot_timeout = timeout;
         self
     }
-    /// Respawn backoff (default 100 ms × 1.5ⁿ, capped at 15 s, reset after 30 s healthy).
+    /// Respawn backoff (default 100 ms × 1.5ⁿ, capped at 15 s).
     pub fn backoff(&mut self, backoff: Backoff) -> &mut Self {
         self.backoff = backoff;
         self
     }
-    /// The crash breaker (default 5 boot failures in 10 s).
+    /// The crash breaker (default: 5 failures and 10 s with no worker ready).
     pub fn crash_budget(&mut self, budget: CrashBudget) -> &mut Self {
         self.crash_budget = budget;
         self
@@ -416,6 +450,11 @@ impl ConfigBuilder {
     /// Workers replaced at once in a rolling restart (default 1).
     pub fn rollout_batch(&mut self, batch: usize) -> &mut Self {
         self.rollout_batch = batch;
+        self
+    }
+    /// The probation after ready (default 2 s): see [`Config::min_uptime`].
+    pub fn min_uptime(&mut self, min_uptime: Duration) -> &mut Self {
+        self.min_uptime = min_uptime;
         self
     }
     /// The process-title label (default `server`).
@@ -463,7 +502,6 @@ impl ConfigBuilder {
         let b = &self.backoff;
         check_duration("backoff.initial", b.initial)?;
         check_duration("backoff.max", b.max)?;
-        check_duration("backoff.reset_after", b.reset_after)?;
         if !(b.factor.is_finite() && (1.0..=100.0).contains(&b.factor)) {
             return Err(ConfigError::BadBackoffFactor(b.factor));
         }
@@ -484,6 +522,7 @@ impl ConfigBuilder {
         if matches!(self.hang.signal, Some(Signal::Kill)) {
             return Err(ConfigError::HangSignalIsKill);
         }
+        check_duration("min_uptime", self.min_uptime)?;
         if self.rollout_batch == 0 || self.rollout_batch > MAX_WORKERS {
             return Err(ConfigError::BadRolloutBatch(self.rollout_batch));
         }
@@ -502,6 +541,7 @@ impl ConfigBuilder {
             crash_budget: self.crash_budget,
             hang: self.hang,
             rollout_batch: self.rollout_batch,
+            min_uptime: self.min_uptime,
             name: self.name.clone(),
             title: self.title,
             service_watchdog: self.service_watchdog,
@@ -638,6 +678,7 @@ mod tests {
         assert!(config.title());
         assert_eq!(config.readiness(), Readiness::Notify);
         assert_eq!(config.rollout_batch(), 1);
+        assert_eq!(config.min_uptime(), Duration::from_secs(2));
         assert_eq!(config.forward_signals(), ForwardSignals::ALL);
         assert!(!config.is_in_process());
     }
@@ -743,6 +784,10 @@ mod tests {
                 "SIGKILL",
             ),
             (Config::builder().rollout_batch(0).clone(), "rollout batch"),
+            (
+                Config::builder().min_uptime(Duration::ZERO).clone(),
+                "min_uptime",
+            ),
             (Config::builder().name("").clone(), "name"),
             (Config::builder().name("a\nb").clone(), "name"),
         ];

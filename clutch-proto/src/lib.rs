@@ -42,7 +42,8 @@ pub use action::{
 pub use cluster::{ClusterState, Phase, Stats, WorkerInfo, SIGNAL_REPEAT_WINDOW};
 pub use config::{
     Backoff, Config, ConfigBuilder, ConfigError, CrashBudget, ForwardSignals, HangPolicy,
-    Readiness, MAX_DURATION, MAX_WORKERS,
+    Readiness, DEFAULT_MIN_UPTIME, MAX_DURATION, MAX_WORKERS, QUICK_REFILL_BURST,
+    QUICK_REFILL_INTERVAL,
 };
 pub use types::{ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState};
 

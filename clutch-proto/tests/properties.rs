@@ -145,6 +145,7 @@ struct Settings {
     budget: CrashBudget,
     hang: HangPolicy,
     batch: usize,
+    min_uptime: Duration,
     name: String,
     watchdog: Option<Duration>,
 }
@@ -224,7 +225,7 @@ fn settings() -> impl Strategy<Value = Settings> {
     (counts, times, policy).prop_map(
         |(
             (workers, cpus, batch, failures),
-            (force_exit, boot_timeout, initial, max, reset_after, window),
+            (force_exit, boot_timeout, initial, max, min_uptime, window),
             (hang_timeout, hang_signal, grace, factor, readiness, watchdog, name),
         )| Settings {
             workers,
@@ -241,7 +242,6 @@ fn settings() -> impl Strategy<Value = Settings> {
                 initial,
                 factor,
                 max,
-                reset_after,
             },
             budget: CrashBudget { failures, window },
             hang: HangPolicy {
@@ -250,6 +250,7 @@ fn settings() -> impl Strategy<Value = Settings> {
                 grace,
             },
             batch,
+            min_uptime,
             name,
             watchdog,
         },
@@ -270,7 +271,7 @@ fn is_valid(s: &Settings) -> bool {
         && readiness_ok
         && duration_ok(s.backoff.initial)
         && duration_ok(s.backoff.max)
-        && duration_ok(s.backoff.reset_after)
+        && duration_ok(s.min_uptime)
         && (1.0..=100.0).contains(&s.backoff.factor)
         && s.backoff.max >= s.backoff.initial
         && s.budget.failures >= 1
@@ -299,6 +300,7 @@ proptest! {
             .crash_budget(s.budget)
             .hang(s.hang)
             .rollout_batch(s.batch)
+            .min_uptime(s.min_uptime)
             .name(s.name.clone())
             .service_watchdog(s.watchdog);
         if let Some(workers) = s.workers {
@@ -311,6 +313,7 @@ proptest! {
             prop_assert_eq!(config.boot_timeout(), s.boot_timeout);
             prop_assert_eq!(config.readiness(), s.readiness);
             prop_assert_eq!(config.rollout_batch(), s.batch);
+            prop_assert_eq!(config.min_uptime(), s.min_uptime);
             prop_assert_eq!(config.name(), s.name.as_str());
         } else {
             prop_assert!(!built.unwrap_err().to_string().is_empty());
@@ -331,7 +334,6 @@ fn valid_backoff() -> impl Strategy<Value = Backoff> {
             initial: Duration::from_nanos(a.min(b)),
             max: Duration::from_nanos(a.max(b)),
             factor,
-            reset_after: Duration::from_secs(30),
         })
 }
 

@@ -63,9 +63,10 @@ pub mod check {
     pub const LIVE_COUNT: &str = "live-count";
     /// Backoff delays are the configured ones, respected, and not overdue.
     pub const BACKOFF: &str = "backoff";
-    /// A slot is refilled at once only after a healthy worker left it.
+    /// A slot is refilled at once only after a proven worker (ready for `min_uptime`)
+    /// left it.
     pub const REFILL_CAUSE: &str = "refill-cause";
-    /// Refills of one slot are at least `min(backoff.initial, reset_after)` apart.
+    /// Refills of one slot are at least `min(backoff.initial, min_uptime)` apart.
     pub const SPAWN_RATE: &str = "spawn-rate";
     /// Spawns run the serving generation; successors the rollout's.
     pub const SPAWN_GENERATION: &str = "spawn-generation";
@@ -92,6 +93,14 @@ pub mod check {
     /// A startup failure (shutdown and exit code 1) comes exactly when a first-generation
     /// worker's program cannot be executed while no worker has ever started.
     pub const STARTUP_FAILED: &str = "startup-failed";
+    /// The breaker never stops a serving worker: it trips only while no worker is ready.
+    pub const BREAKER_SPARES_SERVING: &str = "breaker-spares-serving";
+    /// No rollout stops an old worker while its slot's new worker is in probation (ready
+    /// for less than `min_uptime`).
+    pub const PROBATION_BEFORE_STOP: &str = "probation-before-stop";
+    /// The cluster never sits at zero ready workers, with enough failures of the
+    /// program's own counted, past the breaker's window without shutting down.
+    pub const ZERO_READY_WINDOW: &str = "zero-ready-window";
 }
 
 /// One broken rule.
@@ -151,6 +160,12 @@ struct Track {
     justified: bool,
     /// It was sent SIGKILL.
     killed: bool,
+    /// When it became ready.
+    ready_at: Option<Duration>,
+    /// Spawned as a rollout's successor.
+    successor: bool,
+    /// Stopped or departed: whether it passed probation is settled.
+    retired: bool,
 }
 
 /// The checker's record of one slot.
@@ -162,10 +177,16 @@ struct SlotTrack {
     consecutive: u32,
     /// The last non-successor spawn in this slot (since the slot was created).
     last_refill: Option<Duration>,
-    /// A healthy worker left this slot in this step.
+    /// A proven worker left this slot in this step.
     healthy_departure: bool,
     /// Some worker left this slot in this step.
     departure: bool,
+    /// A worker left this slot in this step while in probation.
+    probation_departure: bool,
+    /// The quick-refill quota (see `clutch_proto::QUICK_REFILL_INTERVAL`).
+    quick_tat: Option<Duration>,
+    /// A rollout's new worker in this slot became ready at this time.
+    successor_ready: Option<(WorkerId, Duration)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -182,6 +203,9 @@ enum ProbeKind {
     Boot,
     /// The worker must be killed by now.
     Stop,
+    /// The zero-ready period `period` must have ended in a shutdown by now (if its
+    /// failures reached the threshold).
+    ZeroWindow { period: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -230,6 +254,8 @@ struct Step {
     /// The input is an exec failure that must end the cluster (a first-generation
     /// worker, no worker ever started, no shutdown yet).
     startup_failure_due: bool,
+    /// Failures of this step that the breaker must count.
+    must_count: u32,
 }
 
 /// The simulator's judge. See the module documentation for the driving order.
@@ -253,6 +279,14 @@ pub struct Checker {
     ever_started: bool,
     /// When each failure of the program's own happened (what the breaker may count).
     program_failures: Vec<Duration>,
+    /// The latest time a worker passed probation (the breaker counts only after it).
+    last_proof: Option<Duration>,
+    /// Since when no worker serves (not shutting down), the failures the breaker must
+    /// have counted since, the first of them, and a number for the period.
+    zero_since: Option<Duration>,
+    zero_failures: u32,
+    zero_first_failure: Option<Duration>,
+    zero_period: u64,
     shut_down: Option<ExitReason>,
     exited_at: Option<Duration>,
     expect_no_workers: bool,
@@ -289,6 +323,11 @@ impl Checker {
             forced: false,
             ever_started: false,
             program_failures: Vec::new(),
+            last_proof: None,
+            zero_since: None,
+            zero_failures: 0,
+            zero_first_failure: None,
+            zero_period: 0,
             shut_down: None,
             exited_at: None,
             expect_no_workers: false,
@@ -381,7 +420,55 @@ impl Checker {
         }));
     }
 
+    /// Whether the worker has been ready for `min_uptime` by now.
+    fn proven(&self, t: &Track) -> bool {
+        t.ready_at
+            .is_some_and(|at| at + self.config.min_uptime() <= self.step.now)
+    }
+
+    /// The worker stops serving (asked to stop, or gone): if it had passed probation by
+    /// now, the breaker's count restarted then.
+    fn retire(&mut self, id: WorkerId) {
+        let min_uptime = self.config.min_uptime();
+        let now = self.step.now;
+        let Some(t) = self.track_mut(id) else { return };
+        if t.retired {
+            return;
+        }
+        t.retired = true;
+        let (slot, generation) = (t.slot, t.generation);
+        if let Some(proof) = t.ready_at.map(|at| at + min_uptime).filter(|&p| p <= now) {
+            self.last_proof = Some(self.last_proof.map_or(proof, |last| last.max(proof)));
+            // A rollout's new worker that passed probation replaced its slot's old worker
+            // for good, even if it goes itself now.
+            let marked = self
+                .slots
+                .get(slot)
+                .is_some_and(|s| s.successor_ready.is_some_and(|(new, _)| new == id));
+            if marked {
+                self.justify(|other, t| other != id && t.slot == slot && t.generation < generation);
+            }
+        }
+    }
+
+    /// A failure of the program's own by worker `id`: recorded as one the breaker may
+    /// count, and as one it must count unless a rollout's (those fail the rollout) or,
+    /// with `check_stop`, a worker already to stop (the events driven by a deadline
+    /// mark their worker as stopping before they count it).
+    fn program_failure(&mut self, id: WorkerId, check_stop: bool) {
+        let now = self.step.now;
+        self.program_failures.push(now);
+        let rollout = self.rollout.map(|r| r.generation);
+        if let Some(t) = self.track(id) {
+            let to_stop = check_stop && (t.justified || t.stop_requested);
+            if Some(t.generation) != rollout && !to_stop {
+                self.step.must_count += 1;
+            }
+        }
+    }
+
     fn depart(&mut self, id: WorkerId) {
+        self.retire(id);
         if let Some(t) = self.track_mut(id) {
             t.departed = true;
         }
@@ -445,10 +532,12 @@ impl Checker {
         step.boot_failures_before = cluster.stats().boot_failures;
         step.cancel_legit = false;
         step.startup_failure_due = false;
+        step.must_count = 0;
         self.step = step;
         for slot in &mut self.slots {
             slot.healthy_departure = false;
             slot.departure = false;
+            slot.probation_departure = false;
         }
         let Some(input) = input else { return };
         if self.exited_at.is_some() {
@@ -622,6 +711,7 @@ impl Checker {
                 let t = self.track_mut(id).expect("tracked");
                 t.stop_requested = true;
                 t.killed |= signal == Signal::Kill;
+                self.retire(id);
             }
         }
     }
@@ -743,7 +833,7 @@ impl Checker {
                 // An upper bound on what the breaker may count: the core skips some
                 // (leaving workers, a rollout's), never adds any.
                 if matches!(error.kind, SpawnErrorKind::Exec | SpawnErrorKind::Other) {
-                    self.program_failures.push(now);
+                    self.program_failure(id, true);
                 }
                 self.count_exit_departure(id);
                 self.depart(id);
@@ -761,9 +851,13 @@ impl Checker {
                         }),
                 );
                 let cancel_legit = self.step.cancel_legit;
+                let min_uptime = self.config.min_uptime();
+                let replaced = self
+                    .replaced_by(id)
+                    .is_some_and(|(_, ready_at)| ready_at + min_uptime <= now);
                 let t = self.track_mut(id).expect("checked live");
                 let consistent = !t.spawn_outcome && t.slot == slot.0;
-                let justified = t.justified;
+                let justified = t.justified || replaced;
                 t.spawn_outcome = true;
                 if !consistent || !cancel_legit {
                     return self.fail(check::STORY, format!("inconsistent {event:?}"));
@@ -800,6 +894,7 @@ impl Checker {
                     && t.slot == slot.0
                     && t.pid == Some(pid);
                 t.ready = true;
+                t.ready_at = Some(now);
                 let generation = t.generation;
                 if t.last_beat.is_some() {
                     t.last_beat = Some(now);
@@ -817,11 +912,25 @@ impl Checker {
                     );
                 }
                 self.step.ready_seen = true;
-                // A ready successor makes stopping the worker it replaces legitimate.
+                // A ready new worker of a rollout makes stopping the worker it replaces
+                // legitimate once it has passed probation (see `check_stops`).
                 if self.rollout.is_some_and(|r| r.generation == generation) {
-                    self.justify(|other, t| {
-                        other != id && t.slot == slot.0 && t.generation != generation
-                    });
+                    // The slot's previous new worker, if it passed probation, replaced
+                    // the older ones for good: latch that before the mark moves on.
+                    let min_uptime = self.config.min_uptime();
+                    let previous = self.slots.get(slot.0).and_then(|s| s.successor_ready);
+                    if let Some((old, ready_at)) = previous {
+                        let o = &self.workers[old.0 as usize];
+                        if ready_at + min_uptime <= now && !o.retired {
+                            let old_generation = o.generation;
+                            self.justify(|other, t| {
+                                other != old && t.slot == slot.0 && t.generation < old_generation
+                            });
+                        }
+                    }
+                    if let Some(s) = self.slot_mut(slot.0) {
+                        s.successor_ready = Some((id, now));
+                    }
                 }
             }
             Event::Listening { id } => {
@@ -839,21 +948,24 @@ impl Checker {
             Event::WorkerStopping { id, slot, pid } => {
                 self.expect_input(event, input == Some(Input::Stopping { id }));
                 let healthy = self.is_healthy(id);
-                let t = self.track_mut(id).expect("checked live");
+                let young = !healthy;
+                let t = self.track(id).expect("checked live");
                 let consistent = t.started_at.is_some()
                     && !t.stop_requested
                     && t.slot == slot.0
                     && t.pid == Some(pid);
                 let was_ready = t.ready;
-                t.stop_requested = true;
-                t.justified = true;
                 if !consistent {
                     return self.fail(check::STORY, format!("inconsistent {event:?}"));
                 }
-                if !was_ready {
-                    self.program_failures.push(now);
+                if young {
+                    self.program_failure(id, true);
                 }
-                self.slot_departure(slot.0, healthy);
+                let t = self.track_mut(id).expect("checked live");
+                t.stop_requested = true;
+                t.justified = true;
+                self.retire(id);
+                self.slot_departure_of(slot.0, healthy, was_ready);
                 if self.shutdown_at.is_none() {
                     let grace = self.config.force_exit_timeout();
                     self.push_probe(now + grace, id, ProbeKind::Stop);
@@ -881,7 +993,8 @@ impl Checker {
                         format!("w{id} timed out at boot before its boot timeout"),
                     );
                 }
-                self.program_failures.push(now);
+                self.program_failure(id, false);
+                self.retire(id);
                 self.slot_departure(slot.0, false);
             }
             Event::WorkerHung {
@@ -906,6 +1019,11 @@ impl Checker {
                     return self.fail(check::STORY, format!("inconsistent {event:?}"));
                 }
                 let timeout = hang.timeout.expect("checked");
+                if !healthy {
+                    // Hung in probation: a failure of the program's own.
+                    self.program_failure(id, false);
+                }
+                self.retire(id);
                 if silence != Some(silent_for) || silent_for < timeout {
                     return self.fail(
                         check::HANG_DETECTED,
@@ -916,7 +1034,7 @@ impl Checker {
                     );
                 }
                 self.step.hung.push(id);
-                self.slot_departure(slot.0, healthy);
+                self.slot_departure_of(slot.0, healthy, true);
                 if hang.signal.is_some() && self.shutdown_at.is_none() {
                     self.push_probe(now + hang.grace, id, ProbeKind::Stop);
                 }
@@ -946,12 +1064,12 @@ impl Checker {
                         format!("w{id} was asked to stop, yet its exit is WorkerDied"),
                     );
                 }
-                if !was_ready {
-                    self.program_failures.push(now);
+                if !healthy {
+                    self.program_failure(id, true);
                 }
                 self.count_exit_departure(id);
                 self.depart(id);
-                self.slot_departure(slot.0, healthy);
+                self.slot_departure_of(slot.0, healthy, was_ready);
             }
             Event::WorkerExit {
                 id,
@@ -985,6 +1103,23 @@ impl Checker {
                 };
                 let expected_n = s.consecutive.saturating_add(1);
                 let departure = s.departure;
+                // After a death in probation, a quick refill (backoff.initial) while
+                // the slot's quick refills average at most one per interval.
+                let quick = s.probation_departure && {
+                    let interval = clutch_proto::QUICK_REFILL_INTERVAL;
+                    let tolerance = interval * (clutch_proto::QUICK_REFILL_BURST - 1);
+                    let tat = s.quick_tat.map_or(now, |tat| tat.max(now));
+                    let quick = tat <= now + tolerance;
+                    if quick {
+                        s.quick_tat = Some(tat + interval);
+                    }
+                    quick
+                };
+                let expected_delay = if quick {
+                    backoff.initial
+                } else {
+                    backoff.delay(expected_n)
+                };
                 s.consecutive = consecutive_failures;
                 s.not_before = Some(now + delay);
                 if !departure {
@@ -993,12 +1128,12 @@ impl Checker {
                         format!("{event:?} though no worker left slot {slot} in this step"),
                     );
                 }
-                if consecutive_failures != expected_n || delay != backoff.delay(expected_n) {
+                if consecutive_failures != expected_n || delay != expected_delay {
                     self.fail(
                         check::BACKOFF,
                         format!(
-                            "{event:?}: expected failure #{expected_n} and a delay of {:?}",
-                            backoff.delay(expected_n)
+                            "{event:?}: expected failure #{expected_n} and a delay of \
+                             {expected_delay:?}"
                         ),
                     );
                 }
@@ -1076,16 +1211,33 @@ impl Checker {
                 let threshold = budget.max(self.slots.len());
                 self.breaker = true;
                 self.step.breaker_tripped = true;
+                let since = self.last_proof.unwrap_or_default();
                 let backed = self
                     .program_failures
                     .iter()
-                    .filter(|&&at| now - at < window)
+                    .filter(|&&at| at >= since)
                     .count();
+                let serving: Vec<WorkerId> = self
+                    .live
+                    .iter()
+                    .copied()
+                    .filter(|&w| {
+                        let t = &self.workers[w.0 as usize];
+                        t.ready && !t.stop_requested
+                    })
+                    .collect();
+                if !serving.is_empty() {
+                    self.fail(
+                        check::BREAKER_SPARES_SERVING,
+                        format!("the breaker tripped while {serving:?} served"),
+                    );
+                }
+                let _ = window;
                 if backed < failures {
                     self.fail(
                         check::RESOURCE_NOT_COUNTED,
                         format!(
-                            "the breaker counted {failures} boot failures in {window:?}, only \
+                            "the breaker counted {failures} failures since {since:?}, only \
                              {backed} were the program's"
                         ),
                     );
@@ -1144,8 +1296,13 @@ impl Checker {
                 self.rollout = None;
                 self.step.reload_ended = true;
                 self.generation = rollout.from;
-                // Its not-yet-ready workers may be stopped (the aborted successors).
-                self.justify(|_, t| t.generation == generation && !t.ready);
+                // Its not-yet-ready workers, and its successors still in probation, may
+                // be stopped (the aborted successors).
+                let min_uptime = self.config.min_uptime();
+                self.justify(|_, t| {
+                    let in_probation = t.ready_at.is_some_and(|at| now < at + min_uptime);
+                    t.generation == generation && (!t.ready || (t.successor && in_probation))
+                });
             }
             Event::Scaled { from, to } => {
                 let ok = match input {
@@ -1177,17 +1334,28 @@ impl Checker {
         }
     }
 
+    /// Passed probation (a proven worker's death is a one-off).
     fn is_healthy(&self, id: WorkerId) -> bool {
-        let now = self.step.now;
-        let reset_after = self.config.backoff().reset_after;
-        self.track(id)
-            .is_some_and(|t| t.ready && t.started_at.is_some_and(|s| now - s >= reset_after))
+        self.track(id).is_some_and(|t| self.proven(t))
     }
 
     fn slot_departure(&mut self, slot: usize, healthy: bool) {
+        self.slot_departure_of(slot, healthy, false);
+    }
+
+    /// A worker left `slot`: proven (`healthy`), or young, after ready (`was_ready`:
+    /// in probation) or before.
+    fn slot_departure_of(&mut self, slot: usize, healthy: bool, was_ready: bool) {
         if let Some(s) = self.slot_mut(slot) {
             s.departure = true;
             s.healthy_departure |= healthy;
+            s.probation_departure |= was_ready && !healthy;
+            if healthy {
+                // The core restarted the slot's count when this worker passed probation
+                // (nothing in the slot can fail while its current worker is proven).
+                s.consecutive = 0;
+                s.quick_tat = None;
+            }
         }
     }
 
@@ -1225,13 +1393,13 @@ impl Checker {
             let mut serving = 0;
             for w in cluster.workers().filter(|w| w.stop_reason.is_none()) {
                 serving += 1;
-                if w.state != WorkerState::Ready || w.generation != generation {
+                if w.state != WorkerState::Ready || w.generation != generation || !w.proven {
                     self.fail(
                         check::RELOAD_FINISHED,
                         format!(
                             "rollout of generation {generation} finished but w{} is {} of \
-                             generation {}",
-                            w.id, w.state, w.generation
+                             generation {} (proven: {})",
+                            w.id, w.state, w.generation, w.proven
                         ),
                     );
                 }
@@ -1307,10 +1475,66 @@ impl Checker {
                 "a deadline after the exit".to_owned(),
             );
         }
+        self.check_zero_ready(now);
         if let Err(message) = cluster.check_invariants() {
             self.fail(check::CORE_INVARIANTS, message);
         }
         self.result()
+    }
+
+    /// Follows the periods with no worker serving and, once such a period has seen the
+    /// breaker's threshold of failures it must count, and lasted its window since the
+    /// first of them, requires a shutdown.
+    fn check_zero_ready(&mut self, now: Duration) {
+        if self.shutdown_at.is_some() || self.config.is_in_process() {
+            self.zero_since = None;
+            return;
+        }
+        let serving = self.live.iter().any(|&w| {
+            let t = &self.workers[w.0 as usize];
+            t.ready && !t.stop_requested
+        });
+        if serving {
+            self.zero_since = None;
+            return;
+        }
+        if self.zero_since.is_none() {
+            self.zero_since = Some(now);
+            self.zero_failures = 0;
+            self.zero_first_failure = None;
+            self.zero_period += 1;
+        }
+        if self.step.must_count > 0 {
+            self.zero_failures += self.step.must_count;
+            if self.zero_first_failure.is_none() {
+                self.zero_first_failure = Some(now);
+                let at = now + self.config.crash_budget().window;
+                let period = self.zero_period;
+                self.push_probe(at, WorkerId(0), ProbeKind::ZeroWindow { period });
+            }
+        }
+        self.judge_zero_ready(now);
+    }
+
+    fn judge_zero_ready(&mut self, now: Duration) {
+        let threshold = (self.config.crash_budget().failures as usize).max(self.slots.len());
+        let (Some(since), Some(first)) = (self.zero_since, self.zero_first_failure) else {
+            return;
+        };
+        let window = self.config.crash_budget().window;
+        if self.shutdown_at.is_none()
+            && self.zero_failures as usize >= threshold
+            && now >= first + window
+        {
+            let message = format!(
+                "no worker served since {since:?}; {} failures since {first:?} (threshold \
+                 {threshold}), past the {window:?} window, and no shutdown",
+                self.zero_failures
+            );
+            self.fail(check::ZERO_READY_WINDOW, message);
+            // Once is enough for this period.
+            self.zero_first_failure = None;
+        }
     }
 
     /// At most target + the rollout batch workers serve (are not leaving).
@@ -1463,7 +1687,7 @@ impl Checker {
     fn check_spawns(&mut self, cluster: &ClusterState) {
         let now = self.step.now;
         let backoff = *self.config.backoff();
-        let min_gap = backoff.initial.min(backoff.reset_after);
+        let min_gap = backoff.initial.min(self.config.min_uptime());
         for i in 0..self.step.spawns.len() {
             let (id, slot) = self.step.spawns[i];
             let generation = self.workers[id.0 as usize].generation;
@@ -1475,6 +1699,7 @@ impl Checker {
                 );
             }
             if successor {
+                self.workers[id.0 as usize].successor = true;
                 let expected = self.rollout.map(|r| r.generation);
                 if expected != Some(generation) {
                     return self.fail(
@@ -1507,6 +1732,7 @@ impl Checker {
                 // The first worker of a new slot.
             } else if s.healthy_departure {
                 s.consecutive = 0;
+                s.quick_tat = None;
             } else {
                 let message = format!(
                     "slot {slot} refilled at once (w{id}) though no healthy worker left it"
@@ -1523,14 +1749,42 @@ impl Checker {
         }
     }
 
+    /// The rollout's ready new worker in `id`'s slot (of another generation, still
+    /// serving) and when it became ready: stopping `id` is legitimate once that one has
+    /// passed probation.
+    fn replaced_by(&self, id: WorkerId) -> Option<(WorkerId, Duration)> {
+        let t = self.track(id)?;
+        self.slots
+            .get(t.slot)
+            .and_then(|s| s.successor_ready)
+            .filter(|&(new, _)| {
+                let n = &self.workers[new.0 as usize];
+                new != id && !n.departed && !n.stop_requested && n.generation != t.generation
+            })
+    }
+
     /// Every first stop signal of the step had a reason; stop deadlines are probed.
     fn check_stops(&mut self) {
         let now = self.step.now;
         let grace = self.config.force_exit_timeout();
+        let min_uptime = self.config.min_uptime();
         for i in 0..self.step.stop_signals.len() {
             let (id, signal) = self.step.stop_signals[i];
+            let replaced_by = self.replaced_by(id);
             let t = &self.workers[id.0 as usize];
             if !t.justified {
+                if let Some((new, ready_at)) = replaced_by {
+                    if now < ready_at + min_uptime {
+                        let message = format!(
+                            "{signal} to old w{id} (slot {}) while its new worker w{new} is in \
+                             probation (ready at {ready_at:?}, for {:?} of {min_uptime:?})",
+                            t.slot,
+                            now - ready_at
+                        );
+                        return self.fail(check::PROBATION_BEFORE_STOP, message);
+                    }
+                    continue;
+                }
                 let message = format!(
                     "{signal} to w{id} (slot {}, generation {}) with no reason to stop it",
                     t.slot, t.generation
@@ -1571,6 +1825,12 @@ impl Checker {
                 break;
             }
             self.probes.pop();
+            if let ProbeKind::ZeroWindow { period } = probe.kind {
+                if period == self.zero_period && self.zero_since.is_some() {
+                    self.judge_zero_ready(now);
+                }
+                continue;
+            }
             let Some(w) = cluster.worker(probe.id) else {
                 continue;
             };
@@ -1597,6 +1857,7 @@ impl Checker {
                         );
                     }
                 }
+                ProbeKind::ZeroWindow { .. } => {}
                 ProbeKind::Stop => {
                     if w.state != WorkerState::Killed {
                         self.fail(

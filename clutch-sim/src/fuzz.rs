@@ -65,8 +65,8 @@ fn decode_config(bytes: &mut Bytes<'_>) -> Config {
             initial,
             factor: bytes.pick(&[1.0, 1.5, 2.0, 100.0]),
             max: initial * bytes.pick(&[1, 10, 100]),
-            reset_after: millis(bytes.pick(&[1, 100, 1000, 30_000])),
         })
+        .min_uptime(millis(bytes.pick(&[1, 100, 1000, 30_000])))
         .crash_budget(CrashBudget {
             failures: u32::from(bytes.byte() % 6) + 1,
             window: millis(bytes.pick(&[1, 100, 10_000])),

@@ -418,9 +418,11 @@ impl<'t, E: Entropy> Sim<'t, E> {
         };
         let boot = f.spawn_latency + ready;
         let detect = f.spawn_latency + c.boot_timeout() + c.hang().timeout.unwrap_or_default();
-        let cycle = detect + c.backoff().max + boot;
+        // A rollout's batch moves on only after its new workers' probation.
+        let proven = boot + c.min_uptime();
+        let cycle = detect + c.backoff().max + proven;
         let rounds = self.cluster.target().div_ceil(c.rollout_batch()) as u32;
-        cycle * 2 + boot * (2 * rounds + 1) + Duration::from_millis(1)
+        cycle * 2 + proven * (2 * rounds + 1) + Duration::from_millis(1)
     }
 
     /// Delivers one input and checks the step.

@@ -189,8 +189,8 @@ fn generate_config<E: Entropy>(rng: &mut Rng<E>) -> ConfigBuilder {
         initial,
         factor,
         max: initial + rng.log_millis(0, 20_000),
-        reset_after: rng.log_millis(5, 60_000),
     });
+    b.min_uptime(rng.log_millis(1, 10_000));
     b.crash_budget(CrashBudget {
         failures: rng.range(1, 12) as u32,
         window: rng.log_millis(10, 30_000),
@@ -298,11 +298,11 @@ impl fmt::Display for World {
         )?;
         writeln!(
             f,
-            "        backoff={:?}×{}≤{:?} reset_after={:?} budget={}/{:?} hang={:?} watchdog={:?}",
+            "        backoff={:?}×{}≤{:?} min_uptime={:?} budget={}/{:?} hang={:?} watchdog={:?}",
             b.initial,
             b.factor,
             b.max,
-            b.reset_after,
+            c.min_uptime(),
             c.crash_budget().failures,
             c.crash_budget().window,
             c.hang(),

@@ -742,3 +742,101 @@ fn a_legitimate_life_is_not_flagged() {
     assert!(finish.is_ok(), "{finish:?}");
     rig.assert_clean();
 }
+
+#[test]
+fn breaker_spares_serving_fires_when_the_breaker_trips_with_a_worker_ready() {
+    let budget = CrashBudget {
+        failures: 1,
+        window: 10 * SEC,
+    };
+    let mut rig = Rig::new(one(2).crash_budget(budget));
+    let ids = spawned_ids(&rig.last);
+    rig.spawned(Duration::ZERO, ids[0]);
+    rig.step(MS, Input::Ready { id: ids[0] });
+    // The other slot fails to boot: the old breaker (5 failures in 10 s, counting only
+    // boot failures) would stop the serving worker. The core waits; a broken one trips.
+    rig.tampered(20 * SEC, failed(ids[1], SpawnErrorKind::Other), |a| {
+        a.push(Action::Event(Event::BreakerTripped {
+            failures: 1,
+            window: 10 * SEC,
+        }));
+    });
+    rig.assert_fired(check::BREAKER_SPARES_SERVING);
+}
+
+#[test]
+fn probation_before_stop_fires_when_a_rollout_stops_an_old_worker_too_soon() {
+    // The real core waits out the new worker's probation: clean.
+    let min_uptime = 2 * SEC;
+    let mut rig = Rig::new(one(1).min_uptime(min_uptime));
+    let booted = rig.boot_all();
+    rig.step(MS, Input::Reload);
+    let successor = spawned_ids(&rig.last)[0];
+    rig.spawned(2 * MS, successor);
+    rig.step(3 * MS, Input::Ready { id: successor });
+    rig.step(3 * MS + min_uptime, Input::Timeout);
+    assert!(rig.last.contains(&Action::Signal {
+        id: booted[0].0,
+        pid: booted[0].1,
+        signal: Signal::Term
+    }));
+    rig.assert_clean();
+
+    // A core that stops the old worker as soon as the new one is ready (what main did
+    // before issue 11): fired.
+    let mut rig = Rig::new(one(1).min_uptime(min_uptime));
+    let booted = rig.boot_all();
+    rig.step(MS, Input::Reload);
+    let successor = spawned_ids(&rig.last)[0];
+    rig.spawned(2 * MS, successor);
+    let (old, old_pid) = booted[0];
+    rig.tampered(3 * MS, Input::Ready { id: successor }, |a| {
+        a.push(Action::Signal {
+            id: old,
+            pid: old_pid,
+            signal: Signal::Term,
+        });
+    });
+    rig.assert_fired(check::PROBATION_BEFORE_STOP);
+}
+
+/// One worker that never boots: spawn failures at 1 ms and 102 ms, then a spawn at
+/// 253 ms left booting.
+fn failing_twice(rig: &mut Rig) {
+    let id = spawned_ids(&rig.last)[0];
+    rig.step(MS, failed(id, SpawnErrorKind::Other));
+    rig.step(101 * MS, Input::Timeout);
+    let id = spawned_ids(&rig.last)[0];
+    rig.step(102 * MS, failed(id, SpawnErrorKind::Other));
+    rig.step(252 * MS, Input::Timeout);
+    let id = spawned_ids(&rig.last)[0];
+    rig.spawned(253 * MS, id);
+}
+
+#[test]
+fn zero_ready_window_fires_when_a_cluster_that_cannot_serve_does_not_exit() {
+    let budget = CrashBudget {
+        failures: 2,
+        window: SEC,
+    };
+    // The real core trips when the window since the first failure is over: clean.
+    let mut rig = Rig::new(one(1).crash_budget(budget));
+    failing_twice(&mut rig);
+    rig.step(SEC + MS, Input::Timeout);
+    assert!(rig
+        .last
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::BreakerTripped { failures: 2, .. }))));
+    rig.assert_clean();
+
+    // A core whose breaker never trips (its window is 1000 s, the checker believes 1 s):
+    // zero ready workers, two failures, past the window, no shutdown.
+    let lax = CrashBudget {
+        failures: 2,
+        window: 1000 * SEC,
+    };
+    let mut rig = Rig::mismatched(one(1).crash_budget(lax), one(1).crash_budget(budget));
+    failing_twice(&mut rig);
+    rig.raw(SEC + MS, Input::Timeout, true, |_| {});
+    rig.assert_fired(check::ZERO_READY_WINDOW);
+}

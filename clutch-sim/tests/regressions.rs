@@ -10,9 +10,10 @@ use std::path::Path;
 
 /// Seeds where scaling down trips the crash breaker: before clutch-proto re-checked the
 /// breaker on scale-down, every one failed `core-invariants` ("breaker should have
-/// tripped"). Re-found after the world generator gained spawn-error kinds and the
-/// forwarded-signal set, and checked to fail that way with the re-check removed.
-const BREAKER_ON_SCALE_DOWN: &[u64] = &[502, 602, 684, 705, 935, 1103];
+/// tripped"). Re-found after the breaker became "no worker ready for the window" (issue
+/// 11), and checked to fail (`zero-ready-window`, or `time-advances`) with the breaker's
+/// check after every input removed.
+const BREAKER_ON_SCALE_DOWN: &[u64] = &[24, 863, 1237, 3310, 3789, 3861];
 
 #[test]
 fn seeds_that_found_bugs_pass_and_still_exercise_the_fixed_path() {

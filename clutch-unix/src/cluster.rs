@@ -133,7 +133,15 @@ impl ClusterBuilder {
         self.core.backoff(backoff);
         self
     }
-    /// The crash breaker.
+    /// The probation after ready (default 2 s): a rolling restart stops an old worker
+    /// only once its successor has stayed up this long, a death within it is a young
+    /// death, and a worker past it is replaced at once when it dies.
+    pub fn min_uptime(&mut self, min_uptime: Duration) -> &mut Self {
+        self.core.min_uptime(min_uptime);
+        self
+    }
+    /// The crash breaker (default: 5 failures and 10 s with no worker ready; it never
+    /// stops a serving worker).
     pub fn crash_budget(&mut self, budget: CrashBudget) -> &mut Self {
         self.core.crash_budget(budget);
         self

@@ -168,6 +168,8 @@ enum Input {
 }
 
 pub(crate) struct Driver {
+    /// The program file each generation runs (`pin.rs`).
+    pins: crate::pin::Pins,
     poll: Poll,
     signals: Signals,
     cluster: ClusterState,
@@ -223,7 +225,9 @@ impl Driver {
                 .map_err(|e| Error::io("watching the control socket", e))?;
         }
         let cluster = ClusterState::new(setup.config.clone(), Instant::now());
+        let pins = crate::pin::Pins::new(&setup.program.path, setup.listeners.len());
         Ok(Self {
+            pins,
             poll,
             signals,
             cluster,
@@ -470,6 +474,7 @@ impl Driver {
                     "uptime_ms": now.saturating_duration_since(w.spawned_at).as_millis() as u64,
                     "restarts": w.restarts,
                     "successor": w.successor,
+                    "proven": w.proven,
                     "stop_reason": w.stop_reason.map(|r| r.name()),
                 })
             })
@@ -481,6 +486,8 @@ impl Driver {
             "target": status.target,
             "ready": status.ready,
             "live": status.live,
+            "degraded": self.cluster.is_degraded(),
+            "failing_slots": status.failing,
             "generation": self.cluster.generation(),
             "log_lines_dropped": crate::log::dropped_lines(),
             "containment": self.containment.mechanism(),
@@ -682,6 +689,7 @@ impl Driver {
                 }
             }
             Action::Event(event) => {
+                self.pins.on_event(&event);
                 log_event(&event);
                 if let Some(control) = self.setup.control.as_mut() {
                     match &event {
@@ -746,13 +754,19 @@ impl Driver {
             )
         })?;
         let program = &self.setup.program;
-        let mut spec = SpawnSpec::new(program.path.clone())
+        // The generation's pinned program file (see `pin.rs`), argv[0] its path.
+        let generation = self.cluster.worker(id).map_or(1, |w| w.generation);
+        let path = self.pins.exec_path(generation);
+        let pinned = path != program.path;
+        let mut spec = SpawnSpec::new(path)
             .args(program.args.iter().cloned())
             .env(self.env.iter().cloned())
             .notify_socket(notify.path())
             .worker(id.0, slot);
         if let Some(arg0) = &program.arg0 {
             spec = spec.arg0(arg0.clone());
+        } else if pinned {
+            spec = spec.arg0(program.path.clone().into_os_string());
         }
         if let Some(timeout) = self.setup.config.hang().timeout {
             spec = spec.watchdog_usec(timeout.as_micros() as u64);
@@ -974,7 +988,22 @@ fn log_event(event: &Event) {
             event = "breaker_tripped",
             failures,
             window_ms = window.as_millis() as u64,
-            "workers keep failing to boot: crash breaker tripped, shutting down"
+            "no worker could stay up for the breaker's window: crash breaker tripped, shutting down"
+        ),
+        Event::Degraded {
+            failing,
+            ready,
+            target,
+        } => warn!(
+            event = "degraded",
+            failing,
+            ready,
+            target,
+            "degraded: some slots keep failing and wait in backoff; the ready workers keep serving"
+        ),
+        Event::Recovered => info!(
+            event = "recovered",
+            "recovered: no slot is failing any more"
         ),
         Event::ReloadStarted { generation } => {
             info!(
@@ -990,7 +1019,7 @@ fn log_event(event: &Event) {
             "rolling restart finished"
         ),
         Event::ReloadFailed { generation, reason } => error!(
-            event = "reload_failed", generation, %reason, "rolling restart failed; the old workers keep serving"
+            event = "reload_failed", generation, %reason, "rolling restart failed; no further old worker is stopped"
         ),
         Event::Scaled { from, to } => info!(event = "scaled", from, to, "worker count changed"),
         Event::SignalForwarded { signal, workers } => info!(

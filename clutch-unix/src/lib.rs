@@ -59,6 +59,7 @@ pub mod duration;
 mod error;
 pub mod fuzz;
 mod log;
+mod pin;
 mod service;
 mod shutdown;
 mod worker;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{is_alive, wait_gone, PATIENCE, PYTHON_WORKER};
+use common::{wait_gone, PATIENCE, PYTHON_WORKER};
 use serde_json::Value;
 
 const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
@@ -173,13 +173,11 @@ impl Drop for Clutch {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // Only processes that are still this test's: a worker that ended long ago may
+        // have left its pid to somebody else's process.
+        let ours = format!("BROKEN={}", self.path("broken").display());
         for pid in self.all_worker_pids() {
-            if is_alive(pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            common::kill_if_ours(pid, &ours);
         }
     }
 }

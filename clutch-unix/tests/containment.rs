@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clutch_unix::control::{self, Request};
-use common::{is_alive, wait_gone, PATIENCE};
+use common::{is_ours, kill_if_ours, PATIENCE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::{Master, CLUTCH};
@@ -102,6 +102,16 @@ impl Cluster {
             .expect("a listening line")
     }
 
+    /// `PIDS=…`: every descendant of this test's workers has it in its environment.
+    fn marker(&self) -> String {
+        format!("PIDS={}", self.master.path("pids").display())
+    }
+
+    /// Waits (5 s at most) until none of `pids` is this test's process any more.
+    fn wait_gone(&self, pids: &[u32]) -> Result<(), Vec<u32>> {
+        gone_within(pids, &self.marker())
+    }
+
     fn signal_master(&self, signal: Signal) {
         self.master.signal(signal);
     }
@@ -116,7 +126,7 @@ impl Cluster {
         let all = descendants_in(&self.master.path("pids"), except);
         assert!(!all.is_empty());
         assert_eq!(
-            wait_gone(&all, Duration::from_secs(5)),
+            self.wait_gone(&all),
             Ok(()),
             "{what}: descendants left behind"
         );
@@ -125,6 +135,25 @@ impl Cluster {
             except.is_some() || std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
             "{what}: the port still accepts connections"
         );
+    }
+}
+
+/// Waits (5 s at most) until none of `pids` is alive with `marker` in its environment.
+fn gone_within(pids: &[u32], marker: &str) -> Result<(), Vec<u32>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&p| is_ours(p, marker))
+            .collect();
+        if alive.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(alive);
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -147,10 +176,9 @@ impl Drop for Cluster {
             let _ = self.master.child.wait();
             self.master.exited = true;
         }
+        let marker = self.marker();
         for pid in self.descendants() {
-            if is_alive(pid) {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
+            kill_if_ours(pid, &marker);
         }
     }
 }
@@ -206,7 +234,7 @@ fn a_killed_worker_takes_its_descendants_with_it() {
         let worker = cluster.master.worker_pids()[0];
         kill(Pid::from_raw(worker as i32), Signal::SIGKILL).unwrap();
         assert_eq!(
-            wait_gone(&first, Duration::from_secs(5)),
+            cluster.wait_gone(&first),
             Ok(()),
             "{mode}: the killed worker's descendants survived it"
         );
@@ -234,7 +262,7 @@ fn a_killed_master_leaves_no_descendant() {
         if mode == "group" {
             cluster.assert_left_only(Some("daemon"), port, mode);
             for pid in cluster.descendants() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                kill_if_ours(pid, &cluster.marker());
             }
         }
         cluster.assert_nothing_left(port, mode);
@@ -295,8 +323,9 @@ fn a_shell_wrapper_without_exec_is_rolled_and_stopped_cleanly() {
         let answer = control::send(&control_path, Request::Reload, Some(PATIENCE)).unwrap();
         assert_eq!(answer["ok"], true, "{answer}");
         // The old servers (the shells' children) got SIGTERM with their shells.
+        let marker = format!("PIDS={}", pids.display());
         assert_eq!(
-            wait_gone(&old, Duration::from_secs(5)),
+            gone_within(&old, &marker),
             Ok(()),
             "{mode}: old servers kept serving after the rollout"
         );
@@ -304,7 +333,7 @@ fn a_shell_wrapper_without_exec_is_rolled_and_stopped_cleanly() {
         let stopped = control::send(&control_path, Request::Stop, Some(PATIENCE)).unwrap();
         assert_eq!(stopped["exit_code"], 0, "{stopped}");
         assert_eq!(child.wait().unwrap().code(), Some(0));
-        assert_eq!(wait_gone(&all, Duration::from_secs(5)), Ok(()), "{mode}");
+        assert_eq!(gone_within(&all, &marker), Ok(()), "{mode}");
     }
 }
 

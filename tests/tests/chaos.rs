@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 #[test]
 fn killing_workers_under_load_loses_no_queued_connection() {
     // Workers count as healthy after 1 ms: each victim is replaced at once.
-    let mut cluster = Fixture::start(&[("WORKERS", "2"), ("RESET_AFTER_MS", "1")]);
+    let mut cluster = Fixture::start(&[("WORKERS", "2"), ("MIN_UPTIME_MS", "1")]);
     cluster.wait_ready(2);
     let clients = 2;
     let load = Load::start(cluster.port, clients);

@@ -171,8 +171,13 @@ fn a_worker_crashing_at_boot_is_respawned_with_backoff_until_the_breaker_trips()
         cluster.stderr()
     );
     let events = cluster.events();
+    // The breaker waits for 10 s without a ready worker (issue 11): meanwhile each slot's
+    // backoff (100 ms × 1.5ⁿ) allows about ten spawns, not a fork loop.
     let spawned = cluster.count("WorkerStarted");
-    assert!((5..=8).contains(&spawned), "{spawned} spawns: {events:#?}");
+    assert!(
+        (10..=24).contains(&spawned),
+        "{spawned} spawns: {events:#?}"
+    );
     assert!(
         events.iter().any(|e| e.starts_with("RespawnDelayed")),
         "backoff between spawns"
@@ -232,6 +237,11 @@ fn a_rolling_restart_under_steady_requests_fails_none_of_them() {
     );
     assert_eq!(failed, 0, "{ok} ok");
     assert!(ok > 10);
+    // (The master reports an exit once the worker's whole tree is gone: a moment after
+    // the process itself.)
+    cluster.wait_until("both old workers' exits are reported", |f| {
+        f.count("WorkerExit") >= 2
+    });
     let events = cluster.events();
     assert_eq!(cluster.count("WorkerExit"), 2, "{events:#?}");
     assert!(events

@@ -21,6 +21,10 @@ const USAGE: u8 = 2;
 /// Exit status when something prevented the start (bad program, address in use, …).
 const STARTUP: u8 = 1;
 
+/// Exit status of `clutch status` when the cluster is degraded: some slots keep failing
+/// (their workers die at boot or in probation) while the others serve.
+const DEGRADED: u8 = 3;
+
 #[derive(Parser)]
 #[command(
     name = "clutch",
@@ -39,7 +43,8 @@ enum Command {
     /// Supervise PROGRAM as a cluster of workers sharing the listening sockets.
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
-    /// Show the workers of a running cluster.
+    /// Show the workers of a running cluster (exit 3 when it is degraded: some slots keep
+    /// failing while the others serve).
     Status {
         #[command(flatten)]
         control: ControlArg,
@@ -47,7 +52,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Rolling restart; waits until it finishes (exit 1 if the new workers failed to boot).
+    /// Rolling restart; waits until it finishes (exit 1, with the cause, if a new worker
+    /// failed to boot or died in its probation).
     Reload {
         #[command(flatten)]
         control: ControlArg,
@@ -136,6 +142,11 @@ struct RunArgs {
     /// How long a worker may take to become ready.
     #[arg(long, value_name = "D", default_value = "60s", value_parser = parse_duration)]
     boot_timeout: Duration,
+    /// Probation after ready: a new worker must stay up this long before a rolling
+    /// restart stops its old counterpart; a death within it is a young death (backoff,
+    /// and a failure for the crash breaker); a worker past it is replaced at once.
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration)]
+    min_uptime: Duration,
     /// Workers replaced at once in a rolling restart.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     rollout_batch: u64,
@@ -289,6 +300,7 @@ fn run(args: RunArgs) -> ExitCode {
         .force_exit_timeout(args.force_exit_timeout)
         .readiness(args.ready)
         .boot_timeout(args.boot_timeout)
+        .min_uptime(args.min_uptime)
         .rollout_batch(args.rollout_batch as usize)
         .forward_signals(args.forward_signals)
         .kill_mode(args.kill_mode)
@@ -349,6 +361,7 @@ fn in_flags(message: &str) -> String {
     [
         ("force_exit_timeout", "--force-exit-timeout"),
         ("boot_timeout", "--boot-timeout"),
+        ("min_uptime", "--min-uptime"),
         ("readiness delay", "--ready"),
         ("boot timeout", "--boot-timeout"),
         ("rollout batch", "--rollout-batch"),
@@ -404,12 +417,17 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
         Output::Text => {
             let _ = writeln!(
                 text,
-                "master {}: {}, {}/{} workers ready, generation {}",
+                "master {}: {}, {}/{} workers ready, generation {}{}",
                 answer["pid"],
                 answer["phase"].as_str().unwrap_or("?"),
                 answer["ready"],
                 answer["target"],
-                answer["generation"]
+                answer["generation"],
+                if answer["degraded"] == true {
+                    format!(", degraded: {} slots failing", answer["failing_slots"])
+                } else {
+                    String::new()
+                }
             );
             let _ = writeln!(
                 text,
@@ -435,5 +453,10 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
             }
         }
     }
-    emit(&text, ExitCode::SUCCESS)
+    let code = if answer["degraded"] == true {
+        ExitCode::from(DEGRADED)
+    } else {
+        ExitCode::SUCCESS
+    };
+    emit(&text, code)
 }

@@ -41,7 +41,7 @@ impl Cluster {
             .env("WORKERS", workers.to_string())
             // Workers count as healthy after 1 ms, so a killed one is replaced at once
             // (the figure is the driver's speed, not the backoff's delay).
-            .env("RESET_AFTER_MS", "1")
+            .env("MIN_UPTIME_MS", "1")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

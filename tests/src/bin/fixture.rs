@@ -1,8 +1,8 @@
 //! A library-mode cluster with fault knobs, for the end-to-end tests.
 //!
 //! Serves `Worker: <id>` over HTTP like `examples/hello.rs`. Knobs (environment):
-//! - `WORKERS`, `FORCE_EXIT_MS`, `BOOT_TIMEOUT_MS`, `RESET_AFTER_MS` (the backoff's
-//!   healthy uptime): cluster settings;
+//! - `WORKERS`, `FORCE_EXIT_MS`, `BOOT_TIMEOUT_MS`, `MIN_UPTIME_MS` (the probation
+//!   after ready): cluster settings;
 //! - `FIXTURE_DIR`: where the master writes `port` (the bound port) and `events` (one
 //!   `Debug`-formatted event per line, flushed as it happens, ending in ` @<ns>`: the
 //!   CLOCK_MONOTONIC time it was seen, comparable across processes);
@@ -75,11 +75,8 @@ fn main() {
     if let Some(timeout) = millis("BOOT_TIMEOUT_MS") {
         cluster.boot_timeout(timeout);
     }
-    if let Some(reset_after) = millis("RESET_AFTER_MS") {
-        cluster.backoff(clutch_unix::Backoff {
-            reset_after,
-            ..Default::default()
-        });
+    if let Some(min_uptime) = millis("MIN_UPTIME_MS") {
+        cluster.min_uptime(min_uptime);
     }
     let mut events = OpenOptions::new()
         .create(true)

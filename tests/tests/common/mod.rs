@@ -184,10 +184,10 @@ impl Drop for Fixture {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // Only processes that are still this test's (pids are reused).
+        let ours = format!("FIXTURE_DIR={}", self.dir.path().display());
         for pid in self.all_worker_pids() {
-            if is_alive(pid) {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
+            kill_if_ours(pid, &ours);
         }
     }
 }

@@ -32,6 +32,28 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// True while `pid` is alive and its environment holds `needle` (`NAME=value`): the way
+/// to tell a test's own process from an unrelated one that got its pid since (pids wrap
+/// around quickly on a test machine: 32768 here, and tests start thousands of processes).
+pub fn is_ours(pid: u32, needle: &str) -> bool {
+    is_alive(pid)
+        && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+            environ
+                .split(|&b| b == 0)
+                .any(|var| var == needle.as_bytes())
+        })
+}
+
+/// SIGKILLs `pid` if it is still the test's own (see [`is_ours`]).
+pub fn kill_if_ours(pid: u32, needle: &str) {
+    if is_ours(pid, needle) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// `GET /` with `connection: close`; the body, or the error.
 pub fn get(port: u16) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;

@@ -1,0 +1,448 @@
+//! Deploy safety and crash policy end to end (issue 11), with real processes: a release
+//! that dies in its probation, one crash after an aborted reload, one-off crashes and a
+//! kill every 0.5 s, and the program file pinned per generation.
+//!
+//! Every wait is on a condition with a deadline ([`PATIENCE`]); sockets live in temp
+//! dirs; whatever the tests start is killed by pid when they end.
+
+#[path = "../../tests/tests/common/procs.rs"]
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{is_alive, PATIENCE};
+use serde_json::Value;
+
+const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
+
+/// A Python worker on the inherited socket. With `$DEPLOY_DIR/broken` it cannot boot
+/// (exit 1 at once); with `$DEPLOY_DIR/crash` it is the bad release of case 1: it never
+/// says READY=1 (so `--ready 1s` makes it ready at 1 s) and dies 1.7 s after it started.
+/// Otherwise it says READY=1 and serves `Worker: <id>`.
+const WORKER: &str = r#"
+import os, socket, sys, time
+d = os.environ["DEPLOY_DIR"]
+if os.path.exists(os.path.join(d, "broken")):
+    sys.exit(1)
+s = socket.socket(fileno=3)
+if os.path.exists(os.path.join(d, "crash")):
+    time.sleep(1.7)
+    os._exit(1)
+n = os.environ.get("NOTIFY_SOCKET")
+if n:
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
+wid = os.environ["CLUTCH_WORKER_ID"]
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    body = ("Worker: " + wid).encode()
+    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+    c.close()
+"#;
+
+struct Clutch {
+    child: Child,
+    dir: tempfile::TempDir,
+    exited: bool,
+}
+
+impl Clutch {
+    /// `clutch run --log-format json --control DIR/ctl.sock -l unix:DIR/http.sock ARGS
+    /// -- PROGRAM...`; `program` gets `DIR` for `{dir}`.
+    fn run(args: &[&str], program: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let mut full: Vec<String> = vec![
+            "run".into(),
+            "--log-format".into(),
+            "json".into(),
+            "--control".into(),
+            format!("{d}/ctl.sock"),
+            "-l".into(),
+            format!("unix:{d}/http.sock"),
+        ];
+        full.extend(args.iter().map(|a| a.to_string()));
+        full.push("--".into());
+        full.extend(program.iter().map(|a| a.replace("{dir}", &d)));
+        let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+        let child = Command::new(CLUTCH)
+            .args(&full)
+            .env("DEPLOY_DIR", dir.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            dir,
+            exited: false,
+        }
+    }
+
+    fn python(args: &[&str]) -> Self {
+        Self::run(args, &["python3", "-c", WORKER])
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn touch(&self, name: &str) {
+        std::fs::write(self.path(name), b"").unwrap();
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.path("stderr")).unwrap_or_default()
+    }
+
+    fn logs(&self) -> Vec<Value> {
+        self.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn count(&self, event: &str) -> usize {
+        self.logs().iter().filter(|l| l["event"] == event).count()
+    }
+
+    fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(self) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.exited = true;
+                panic!(
+                    "clutch exited ({status}) while waiting until {what}:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(CLUTCH)
+            .args(args)
+            .arg("--control")
+            .arg(self.path("ctl.sock"))
+            .output()
+            .unwrap()
+    }
+
+    /// The status answer, or null while the control socket is not there yet.
+    fn status(&self) -> Value {
+        let out = self.ctl(&["status", "--output", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// (pid, state, proven) of every worker not leaving.
+    fn serving(&self) -> Vec<(u32, String, bool)> {
+        self.status()["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|w| w["stop_reason"].is_null())
+            .filter_map(|w| {
+                Some((
+                    w["pid"].as_u64()? as u32,
+                    w["state"].as_str()?.to_owned(),
+                    w["proven"].as_bool()?,
+                ))
+            })
+            .collect()
+    }
+
+    fn ready_pids(&self) -> Vec<u32> {
+        self.serving()
+            .into_iter()
+            .filter(|(_, state, _)| state == "ready")
+            .map(|(pid, ..)| pid)
+            .collect()
+    }
+
+    /// Waits until `n` workers are ready and past their probation.
+    fn wait_proven(&mut self, n: usize) -> Vec<u32> {
+        self.wait_until(&format!("{n} workers proven"), |c| {
+            let s = c.serving();
+            s.len() == n
+                && s.iter()
+                    .all(|(_, state, proven)| state == "ready" && *proven)
+        });
+        self.ready_pids()
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.exited = true;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clutch did not exit within {within:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn all_worker_pids(&self) -> Vec<u32> {
+        self.logs()
+            .iter()
+            .filter(|l| l["event"] == "worker_started")
+            .filter_map(|l| l["pid"].as_u64())
+            .map(|p| p as u32)
+            .collect()
+    }
+}
+
+impl Drop for Clutch {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for pid in self.all_worker_pids() {
+            if is_alive(pid) {
+                kill(pid);
+            }
+        }
+    }
+}
+
+fn kill(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Case 1 as a reload: the new release is ready at 1 s (`--ready 1s`) and dies at 1.7 s.
+/// The reload fails at once with the cause, within probation + boot time; no old worker
+/// is stopped; the old ones keep serving.
+#[test]
+fn a_release_dying_after_ready_fails_the_reload_and_keeps_the_old_workers() {
+    let mut clutch = Clutch::python(&["--workers", "2", "--ready", "1s"]);
+    let old = clutch.wait_proven(2);
+    clutch.touch("crash");
+    let started = Instant::now();
+    let out = clutch.ctl(&["reload"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "reload: {stderr}");
+    assert!(stderr.contains("probation"), "the cause: {stderr}");
+    // Boot (1.7 s to the death) well within probation + boot, with room for a busy box.
+    assert!(
+        took < Duration::from_secs(8),
+        "reload answered after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1700),
+        "answered before the death: {took:?}"
+    );
+    let mut now_ready = clutch.ready_pids();
+    now_ready.sort_unstable();
+    let mut old_sorted = old.clone();
+    old_sorted.sort_unstable();
+    assert_eq!(
+        now_ready, old_sorted,
+        "the old workers keep serving, untouched"
+    );
+    assert_eq!(clutch.status()["generation"], 1);
+    assert_eq!(clutch.count("worker_exit"), 0, "no worker was stopped");
+}
+
+/// Case 1 on a fresh start (what a restart by the service manager would run): every
+/// worker is ready at 1 s and dead at 1.7 s. The master exits 3 in bounded time.
+#[test]
+fn a_cluster_whose_workers_all_die_in_probation_exits_3_in_bounded_time() {
+    let mut clutch = Clutch::python(&["--workers", "2", "--ready", "1s"]);
+    clutch.touch("crash");
+    let started = Instant::now();
+    let status = clutch.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(3), "{}", clutch.stderr());
+    // The 10 s window from the first failure (at 1.7 s), plus a cycle.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "exited after {took:?}");
+    assert!(took >= Duration::from_secs(10), "exited after {took:?}");
+    assert!(
+        clutch.count("worker_ready") >= 2,
+        "the workers did become ready"
+    );
+    assert_eq!(clutch.count("breaker_tripped"), 1);
+}
+
+/// Case 2: four workers serve; the program is now broken, so the reload fails; then one
+/// old worker crashes and its slot keeps failing. The other three keep serving past the
+/// breaker's window, and the cluster says it is degraded (`clutch status` exits 3).
+#[test]
+fn one_crash_after_an_aborted_reload_keeps_three_workers_serving() {
+    let mut clutch = Clutch::python(&["--workers", "4"]);
+    let old = clutch.wait_proven(4);
+    clutch.touch("broken");
+    let out = clutch.ctl(&["reload"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kill(old[0]);
+    let crashed = Instant::now();
+    clutch.wait_until("degraded", |c| c.status()["degraded"] == true);
+    let out = clutch.ctl(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "clutch status exits 3 when degraded"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("degraded: 1 slots failing"));
+    // Past the breaker's 10 s window and its 5 failures: the old breaker would have
+    // stopped the three healthy workers by now.
+    clutch.wait_until("the window and 6 failures are past", |c| {
+        crashed.elapsed() > Duration::from_secs(12) && c.count("worker_died") >= 7
+    });
+    let mut ready = clutch.ready_pids();
+    ready.sort_unstable();
+    let mut survivors = old[1..].to_vec();
+    survivors.sort_unstable();
+    assert_eq!(ready, survivors, "the three healthy workers keep serving");
+    assert_eq!(clutch.count("breaker_tripped"), 0);
+    assert!(clutch.count("degraded") >= 1);
+    // Fixed on disk: the failing slot recovers by itself.
+    std::fs::remove_file(clutch.path("broken")).unwrap();
+    clutch.wait_until("recovered", |c| c.count("recovered") >= 1);
+    assert_eq!(clutch.ctl(&["status"]).status.code(), Some(0));
+}
+
+/// Case 3: a worker past its probation that is killed is replaced at once (no backoff);
+/// then a kill every 0.5 s keeps at least one of two workers ready at every moment.
+#[test]
+fn one_off_crashes_are_replaced_at_once_and_a_kill_every_half_second_keeps_one_ready() {
+    let mut clutch = Clutch::python(&["--workers", "2"]);
+    let pids = clutch.wait_proven(2);
+    let killed = Instant::now();
+    kill(pids[0]);
+    clutch.wait_until("the replacement is ready", |c| c.count("worker_ready") >= 3);
+    let replaced = killed.elapsed();
+    assert_eq!(
+        clutch.count("respawn_delayed"),
+        0,
+        "a one-off crash waits for nothing"
+    );
+    assert!(
+        replaced < Duration::from_secs(2),
+        "replaced after {replaced:?}"
+    );
+
+    // A kill every 0.5 s, of the oldest ready worker (so both slots take turns).
+    let first_kill_line = clutch.stderr().lines().count();
+    for _ in 0..12 {
+        let tick = Instant::now();
+        let oldest = clutch.ready_pids().into_iter().min();
+        if let Some(pid) = oldest {
+            kill(pid);
+        }
+        let rest = Duration::from_millis(500).saturating_sub(tick.elapsed());
+        std::thread::sleep(rest);
+    }
+    clutch.wait_until("both slots are ready again", |c| c.ready_pids().len() == 2);
+    // Capacity as the master saw it, event by event, from the first kill on.
+    let lines: Vec<Value> = clutch
+        .stderr()
+        .lines()
+        .skip(first_kill_line)
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut ready = 2i64;
+    let mut lowest = ready;
+    for line in &lines {
+        match line["event"].as_str() {
+            Some("worker_ready") => ready += 1,
+            Some("worker_died") if line["was_ready"] == true => ready -= 1,
+            _ => {}
+        }
+        lowest = lowest.min(ready);
+    }
+    assert!(clutch.count("worker_died") >= 12, "{}", clutch.stderr());
+    assert!(
+        lowest >= 1,
+        "capacity fell to {lowest} of 2:\n{}",
+        clutch.stderr()
+    );
+    assert_eq!(clutch.count("breaker_tripped"), 0);
+}
+
+/// The generation that last worked, in exec mode: an ELF program's file is pinned at
+/// start. A deploy renames a broken program over it; the reload fails; a crash of an old
+/// worker is refilled from the pinned file, not the broken one on disk.
+#[test]
+fn refills_after_a_failed_reload_run_the_pinned_program_not_the_file_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("server");
+    let sh = which("sh");
+    std::fs::copy(&sh, &program).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program_arg = program.display().to_string();
+    let mut clutch = Clutch::run(
+        &["--workers", "2", "--ready", "1s", "--min-uptime", "1s"],
+        &[&program_arg, "-c", "sleep 600; exit 0"],
+    );
+    let old = clutch.wait_proven(2);
+    // The deploy: a new file (an ELF that exits 1 at once) renamed over the old path.
+    let staged = dir.path().join("server.new");
+    std::fs::copy(which("false"), &staged).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, &program).unwrap();
+    let out = clutch.ctl(&["reload"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kill(old[0]);
+    clutch.wait_until("the refill is ready and proven", |c| {
+        let s = c.serving();
+        s.len() == 2
+            && s.iter()
+                .all(|(_, state, proven)| state == "ready" && *proven)
+    });
+    assert_eq!(clutch.count("breaker_tripped"), 0);
+    assert_eq!(clutch.status()["degraded"], false);
+    let refill = clutch
+        .ready_pids()
+        .into_iter()
+        .find(|p| !old.contains(p))
+        .expect("a refilled worker");
+    // It runs the pinned sh (the file the path named at start, now unlinked), not the
+    // file on disk; its argv[0] names the program, not /proc/self/fd/N.
+    let exe = std::fs::read_link(format!("/proc/{refill}/exe")).unwrap();
+    assert_eq!(
+        exe.display().to_string(),
+        format!("{program_arg} (deleted)"),
+        "the refill runs the replaced file"
+    );
+    let cmdline = std::fs::read(format!("/proc/{refill}/cmdline")).unwrap();
+    let argv0 = String::from_utf8_lossy(cmdline.split(|&b| b == 0).next().unwrap()).into_owned();
+    assert!(argv0.ends_with("server"), "argv[0] {argv0:?}");
+}
+
+fn which(name: &str) -> PathBuf {
+    ["/usr/bin", "/bin"]
+        .iter()
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} not found"))
+}
