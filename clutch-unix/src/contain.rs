@@ -276,20 +276,13 @@ fn make_base() -> Result<PathBuf, String> {
     Ok(base)
 }
 
-/// Whether this process sees pids of a pid namespace below the initial one (`NSpid:`
-/// in `/proc/self/status` lists more than one): then the pids in other masters' cgroup
-/// names are not ours to check.
+/// Whether this process is outside the initial pid namespace (a container, `unshare
+/// --pid`): then the pids in other masters' cgroup names are not ours to check. The
+/// initial namespace's inode is a kernel constant (`PROC_PID_INIT_INO`); `NSpid:` is no
+/// guide, since a namespace with its own `/proc` shows only its own pids.
 fn in_nested_pid_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .map(|ids| ids.split_whitespace().count() > 1)
-        })
-        // No NSpid line (an old kernel): do not guess.
-        .unwrap_or(true)
+    const INITIAL: &str = "pid:[4026531836]";
+    std::fs::read_link("/proc/self/ns/pid").map_or(true, |ns| ns.as_os_str() != INITIAL)
 }
 
 /// Ends the worker cgroups of masters that died without their keeper's help (both

@@ -301,7 +301,7 @@ fn a_shell_wrapper_without_exec_is_rolled_and_stopped_cleanly() {
             .env("CLUTCH_CONTAINMENT", mode)
             .env("XDG_RUNTIME_DIR", dir.path())
             .stdin(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
             .spawn()
             .unwrap();
         let servers = |n: usize| -> Vec<u32> {
@@ -321,7 +321,12 @@ fn a_shell_wrapper_without_exec_is_rolled_and_stopped_cleanly() {
         };
         let old = servers(2);
         let answer = control::send(&control_path, Request::Reload, Some(PATIENCE)).unwrap();
-        assert_eq!(answer["ok"], true, "{answer}");
+        assert_eq!(
+            answer["ok"],
+            true,
+            "{mode}: {answer}\n{}",
+            std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
+        );
         // The old servers (the shells' children) got SIGTERM with their shells.
         let marker = format!("PIDS={}", pids.display());
         assert_eq!(
