@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{is_alive, PATIENCE};
+use common::PATIENCE;
 use serde_json::Value;
 
 const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
@@ -213,10 +213,10 @@ impl Drop for Clutch {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // Only processes that are still this test's (pids are reused).
+        let ours = format!("DEPLOY_DIR={}", self.dir.path().display());
         for pid in self.all_worker_pids() {
-            if is_alive(pid) {
-                kill(pid);
-            }
+            common::kill_if_ours(pid, &ours);
         }
     }
 }
