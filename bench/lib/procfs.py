@@ -48,6 +48,12 @@ def tasks(pid):
         return []
 
 
+def comm(pid):
+    """The process's name (`/proc/PID/comm`), or None once it is gone."""
+    text = _read(f"/proc/{pid}/comm")
+    return text.strip() if text else None
+
+
 def children(pid):
     """Live child processes of `pid`, whichever of its threads forked them."""
     found = set()

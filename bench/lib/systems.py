@@ -62,8 +62,12 @@ class Cluster:
         return self.proc
 
     def workers(self):
-        """The master's live child processes (every system here: its workers)."""
-        return procfs.children(self.master) if self.master else set()
+        """The master's live child processes (every system here: its workers), but
+        clutch's keeper (a child that outlives the master by design, not a worker)."""
+        if not self.master:
+            return set()
+        return {p for p in procfs.children(self.master)
+                if procfs.comm(p) != "clutch-keeper"}
 
     def ready_workers(self):
         return self.workers() & self.system.ready_pids(self)

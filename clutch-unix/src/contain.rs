@@ -453,17 +453,27 @@ impl Tree {
         else {
             return;
         };
-        if signal == Signal::Kill {
-            if let Some(cgroup) = &self.cgroup {
+        let group = || {
+            if let Some(pgid) = i32::try_from(self.pgid).ok().and_then(Pid::from_raw) {
+                let _ = rustix::process::kill_process_group(pgid, os);
+            }
+        };
+        match &self.cgroup {
+            // SIGKILL twice is harmless: the cgroup, and the group in case the cgroup
+            // could not be written.
+            Some(cgroup) if signal == Signal::Kill => {
                 cgroup.kill();
+                group();
             }
-        } else if let Some(cgroup) = &self.cgroup {
-            for pid in cgroup.pids() {
-                let _ = rustix::process::kill_process(pid, os);
+            // Any other signal exactly once per process: a second SIGTERM means "stop
+            // now" to many servers (clutch's own worker side among them). The cgroup
+            // lists every process, its group's members included.
+            Some(cgroup) => {
+                for pid in cgroup.pids() {
+                    let _ = rustix::process::kill_process(pid, os);
+                }
             }
-        }
-        if let Some(pgid) = i32::try_from(self.pgid).ok().and_then(Pid::from_raw) {
-            let _ = rustix::process::kill_process_group(pgid, os);
+            None => group(),
         }
     }
 

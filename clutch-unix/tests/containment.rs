@@ -423,3 +423,46 @@ fn as_pid_1_of_a_pid_namespace_no_zombie_remains() {
     assert_eq!(stopped["exit_code"], 0, "{stopped}");
     assert!(child.wait().unwrap().success());
 }
+
+/// Counts the SIGTERMs it gets (one line each), and exits a moment after the first.
+const TERM_COUNTER: &str = r#"
+import os, signal, time
+def term(*_):
+    with open(os.environ["PIDS"] + ".terms", "a") as f:
+        f.write("term\n")
+signal.signal(signal.SIGTERM, term)
+with open(os.environ["PIDS"], "a") as f:
+    f.write("server %d\n" % os.getpid())
+while not os.path.exists(os.environ["PIDS"] + ".terms"):
+    time.sleep(0.01)
+time.sleep(0.3)
+"#;
+
+#[test]
+fn a_graceful_stop_signals_each_process_once() {
+    // A second SIGTERM means "stop now" to many servers (clutch's own worker side among
+    // them): the tree gets one, whichever mechanism holds it.
+    for mode in modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let args: Vec<OsString> = ["-w", "1", "--ready", "exec", "-l", "127.0.0.1:0", "--"]
+            .into_iter()
+            .chain(["python3", "-c", TERM_COUNTER])
+            .map(Into::into)
+            .collect();
+        let runtime = dir.path().to_owned();
+        let envs = [
+            ("PIDS", pids.to_str().unwrap()),
+            ("CLUTCH_CONTAINMENT", mode),
+            ("XDG_RUNTIME_DIR", runtime.to_str().unwrap()),
+        ];
+        let mut master = Master::spawn(dir, &args, Stdio::null(), &envs);
+        master.wait_until("the worker runs", |m| {
+            !descendants_in(&m.path("pids"), None).is_empty()
+        });
+        master.signal(Signal::SIGTERM);
+        assert_eq!(master.wait_exit().code(), Some(0), "{mode}");
+        let terms = std::fs::read_to_string(format!("{}.terms", pids.display())).unwrap();
+        assert_eq!(terms.lines().count(), 1, "{mode}: {terms:?}");
+    }
+}
