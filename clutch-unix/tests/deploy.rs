@@ -413,11 +413,12 @@ fn refills_after_a_failed_reload_run_the_pinned_program_not_the_file_on_disk() {
         String::from_utf8_lossy(&out.stderr)
     );
     kill(old[0]);
+    // (Until the master has seen the death, the killed worker still looks ready.)
     clutch.wait_until("the refill is ready and proven", |c| {
         let s = c.serving();
         s.len() == 2
             && s.iter()
-                .all(|(_, state, proven)| state == "ready" && *proven)
+                .all(|(pid, state, proven)| *pid != old[0] && state == "ready" && *proven)
     });
     assert_eq!(clutch.count("breaker_tripped"), 0);
     assert_eq!(clutch.status()["degraded"], false);
