@@ -130,11 +130,18 @@ impl Cluster {
             Ok(()),
             "{what}: descendants left behind"
         );
-        // (A descendant let off may hold the port.)
-        assert!(
-            except.is_some() || std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-            "{what}: the port still accepts connections"
-        );
+        // (A descendant let off may hold the port.) A process that is gone from /proc's
+        // view of its memory may still be closing its files: wait, boundedly.
+        if except.is_none() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: the port still accepts connections"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 }
 
