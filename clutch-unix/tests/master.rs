@@ -61,15 +61,7 @@ fn the_master_survives_its_log_reader_going_away() {
     // Every later line meets EPIPE: the master goes on regardless.
     let before = master.worker_pids();
     assert_eq!(before.len(), 2);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(before[0] as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    master.wait_until("the killed worker is replaced", |m| {
-        let pids = m.worker_pids();
-        pids.len() == 2 && !pids.contains(&before[0])
-    });
+    master.kill_worker_and_wait(before[0]);
     assert!(master.status()["log_lines_dropped"].as_u64().unwrap() > 0);
     assert!(is_alive(before[1]), "the other worker never noticed");
     assert_eq!(master.stop(), 0);
@@ -88,15 +80,7 @@ fn a_full_log_pipe_never_stalls_the_master() {
     }
     // Still supervising: a killed worker is replaced, SIGTERM is acted on.
     let before = master.worker_pids();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(before[0] as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    master.wait_until("the killed worker is replaced", |m| {
-        let pids = m.worker_pids();
-        pids.len() == 2 && !pids.contains(&before[0])
-    });
+    master.kill_worker_and_wait(before[0]);
     // Once the pipe drains, the next line says how many were dropped: empty it, make
     // the master log a line (a status request, at debug), and read.
     // (Should a line get through while the test drains, its notice is in what was
@@ -163,15 +147,8 @@ fn a_worker_flooding_its_notify_socket_is_rate_limited_and_starves_nothing() {
     }
     assert!(answered > 0);
     let before = master.worker_pids();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(before[0] as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    master.wait_until("the killed flooder is replaced and ready", |m| {
-        let pids = m.worker_pids();
-        pids.len() == 2 && !pids.contains(&before[0]) && m.ready() == 2
-    });
+    master.kill_worker_and_wait(before[0]);
+    master.wait_until("the replacement flooder is ready", |m| m.ready() == 2);
     assert_eq!(master.stop(), 0);
     // Hundreds of thousands of bad datagrams; a handful of warning lines (the first of
     // each worker, then at most one per worker per 10 s, and a summary at its exit).

@@ -117,6 +117,21 @@ impl Master {
         }
     }
 
+    /// SIGKILLs worker `pid` and waits until the master has replaced it (as many workers
+    /// as before, `pid` not among them).
+    pub fn kill_worker_and_wait(&mut self, pid: u32) {
+        let count = self.worker_pids().len();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        self.wait_until("the killed worker is replaced", |m| {
+            let pids = m.worker_pids();
+            pids.len() == count && !pids.contains(&pid)
+        });
+    }
+
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
