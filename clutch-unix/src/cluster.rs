@@ -9,11 +9,11 @@ use clutch_proto::{
     Readiness,
 };
 
-use crate::contain::KillMode;
-use crate::control_server::ControlServer;
-use crate::driver::{Driver, EventHandler, Program, Setup};
-use crate::listen::{self, ListenAddr, ListenOptions, Listener};
-use crate::service::ServiceNotifier;
+use crate::engine::control_server::ControlServer;
+use crate::engine::driver::{Driver, EventHandler, Program, Setup};
+use crate::engine::service::ServiceNotifier;
+use crate::os::contain::KillMode;
+use crate::os::listen::{self, ListenAddr, ListenOptions, Listener};
 use crate::worker::Worker;
 use crate::{Error, Log};
 
@@ -235,16 +235,19 @@ impl ClusterBuilder {
     /// (`WATCHDOG_USEC`) folded in.
     fn config(&mut self) -> Result<Config, Error> {
         self.core
-            .service_watchdog(crate::service::watchdog_interval_from_env());
+            .service_watchdog(crate::engine::service::watchdog_interval_from_env());
         Ok(self.core.build()?)
     }
 
     /// A master holds descriptors for every worker: an open-files limit too low for the
     /// workers asked for is a startup error (one line), not a crash loop of EMFILE.
     fn check_fd_limit(&self, config: &Config) -> Result<(), Error> {
-        let need =
-            crate::rlimit::fds_needed(config.workers(), self.listen.len(), self.control.is_some());
-        crate::rlimit::ensure_fd_limit(need, config.workers())
+        let need = crate::os::rlimit::fds_needed(
+            config.workers(),
+            self.listen.len(),
+            self.control.is_some(),
+        );
+        crate::os::rlimit::ensure_fd_limit(need, config.workers())
     }
 
     /// Everything a master needs besides its program: the control socket (checked here,

@@ -14,7 +14,7 @@
 //! | [`title`] | process titles for `ps` and `top` |
 //! | [`rlimit`] | raising the open-files limit |
 //!
-//! All `unsafe` code lives in one private module, `sys.rs`: the forked child before
+//! All `unsafe` code lives in one private module, `os/sys.rs`: the forked child before
 //! `execve`, claiming the `LISTEN_FDS` descriptors, and the process title's memory.
 //!
 //! ```no_run
@@ -50,27 +50,23 @@
 //! ```
 #![deny(unsafe_code)]
 
+// The public API: what a server embeds (library mode) and what the `clutch` command is
+// built from.
 mod cluster;
-mod contain;
 pub mod control;
-mod control_server;
-mod driver;
 pub mod duration;
 mod error;
 pub mod fuzz;
 mod log;
-mod pin;
-mod service;
 mod shutdown;
 mod worker;
 
-pub mod listen;
-pub mod notify;
-pub mod process;
-pub mod rlimit;
-pub mod spawn;
-mod sys;
-pub mod title;
+// The master engine: the event loop that drives the core with the OS toolkit.
+mod engine;
+
+// The OS toolkit: each module does one thing with real processes and sockets.
+mod os;
+pub use os::{listen, notify, process, rlimit, spawn, title};
 
 #[cfg(test)]
 mod testutil;
@@ -80,8 +76,8 @@ pub use clutch_proto::{
     Backoff, CrashBudget, Event, ExitReason, ExitStatus, ForwardSignals, HangPolicy, Readiness,
     Signal, StopReason,
 };
-pub use contain::{KillMode, CONTAINMENT_ENV};
 pub use error::Error;
 pub use log::{stderr_line, Log};
+pub use os::contain::{KillMode, CONTAINMENT_ENV};
 pub use shutdown::{Requested, Shutdown};
 pub use worker::Worker;

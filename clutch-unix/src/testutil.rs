@@ -5,8 +5,8 @@ use std::ops::{Deref, DerefMut};
 
 use clutch_proto::Signal;
 
-use crate::process::Process;
-use crate::spawn::Child;
+use crate::os::process::Process;
+use crate::os::spawn::Child;
 
 /// A process that is killed and reaped when the test ends, however it ends.
 pub(crate) struct Reaper(pub(crate) Process);
@@ -94,15 +94,24 @@ const HELPER_VAR: &str = "CLUTCH_TEST_HELPER";
 /// Whether this process is the test binary re-run as helper `test` (see [`helper`]).
 /// A helper test returns at once when this is false.
 pub(crate) fn is_helper(test: &str) -> bool {
-    std::env::var_os(HELPER_VAR).is_some_and(|value| value == test)
+    std::env::var_os(HELPER_VAR).is_some_and(|value| value == test_name(test))
+}
+
+/// A test's name as the test harness knows it: its `module_path!()` path without the
+/// crate's name, so call sites can write `concat!(module_path!(), "::helper_x")` and
+/// survive a module move.
+fn test_name(path: &str) -> &str {
+    path.strip_prefix(concat!(env!("CARGO_CRATE_NAME"), "::"))
+        .unwrap_or(path)
 }
 
 /// Runs the test binary itself as a helper process that runs only the test `test` (its
-/// full path, `module::tests::name`), which checks [`is_helper`]. The helper's exit code
+/// `concat!(module_path!(), "::name")`), which checks [`is_helper`]. The helper's exit code
 /// is 0 when that test passed: a separate process for what must not run among parallel
 /// tests (reaping any child, adopting fds 3.., rewriting argv).
-pub(crate) fn helper(test: &str) -> crate::spawn::SpawnSpec<'static> {
-    crate::spawn::SpawnSpec::new(std::env::current_exe().unwrap())
+pub(crate) fn helper(test: &str) -> crate::os::spawn::SpawnSpec<'static> {
+    let test = test_name(test);
+    crate::os::spawn::SpawnSpec::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--test-threads=1", "--quiet"])
         .env(std::env::vars_os())
         .env([(HELPER_VAR, test)])

@@ -10,8 +10,8 @@ use std::time::Duration;
 use clutch_proto::{Config, ExitReason};
 use signal_hook::consts::signal::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
-use crate::listen::{self, Listener, SocketFile, StdListener};
-use crate::service::ServiceNotifier;
+use crate::engine::service::ServiceNotifier;
+use crate::os::listen::{self, Listener, SocketFile, StdListener};
 use crate::{Error, Shutdown};
 
 /// Set by the master in every worker's environment: the worker's id.
@@ -50,7 +50,7 @@ impl Worker {
         })?;
         let worker = Self::new(config, id, slot, false, listeners)?;
         if config.title() {
-            let _ = crate::title::set_title(&format!("{}: worker process", config.name()));
+            let _ = crate::os::title::set_title(&format!("{}: worker process", config.name()));
         }
         Ok(worker)
     }
@@ -58,7 +58,7 @@ impl Worker {
     /// The application running in the master's own process (`workers = 0`).
     pub(crate) fn in_process(config: &Config, listeners: Vec<Listener>) -> Result<Self, Error> {
         if config.title() {
-            let _ = crate::title::set_title(config.name());
+            let _ = crate::os::title::set_title(config.name());
         }
         Self::new(config, 0, 0, true, listeners)
     }
@@ -261,7 +261,7 @@ fn watch_signals(
                 }
                 tracing::info!("shutting down");
                 if let Some(title) = &title {
-                    let _ = crate::title::set_title(&format!("{title} <shutting down>"));
+                    let _ = crate::os::title::set_title(&format!("{title} <shutting down>"));
                 }
                 let timer = std::thread::Builder::new()
                     .name("clutch-force-exit".into())

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::{pidfd_open, waitpid, Pid, PidfdFlags, WaitOptions};
 
-use crate::sys::{self, ChildFds, EnvEntry};
+use crate::os::sys::{self, ChildFds, EnvEntry};
 
 /// The variables [`spawn`] owns: removed from the given environment, then set as needed.
 pub const MANAGED_ENV_VARS: [&str; 8] = [
@@ -164,7 +164,7 @@ impl<'fd> SpawnSpec<'fd> {
         self
     }
 
-    /// Sets `NOTIFY_SOCKET` (see [`crate::notify::NotifyListener`]).
+    /// Sets `NOTIFY_SOCKET` (see [`crate::os::notify::NotifyListener`]).
     #[must_use]
     pub fn notify_socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.notify_socket = Some(path.into());
@@ -255,7 +255,7 @@ impl<'fd> SpawnSpec<'fd> {
 /// A started process: its pid, and a pidfd for it where the kernel has them (Linux ≥ 5.3).
 ///
 /// Plain data: dropping it neither kills nor reaps the process. Turn it into a
-/// [`crate::process::Process`] to wait for it and signal it.
+/// [`crate::os::process::Process`] to wait for it and signal it.
 #[derive(Debug)]
 pub struct Child {
     /// The process id.
@@ -752,7 +752,7 @@ mod parent_death_tests {
     use super::*;
     use crate::testutil::{helper, is_helper, Reaper};
 
-    const HELPER: &str = "spawn::parent_death_tests::helper_spawn_and_exit";
+    const HELPER: &str = concat!(module_path!(), "::helper_spawn_and_exit");
 
     /// A helper process starts a worker and exits: the worker must die with it.
     #[test]

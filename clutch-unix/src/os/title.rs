@@ -18,7 +18,7 @@
 use std::io;
 use std::sync::Mutex;
 
-use crate::sys::ArgvArea;
+use crate::os::sys::ArgvArea;
 
 /// The longest `comm`, excluding the terminating NUL (`TASK_COMM_LEN - 1`).
 pub const COMM_MAX: usize = 15;
@@ -118,7 +118,7 @@ mod tests {
         assert_eq!(comm_for(""), "");
     }
 
-    const HELPER: &str = "title::tests::helper_set_title";
+    const HELPER: &str = concat!(module_path!(), "::helper_set_title");
 
     /// The title is set in a helper process, since it changes the whole process's name;
     /// the test reads it from the outside, as `ps` would. The helper is given a long

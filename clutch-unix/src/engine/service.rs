@@ -29,7 +29,7 @@ impl ServiceNotifier {
     /// socket is full is a `WouldBlock` error at once.
     pub(crate) fn send_raw(&self, state: &str) -> io::Result<()> {
         match &self.socket {
-            Some(socket) => crate::notify::send_to(socket, state),
+            Some(socket) => crate::os::notify::send_to(socket, state),
             None => Ok(()),
         }
     }
@@ -57,7 +57,7 @@ impl ServiceNotifier {
         // master's loop is never held for long.
         let sent = match (&self.socket, notice) {
             (Some(socket), Notice::Ready | Notice::Reloading | Notice::Stopping) => {
-                crate::notify::send_to_within(socket, &state, STATE_CHANGE_WAIT)
+                crate::os::notify::send_to_within(socket, &state, STATE_CHANGE_WAIT)
             }
             _ => self.send_raw(&state),
         };

@@ -15,7 +15,7 @@ use clutch_proto::{ExitStatus, Signal};
 use rustix::io::Errno;
 use rustix::process::{self as rp, Pid, WaitId, WaitIdOptions, WaitOptions};
 
-use crate::spawn::Child;
+use crate::os::spawn::Child;
 
 /// A child process: its pid, maybe a pidfd, and its exit status once reaped.
 ///
@@ -231,7 +231,7 @@ fn os_signal(signal: Signal) -> io::Result<rp::Signal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spawn::SpawnSpec;
+    use crate::os::spawn::SpawnSpec;
     use crate::testutil::{helper, is_helper, Reaper};
 
     fn sleeper() -> Child {
@@ -324,7 +324,7 @@ mod tests {
     /// away from the other tests' children.
     #[test]
     fn reap_any_child_collects_every_exit() {
-        let child = helper("process::tests::helper_reap_any_child")
+        let child = helper(concat!(module_path!(), "::helper_reap_any_child"))
             .spawn()
             .unwrap();
         assert_eq!(Reaper::new(child).wait().unwrap(), ExitStatus::Code(0));
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn helper_reap_any_child() {
-        if !is_helper("process::tests::helper_reap_any_child") {
+        if !is_helper(concat!(module_path!(), "::helper_reap_any_child")) {
             return;
         }
         let spawn_exit = |code: &str| {

@@ -24,7 +24,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::spawn::SpawnStep;
+use crate::os::spawn::SpawnStep;
 
 /// One `NAME=value` entry of a child's environment, as a NUL-terminated buffer.
 #[derive(Debug)]

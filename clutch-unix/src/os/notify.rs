@@ -703,7 +703,7 @@ mod tests {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
     use super::*;
-    use crate::spawn::SpawnSpec;
+    use crate::os::spawn::SpawnSpec;
     use crate::testutil::Reaper;
 
     #[test]

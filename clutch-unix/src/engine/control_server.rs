@@ -13,7 +13,7 @@ use crate::control::{self, Request, MAX_CLIENTS, MAX_REQUEST, REQUEST_TIMEOUT};
 
 /// Connections accepted in one turn of the event loop; more wait for the next turn.
 pub(crate) const ACCEPTS_PER_TURN: usize = 16;
-use crate::listen::{self, ListenAddr, ListenOptions, SocketFile, StdListener};
+use crate::os::listen::{self, ListenAddr, ListenOptions, SocketFile, StdListener};
 use crate::Error;
 
 /// What a client is waiting for after its request.

@@ -16,7 +16,7 @@
 //!
 //! No source of input can starve the others (TigerBeetle's "put a limit on everything"):
 //! one turn reads at most [`NOTIFY_PER_TURN`] datagrams from a worker, accepts at most
-//! [`ACCEPTS_PER_TURN`](crate::control_server::ACCEPTS_PER_TURN) control clients, and forks at most
+//! [`ACCEPTS_PER_TURN`](crate::engine::control_server::ACCEPTS_PER_TURN) control clients, and forks at most
 //! [`SPAWNS_PER_TURN`] workers. What is left over is kept in a backlog and served in the
 //! next turn, which then polls without waiting; so a `scale 1000` spawns in batches while
 //! `status`, signals and worker exits are still answered between them.
@@ -37,14 +37,14 @@ use serde_json::json;
 use signal_hook::consts::signal as sig;
 use signal_hook_mio::v1_0::Signals;
 
-use crate::contain::{Containment, KillMode, Tree};
 use crate::control::{self, Request};
-use crate::control_server::{ControlServer, Waiting};
-use crate::listen::Listener;
-use crate::notify::{NotifyDir, NotifyListener, NotifyMessage, Received, Rejection};
-use crate::process::Process;
-use crate::service::ServiceNotifier;
-use crate::spawn::{master_error, SpawnSpec};
+use crate::engine::control_server::{ControlServer, Waiting};
+use crate::engine::service::ServiceNotifier;
+use crate::os::contain::{Containment, KillMode, Tree};
+use crate::os::listen::Listener;
+use crate::os::notify::{NotifyDir, NotifyListener, NotifyMessage, Received, Rejection};
+use crate::os::process::Process;
+use crate::os::spawn::{master_error, SpawnSpec};
 use crate::Error;
 
 const SIGNALS: Token = Token(0);
@@ -169,7 +169,7 @@ enum Input {
 
 pub(crate) struct Driver {
     /// The program file each generation runs (`pin.rs`).
-    pins: crate::pin::Pins,
+    pins: crate::os::pin::Pins,
     poll: Poll,
     signals: Signals,
     cluster: ClusterState,
@@ -225,7 +225,7 @@ impl Driver {
                 .map_err(|e| Error::io("watching the control socket", e))?;
         }
         let cluster = ClusterState::new(setup.config.clone(), Instant::now());
-        let pins = crate::pin::Pins::new(&setup.program.path, setup.listeners.len());
+        let pins = crate::os::pin::Pins::new(&setup.program.path, setup.listeners.len());
         Ok(Self {
             pins,
             poll,
@@ -401,12 +401,12 @@ impl Driver {
         match request {
             Request::Status => outcome = Ok(Some(self.status_json())),
             Request::Scale { workers } => {
-                let need = crate::rlimit::fds_needed(
+                let need = crate::os::rlimit::fds_needed(
                     workers,
                     self.setup.listeners.len(),
                     self.setup.control.is_some(),
                 );
-                if let Some(limit) = crate::rlimit::fd_limit().filter(|&limit| limit < need) {
+                if let Some(limit) = crate::os::rlimit::fd_limit().filter(|&limit| limit < need) {
                     let error = format!(
                         "cannot run {workers} workers: they need about {need} open files \
                          and the limit (RLIMIT_NOFILE) is {limit}"
@@ -559,7 +559,7 @@ impl Driver {
     fn sweep(&mut self) -> Result<(), Error> {
         self.sweep_pending = false;
         for _ in 0..REAPS_PER_TURN {
-            match crate::process::reap_any_child() {
+            match crate::os::process::reap_any_child() {
                 Ok(Some((pid, status))) => match self.by_pid.get(&pid).copied() {
                     Some(id) => {
                         if let Some(handle) = self.workers.get_mut(&id) {
@@ -855,7 +855,7 @@ impl Driver {
             ),
         };
         if self.title.as_deref() != Some(title.as_str()) {
-            if let Err(e) = crate::title::set_title(&title) {
+            if let Err(e) = crate::os::title::set_title(&title) {
                 tracing::debug!("setting the process title: {e}");
             }
             self.title = Some(title);

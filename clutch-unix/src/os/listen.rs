@@ -3,7 +3,7 @@
 //!
 //! The master binds every listener once ([`bind`]) — or adopts the ones systemd socket
 //! activation passed it ([`listen_fds_from_env`]) — and hands them to each worker at fds
-//! 3.. (see [`crate::spawn`]); the kernel then spreads connections over the workers. A
+//! 3.. (see [`crate::os::spawn`]); the kernel then spreads connections over the workers. A
 //! worker adopts them with the very same [`listen_fds_from_env`] and turns them into std
 //! listeners with [`Listener::into_std`].
 //!
@@ -520,7 +520,7 @@ pub fn listen_fds_from_env() -> io::Result<Vec<Listener>> {
     let Some(names) = names? else {
         return Ok(Vec::new());
     };
-    let fds = crate::sys::take_listen_fds(names.len())?;
+    let fds = crate::os::sys::take_listen_fds(names.len())?;
     fds.into_iter()
         .zip(names)
         .zip(3..)
@@ -627,7 +627,7 @@ mod tests {
     use clutch_proto::ExitStatus;
 
     use super::*;
-    use crate::spawn::SpawnSpec;
+    use crate::os::spawn::SpawnSpec;
     use crate::testutil::{helper, is_helper, Reaper};
 
     fn tcp(s: &str) -> ListenAddr {
@@ -904,7 +904,7 @@ mod tests {
         }
     }
 
-    const HELPER: &str = "listen::tests::helper_adopt";
+    const HELPER: &str = concat!(module_path!(), "::helper_adopt");
 
     /// End to end: the master binds, spawn passes the sockets at 3.. with LISTEN_*, and the
     /// worker adopts them. The worker is this test binary, run as a helper.
@@ -968,7 +968,7 @@ mod tests {
         assert_eq!(Reaper::new(child).wait().unwrap(), ExitStatus::Code(0));
     }
 
-    const HELPER_REFUSE: &str = "listen::tests::helper_refuse";
+    const HELPER_REFUSE: &str = concat!(module_path!(), "::helper_refuse");
 
     #[test]
     fn helper_refuse() {

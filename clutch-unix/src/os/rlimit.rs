@@ -80,7 +80,7 @@ mod tests {
     /// upwards), but the check itself runs in a helper to see a limit it lowered first.
     #[test]
     fn raises_the_soft_limit_to_the_hard_one() {
-        let child = crate::testutil::helper("rlimit::tests::helper_raise")
+        let child = crate::testutil::helper(concat!(module_path!(), "::helper_raise"))
             .spawn()
             .unwrap();
         let status = crate::testutil::Reaper::new(child).wait().unwrap();
@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn helper_raise() {
-        if !crate::testutil::is_helper("rlimit::tests::helper_raise") {
+        if !crate::testutil::is_helper(concat!(module_path!(), "::helper_raise")) {
             return;
         }
         let hard = getrlimit(Resource::Nofile).maximum;

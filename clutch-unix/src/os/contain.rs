@@ -171,14 +171,14 @@ impl Containment {
     /// A worker's tree exists: the keeper is to kill its group should the master die.
     pub(crate) fn track(&mut self, pgid: u32) {
         if let Some(keeper) = &mut self.keeper {
-            keeper.send(crate::sys::KEEPER_ADD, pgid);
+            keeper.send(crate::os::sys::KEEPER_ADD, pgid);
         }
     }
 
     /// A worker's tree is gone.
     pub(crate) fn untrack(&mut self, pgid: u32) {
         if let Some(keeper) = &mut self.keeper {
-            keeper.send(crate::sys::KEEPER_REMOVE, pgid);
+            keeper.send(crate::os::sys::KEEPER_REMOVE, pgid);
         }
     }
 
@@ -448,8 +448,8 @@ impl Tree {
     /// Sends `signal` to every process of the tree: the group, and in a cgroup every
     /// process listed there (those that left the group with `setsid`).
     pub(crate) fn signal(&self, signal: Signal) {
-        let Some(os) =
-            crate::process::signal_number(signal).and_then(rustix::process::Signal::from_named_raw)
+        let Some(os) = crate::os::process::signal_number(signal)
+            .and_then(rustix::process::Signal::from_named_raw)
         else {
             return;
         };
@@ -507,7 +507,8 @@ impl Keeper {
         // Room for every worker's group, with headroom for scaling up (4096 is the most
         // `clutch scale` takes).
         let capacity = (workers * 2).max(4096);
-        let pid = crate::sys::fork_keeper(read.as_fd(), kill.as_ref().map(AsFd::as_fd), capacity)?;
+        let pid =
+            crate::os::sys::fork_keeper(read.as_fd(), kill.as_ref().map(AsFd::as_fd), capacity)?;
         // Writes never block the master: a keeper that cannot take a record (stopped by
         // someone) misses it, and says nothing — containment then rests on the cgroup.
         rustix::io::ioctl_fionbio(&write, true)?;
@@ -528,7 +529,7 @@ impl Keeper {
 
     /// The clean end: the keeper exits without killing anything.
     fn done(mut self) {
-        self.send(crate::sys::KEEPER_DONE, 0);
+        self.send(crate::os::sys::KEEPER_DONE, 0);
     }
 }
 

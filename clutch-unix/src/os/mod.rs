@@ -1,0 +1,13 @@
+//! The OS toolkit: the operating-system pieces a cluster master is built from. Each
+//! module does one thing with real processes and sockets and knows nothing of the
+//! others' policy; [`crate::engine`] puts them together.
+
+pub(crate) mod contain;
+pub mod listen;
+pub mod notify;
+pub(crate) mod pin;
+pub mod process;
+pub mod rlimit;
+pub mod spawn;
+mod sys;
+pub mod title;
