@@ -1,6 +1,6 @@
 //! Deploy safety and crash policy end to end (issue 11), with real processes: a release
-//! that dies in its probation, one crash after an aborted reload, one-off crashes and a
-//! kill every 0.5 s, and the program file pinned per generation.
+//! that dies in its probation, one crash after an aborted reload, one-off crashes and
+//! repeated kills, and the program file pinned per generation.
 //!
 //! Every wait is on a condition with a deadline ([`PATIENCE`]); sockets live in temp
 //! dirs; whatever the tests start is killed by pid when they end.
@@ -145,7 +145,7 @@ impl Clutch {
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
-    /// (pid, state, proven) of every worker not leaving.
+    /// (pid, state, proven) of every worker not leaving, oldest (lowest id) first.
     fn serving(&self) -> Vec<(u32, String, bool)> {
         self.status()["workers"]
             .as_array()
@@ -221,6 +221,34 @@ impl Drop for Clutch {
     }
 }
 
+/// A log line's timestamp (RFC 3339, UTC), in seconds since the epoch.
+fn at(line: &Value) -> f64 {
+    let stamp = line["timestamp"].as_str().expect("a timestamp");
+    let (date, time) = stamp.split_once('T').expect("RFC 3339");
+    let mut ymd = date.split('-').map(|p| p.parse::<i64>().expect("a date"));
+    let (y, m, d) = (
+        ymd.next().unwrap(),
+        ymd.next().unwrap(),
+        ymd.next().unwrap(),
+    );
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * m + 2) / 5 + d - 1;
+    let days = era * 146_097 + doe - 719_468;
+    let mut hms = time
+        .trim_end_matches('Z')
+        .split(':')
+        .map(|p| p.parse::<f64>().expect("a time"));
+    let (h, min, sec) = (
+        hms.next().unwrap(),
+        hms.next().unwrap(),
+        hms.next().unwrap(),
+    );
+    days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec
+}
+
 fn kill(pid: u32) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -269,18 +297,44 @@ fn a_release_dying_after_ready_fails_the_reload_and_keeps_the_old_workers() {
 fn a_cluster_whose_workers_all_die_in_probation_exits_3_in_bounded_time() {
     let mut clutch = Clutch::python(&["--workers", "2", "--ready", "1s"]);
     clutch.touch("crash");
-    let started = Instant::now();
     let status = clutch.wait_exit(PATIENCE);
     assert_eq!(status.code(), Some(3), "{}", clutch.stderr());
-    // The 10 s window from the first failure (at 1.7 s), plus a cycle.
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(20), "exited after {took:?}");
-    assert!(took >= Duration::from_secs(10), "exited after {took:?}");
     assert!(
         clutch.count("worker_ready") >= 2,
         "the workers did become ready"
     );
     assert_eq!(clutch.count("breaker_tripped"), 1);
+    // When, by the master's own clock (its log's timestamps), so that a slow machine
+    // (Python booting in seconds) cannot fail the test: the breaker trips once the 10 s
+    // window since the first failure is over and its 5 failures are counted, at once —
+    // not before, and not a failure cycle later. (A log line is written after its
+    // loop turn's clock was read: on a loaded machine, later by up to some 100 ms.)
+    let logs = clutch.logs();
+    let deaths: Vec<f64> = logs
+        .iter()
+        .filter(|l| l["event"] == "worker_died")
+        .map(at)
+        .collect();
+    let tripped = logs
+        .iter()
+        .find(|l| l["event"] == "breaker_tripped")
+        .map(at)
+        .unwrap();
+    assert!(deaths.len() >= 5, "{}", clutch.stderr());
+    let due = (deaths[0] + 10.0).max(deaths[4]);
+    assert!(
+        tripped >= due - 0.5,
+        "tripped {:.3} s after the first failure, before its window (due at {:.3} s):\n{}",
+        tripped - deaths[0],
+        due - deaths[0],
+        clutch.stderr()
+    );
+    assert!(
+        tripped - due < 2.0,
+        "tripped {:.3} s after it was due:\n{}",
+        tripped - due,
+        clutch.stderr()
+    );
 }
 
 /// Case 2: four workers serve; the program is now broken, so the reload fails; then one
@@ -327,33 +381,33 @@ fn one_crash_after_an_aborted_reload_keeps_three_workers_serving() {
 }
 
 /// Case 3: a worker past its probation that is killed is replaced at once (no backoff);
-/// then a kill every 0.5 s keeps at least one of two workers ready at every moment.
+/// then repeated kills, every 0.5 s, of the oldest ready worker: each slot's refills wait
+/// only the initial 100 ms (never the exponential backoff that once left both slots
+/// waiting at once), and the cluster never falls to zero ready workers.
+///
+/// The kills come every 0.5 s or, when the replacement is not ready yet, as soon as it
+/// is: a Python worker boots in 0.1 s on a quiet machine but in 0.9 s on a loaded one,
+/// and killing the only ready worker would measure the machine, not the master.
 #[test]
-fn one_off_crashes_are_replaced_at_once_and_a_kill_every_half_second_keeps_one_ready() {
+fn one_off_crashes_are_replaced_at_once_and_repeated_kills_keep_one_ready() {
     let mut clutch = Clutch::python(&["--workers", "2"]);
     let pids = clutch.wait_proven(2);
-    let killed = Instant::now();
     kill(pids[0]);
     clutch.wait_until("the replacement is ready", |c| c.count("worker_ready") >= 3);
-    let replaced = killed.elapsed();
     assert_eq!(
         clutch.count("respawn_delayed"),
         0,
-        "a one-off crash waits for nothing"
-    );
-    assert!(
-        replaced < Duration::from_secs(2),
-        "replaced after {replaced:?}"
+        "a one-off crash waits for nothing:\n{}",
+        clutch.stderr()
     );
 
-    // A kill every 0.5 s, of the oldest ready worker (so both slots take turns).
     let first_kill_line = clutch.stderr().lines().count();
     for _ in 0..12 {
         let tick = Instant::now();
-        let oldest = clutch.ready_pids().into_iter().min();
-        if let Some(pid) = oldest {
-            kill(pid);
-        }
+        clutch.wait_until("both workers are ready", |c| c.ready_pids().len() == 2);
+        // The status lists workers by id: the first is the oldest (a pid may wrap).
+        let oldest = clutch.ready_pids()[0];
+        kill(oldest);
         let rest = Duration::from_millis(500).saturating_sub(tick.elapsed());
         std::thread::sleep(rest);
     }
@@ -375,12 +429,20 @@ fn one_off_crashes_are_replaced_at_once_and_a_kill_every_half_second_keeps_one_r
         }
         lowest = lowest.min(ready);
     }
-    assert!(clutch.count("worker_died") >= 12, "{}", clutch.stderr());
+    assert!(clutch.count("worker_died") >= 13, "{}", clutch.stderr());
     assert!(
         lowest >= 1,
         "capacity fell to {lowest} of 2:\n{}",
         clutch.stderr()
     );
+    for delayed in lines.iter().filter(|l| l["event"] == "respawn_delayed") {
+        assert_eq!(
+            delayed["delay_ms"],
+            100,
+            "a refill waited more than the initial delay:\n{}",
+            clutch.stderr()
+        );
+    }
     assert_eq!(clutch.count("breaker_tripped"), 0);
 }
 
