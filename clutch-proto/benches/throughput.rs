@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use clutch_proto::{Action, ClusterState, Config, ExitStatus, HangPolicy, Signal, WorkerId};
+use clutch_proto::{Action, ClusterState, Config, ExitStatus, HangPolicy, Input, Signal, WorkerId};
 
 const WORKERS: usize = 1024;
 const INPUTS: u64 = 4_000_000;
@@ -28,16 +28,11 @@ impl Rng {
     }
 }
 
-enum Reply {
-    Spawned(WorkerId),
-    Ready(WorkerId),
-    Exited(WorkerId),
-}
-
 struct World {
     cluster: ClusterState,
     now: Instant,
-    pending: VecDeque<Reply>,
+    /// What the world will tell the core next (spawn reports, READY, exits).
+    pending: VecDeque<Input>,
     ready: Vec<WorkerId>,
     next_pid: u32,
     inputs: u64,
@@ -47,13 +42,20 @@ impl World {
     fn drain(&mut self) {
         while let Some(action) = self.cluster.poll_action() {
             match action {
-                Action::Spawn { id, .. } => self.pending.push_back(Reply::Spawned(id)),
+                Action::Spawn { id, .. } => {
+                    self.next_pid += 1;
+                    let pid = self.next_pid;
+                    self.pending.push_back(Input::Spawned { id, pid });
+                }
                 Action::Signal {
                     id,
                     signal: Signal::Term | Signal::Kill,
                     ..
                 } => {
-                    self.pending.push_back(Reply::Exited(id));
+                    self.pending.push_back(Input::Exited {
+                        id,
+                        status: ExitStatus::Code(0),
+                    });
                 }
                 other => {
                     black_box(other);
@@ -62,22 +64,21 @@ impl World {
         }
     }
 
-    fn reply(&mut self, reply: Reply) {
+    /// Delivers what the world says, and queues what follows from it.
+    fn reply(&mut self, input: Input) {
         self.inputs += 1;
-        match reply {
-            Reply::Spawned(id) => {
-                self.next_pid += 1;
-                self.cluster.handle_spawned(self.now, id, self.next_pid);
-                self.pending.push_back(Reply::Ready(id));
-            }
-            Reply::Ready(id) => {
-                self.cluster.handle_ready(self.now, id);
-                self.ready.push(id);
-            }
-            Reply::Exited(id) => self
-                .cluster
-                .handle_exited(self.now, id, ExitStatus::Code(0)),
+        let _ = self.cluster.handle(self.now, input);
+        match input {
+            Input::Spawned { id, .. } => self.pending.push_back(Input::Ready { id }),
+            Input::Ready { id } => self.ready.push(id),
+            _ => {}
         }
+        self.drain();
+    }
+
+    /// Delivers one input of the mix.
+    fn input(&mut self, input: Input) {
+        let _ = self.cluster.handle(self.now, input);
         self.drain();
     }
 }
@@ -131,8 +132,7 @@ fn run(seed: u64, crash_per_10k: u64) -> (u64, Duration) {
         }
         if world.ready.is_empty() {
             world.inputs += 1;
-            world.cluster.handle_timeout(world.now);
-            world.drain();
+            world.input(Input::Timeout);
             continue;
         }
         let roll = rng.next() % 10_000;
@@ -141,24 +141,24 @@ fn run(seed: u64, crash_per_10k: u64) -> (u64, Duration) {
         world.inputs += 1;
         if world.inputs % 500_000 == 0 {
             // A rolling restart of the whole cluster now and then.
-            let _ = world.cluster.reload(world.now);
-            world.drain();
+            world.input(Input::Reload);
             continue;
         }
-        match roll {
+        let input = match roll {
             // A crash: the slot is refilled, which brings spawn/ready replies.
             r if r < crash_per_10k => {
                 world.ready.swap_remove(index);
-                world
-                    .cluster
-                    .handle_exited(world.now, pick, ExitStatus::Signaled(11));
+                Input::Exited {
+                    id: pick,
+                    status: ExitStatus::Signaled(11),
+                }
             }
-            r if r < crash_per_10k + 100 => world.cluster.handle_timeout(world.now),
-            r if r == crash_per_10k + 100 => world.cluster.handle_signal(world.now, Signal::Usr1),
+            r if r < crash_per_10k + 100 => Input::Timeout,
+            r if r == crash_per_10k + 100 => Input::Signal(Signal::Usr1),
             // Everything else: heartbeats, the bulk of a busy master's traffic.
-            _ => world.cluster.handle_heartbeat(world.now, pick),
-        }
-        world.drain();
+            _ => Input::Heartbeat { id: pick },
+        };
+        world.input(input);
         if world.ready.len() > WORKERS + WORKERS / 8 {
             // Forget departed ids now and then (stale ones are legal inputs anyway).
             let cluster = &world.cluster;

@@ -11,8 +11,8 @@ use crate::{ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId}
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start a worker process for `slot`, then report
-    /// [`handle_spawned`](crate::ClusterState::handle_spawned) or
-    /// [`handle_spawn_failed`](crate::ClusterState::handle_spawn_failed) for `id`.
+    /// [`Input::Spawned`](crate::Input::Spawned) or
+    /// [`Input::SpawnFailed`](crate::Input::SpawnFailed) for `id`.
     Spawn {
         /// The new worker's id (`CLUTCH_WORKER_ID`).
         id: WorkerId,
@@ -416,10 +416,7 @@ impl fmt::Display for ReloadFailure {
                 ready_for.as_secs_f64()
             ),
             Self::SpawnFailed { id, error } if error.kind == SpawnErrorKind::Resource => {
-                write!(
-                    f,
-                    "the master could not start new worker {id} (out of resources): {error}"
-                )
+                write!(f, "the master could not start new worker {id}: {error}")
             }
             Self::SpawnFailed { id, error } => {
                 write!(f, "new worker {id} failed to start: {error}")

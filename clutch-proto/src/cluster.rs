@@ -9,6 +9,7 @@ use crate::action::{
     StopReason,
 };
 use crate::config::{Config, Readiness, MAX_WORKERS, QUICK_REFILL_BURST, QUICK_REFILL_INTERVAL};
+use crate::input::{Input, Reply};
 use crate::types::{
     ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState,
 };
@@ -33,25 +34,26 @@ const FIRST_GENERATION: u64 = 1;
 ///
 /// # The driving contract
 ///
-/// The methods come in four kinds:
+/// The methods come in three kinds:
 ///
 /// * **getters** (`&self`): [`phase`](Self::phase), [`target`](Self::target),
 ///   [`workers`](Self::workers), [`status`](Self::status), [`stats`](Self::stats), …
-/// * **`handle_*`**: facts from the world — a worker was spawned, failed to spawn, said
-///   `READY=1`, `STOPPING=1` or `WATCHDOG=1`, exited; the master got a signal; time passed.
-///   Handlers never fail: every input is legal in every phase, and reports about unknown
-///   or departed workers are ignored (and counted in [`Stats::ignored_inputs`]).
-/// * **commands** from the application: [`shutdown`](Self::shutdown),
-///   [`shutdown_now`](Self::shutdown_now), [`reload`](Self::reload),
-///   [`scale`](Self::scale). A command that cannot apply returns a [`CommandError`].
-/// * **`poll_*`**: what the driver must do next. After **every** handler or command call,
-///   drain [`poll_action`](Self::poll_action) until it returns `None`, carrying out each
-///   action in order; then ask [`poll_timeout`](Self::poll_timeout) when to call
-///   [`handle_timeout`](Self::handle_timeout) next, and wait for that deadline or the next
-///   fact, whichever comes first.
+/// * **[`handle`](Self::handle)`(now, input)`**, the one way in: every [`Input`] — facts
+///   from the world (a worker was spawned, failed to spawn, said `READY=1`, `STOPPING=1`
+///   or `WATCHDOG=1`, exited; the master got a signal; time passed) and commands from the
+///   application (shutdown, shutdown-now, reload, scale). Facts never fail: every input
+///   is legal in every phase, and reports about unknown or departed workers are ignored
+///   (and counted in [`Stats::ignored_inputs`]). A command that cannot apply answers a
+///   [`CommandError`]; a reload answers [`Reply::Reload`] with the generation whose
+///   rollout will answer it.
+/// * **`poll_*`**: what the driver must do next. After **every** `handle` call, drain
+///   [`poll_action`](Self::poll_action) until it returns `None`, carrying out each
+///   action in order; then ask [`poll_timeout`](Self::poll_timeout) when to deliver
+///   [`Input::Timeout`] next, and wait for that deadline or the next fact, whichever
+///   comes first.
 ///
 /// Time is an input: every call takes `now`, which must never go backwards. The core
-/// never reads a clock. `handle_timeout` tolerates early and spurious calls.
+/// never reads a clock. A timeout tolerates early and spurious delivery.
 ///
 /// After [`Action::Exit`] (always the last action) the state is inert: every input is
 /// ignored and `poll_timeout` is `None`.
@@ -62,7 +64,9 @@ const FIRST_GENERATION: u64 = 1;
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use clutch_proto::{Action, ClusterState, Config, Event, ExitStatus, Signal, ExitReason};
+/// use clutch_proto::{
+///     Action, ClusterState, Config, Event, ExitReason, ExitStatus, Input, Reply, Signal,
+/// };
 ///
 /// let config = Config::builder().workers(1).build().unwrap();
 /// let start = Instant::now();
@@ -74,24 +78,33 @@ const FIRST_GENERATION: u64 = 1;
 /// while cluster.poll_action().is_some() {}
 ///
 /// // The driver forked it (pid 4242), and the worker said READY=1.
-/// cluster.handle_spawned(start, id, 4242);
-/// cluster.handle_ready(start + Duration::from_millis(20), id);
+/// cluster.handle(start, Input::Spawned { id, pid: 4242 }).unwrap();
+/// while cluster.poll_action().is_some() {}
+/// cluster.handle(start + Duration::from_millis(20), Input::Ready { id }).unwrap();
 /// let actions: Vec<Action> = std::iter::from_fn(|| cluster.poll_action()).collect();
 /// assert!(actions.contains(&Action::Event(Event::Listening { id })));
 ///
 /// // SIGTERM: the core asks the driver to forward TERM to the worker...
 /// let t = start + Duration::from_secs(1);
-/// cluster.handle_signal(t, Signal::Term);
+/// cluster.handle(t, Input::Signal(Signal::Term)).unwrap();
 /// let actions: Vec<Action> = std::iter::from_fn(|| cluster.poll_action()).collect();
 /// assert!(actions.contains(&Action::Signal { id, pid: 4242, signal: Signal::Term }));
 /// // ...and wants to hear back by the force-exit deadline at the latest.
 /// assert_eq!(cluster.poll_timeout(), Some(t + Duration::from_millis(7500)));
 ///
 /// // The worker exits; the master exits cleanly, last.
-/// cluster.handle_exited(t + Duration::from_millis(5), id, ExitStatus::Code(0));
+/// let exited = Input::Exited { id, status: ExitStatus::Code(0) };
+/// cluster.handle(t + Duration::from_millis(5), exited).unwrap();
 /// let actions: Vec<Action> = std::iter::from_fn(|| cluster.poll_action()).collect();
 /// assert_eq!(actions.last(), Some(&Action::Exit(ExitReason::Clean)));
 /// assert_eq!(cluster.poll_timeout(), None);
+///
+/// // A reload answers with its ticket: the generation whose rollout answers it
+/// // (its `ReloadFinished` or `ReloadFailed` carries that generation).
+/// let config = Config::builder().workers(2).build().unwrap();
+/// let mut cluster = ClusterState::new(config, start);
+/// while cluster.poll_action().is_some() {}
+/// assert_eq!(cluster.handle(start, Input::Reload), Ok(Reply::Reload { generation: 2 }));
 /// ```
 pub struct ClusterState {
     config: Config,
@@ -108,7 +121,7 @@ pub struct ClusterState {
     stopping: Option<Stopping>,
     exited: bool,
     listening: bool,
-    /// Some `handle_spawned` was accepted: the program can be executed.
+    /// Some `Input::Spawned` was accepted: the program can be executed.
     ever_started: bool,
     /// Slots whose current worker is ready.
     ready_count: usize,
@@ -493,10 +506,44 @@ impl ClusterState {
         }
     }
 
+    // ----- the one entry point -----------------------------------------------------
+
+    /// Delivers one fact or command at `now`, which must never go backwards. Facts always
+    /// answer [`Reply::Done`]; commands answer `Done`, [`Reply::Reload`] with the
+    /// generation whose rollout answers a reload, or a [`CommandError`] when they cannot
+    /// apply (after the exit every command answers [`CommandError::ShuttingDown`]).
+    ///
+    /// After every call, drain [`poll_action`](Self::poll_action).
+    ///
+    /// # Errors
+    ///
+    /// Only for commands ([`Input::is_command`]): see [`CommandError`].
+    pub fn handle(&mut self, now: Instant, input: Input) -> Result<Reply, CommandError> {
+        match input {
+            Input::Spawned { id, pid } => self.handle_spawned(now, id, pid),
+            Input::SpawnFailed { id, error } => self.handle_spawn_failed(now, id, error),
+            Input::Ready { id } => self.handle_ready(now, id),
+            Input::Stopping { id } => self.handle_stopping(now, id),
+            Input::Heartbeat { id } => self.handle_heartbeat(now, id),
+            Input::Exited { id, status } => self.handle_exited(now, id, status),
+            Input::Signal(signal) => self.handle_signal(now, signal),
+            Input::Timeout => self.handle_timeout(now),
+            Input::Shutdown => self.shutdown(now),
+            Input::ShutdownNow => self.shutdown_now(now),
+            Input::Reload => {
+                return self
+                    .reload(now)
+                    .map(|generation| Reply::Reload { generation });
+            }
+            Input::Scale(workers) => return self.scale(now, workers).map(|()| Reply::Done),
+        }
+        Ok(Reply::Done)
+    }
+
     // ----- facts from the world -----------------------------------------------------
 
     /// The driver started worker `id` as process `pid`.
-    pub fn handle_spawned(&mut self, now: Instant, id: WorkerId, pid: Pid) {
+    fn handle_spawned(&mut self, now: Instant, id: WorkerId, pid: Pid) {
         if !self.accept_input() {
             return;
         }
@@ -533,25 +580,8 @@ impl ClusterState {
         self.settle(now);
     }
 
-    /// The driver could not start worker `id`. The error's [`kind`](SpawnError::kind)
-    /// decides what follows:
-    ///
-    /// * [`Resource`](SpawnErrorKind::Resource): the master's fault, never a boot failure
-    ///   and never counted by the crash breaker. The slot is refilled after the same
-    ///   backoff as a young death (so a master out of fds does not fork-loop); a rolling
-    ///   restart whose new worker it was fails, the old workers keep serving.
-    /// * [`Exec`](SpawnErrorKind::Exec) for a first-generation worker before any worker
-    ///   ever started (no `handle_spawned` accepted): the program cannot run at all. The
-    ///   shutdown begins ([`ShutdownTrigger::StartupFailed`]), stopping the rest of the
-    ///   first batch, and the exit is [`ExitReason::StartupFailed`] (code 1). Otherwise a
-    ///   boot failure, as `Other`.
-    /// * [`Other`](SpawnErrorKind::Other): a boot failure (counted by the breaker, or
-    ///   failing the rollout the worker belongs to).
-    /// * [`Cancelled`](SpawnErrorKind::Cancelled): the driver skipped a worker the core
-    ///   had already decided to stop; it is removed
-    ///   ([`Event::WorkerSpawnCancelled`]), no failure counted. For a worker with no stop
-    ///   reason it is taken as `Resource`.
-    pub fn handle_spawn_failed(&mut self, now: Instant, id: WorkerId, error: SpawnError) {
+    /// [`Input::SpawnFailed`]: see there for what each kind of error leads to.
+    fn handle_spawn_failed(&mut self, now: Instant, id: WorkerId, error: SpawnError) {
         if !self.accept_input() {
             return;
         }
@@ -585,11 +615,7 @@ impl ClusterState {
             && generation == FIRST_GENERATION
             && self.stopping.is_none();
         let role = self.detach(id);
-        self.emit(Event::WorkerSpawnFailed {
-            id,
-            slot,
-            error: error.clone(),
-        });
+        self.emit(Event::WorkerSpawnFailed { id, slot, error });
         self.remove_worker(id);
         if startup_failed {
             self.begin_shutdown(now, ShutdownTrigger::StartupFailed);
@@ -610,7 +636,7 @@ impl ClusterState {
     }
 
     /// Worker `id` said it is ready (`READY=1`).
-    pub fn handle_ready(&mut self, now: Instant, id: WorkerId) {
+    fn handle_ready(&mut self, now: Instant, id: WorkerId) {
         if !self.accept_input() {
             return;
         }
@@ -626,7 +652,7 @@ impl ClusterState {
 
     /// Worker `id` said it is stopping on its own (`STOPPING=1`): it is replaced at once
     /// and its exit is expected.
-    pub fn handle_stopping(&mut self, now: Instant, id: WorkerId) {
+    fn handle_stopping(&mut self, now: Instant, id: WorkerId) {
         if !self.accept_input() {
             return;
         }
@@ -666,7 +692,7 @@ impl ClusterState {
 
     /// Worker `id` sent a heartbeat (`WATCHDOG=1`). From its first heartbeat on, a ready
     /// worker that stays silent for the hang timeout is hung.
-    pub fn handle_heartbeat(&mut self, now: Instant, id: WorkerId) {
+    fn handle_heartbeat(&mut self, now: Instant, id: WorkerId) {
         if !self.accept_input() {
             return;
         }
@@ -688,7 +714,7 @@ impl ClusterState {
     }
 
     /// Worker `id` exited with `status`.
-    pub fn handle_exited(&mut self, now: Instant, id: WorkerId, status: ExitStatus) {
+    fn handle_exited(&mut self, now: Instant, id: WorkerId, status: ExitStatus) {
         if !self.accept_input() {
             return;
         }
@@ -742,18 +768,8 @@ impl ClusterState {
         self.settle(now);
     }
 
-    /// The master received `signal`. See the README's signal table; in short:
-    ///
-    /// * TERM/INT shut down gracefully. During a shutdown, one that arrives less than
-    ///   [`SIGNAL_REPEAT_WINDOW`] (1 s) after the shutdown began is taken as a repeat of
-    ///   the same request and ignored ([`Event::SignalIgnored`]); a later one means "now"
-    ///   (SIGKILL every remaining worker, exit code 4).
-    /// * QUIT stops immediately (during a shutdown too).
-    /// * HUP rolls, TTIN/TTOU scale by one.
-    /// * USR1/USR2 are forwarded to every worker if they are in
-    ///   [`Config::forward_signals`](crate::Config::forward_signals), and otherwise
-    ///   ignored ([`Event::SignalIgnored`]).
-    pub fn handle_signal(&mut self, now: Instant, signal: Signal) {
+    /// [`Input::Signal`]: see there (and the README's signal table).
+    fn handle_signal(&mut self, now: Instant, signal: Signal) {
         if !self.accept_input() {
             return;
         }
@@ -830,7 +846,7 @@ impl ClusterState {
 
     /// Time passed. Call at (or after) [`poll_timeout`](Self::poll_timeout); early and
     /// spurious calls are harmless.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         if !self.accept_input() {
             return;
         }
@@ -889,7 +905,7 @@ impl ClusterState {
     // ----- commands -----------------------------------------------------------------
 
     /// Starts a graceful shutdown (as SIGTERM does, but a second call does not force).
-    pub fn shutdown(&mut self, now: Instant) {
+    fn shutdown(&mut self, now: Instant) {
         if !self.accept_input() {
             return;
         }
@@ -898,7 +914,7 @@ impl ClusterState {
     }
 
     /// Stops now: shutdown if not begun, then SIGKILL every worker.
-    pub fn shutdown_now(&mut self, now: Instant) {
+    fn shutdown_now(&mut self, now: Instant) {
         if !self.accept_input() {
             return;
         }
@@ -907,8 +923,9 @@ impl ClusterState {
         self.settle(now);
     }
 
-    /// Starts a rolling restart (or queues one if one is under way).
-    pub fn reload(&mut self, now: Instant) -> Result<(), CommandError> {
+    /// Starts a rolling restart (or queues one if one is under way); answers the
+    /// generation whose rollout will answer the request.
+    fn reload(&mut self, now: Instant) -> Result<u64, CommandError> {
         if !self.accept_input() {
             return Err(CommandError::ShuttingDown);
         }
@@ -918,7 +935,7 @@ impl ClusterState {
     }
 
     /// Sets the target worker count to `workers` (1 to [`MAX_WORKERS`]).
-    pub fn scale(&mut self, now: Instant, workers: usize) -> Result<(), CommandError> {
+    fn scale(&mut self, now: Instant, workers: usize) -> Result<(), CommandError> {
         if !self.accept_input() {
             return Err(CommandError::ShuttingDown);
         }
@@ -947,7 +964,7 @@ impl ClusterState {
         None
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) is due; `None` when nothing is
+    /// When [`Input::Timeout`] is due; `None` when nothing is
     /// scheduled (an idle cluster sleeps until the next fact).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -1591,7 +1608,9 @@ impl ClusterState {
 
     // ----- internals: rolling restart -----------------------------------------------
 
-    fn reload_inner(&mut self, now: Instant) -> Result<(), CommandError> {
+    /// Starts or queues a rollout; answers the generation that will answer it (a queued
+    /// rollout gets the next generation number when it starts).
+    fn reload_inner(&mut self, now: Instant) -> Result<u64, CommandError> {
         if self.stopping.is_some() {
             return Err(CommandError::ShuttingDown);
         }
@@ -1602,10 +1621,13 @@ impl ClusterState {
             Some(rollout) => {
                 rollout.queued = true;
                 self.emit(Event::ReloadQueued);
+                Ok(self.next_generation)
             }
-            None => self.start_rollout(now),
+            None => {
+                self.start_rollout(now);
+                Ok(self.generation)
+            }
         }
-        Ok(())
     }
 
     fn start_rollout(&mut self, now: Instant) {

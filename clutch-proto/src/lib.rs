@@ -5,11 +5,13 @@
 //! forced shutdown, rolling restarts, scaling — as one pure state machine,
 //! [`ClusterState`].
 //!
-//! It performs no I/O, reads no clock and makes no syscalls: facts go in through
-//! `handle_*` methods (with the current time as an argument), decisions come out of
-//! [`ClusterState::poll_action`] as [`Action`]s. The production driver (`clutch-unix`)
-//! and the deterministic simulator (`clutch-sim`) drive the very same machine. See
-//! [`ClusterState`] for the driving contract and an example.
+//! It performs no I/O, reads no clock and makes no syscalls: facts and commands go in as
+//! [`Input`]s through the one entry point [`ClusterState::handle`] (with the current time
+//! as an argument), decisions come out of [`ClusterState::poll_action`] as [`Action`]s.
+//! The production driver (`clutch-unix`), the deterministic simulator (`clutch-sim`),
+//! the fuzzers, the model and property tests and the bench all drive the very same
+//! machine with the same [`Input`] vocabulary. See [`ClusterState`] for the driving
+//! contract and an example.
 //!
 //! ## Speed
 //!
@@ -33,6 +35,7 @@
 mod action;
 mod cluster;
 mod config;
+mod input;
 mod types;
 
 pub use action::{
@@ -45,6 +48,7 @@ pub use config::{
     Readiness, DEFAULT_MIN_UPTIME, MAX_DURATION, MAX_WORKERS, QUICK_REFILL_BURST,
     QUICK_REFILL_INTERVAL,
 };
+pub use input::{Input, Reply};
 pub use types::{ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState};
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ impl Harness {
                 break;
             }
             self.now = self.now.max(at);
-            self.cluster.handle_timeout(self.now);
+            self.cluster.handle(self.now, Input::Timeout).unwrap();
             self.drain();
         }
         self.now = until;
@@ -105,29 +105,37 @@ impl Harness {
     fn spawned(&mut self, id: WorkerId) -> Pid {
         self.next_pid += 1;
         let pid = self.next_pid;
-        self.cluster.handle_spawned(self.now, id, pid);
+        self.cluster
+            .handle(self.now, Input::Spawned { id, pid })
+            .unwrap();
         self.drain();
         pid
     }
 
     fn ready(&mut self, id: WorkerId) {
-        self.cluster.handle_ready(self.now, id);
+        self.cluster.handle(self.now, Input::Ready { id }).unwrap();
         self.drain();
     }
 
     fn exited(&mut self, id: WorkerId, status: ExitStatus) {
-        self.cluster.handle_exited(self.now, id, status);
+        self.cluster
+            .handle(self.now, Input::Exited { id, status })
+            .unwrap();
         self.drain();
     }
 
     fn signal(&mut self, signal: Signal) {
-        self.cluster.handle_signal(self.now, signal);
+        self.cluster
+            .handle(self.now, Input::Signal(signal))
+            .unwrap();
         self.drain();
     }
 
     fn spawn_failed(&mut self, id: WorkerId, kind: SpawnErrorKind) {
-        let error = SpawnError::new(kind, format!("simulated {kind} failure"));
-        self.cluster.handle_spawn_failed(self.now, id, error);
+        let error = SpawnError::new(kind);
+        self.cluster
+            .handle(self.now, Input::SpawnFailed { id, error })
+            .unwrap();
         self.drain();
     }
 
@@ -220,7 +228,7 @@ fn status_is_reported_once_per_drain_when_counts_change() {
     let status = h.cluster.status();
     assert_eq!((status.ready, status.target, status.live), (2, 2, 2));
     h.take();
-    h.cluster.handle_timeout(h.now);
+    h.cluster.handle(h.now, Input::Timeout).unwrap();
     h.drain();
     assert!(h.take().is_empty(), "nothing changed, nothing to say");
 }
@@ -434,7 +442,7 @@ fn scaling_down_below_the_recent_boot_failures_trips_the_breaker() {
     h.advance(11 * SEC); // nothing ready for the window, but 6 < 8 failures
     assert_eq!(h.cluster.phase(), Phase::Starting);
     h.take();
-    assert_eq!(h.cluster.scale(h.now, 4), Ok(()));
+    assert_eq!(h.cluster.handle(h.now, Input::Scale(4)).map(|_| ()), Ok(()));
     h.drain();
     let events = h.events();
     assert!(events.contains(&Event::Scaled { from: 8, to: 4 }));
@@ -453,8 +461,10 @@ fn spawn_failures_count_as_boot_failures() {
             break;
         };
         h.take();
-        let error = SpawnError::new(SpawnErrorKind::Other, "cannot start: something odd");
-        h.cluster.handle_spawn_failed(h.now, id, error);
+        let error = SpawnError::new(SpawnErrorKind::Other);
+        h.cluster
+            .handle(h.now, Input::SpawnFailed { id, error })
+            .unwrap();
         h.drain();
         h.advance(20 * SEC);
     }
@@ -835,11 +845,17 @@ fn a_cancelled_report_for_a_wanted_worker_is_a_resource_failure() {
 fn a_cancelled_scale_down_leaves_no_hole() {
     let mut h = Harness::with_workers(1);
     h.boot_all();
-    h.cluster.scale(h.now, 3).unwrap();
+    h.cluster
+        .handle(h.now, Input::Scale(3))
+        .map(|_| ())
+        .unwrap();
     h.drain();
     let pending: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
     h.take();
-    h.cluster.scale(h.now, 1).unwrap();
+    h.cluster
+        .handle(h.now, Input::Scale(1))
+        .map(|_| ())
+        .unwrap();
     h.drain();
     h.take();
     for id in pending {
@@ -998,7 +1014,7 @@ fn a_term_or_int_repeated_within_a_second_is_the_same_request() {
 fn a_stop_command_then_a_quick_term_stays_graceful_and_quit_still_forces() {
     let mut h = Harness::with_workers(1);
     let ids = h.boot_all();
-    h.cluster.shutdown(h.now);
+    h.cluster.handle(h.now, Input::Shutdown).unwrap();
     h.drain();
     h.take();
     h.advance(10 * MS);
@@ -1054,7 +1070,7 @@ fn shutdown_during_backoff_cancels_the_respawn() {
     h.take();
     h.spawned(id);
     h.exited(id, ExitStatus::Code(1));
-    h.cluster.shutdown(h.now);
+    h.cluster.handle(h.now, Input::Shutdown).unwrap();
     h.drain();
     assert_eq!(h.last_exit(), Some(ExitReason::Clean));
     h.advance(SEC);
@@ -1065,13 +1081,13 @@ fn shutdown_during_backoff_cancels_the_respawn() {
 fn shutdown_now_and_repeated_commands() {
     let mut h = Harness::with_workers(1);
     h.boot_all();
-    h.cluster.shutdown(h.now);
-    h.cluster.shutdown(h.now);
+    h.cluster.handle(h.now, Input::Shutdown).unwrap();
+    h.cluster.handle(h.now, Input::Shutdown).unwrap();
     h.drain();
     assert!(h.events().contains(&Event::Ignored {
         what: "shutdown already in progress"
     }));
-    h.cluster.shutdown_now(h.now);
+    h.cluster.handle(h.now, Input::ShutdownNow).unwrap();
     h.drain();
     assert_eq!(count(&h.signals(), |s| s.1 == Signal::Kill), 1);
 }
@@ -1149,7 +1165,7 @@ fn hup_rolls_one_at_a_time_new_first_old_after_ready() {
 fn reload_finish_reports_ready_to_the_service_manager() {
     let mut h = Harness::new(Config::builder().workers(2).rollout_batch(2));
     h.boot_all();
-    h.cluster.reload(h.now).unwrap();
+    h.cluster.handle(h.now, Input::Reload).map(|_| ()).unwrap();
     h.drain();
     let new: Vec<WorkerId> = h.spawns().iter().map(|s| s.0).collect();
     assert_eq!(new.len(), 2, "batch of two");
@@ -1247,6 +1263,8 @@ fn a_new_worker_dying_in_probation_fails_the_rollout_at_once() {
         "no old worker stopped, nothing respawned: {actions:?}"
     );
     assert_eq!(h.cluster.ready_workers(), 3);
+    let events = h.events();
+    eprintln!("{events:#?}");
     assert_eq!(h.cluster.generation(), 1);
     assert_eq!(
         h.cluster.stats().boot_failures,
@@ -1274,7 +1292,9 @@ fn a_proven_new_worker_lets_the_rollout_move_on_and_a_later_probation_death_stop
     h.spawned(second);
     h.ready(second);
     h.advance(SEC);
-    h.cluster.handle_stopping(h.now, second);
+    h.cluster
+        .handle(h.now, Input::Stopping { id: second })
+        .unwrap();
     h.drain();
     let actions = h.take();
     assert!(actions.iter().any(|a| matches!(
@@ -1482,18 +1502,23 @@ fn scale_command_validates_its_target() {
     let mut h = Harness::with_workers(2);
     h.boot_all();
     assert_eq!(
-        h.cluster.scale(h.now, 0),
+        h.cluster.handle(h.now, Input::Scale(0)).map(|_| ()),
         Err(CommandError::BadWorkerCount(0))
     );
     assert_eq!(
-        h.cluster.scale(h.now, MAX_WORKERS + 1),
+        h.cluster
+            .handle(h.now, Input::Scale(MAX_WORKERS + 1))
+            .map(|_| ()),
         Err(CommandError::BadWorkerCount(MAX_WORKERS + 1))
     );
-    assert_eq!(h.cluster.scale(h.now, 5), Ok(()));
+    assert_eq!(h.cluster.handle(h.now, Input::Scale(5)).map(|_| ()), Ok(()));
     h.drain();
     assert_eq!(h.spawns().len(), 3);
-    h.cluster.shutdown(h.now);
-    assert_eq!(h.cluster.scale(h.now, 3), Err(CommandError::ShuttingDown));
+    h.cluster.handle(h.now, Input::Shutdown).unwrap();
+    assert_eq!(
+        h.cluster.handle(h.now, Input::Scale(3)).map(|_| ()),
+        Err(CommandError::ShuttingDown)
+    );
 }
 
 #[test]
@@ -1502,7 +1527,10 @@ fn scaling_down_a_slot_in_backoff_cancels_its_respawn() {
     let ids = h.boot_all();
     h.exited(ids[1], ExitStatus::Code(1)); // young: backoff
     h.take();
-    h.cluster.scale(h.now, 1).unwrap();
+    h.cluster
+        .handle(h.now, Input::Scale(1))
+        .map(|_| ())
+        .unwrap();
     h.drain();
     h.advance(60 * SEC);
     assert!(h.spawns().is_empty());
@@ -1522,7 +1550,9 @@ fn hang_harness() -> Harness {
 fn a_silent_worker_is_reported_hung_signalled_killed_and_replaced() {
     let mut h = hang_harness();
     let ids = h.boot_all();
-    h.cluster.handle_heartbeat(h.now, ids[0]);
+    h.cluster
+        .handle(h.now, Input::Heartbeat { id: ids[0] })
+        .unwrap();
     h.take();
     h.advance(10 * SEC);
     let actions = h.take();
@@ -1562,10 +1592,14 @@ fn a_silent_worker_is_reported_hung_signalled_killed_and_replaced() {
 fn heartbeats_keep_a_worker_alive_and_silence_without_heartbeats_is_fine() {
     let mut h = hang_harness();
     let ids = h.boot_all();
-    h.cluster.handle_heartbeat(h.now, ids[0]);
+    h.cluster
+        .handle(h.now, Input::Heartbeat { id: ids[0] })
+        .unwrap();
     for _ in 0..20 {
         h.advance(5 * SEC);
-        h.cluster.handle_heartbeat(h.now, ids[0]);
+        h.cluster
+            .handle(h.now, Input::Heartbeat { id: ids[0] })
+            .unwrap();
     }
     assert_eq!(h.cluster.stats().hung, 0);
 
@@ -1587,7 +1621,9 @@ fn a_hung_worker_with_no_diagnostic_signal_is_killed_at_once() {
         grace: SEC,
     }));
     let ids = h.boot_all();
-    h.cluster.handle_heartbeat(h.now, ids[0]);
+    h.cluster
+        .handle(h.now, Input::Heartbeat { id: ids[0] })
+        .unwrap();
     h.take();
     h.advance(SEC);
     assert_eq!(h.signals(), vec![(ids[0], Signal::Kill)]);
@@ -1601,7 +1637,9 @@ fn stopping_1_replaces_the_worker_and_its_exit_is_expected() {
     let ids = h.boot_all();
     h.advance(60 * SEC);
     h.take();
-    h.cluster.handle_stopping(h.now, ids[0]);
+    h.cluster
+        .handle(h.now, Input::Stopping { id: ids[0] })
+        .unwrap();
     h.drain();
     assert_eq!(h.spawns().len(), 1, "replaced at once after a healthy run");
     h.take();
@@ -1621,15 +1659,44 @@ fn stale_and_duplicate_reports_are_ignored_and_counted() {
     let ids = h.boot_all();
     let ghost = WorkerId(999);
     let now = h.now;
-    h.cluster.handle_spawned(now, ghost, 1);
     h.cluster
-        .handle_spawn_failed(now, ghost, SpawnError::new(SpawnErrorKind::Other, "x"));
-    h.cluster.handle_ready(now, ghost);
-    h.cluster.handle_heartbeat(now, ghost);
-    h.cluster.handle_stopping(now, ghost);
-    h.cluster.handle_exited(now, ghost, ExitStatus::Code(0));
-    h.cluster.handle_spawned(now, ids[0], 77); // duplicate
-    h.cluster.handle_ready(now, ids[0]); // duplicate
+        .handle(now, Input::Spawned { id: ghost, pid: 1 })
+        .unwrap();
+    h.cluster
+        .handle(
+            now,
+            Input::SpawnFailed {
+                id: ghost,
+                error: SpawnError::new(SpawnErrorKind::Other),
+            },
+        )
+        .unwrap();
+    h.cluster.handle(now, Input::Ready { id: ghost }).unwrap();
+    h.cluster
+        .handle(now, Input::Heartbeat { id: ghost })
+        .unwrap();
+    h.cluster
+        .handle(now, Input::Stopping { id: ghost })
+        .unwrap();
+    h.cluster
+        .handle(
+            now,
+            Input::Exited {
+                id: ghost,
+                status: ExitStatus::Code(0),
+            },
+        )
+        .unwrap();
+    h.cluster
+        .handle(
+            now,
+            Input::Spawned {
+                id: ids[0],
+                pid: 77,
+            },
+        )
+        .unwrap(); // duplicate
+    h.cluster.handle(now, Input::Ready { id: ids[0] }).unwrap(); // duplicate
     h.drain();
     assert_eq!(h.cluster.stats().ignored_inputs, 8);
     assert_eq!(
@@ -1700,8 +1767,14 @@ fn usr1_and_usr2_are_forwarded_and_winch_is_reported() {
 fn zero_workers_is_in_process_and_refuses_cluster_commands() {
     let mut h = Harness::with_workers(0);
     assert!(h.spawns().is_empty());
-    assert_eq!(h.cluster.reload(h.now), Err(CommandError::InProcess));
-    assert_eq!(h.cluster.scale(h.now, 2), Err(CommandError::InProcess));
+    assert_eq!(
+        h.cluster.handle(h.now, Input::Reload).map(|_| ()),
+        Err(CommandError::InProcess)
+    );
+    assert_eq!(
+        h.cluster.handle(h.now, Input::Scale(2)).map(|_| ()),
+        Err(CommandError::InProcess)
+    );
     h.signal(Signal::Term);
     assert_eq!(h.last_exit(), Some(ExitReason::Clean));
 }
@@ -1745,9 +1818,42 @@ fn time_going_nowhere_and_spurious_timeouts_are_harmless() {
     h.boot_all();
     h.take();
     for _ in 0..10 {
-        h.cluster.handle_timeout(h.now);
+        h.cluster.handle(h.now, Input::Timeout).unwrap();
         h.drain();
     }
     assert!(h.take().is_empty());
     assert_eq!(h.start, h.now);
+}
+
+#[test]
+fn a_reload_answers_the_generation_whose_rollout_answers_it() {
+    let mut h = Harness::new(Config::builder().workers(1));
+    h.boot_all();
+    h.take();
+    let ticket = h.cluster.handle(h.now, Input::Reload);
+    assert_eq!(ticket, Ok(Reply::Reload { generation: 2 }));
+    h.drain();
+    // Queued behind the rollout under way: the next rollout answers it.
+    let queued = h.cluster.handle(h.now, Input::Reload);
+    assert_eq!(queued, Ok(Reply::Reload { generation: 3 }));
+    h.drain();
+    // The rollout of 2 fails (its new worker dies at boot); the queued one starts as 3.
+    let new = h.spawns().last().expect("a successor").0;
+    h.spawned(new);
+    h.exited(new, ExitStatus::Code(1));
+    let new = h.spawns().last().expect("a successor").0;
+    let events = h.events();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::ReloadFailed { generation: 2, .. })));
+    assert!(events.contains(&Event::ReloadStarted { generation: 3 }));
+    // That one fails too: spawns fall back to generation 1, yet the next reload is 4,
+    // not `generation() + 1`.
+    h.spawned(new);
+    h.exited(new, ExitStatus::Code(1));
+    assert_eq!(h.cluster.generation(), 1);
+    let next = h.cluster.handle(h.now, Input::Reload);
+    assert_eq!(next, Ok(Reply::Reload { generation: 4 }));
+    h.drain();
+    assert!(h.events().contains(&Event::ReloadStarted { generation: 4 }));
 }

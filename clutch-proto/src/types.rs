@@ -240,29 +240,46 @@ impl fmt::Display for SpawnErrorKind {
 }
 
 /// A driver's report that a worker could not be started: what kind of failure (which
-/// the core acts on) and a message for people.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// the core acts on) and, where the operating system said, its error number. `Copy` and
+/// free of text on purpose: the driver logs its detailed account where the failure
+/// happens; the core only needs to know what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SpawnError {
     /// What kind of failure: decides what the core does.
     pub kind: SpawnErrorKind,
-    /// The driver's description, for people (`Display` shows only this).
-    pub message: String,
+    /// The `errno` behind it, if there was one (for people: the core never looks).
+    pub errno: Option<i32>,
 }
 
 impl SpawnError {
-    /// A spawn error of `kind` described by `message`.
+    /// A spawn error of `kind` with no error number.
     #[must_use]
-    pub fn new(kind: SpawnErrorKind, message: impl Into<String>) -> Self {
+    pub fn new(kind: SpawnErrorKind) -> Self {
+        Self { kind, errno: None }
+    }
+
+    /// A spawn error of `kind` caused by the operating system's error `errno`.
+    #[must_use]
+    pub fn with_errno(kind: SpawnErrorKind, errno: i32) -> Self {
         Self {
             kind,
-            message: message.into(),
+            errno: Some(errno),
         }
     }
 }
 
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(match self.kind {
+            SpawnErrorKind::Resource => "the master ran out of resources",
+            SpawnErrorKind::Exec => "the program could not be executed",
+            SpawnErrorKind::Other => "the worker could not be started",
+            SpawnErrorKind::Cancelled => "the spawn was cancelled",
+        })?;
+        if let Some(errno) = self.errno {
+            write!(f, " (errno {errno})")?;
+        }
+        Ok(())
     }
 }
 

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use clutch_proto::{
-    ClusterState, Config, CrashBudget, ExitStatus, Signal, SpawnError, SpawnErrorKind, WorkerId,
-    WorkerState,
+    ClusterState, Config, CrashBudget, ExitStatus, Input, Reply, Signal, SpawnError,
+    SpawnErrorKind, WorkerId, WorkerState,
 };
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
@@ -90,32 +90,21 @@ impl Model {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Step {
-    Spawned(u64),
-    SpawnFailed(u64, SpawnErrorKind),
-    Ready(u64),
-    Stopping(u64),
-    Heartbeat(u64),
-    Exited(u64),
-    Signal(Signal),
-}
-
 struct Reference;
 
 impl ReferenceStateMachine for Reference {
     type State = Model;
-    type Transition = Step;
+    type Transition = Input;
 
     fn init_state() -> BoxedStrategy<Model> {
         (1usize..=4).prop_map(Model::new).boxed()
     }
 
-    fn transitions(state: &Model) -> BoxedStrategy<Step> {
+    fn transitions(state: &Model) -> BoxedStrategy<Input> {
         // Known ids mostly, and a couple never issued.
-        let id = 1..state.next_id + 2;
+        let id = (1..state.next_id + 2).prop_map(WorkerId);
         prop_oneof![
-            4 => id.clone().prop_map(Step::Spawned),
+            4 => id.clone().prop_map(|id| Input::Spawned { id, pid: 1000 + id.0 as u32 }),
             1 => (
                 id.clone(),
                 prop::sample::select(vec![
@@ -125,51 +114,52 @@ impl ReferenceStateMachine for Reference {
                     SpawnErrorKind::Cancelled,
                 ])
             )
-                .prop_map(|(id, kind)| Step::SpawnFailed(id, kind)),
-            4 => id.clone().prop_map(Step::Ready),
-            1 => id.clone().prop_map(Step::Stopping),
-            1 => id.clone().prop_map(Step::Heartbeat),
-            3 => id.prop_map(Step::Exited),
+                .prop_map(|(id, kind)| Input::SpawnFailed { id, error: SpawnError::new(kind) }),
+            4 => id.clone().prop_map(|id| Input::Ready { id }),
+            1 => id.clone().prop_map(|id| Input::Stopping { id }),
+            1 => id.clone().prop_map(|id| Input::Heartbeat { id }),
+            3 => id.prop_map(|id| Input::Exited { id, status: ExitStatus::Code(1) }),
             1 => prop::sample::select(vec![
                 Signal::Term,
                 Signal::Ttin,
                 Signal::Ttou,
                 Signal::Usr1,
             ])
-            .prop_map(Step::Signal),
+            .prop_map(Input::Signal),
         ]
         .boxed()
     }
 
-    fn apply(mut m: Model, step: &Step) -> Model {
+    fn apply(mut m: Model, input: &Input) -> Model {
         if m.exited {
             return m;
         }
-        match *step {
-            Step::Spawned(id) => {
+        let id = input.worker().map_or(0, |id| id.0);
+        match *input {
+            Input::Spawned { .. } => {
                 if let Some(w) = m.workers.get_mut(&id) {
                     m.ever_started |= !w.started;
                     w.started = true;
                 }
             }
-            Step::SpawnFailed(id, kind) => {
+            Input::SpawnFailed { error, .. } => {
                 if m.workers.get(&id).is_some_and(|w| !w.started) {
                     m.depart(id);
                     m.workers.remove(&id);
                     // No reload here: every worker is of the first generation.
-                    if kind == SpawnErrorKind::Exec && !m.ever_started {
+                    if error.kind == SpawnErrorKind::Exec && !m.ever_started {
                         m.begin_stopping();
                     }
                 }
             }
-            Step::Ready(id) => {
+            Input::Ready { .. } => {
                 if let Some(w) = m.workers.get_mut(&id) {
                     if w.started && w.slot.is_some() {
                         w.ready = true;
                     }
                 }
             }
-            Step::Stopping(id) => {
+            Input::Stopping { .. } => {
                 if m.workers
                     .get(&id)
                     .is_some_and(|w| w.started && w.slot.is_some())
@@ -177,15 +167,15 @@ impl ReferenceStateMachine for Reference {
                     m.depart(id);
                 }
             }
-            Step::Heartbeat(_) | Step::Signal(Signal::Usr1) => {}
-            Step::Exited(id) => {
+            Input::Heartbeat { .. } | Input::Signal(Signal::Usr1) => {}
+            Input::Exited { .. } => {
                 if m.workers.contains_key(&id) {
                     m.depart(id);
                     m.workers.remove(&id);
                 }
             }
-            Step::Signal(Signal::Term) => m.begin_stopping(),
-            Step::Signal(Signal::Ttin) => {
+            Input::Signal(Signal::Term) => m.begin_stopping(),
+            Input::Signal(Signal::Ttin) => {
                 if !m.stopping {
                     let id = m.next_id;
                     m.next_id += 1;
@@ -198,14 +188,19 @@ impl ReferenceStateMachine for Reference {
                     m.workers.insert(id, w);
                 }
             }
-            Step::Signal(Signal::Ttou) => {
+            Input::Signal(Signal::Ttou) => {
                 if !m.stopping && m.slots.len() >= 2 {
                     if let Some(id) = m.slots.pop().flatten() {
                         m.workers.get_mut(&id).expect("current").slot = None;
                     }
                 }
             }
-            Step::Signal(_) => unreachable!("not generated"),
+            Input::Signal(_)
+            | Input::Timeout
+            | Input::Shutdown
+            | Input::ShutdownNow
+            | Input::Reload
+            | Input::Scale(_) => unreachable!("not generated"),
         }
         if m.stopping && m.workers.is_empty() {
             m.exited = true;
@@ -240,19 +235,13 @@ impl StateMachineTest for Sut {
         Sut { cluster, now }
     }
 
-    fn apply(mut sut: Sut, _model: &Model, step: Step) -> Sut {
+    fn apply(mut sut: Sut, _model: &Model, input: Input) -> Sut {
         let (c, now) = (&mut sut.cluster, sut.now);
-        match step {
-            Step::Spawned(id) => c.handle_spawned(now, WorkerId(id), 1000 + id as u32),
-            Step::SpawnFailed(id, kind) => {
-                c.handle_spawn_failed(now, WorkerId(id), SpawnError::new(kind, "no"));
-            }
-            Step::Ready(id) => c.handle_ready(now, WorkerId(id)),
-            Step::Stopping(id) => c.handle_stopping(now, WorkerId(id)),
-            Step::Heartbeat(id) => c.handle_heartbeat(now, WorkerId(id)),
-            Step::Exited(id) => c.handle_exited(now, WorkerId(id), ExitStatus::Code(1)),
-            Step::Signal(signal) => c.handle_signal(now, signal),
-        }
+        assert_eq!(
+            c.handle(now, input),
+            Ok(Reply::Done),
+            "facts always answer Done"
+        );
         while c.poll_action().is_some() {}
         sut
     }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use clutch_proto::{
-    Backoff, ClusterState, Config, CrashBudget, ExitStatus, HangPolicy, Readiness, Signal,
+    Backoff, ClusterState, Config, CrashBudget, ExitStatus, HangPolicy, Input, Readiness, Signal,
     SpawnError, SpawnErrorKind, WorkerId, MAX_DURATION, MAX_WORKERS,
 };
 use proptest::prelude::*;
@@ -52,7 +52,33 @@ fn small_config() -> impl Strategy<Value = Config> {
         })
 }
 
-/// (what, which worker or signal, how far time moves first in µs)
+/// Decodes one op into an [`Input`]: `op` picks the kind, `arg` its detail (a pid, a
+/// spawn error's kind, a signal, a worker count), `id` the worker it is about.
+fn decode(op: u8, arg: u8, id: WorkerId) -> Input {
+    match op {
+        0 => Input::Spawned {
+            id,
+            pid: 100 + u32::from(arg),
+        },
+        1 => Input::SpawnFailed {
+            id,
+            error: SpawnError::new(SPAWN_ERROR_KINDS[usize::from(arg) % SPAWN_ERROR_KINDS.len()]),
+        },
+        2 => Input::Ready { id },
+        3 => Input::Stopping { id },
+        4 => Input::Heartbeat { id },
+        5 => Input::Exited {
+            id,
+            status: ExitStatus::Code(1),
+        },
+        6 => Input::Signal(Signal::ALL[usize::from(arg) % Signal::ALL.len()]),
+        7 => Input::Scale(usize::from(arg % 5)),
+        8 => Input::Reload,
+        _ => Input::Timeout,
+    }
+}
+
+/// (what, which worker or signal, how far time moves first in µs), decoded by [`decode`].
 fn ops() -> impl Strategy<Value = Vec<(u8, u8, u16)>> {
     prop::collection::vec((0u8..12, any::<u8>(), 0u16..20_000), 0..80)
 }
@@ -84,30 +110,14 @@ proptest! {
             } else {
                 spawned[usize::from(arg) % spawned.len()]
             };
-            match op {
-                0 => cluster.handle_spawned(now, id, 100 + u32::from(arg)),
-                1 => {
-                    let kind = SPAWN_ERROR_KINDS[usize::from(arg) % SPAWN_ERROR_KINDS.len()];
-                    cluster.handle_spawn_failed(now, id, SpawnError::new(kind, "no"));
-                }
-                2 => cluster.handle_ready(now, id),
-                3 => cluster.handle_stopping(now, id),
-                4 => cluster.handle_heartbeat(now, id),
-                5 => cluster.handle_exited(now, id, ExitStatus::Code(1)),
-                6 => cluster.handle_signal(now, Signal::ALL[usize::from(arg) % Signal::ALL.len()]),
-                7 => {
-                    let _ = cluster.scale(now, usize::from(arg % 5));
-                }
-                8 => {
-                    let _ = cluster.reload(now);
-                }
-                _ => {
-                    if let Some(at) = cluster.poll_timeout() {
-                        now = now.max(at);
-                    }
-                    cluster.handle_timeout(now);
+            let input = decode(op, arg, id);
+            if input == Input::Timeout {
+                // Jump to the core's deadline, as a driver does.
+                if let Some(at) = cluster.poll_timeout() {
+                    now = now.max(at);
                 }
             }
+            let _ = cluster.handle(now, input);
             // Draining actions does not move the deadline; asking twice gives one answer.
             let before_drain = cluster.poll_timeout();
             drain(&mut cluster, &mut spawned);
@@ -120,7 +130,7 @@ proptest! {
                 let early = now + (at - now) / 2;
                 let status = cluster.status();
                 let stats = *cluster.stats();
-                cluster.handle_timeout(early);
+                let _ = cluster.handle(early, Input::Timeout);
                 prop_assert_eq!(cluster.poll_action(), None);
                 prop_assert_eq!(cluster.poll_timeout(), deadline);
                 prop_assert_eq!(cluster.status(), status);

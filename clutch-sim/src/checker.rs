@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use clutch_proto::{
     Action, ClusterState, CommandError, Config, Event, ExitReason, Phase, Pid, Readiness,
-    ShutdownTrigger, Signal, SpawnErrorKind, WorkerId, WorkerState, MAX_WORKERS,
+    ShutdownTrigger, Signal, SpawnError, SpawnErrorKind, WorkerId, WorkerState, MAX_WORKERS,
     SIGNAL_REPEAT_WINDOW,
 };
 
@@ -553,7 +553,11 @@ impl Checker {
                 if let Some(t) = self.track_mut(id) {
                     t.exit_reported = true;
                 }
-            } else if let Input::SpawnFailed { kind, .. } = input {
+            } else if let Input::SpawnFailed {
+                error: SpawnError { kind, .. },
+                ..
+            } = input
+            {
                 let t = self.track(id).expect("live worker");
                 let pending = !t.spawn_outcome;
                 let first_generation = t.generation == 1;
@@ -812,7 +816,7 @@ impl Checker {
                 ref error,
             } => {
                 let reported = match input {
-                    Some(Input::SpawnFailed { id: i, kind }) if i == id => Some(kind),
+                    Some(Input::SpawnFailed { id: i, error }) if i == id => Some(error.kind),
                     _ => None,
                 };
                 self.expect_input(event, reported.is_some() && self.is_live(id));
@@ -847,7 +851,7 @@ impl Checker {
                     input
                         == Some(Input::SpawnFailed {
                             id,
-                            kind: SpawnErrorKind::Cancelled,
+                            error: SpawnError::new(SpawnErrorKind::Cancelled),
                         }),
                 );
                 let cancel_legit = self.step.cancel_legit;
@@ -1662,7 +1666,11 @@ impl Checker {
     /// exec failure before any worker started ends the cluster.
     fn check_spawn_failure_kinds(&mut self, cluster: &ClusterState) {
         let step = &self.step;
-        let Some(Input::SpawnFailed { kind, .. }) = step.input.filter(|_| !step.stale) else {
+        let Some(Input::SpawnFailed {
+            error: SpawnError { kind, .. },
+            ..
+        }) = step.input.filter(|_| !step.stale)
+        else {
             return;
         };
         let counted = cluster.stats().boot_failures - step.boot_failures_before;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use clutch_proto::{
     Action, Backoff, ClusterState, Config, CrashBudget, Event, ExitReason, ExitStatus,
-    ForwardSignals, HangPolicy, Readiness, Signal, SpawnErrorKind, WorkerId, MAX_WORKERS,
+    ForwardSignals, HangPolicy, Readiness, Signal, SpawnError, SpawnErrorKind, WorkerId,
+    MAX_WORKERS,
 };
 
 use crate::input::Input;
@@ -201,12 +202,14 @@ pub fn cluster_inputs(data: &[u8]) -> Result<usize, String> {
             // as before; `Other`, the old behaviour, for the smallest).
             4 => Input::SpawnFailed {
                 id,
-                kind: [
-                    SpawnErrorKind::Other,
-                    SpawnErrorKind::Resource,
-                    SpawnErrorKind::Exec,
-                    SpawnErrorKind::Cancelled,
-                ][usize::from(arg >> 6)],
+                error: SpawnError::new(
+                    [
+                        SpawnErrorKind::Other,
+                        SpawnErrorKind::Resource,
+                        SpawnErrorKind::Exec,
+                        SpawnErrorKind::Cancelled,
+                    ][usize::from(arg >> 6)],
+                ),
             },
             5 => Input::Ready { id },
             6 => Input::Stopping { id },
@@ -234,7 +237,7 @@ pub fn cluster_inputs(data: &[u8]) -> Result<usize, String> {
         if deadline != cluster.poll_timeout() {
             return Err("poll_timeout changed between two calls".to_owned());
         }
-        let _ = input.apply(&mut cluster, base + now);
+        let _ = cluster.handle(base + now, input);
         delivered += 1;
         contract.drain(&mut cluster, &mut known)?;
         if let Input::Timeout = input {
@@ -246,7 +249,7 @@ pub fn cluster_inputs(data: &[u8]) -> Result<usize, String> {
             }
             // A second, spurious timeout at the same instant changes nothing.
             let before = cluster.poll_timeout();
-            cluster.handle_timeout(base + now);
+            let _ = cluster.handle(base + now, Input::Timeout);
             if let Some(action) = cluster.poll_action() {
                 return Err(format!("a repeated timeout at {now:?} produced {action:?}"));
             }

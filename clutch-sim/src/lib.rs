@@ -33,7 +33,7 @@ mod trace;
 pub mod world;
 
 pub use checker::{Bounds, Checker, Violation};
-pub use input::{Input, SPAWN_ERROR};
+pub use input::Input;
 pub use sim::{Coverage, Outcome, Sim, BOUNDED_RUN, MAX_ACTIONS_PER_STEP, MAX_STEPS};
 pub use trace::Fingerprint;
 pub use world::World;

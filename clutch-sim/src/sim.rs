@@ -13,8 +13,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use clutch_proto::{
-    Action, ClusterState, Event, ExitReason, ExitStatus, Pid, Readiness, Signal, SpawnErrorKind,
-    WorkerId, MAX_WORKERS,
+    Action, ClusterState, Event, ExitReason, ExitStatus, Pid, Readiness, Signal, SpawnError,
+    SpawnErrorKind, WorkerId, MAX_WORKERS,
 };
 
 use crate::checker::{Bounds, Checker, Violation};
@@ -436,7 +436,7 @@ impl<'t, E: Entropy> Sim<'t, E> {
         }
         self.checker
             .begin_step(self.now, Some(input), &self.cluster);
-        let result = input.apply(&mut self.cluster, self.base + self.now);
+        let result = self.cluster.handle(self.base + self.now, input).map(|_| ());
         self.checker.command_result(result);
         self.drain()?;
         self.checker.end_step(&self.cluster)
@@ -743,7 +743,8 @@ impl<'t, E: Entropy> Sim<'t, E> {
         if let Some(kind) = failure {
             self.procs[id.0 as usize].state = ProcState::Gone;
             self.remember_departed(id);
-            return self.step(Input::SpawnFailed { id, kind });
+            let error = SpawnError::new(kind);
+            return self.step(Input::SpawnFailed { id, error });
         }
         let pid = self.alloc_pid();
         let now = self.now;
@@ -865,7 +866,7 @@ impl<'t, E: Entropy> Sim<'t, E> {
             },
             _ => Input::SpawnFailed {
                 id,
-                kind: self.rng.pick(&SPAWN_ERROR_KINDS),
+                error: SpawnError::new(self.rng.pick(&SPAWN_ERROR_KINDS)),
             },
         };
         self.coverage.stale_reports += 1;

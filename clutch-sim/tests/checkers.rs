@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use clutch_proto::{
     Action, ClusterState, Config, ConfigBuilder, CrashBudget, Event, ExitReason, ExitStatus,
-    ForwardSignals, HangPolicy, Notice, ShutdownTrigger, Signal, Slot, SpawnErrorKind, WorkerId,
+    ForwardSignals, HangPolicy, Notice, ShutdownTrigger, Signal, Slot, SpawnError, SpawnErrorKind,
+    WorkerId,
 };
 use clutch_sim::checker::check;
 use clutch_sim::{Bounds, Checker, Input};
@@ -89,7 +90,7 @@ impl Rig {
         self.now = at;
         self.checker.begin_step(at, Some(input), &self.cluster);
         if apply {
-            let result = input.apply(&mut self.cluster, self.base + at);
+            let result = self.cluster.handle(self.base + at, input).map(|_| ());
             self.checker.command_result(result);
         }
         self.finish_step(tamper);
@@ -270,7 +271,10 @@ fn command_result_fires_when_a_signal_outside_the_forwarding_set_is_forwarded() 
 }
 
 fn failed(id: WorkerId, kind: SpawnErrorKind) -> Input {
-    Input::SpawnFailed { id, kind }
+    Input::SpawnFailed {
+        id,
+        error: SpawnError::new(kind),
+    }
 }
 
 #[test]

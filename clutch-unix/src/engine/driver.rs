@@ -5,8 +5,8 @@
 //! loop {
 //!     drain every action (spawn, signal, event, notify, exit)   ── carried out in order
 //!     poll(timeout = core's deadline)                            ── EINTR retried
-//!     signals, pidfds, notify sockets, control ──► handle_*(now, …)
-//!     deadline passed ──► handle_timeout(now)
+//!     signals, pidfds, notify sockets, control ──► handle(now, Input::…)
+//!     deadline passed ──► handle(now, Input::Timeout)
 //! }
 //! ```
 //!
@@ -29,7 +29,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clutch_proto::{
-    Action, ClusterState, Config, Event, ExitReason, ExitStatus, Phase, Pid, Signal, WorkerId,
+    Action, ClusterState, Config, Event, ExitReason, ExitStatus, Input, Phase, Pid, ReloadFailure,
+    Reply, Signal, WorkerId,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -160,13 +161,6 @@ impl RejectedLog {
     }
 }
 
-/// A fact gathered while carrying out actions, fed to the core once the drain is done
-/// (the contract: a full drain between two inputs).
-enum Input {
-    Spawned(WorkerId, Pid),
-    SpawnFailed(WorkerId, clutch_proto::SpawnError),
-}
-
 pub(crate) struct Driver {
     /// The program file each generation runs (`pin.rs`).
     pins: crate::os::pin::Pins,
@@ -176,7 +170,12 @@ pub(crate) struct Driver {
     setup: Setup,
     notify_dir: NotifyDir,
     workers: HashMap<WorkerId, Handle>,
+    /// Facts gathered while carrying out actions (spawn reports), fed to the core once
+    /// the drain is done (the contract: a full drain between two inputs).
     inputs: VecDeque<Input>,
+    /// The detailed text of spawn failures this drain reports: the core hears only a
+    /// kind and an errno, the log and the control client get the whole story.
+    spawn_failures: HashMap<WorkerId, String>,
     env: Vec<(OsString, OsString)>,
     title: Option<String>,
     /// Set once the core asked to exit.
@@ -235,6 +234,7 @@ impl Driver {
             notify_dir,
             workers: HashMap::new(),
             inputs: VecDeque::new(),
+            spawn_failures: HashMap::new(),
             env,
             title: None,
             exit: None,
@@ -296,7 +296,7 @@ impl Driver {
                 control.expire(self.poll.registry(), now);
             }
             if self.cluster.poll_timeout().is_some_and(|at| at <= now) {
-                self.feed(|cluster| cluster.handle_timeout(now))?;
+                self.feed_at(now, Input::Timeout)?;
             }
         }
     }
@@ -339,8 +339,14 @@ impl Driver {
     }
 
     /// One input to the core, then a full drain (the driving contract).
-    fn feed(&mut self, input: impl FnOnce(&mut ClusterState)) -> Result<(), Error> {
-        input(&mut self.cluster);
+    fn feed(&mut self, input: Input) -> Result<(), Error> {
+        self.feed_at(Instant::now(), input)
+    }
+
+    /// [`feed`](Self::feed) at a time already read.
+    fn feed_at(&mut self, now: Instant, input: Input) -> Result<(), Error> {
+        // Facts always answer `Done`; commands go through `control_client`.
+        let _ = self.cluster.handle(now, input);
         self.drain()
     }
 
@@ -352,7 +358,7 @@ impl Driver {
                     self.sweep()?;
                 } else if let Some(&(_, signal)) = HANDLED.iter().find(|&&(n, _)| n == number) {
                     tracing::info!("caught signal {signal}");
-                    self.feed(|cluster| cluster.handle_signal(Instant::now(), signal))?;
+                    self.feed(Input::Signal(signal))?;
                 }
             }
             return Ok(());
@@ -416,33 +422,33 @@ impl Driver {
                     }
                     return Ok(());
                 }
-                self.feed(|cluster| {
-                    outcome = cluster
-                        .scale(Instant::now(), workers)
-                        .map(|()| Some(json!({"ok": true, "workers": workers}).to_string()))
-                        .map_err(|e| e.to_string());
-                })?;
+                outcome = self
+                    .cluster
+                    .handle(Instant::now(), Input::Scale(workers))
+                    .map(|_| Some(json!({"ok": true, "workers": workers}).to_string()))
+                    .map_err(|e| e.to_string());
+                self.drain()?;
             }
             Request::Reload => {
-                // Wait from before the command: with instant readiness a rollout can end
-                // inside the very drain that follows it. Whatever rollout this request
-                // starts (or queues) gets a generation above the current one.
-                let generation = self.cluster.generation() + 1;
-                if let Some(control) = self.setup.control.as_mut() {
-                    control.wait(number, Waiting::Reload { generation });
+                // The core answers with the generation whose rollout answers this request;
+                // wait for it before the drain: with instant readiness a rollout can end
+                // inside the very drain that follows the command.
+                match self.cluster.handle(Instant::now(), Input::Reload) {
+                    Ok(Reply::Reload { generation }) => {
+                        if let Some(control) = self.setup.control.as_mut() {
+                            control.wait(number, Waiting::Reload { generation });
+                        }
+                    }
+                    Ok(Reply::Done) => {}
+                    Err(e) => outcome = Err(e.to_string()),
                 }
-                self.feed(|cluster| {
-                    outcome = cluster
-                        .reload(Instant::now())
-                        .map(|()| None)
-                        .map_err(|e| e.to_string());
-                })?;
+                self.drain()?;
             }
             Request::Stop => {
                 if let Some(control) = self.setup.control.as_mut() {
                     control.wait(number, Waiting::Stop);
                 }
-                self.feed(|cluster| cluster.shutdown(Instant::now()))?;
+                self.feed(Input::Shutdown)?;
             }
         }
         if let Some(control) = self.setup.control.as_mut() {
@@ -521,13 +527,13 @@ impl Driver {
 
     fn deliver(&mut self, id: WorkerId, message: &NotifyMessage) -> Result<(), Error> {
         if message.ready {
-            self.feed(|cluster| cluster.handle_ready(Instant::now(), id))?;
+            self.feed(Input::Ready { id })?;
         }
         if message.watchdog {
-            self.feed(|cluster| cluster.handle_heartbeat(Instant::now(), id))?;
+            self.feed(Input::Heartbeat { id })?;
         }
         if message.stopping {
-            self.feed(|cluster| cluster.handle_stopping(Instant::now(), id))?;
+            self.feed(Input::Stopping { id })?;
         }
         if let Some(status) = &message.status {
             tracing::debug!(worker = id.0, "worker status: {status}");
@@ -643,7 +649,7 @@ impl Driver {
                 let _ = registry.deregister(&mut SourceFd(&cgroup.events().as_raw_fd()));
             }
         }
-        self.feed(|cluster| cluster.handle_exited(Instant::now(), id, status))
+        self.feed(Input::Exited { id, status })
     }
 
     /// Carries out every action, feeding the facts it learns back in, until the core has
@@ -654,13 +660,12 @@ impl Driver {
                 self.execute(action)?;
             }
             let Some(input) = self.inputs.pop_front() else {
+                // Every failure gathered in this drain has been reported by now.
+                self.spawn_failures.clear();
                 return Ok(());
             };
-            let now = Instant::now();
-            match input {
-                Input::Spawned(id, pid) => self.cluster.handle_spawned(now, id, pid),
-                Input::SpawnFailed(id, error) => self.cluster.handle_spawn_failed(now, id, error),
-            }
+            // Spawn reports: facts, always `Done`.
+            let _ = self.cluster.handle(Instant::now(), input);
         }
     }
 
@@ -690,7 +695,9 @@ impl Driver {
             }
             Action::Event(event) => {
                 self.pins.on_event(&event);
-                log_event(&event);
+                let detail = self.spawn_detail(&event);
+                let detail = detail.as_deref();
+                log_event(&event, detail);
                 if let Some(control) = self.setup.control.as_mut() {
                     match &event {
                         Event::ReloadFinished { generation, took } => {
@@ -702,6 +709,7 @@ impl Driver {
                             );
                         }
                         Event::ReloadFailed { generation, reason } => {
+                            let reason = with_detail(reason, detail);
                             let answer = control::error_line(&format!(
                                 "rolling restart failed: {reason}; the old workers keep serving"
                             ));
@@ -726,27 +734,30 @@ impl Driver {
             .worker(id)
             .is_some_and(|w| w.stop_reason.is_some())
         {
-            let cancelled = clutch_proto::SpawnError::new(
-                clutch_proto::SpawnErrorKind::Cancelled,
-                "stopped before it was started",
-            );
-            self.inputs.push_back(Input::SpawnFailed(id, cancelled));
+            let error = clutch_proto::SpawnError::new(clutch_proto::SpawnErrorKind::Cancelled);
+            self.inputs.push_back(Input::SpawnFailed { id, error });
             return;
         }
         self.spawned_this_turn += 1;
         match self.spawn(id, slot) {
-            Ok(pid) => self.inputs.push_back(Input::Spawned(id, pid)),
-            Err(error) => {
+            Ok(pid) => self.inputs.push_back(Input::Spawned { id, pid }),
+            Err((error, detail)) => {
                 // The next fork would most likely fail the same way: let the core hear
                 // of this one first (the rest wait in the backlog, and a program that
                 // cannot be executed at all is then one line, not one per worker).
                 self.spawned_this_turn = SPAWNS_PER_TURN;
-                self.inputs.push_back(Input::SpawnFailed(id, error));
+                self.spawn_failures.insert(id, detail);
+                self.inputs.push_back(Input::SpawnFailed { id, error });
             }
         }
     }
 
-    fn spawn(&mut self, id: WorkerId, slot: usize) -> Result<Pid, clutch_proto::SpawnError> {
+    /// Forks worker `id`; a failure comes as the core must hear it and as the log tells it.
+    fn spawn(
+        &mut self,
+        id: WorkerId,
+        slot: usize,
+    ) -> Result<Pid, (clutch_proto::SpawnError, String)> {
         let notify = self.notify_dir.bind_worker(id.0).map_err(|e| {
             master_error(
                 &e,
@@ -778,7 +789,7 @@ impl Driver {
         if let Some(cgroup) = &cgroup {
             spec = spec.cgroup_procs(cgroup.procs()).cgroup_dir(cgroup.dir());
         }
-        let child = spec.spawn().map_err(|e| e.to_core())?;
+        let child = spec.spawn().map_err(|e| (e.to_core(), e.to_string()))?;
         drop(spec);
         let pid = child.pid;
         let mut process = Process::from(child);
@@ -819,7 +830,7 @@ impl Driver {
         id: WorkerId,
         process: &Process,
         notify: &NotifyListener,
-    ) -> Result<(), clutch_proto::SpawnError> {
+    ) -> Result<(), (clutch_proto::SpawnError, String)> {
         let registry = self.poll.registry();
         let base = FIRST_WORKER + PER_WORKER * id.0 as usize;
         // (No pidfd on this kernel: the SIGCHLD sweep notices the exit.)
@@ -840,6 +851,19 @@ impl Driver {
             )
             .map_err(|e| master_error(&e, format_args!("watching worker {id}'s notify socket")))?;
         Ok(())
+    }
+
+    /// The detailed text of the spawn failure `event` is about, if this drain saw one.
+    fn spawn_detail(&self, event: &Event) -> Option<String> {
+        let id = match event {
+            Event::WorkerSpawnFailed { id, .. }
+            | Event::ReloadFailed {
+                reason: ReloadFailure::SpawnFailed { id, .. },
+                ..
+            } => *id,
+            _ => return None,
+        };
+        self.spawn_failures.get(&id).cloned()
     }
 
     fn update_title(&mut self) {
@@ -863,10 +887,21 @@ impl Driver {
     }
 }
 
+/// A rollout's failure as people should read it: with the driver's own account of the
+/// spawn failure behind it, when there was one.
+fn with_detail(reason: &ReloadFailure, detail: Option<&str>) -> String {
+    match (reason, detail) {
+        (ReloadFailure::SpawnFailed { .. }, Some(detail)) => format!("{reason}: {detail}"),
+        _ => reason.to_string(),
+    }
+}
+
 /// The driver's log line for each event (gs-clutch's wording where it had one). Every
 /// line carries `event = "<name>"` and the event's fields, so `--log-format json` gives
 /// one machine-readable line per event.
-fn log_event(event: &Event) {
+///
+/// `detail` is the driver's own account of the spawn failure the event is about, if any.
+fn log_event(event: &Event, detail: Option<&str>) {
     use tracing::{debug, error, info, warn};
     match event {
         Event::WorkerStarted {
@@ -884,8 +919,21 @@ fn log_event(event: &Event) {
                 "Worker started"
             )
         }
-        Event::WorkerSpawnFailed { id, slot, error } => {
-            error!(event = "worker_spawn_failed", worker = id.0, slot = slot.0, kind = error.kind.name(), %error, "worker failed to start")
+        Event::WorkerSpawnFailed {
+            id,
+            slot,
+            error: core,
+        } => {
+            let error = detail.map_or_else(|| core.to_string(), str::to_owned);
+            error!(
+                event = "worker_spawn_failed",
+                worker = id.0,
+                slot = slot.0,
+                kind = core.kind.name(),
+                errno = core.errno,
+                error,
+                "worker failed to start"
+            )
         }
         Event::WorkerSpawnCancelled { id, slot, reason } => debug!(
             event = "worker_spawn_cancelled",
@@ -1019,7 +1067,10 @@ fn log_event(event: &Event) {
             "rolling restart finished"
         ),
         Event::ReloadFailed { generation, reason } => error!(
-            event = "reload_failed", generation, %reason, "rolling restart failed; no further old worker is stopped"
+            event = "reload_failed",
+            generation,
+            reason = with_detail(reason, detail),
+            "rolling restart failed; no further old worker is stopped"
         ),
         Event::Scaled { from, to } => info!(event = "scaled", from, to, "worker count changed"),
         Event::SignalForwarded { signal, workers } => info!(

@@ -499,21 +499,31 @@ impl SpawnError {
 }
 
 impl SpawnError {
-    /// This failure as the core must hear it ([`clutch_proto::ClusterState::handle_spawn_failed`]):
+    /// This failure as the core must hear it ([`clutch_proto::Input::SpawnFailed`]):
     /// the master running out of something is [`Resource`](clutch_proto::SpawnErrorKind::Resource),
     /// an `execve` the program cannot survive is [`Exec`](clutch_proto::SpawnErrorKind::Exec),
     /// anything else [`Other`](clutch_proto::SpawnErrorKind::Other).
     #[must_use]
     pub fn to_core(&self) -> clutch_proto::SpawnError {
         let kind = error_kind(&self.source, self.step == SpawnStep::Exec);
-        clutch_proto::SpawnError::new(kind, self.to_string())
+        clutch_proto::SpawnError {
+            kind,
+            errno: self.source.raw_os_error(),
+        }
     }
 }
 
-/// A failure of the master itself while preparing worker (never `execve`'s), as the core
-/// must hear it: `"{what}: {error}"`.
-pub(crate) fn master_error(error: &io::Error, what: impl fmt::Display) -> clutch_proto::SpawnError {
-    clutch_proto::SpawnError::new(error_kind(error, false), format!("{what}: {error}"))
+/// A failure of the master itself while preparing worker (never `execve`'s): as the core
+/// must hear it, and the text for the log, `"{what}: {error}"`.
+pub(crate) fn master_error(
+    error: &io::Error,
+    what: impl fmt::Display,
+) -> (clutch_proto::SpawnError, String) {
+    let core = clutch_proto::SpawnError {
+        kind: error_kind(error, false),
+        errno: error.raw_os_error(),
+    };
+    (core, format!("{what}: {error}"))
 }
 
 /// The core's kind for an I/O failure while starting a worker: exhausted fds, processes
