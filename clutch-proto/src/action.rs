@@ -47,8 +47,11 @@ pub enum Action {
 /// [`WorkerStarted`](Self::WorkerStarted), `workerDied` → [`WorkerDied`](Self::WorkerDied),
 /// `workerExit` → [`WorkerExit`](Self::WorkerExit), `noWorkers` →
 /// [`NoWorkers`](Self::NoWorkers). The others are new.
+///
+/// Exhaustive on purpose (as quinn's `Event`): a driver that matches every variant, to
+/// log each with its own words, gets a compile error when a variant is added, rather
+/// than a silent catch-all. [`name`](Self::name) is each event's stable name for logs.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum Event {
     /// gs-clutch `workerStarted`: a worker process exists (the driver reported its pid).
     WorkerStarted {
@@ -255,7 +258,7 @@ pub enum Event {
     /// one worker, a WINCH). Reported so nothing is dropped silently.
     Ignored {
         /// What was ignored, and why.
-        what: &'static str,
+        reason: IgnoreReason,
     },
     /// A master signal had no effect, for a reason worth knowing: a USR1/USR2 that is not
     /// in [`Config::forward_signals`](crate::Config::forward_signals), or a TERM/INT
@@ -265,8 +268,105 @@ pub enum Event {
         /// The signal.
         signal: Signal,
         /// Why it was ignored.
-        why: &'static str,
+        why: SignalIgnoreReason,
     },
+}
+
+impl Event {
+    /// The event's stable name, `snake_case`, for logs (`event = "worker_started"`).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::WorkerStarted { .. } => "worker_started",
+            Self::WorkerSpawnFailed { .. } => "worker_spawn_failed",
+            Self::WorkerSpawnCancelled { .. } => "worker_spawn_cancelled",
+            Self::WorkerReady { .. } => "worker_ready",
+            Self::Listening { .. } => "listening",
+            Self::WorkerStopping { .. } => "worker_stopping",
+            Self::WorkerBootTimedOut { .. } => "worker_boot_timed_out",
+            Self::WorkerHung { .. } => "worker_hung",
+            Self::WorkerDied { .. } => "worker_died",
+            Self::WorkerExit { .. } => "worker_exit",
+            Self::RespawnDelayed { .. } => "respawn_delayed",
+            Self::NoWorkers => "no_workers",
+            Self::ShutdownStarted { .. } => "shutdown_started",
+            Self::ShutdownForced { .. } => "shutdown_forced",
+            Self::ShutDown { .. } => "shutdown",
+            Self::BreakerTripped { .. } => "breaker_tripped",
+            Self::Degraded { .. } => "degraded",
+            Self::Recovered => "recovered",
+            Self::ReloadStarted { .. } => "reload_started",
+            Self::ReloadQueued => "reload_queued",
+            Self::ReloadFinished { .. } => "reload_finished",
+            Self::ReloadFailed { .. } => "reload_failed",
+            Self::Scaled { .. } => "scaled",
+            Self::SignalForwarded { .. } => "signal_forwarded",
+            Self::Ignored { .. } => "ignored",
+            Self::SignalIgnored { .. } => "signal_ignored",
+        }
+    }
+}
+
+/// Why a signal or command had no effect ([`Event::Ignored`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IgnoreReason {
+    /// A HUP, TTIN or TTOU whose command (reload, scale up, scale down) the core
+    /// refused: shutting down, in-process, or a worker count out of range (a TTOU at one
+    /// worker is [`CommandError::BadWorkerCount`]`(0)`).
+    Refused {
+        /// The signal.
+        signal: Signal,
+        /// Why its command was refused.
+        error: CommandError,
+    },
+    /// A signal with no meaning for the master (WINCH, ABRT, KILL).
+    Meaningless(Signal),
+    /// A shutdown command while the shutdown is under way.
+    AlreadyShuttingDown,
+}
+
+impl fmt::Display for IgnoreReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused {
+                signal: signal @ Signal::Hup,
+                error,
+            } => write!(f, "{signal}: no reload: {error}"),
+            Self::Refused {
+                signal: signal @ Signal::Ttin,
+                error,
+            } => write!(f, "{signal}: cannot add a worker now: {error}"),
+            Self::Refused {
+                signal: signal @ Signal::Ttou,
+                error,
+            } => write!(f, "{signal}: cannot remove a worker now: {error}"),
+            Self::Refused { signal, error } => write!(f, "{signal}: {error}"),
+            Self::Meaningless(signal) => write!(f, "{signal} has no meaning for the master"),
+            Self::AlreadyShuttingDown => f.write_str("shutdown already in progress"),
+        }
+    }
+}
+
+/// Why a master signal was ignored for a reason worth knowing ([`Event::SignalIgnored`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignalIgnoreReason {
+    /// A TERM/INT less than [`SIGNAL_REPEAT_WINDOW`](crate::SIGNAL_REPEAT_WINDOW) after
+    /// the shutdown began: a repeat of the request that began it.
+    Repeat,
+    /// A USR1/USR2 that is not in
+    /// [`Config::forward_signals`](crate::Config::forward_signals).
+    NotForwarded,
+}
+
+impl fmt::Display for SignalIgnoreReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Repeat => "a repeat: the shutdown began less than a second ago",
+            Self::NotForwarded => "not among the signals forwarded to workers",
+        })
+    }
 }
 
 /// Why a worker was asked to stop.
@@ -368,8 +468,8 @@ pub enum ReloadFailure {
         id: WorkerId,
         /// How long it had been ready.
         ready_for: Duration,
-        /// `"announced it was stopping"` or `"hung"`.
-        how: &'static str,
+        /// How it left.
+        how: ProbationLeave,
     },
     /// A new-generation worker could not be spawned (for a
     /// [`Resource`](SpawnErrorKind::Resource) error: the master could not start it).
@@ -423,6 +523,26 @@ impl fmt::Display for ReloadFailure {
             }
             Self::ShuttingDown => write!(f, "the cluster is shutting down"),
         }
+    }
+}
+
+/// How a new-generation worker in probation left without dying
+/// ([`ReloadFailure::LeftInProbation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProbationLeave {
+    /// It announced `STOPPING=1`.
+    Announced,
+    /// Its heartbeats stopped.
+    Hung,
+}
+
+impl fmt::Display for ProbationLeave {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Announced => "announced it was stopping",
+            Self::Hung => "hung",
+        })
     }
 }
 

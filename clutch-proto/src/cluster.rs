@@ -5,8 +5,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::action::{
-    Action, CommandError, Event, ExitReason, Notice, ReloadFailure, ShutdownTrigger, StatusLine,
-    StopReason,
+    Action, CommandError, Event, ExitReason, IgnoreReason, Notice, ProbationLeave, ReloadFailure,
+    ShutdownTrigger, SignalIgnoreReason, StatusLine, StopReason,
 };
 use crate::config::{Config, Readiness, MAX_WORKERS, QUICK_REFILL_BURST, QUICK_REFILL_INTERVAL};
 use crate::input::{Input, Reply};
@@ -682,7 +682,7 @@ impl ClusterState {
             (Death::Probation, Some(ready_for)) => Some(ReloadFailure::LeftInProbation {
                 id,
                 ready_for,
-                how: "announced it was stopping",
+                how: ProbationLeave::Announced,
             }),
             _ => None,
         };
@@ -779,7 +779,7 @@ impl ClusterState {
                 Some(stopping) if now < stopping.started_at + SIGNAL_REPEAT_WINDOW => {
                     self.emit(Event::SignalIgnored {
                         signal,
-                        why: "a repeat: the shutdown began less than a second ago",
+                        why: SignalIgnoreReason::Repeat,
                     });
                 }
                 Some(_) => self.force(now),
@@ -791,33 +791,26 @@ impl ClusterState {
                     self.begin_shutdown(now, ShutdownTrigger::Signal(signal));
                 }
             }
-            Signal::Hup => {
-                if self.reload_inner(now).is_err() {
+            Signal::Hup | Signal::Ttin | Signal::Ttou => {
+                let result = match signal {
+                    Signal::Hup => self.reload_inner(now).map(|_| ()),
+                    Signal::Ttin => self.scale_inner(now, self.slots.len() + 1),
+                    // Never below one worker.
+                    _ => match self.slots.len().saturating_sub(1) {
+                        0 => Err(CommandError::BadWorkerCount(0)),
+                        to => self.scale_inner(now, to),
+                    },
+                };
+                if let Err(error) = result {
                     self.emit(Event::Ignored {
-                        what: "SIGHUP: no reload while shutting down or in-process",
-                    });
-                }
-            }
-            Signal::Ttin => {
-                let to = self.slots.len() + 1;
-                if self.scale_inner(now, to).is_err() {
-                    self.emit(Event::Ignored {
-                        what: "SIGTTIN: cannot add a worker now",
-                    });
-                }
-            }
-            Signal::Ttou => {
-                let to = self.slots.len().saturating_sub(1);
-                if to == 0 || self.scale_inner(now, to).is_err() {
-                    self.emit(Event::Ignored {
-                        what: "SIGTTOU: cannot remove a worker now",
+                        reason: IgnoreReason::Refused { signal, error },
                     });
                 }
             }
             Signal::Usr1 | Signal::Usr2 if !self.config.forward_signals().contains(signal) => {
                 self.emit(Event::SignalIgnored {
                     signal,
-                    why: "not among the signals forwarded to workers",
+                    why: SignalIgnoreReason::NotForwarded,
                 });
             }
             Signal::Usr1 | Signal::Usr2 => {
@@ -837,7 +830,7 @@ impl ClusterState {
             }
             Signal::Winch | Signal::Abrt | Signal::Kill => {
                 self.emit(Event::Ignored {
-                    what: "signal has no meaning for the master",
+                    reason: IgnoreReason::Meaningless(signal),
                 });
             }
         }
@@ -1368,7 +1361,7 @@ impl ClusterState {
         let failure = (death == Death::Probation).then(|| ReloadFailure::LeftInProbation {
             id,
             ready_for: ready_for.unwrap_or_default(),
-            how: "hung",
+            how: ProbationLeave::Hung,
         });
         self.after_departure(now, role, slot.0, generation, death, failure, true);
     }
@@ -1522,7 +1515,7 @@ impl ClusterState {
             // fire outside a shutdown.
             if trigger == ShutdownTrigger::Command {
                 self.emit(Event::Ignored {
-                    what: "shutdown already in progress",
+                    reason: IgnoreReason::AlreadyShuttingDown,
                 });
             }
             return;

@@ -39,8 +39,8 @@ mod input;
 mod types;
 
 pub use action::{
-    Action, CommandError, Event, ExitReason, Notice, ReloadFailure, ShutdownTrigger, StatusLine,
-    StopReason,
+    Action, CommandError, Event, ExitReason, IgnoreReason, Notice, ProbationLeave, ReloadFailure,
+    ShutdownTrigger, SignalIgnoreReason, StatusLine, StopReason,
 };
 pub use cluster::{ClusterState, Phase, Stats, WorkerInfo, SIGNAL_REPEAT_WINDOW};
 pub use config::{

@@ -996,7 +996,7 @@ fn a_term_or_int_repeated_within_a_second_is_the_same_request() {
         );
         assert!(actions.contains(&Action::Event(Event::SignalIgnored {
             signal: second,
-            why: "a repeat: the shutdown began less than a second ago",
+            why: SignalIgnoreReason::Repeat,
         })));
         // Just inside the window is still a repeat.
         h.advance(SIGNAL_REPEAT_WINDOW - 500 * MS - Duration::from_nanos(1));
@@ -1085,7 +1085,7 @@ fn shutdown_now_and_repeated_commands() {
     h.cluster.handle(h.now, Input::Shutdown).unwrap();
     h.drain();
     assert!(h.events().contains(&Event::Ignored {
-        what: "shutdown already in progress"
+        reason: IgnoreReason::AlreadyShuttingDown
     }));
     h.cluster.handle(h.now, Input::ShutdownNow).unwrap();
     h.drain();
@@ -1490,10 +1490,12 @@ fn ttin_and_ttou_scale_by_one_but_never_below_one() {
     h.take();
     h.signal(Signal::Ttou);
     assert_eq!(h.cluster.target(), 1);
-    assert!(h
-        .events()
-        .iter()
-        .any(|e| matches!(e, Event::Ignored { .. })));
+    assert!(h.events().contains(&Event::Ignored {
+        reason: IgnoreReason::Refused {
+            signal: Signal::Ttou,
+            error: CommandError::BadWorkerCount(0),
+        }
+    }));
     assert_eq!(h.cluster.worker(ids[0]).unwrap().state, WorkerState::Ready);
 }
 
@@ -1726,7 +1728,7 @@ fn signals_outside_the_forwarding_set_reach_no_worker_and_are_reported() {
         let events = h.events();
         assert!(events.contains(&Event::SignalIgnored {
             signal,
-            why: "not among the signals forwarded to workers",
+            why: SignalIgnoreReason::NotForwarded,
         }));
         assert!(!events
             .iter()
@@ -1755,10 +1757,136 @@ fn usr1_and_usr2_are_forwarded_and_winch_is_reported() {
     );
     h.take();
     h.signal(Signal::Winch);
-    assert!(h
-        .events()
-        .iter()
-        .any(|e| matches!(e, Event::Ignored { .. })));
+    assert!(h.events().contains(&Event::Ignored {
+        reason: IgnoreReason::Meaningless(Signal::Winch)
+    }));
+}
+
+#[test]
+fn a_hup_during_shutdown_is_ignored_with_the_refusal() {
+    let mut h = Harness::with_workers(1);
+    h.boot_all();
+    h.signal(Signal::Term);
+    h.take();
+    h.signal(Signal::Hup);
+    let ignored = Event::Ignored {
+        reason: IgnoreReason::Refused {
+            signal: Signal::Hup,
+            error: CommandError::ShuttingDown,
+        },
+    };
+    assert!(h.events().contains(&ignored));
+    let Event::Ignored { reason } = ignored else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason.to_string(),
+        "SIGHUP: no reload: the cluster is shutting down"
+    );
+}
+
+#[test]
+fn event_names_are_distinct_snake_case() {
+    let id = WorkerId(1);
+    let slot = Slot(0);
+    let d = Duration::ZERO;
+    let status = ExitStatus::Code(0);
+    let events = [
+        Event::WorkerStarted {
+            id,
+            slot,
+            pid: 1,
+            generation: 1,
+        },
+        Event::WorkerSpawnFailed {
+            id,
+            slot,
+            error: SpawnError::new(SpawnErrorKind::Other),
+        },
+        Event::WorkerSpawnCancelled {
+            id,
+            slot,
+            reason: StopReason::Shutdown,
+        },
+        Event::WorkerReady { id, slot, pid: 1 },
+        Event::Listening { id },
+        Event::WorkerStopping { id, slot, pid: 1 },
+        Event::WorkerBootTimedOut { id, slot, pid: 1 },
+        Event::WorkerHung {
+            id,
+            slot,
+            pid: 1,
+            silent_for: d,
+        },
+        Event::WorkerDied {
+            id,
+            slot,
+            pid: None,
+            status,
+            was_ready: false,
+            uptime: d,
+        },
+        Event::WorkerExit {
+            id,
+            slot,
+            pid: None,
+            status,
+            reason: StopReason::Shutdown,
+        },
+        Event::RespawnDelayed {
+            slot,
+            delay: d,
+            consecutive_failures: 1,
+        },
+        Event::NoWorkers,
+        Event::ShutdownStarted {
+            trigger: ShutdownTrigger::Command,
+        },
+        Event::ShutdownForced { killed: 1 },
+        Event::ShutDown {
+            reason: ExitReason::Clean,
+        },
+        Event::BreakerTripped {
+            failures: 1,
+            window: d,
+        },
+        Event::Degraded {
+            failing: 1,
+            ready: 0,
+            target: 1,
+        },
+        Event::Recovered,
+        Event::ReloadStarted { generation: 2 },
+        Event::ReloadQueued,
+        Event::ReloadFinished {
+            generation: 2,
+            took: d,
+        },
+        Event::ReloadFailed {
+            generation: 2,
+            reason: ReloadFailure::ShuttingDown,
+        },
+        Event::Scaled { from: 1, to: 2 },
+        Event::SignalForwarded {
+            signal: Signal::Usr1,
+            workers: 1,
+        },
+        Event::Ignored {
+            reason: IgnoreReason::AlreadyShuttingDown,
+        },
+        Event::SignalIgnored {
+            signal: Signal::Usr2,
+            why: SignalIgnoreReason::NotForwarded,
+        },
+    ];
+    let names: std::collections::BTreeSet<&str> = events.iter().map(Event::name).collect();
+    assert_eq!(names.len(), events.len(), "one name per event: {names:?}");
+    for name in names {
+        assert!(
+            name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "{name} is not snake_case"
+        );
+    }
 }
 
 // ----- in-process mode, service manager ------------------------------------------------

@@ -897,12 +897,13 @@ fn with_detail(reason: &ReloadFailure, detail: Option<&str>) -> String {
 }
 
 /// The driver's log line for each event (gs-clutch's wording where it had one). Every
-/// line carries `event = "<name>"` and the event's fields, so `--log-format json` gives
+/// line carries `event = "<name>"` ([`Event::name`]) and the event's fields, so `--log-format json` gives
 /// one machine-readable line per event.
 ///
 /// `detail` is the driver's own account of the spawn failure the event is about, if any.
 fn log_event(event: &Event, detail: Option<&str>) {
     use tracing::{debug, error, info, warn};
+    let name = event.name();
     match event {
         Event::WorkerStarted {
             id,
@@ -911,7 +912,7 @@ fn log_event(event: &Event, detail: Option<&str>) {
             generation,
         } => {
             info!(
-                event = "worker_started",
+                event = name,
                 worker = id.0,
                 slot = slot.0,
                 pid,
@@ -926,7 +927,7 @@ fn log_event(event: &Event, detail: Option<&str>) {
         } => {
             let error = detail.map_or_else(|| core.to_string(), str::to_owned);
             error!(
-                event = "worker_spawn_failed",
+                event = name,
                 worker = id.0,
                 slot = slot.0,
                 kind = core.kind.name(),
@@ -936,31 +937,31 @@ fn log_event(event: &Event, detail: Option<&str>) {
             )
         }
         Event::WorkerSpawnCancelled { id, slot, reason } => debug!(
-            event = "worker_spawn_cancelled",
+            event = name,
             worker = id.0,
             slot = slot.0,
             reason = reason.name(),
             "worker not started: it was stopped before its turn"
         ),
         Event::SignalIgnored { signal, why } => info!(
-            event = "signal_ignored",
+            event = name,
             signal = signal.name(),
-            why,
+            %why,
             "signal ignored"
         ),
         Event::WorkerReady { id, slot, pid } => {
             info!(
-                event = "worker_ready",
+                event = name,
                 worker = id.0,
                 slot = slot.0,
                 pid,
                 "worker ready"
             )
         }
-        Event::Listening { id } => info!(event = "listening", worker = id.0, "listening"),
+        Event::Listening { id } => info!(event = name, worker = id.0, "listening"),
         Event::WorkerStopping { id, slot, pid } => {
             info!(
-                event = "worker_stopping",
+                event = name,
                 worker = id.0,
                 slot = slot.0,
                 pid,
@@ -968,7 +969,7 @@ fn log_event(event: &Event, detail: Option<&str>) {
             )
         }
         Event::WorkerBootTimedOut { id, slot, pid } => warn!(
-            event = "worker_boot_timed_out",
+            event = name,
             worker = id.0,
             slot = slot.0,
             pid,
@@ -980,7 +981,7 @@ fn log_event(event: &Event, detail: Option<&str>) {
             pid,
             silent_for,
         } => warn!(
-            event = "worker_hung",
+            event = name,
             worker = id.0,
             slot = slot.0,
             pid,
@@ -995,7 +996,7 @@ fn log_event(event: &Event, detail: Option<&str>) {
             was_ready,
             uptime,
         } => warn!(
-            event = "worker_died", worker = id.0, slot = slot.0, pid, %status, was_ready,
+            event = name, worker = id.0, slot = slot.0, pid, %status, was_ready,
             uptime_ms = uptime.as_millis() as u64, "worker died unexpectedly"
         ),
         Event::WorkerExit {
@@ -1005,7 +1006,7 @@ fn log_event(event: &Event, detail: Option<&str>) {
             status,
             reason,
         } => info!(
-            event = "worker_exit", worker = id.0, slot = slot.0, pid, %status,
+            event = name, worker = id.0, slot = slot.0, pid, %status,
             reason = reason.name(), "worker exited"
         ),
         Event::RespawnDelayed {
@@ -1013,27 +1014,27 @@ fn log_event(event: &Event, detail: Option<&str>) {
             delay,
             consecutive_failures,
         } => info!(
-            event = "respawn_delayed",
+            event = name,
             slot = slot.0,
             delay_ms = delay.as_millis() as u64,
             consecutive_failures,
             "respawn delayed (backoff)"
         ),
-        Event::NoWorkers => info!(event = "no_workers", "no workers left"),
+        Event::NoWorkers => info!(event = name, "no workers left"),
         Event::ShutdownStarted { trigger } => {
-            info!(event = "shutdown_started", %trigger, "shutting down workers")
+            info!(event = name, %trigger, "shutting down workers")
         }
         Event::ShutdownForced { killed } => {
-            warn!(event = "shutdown_forced", killed, "forcing shutdown")
+            warn!(event = name, killed, "forcing shutdown")
         }
         Event::ShutDown { reason } => info!(
-            event = "shutdown",
+            event = name,
             exit_code = reason.code(),
             reason = reason.describe(),
             "shut down"
         ),
         Event::BreakerTripped { failures, window } => error!(
-            event = "breaker_tripped",
+            event = name,
             failures,
             window_ms = window.as_millis() as u64,
             "no worker could stay up for the breaker's window: crash breaker tripped, shutting down"
@@ -1043,43 +1044,36 @@ fn log_event(event: &Event, detail: Option<&str>) {
             ready,
             target,
         } => warn!(
-            event = "degraded",
+            event = name,
             failing,
             ready,
             target,
             "degraded: some slots keep failing and wait in backoff; the ready workers keep serving"
         ),
-        Event::Recovered => info!(
-            event = "recovered",
-            "recovered: no slot is failing any more"
-        ),
+        Event::Recovered => info!(event = name, "recovered: no slot is failing any more"),
         Event::ReloadStarted { generation } => {
-            info!(
-                event = "reload_started",
-                generation, "rolling restart started"
-            )
+            info!(event = name, generation, "rolling restart started")
         }
-        Event::ReloadQueued => info!(event = "reload_queued", "rolling restart queued"),
+        Event::ReloadQueued => info!(event = name, "rolling restart queued"),
         Event::ReloadFinished { generation, took } => info!(
-            event = "reload_finished",
+            event = name,
             generation,
             took_ms = took.as_millis() as u64,
             "rolling restart finished"
         ),
         Event::ReloadFailed { generation, reason } => error!(
-            event = "reload_failed",
+            event = name,
             generation,
             reason = with_detail(reason, detail),
             "rolling restart failed; no further old worker is stopped"
         ),
-        Event::Scaled { from, to } => info!(event = "scaled", from, to, "worker count changed"),
+        Event::Scaled { from, to } => info!(event = name, from, to, "worker count changed"),
         Event::SignalForwarded { signal, workers } => info!(
-            event = "signal_forwarded",
+            event = name,
             signal = signal.name(),
             workers,
             "signal forwarded to workers"
         ),
-        Event::Ignored { what } => info!(event = "ignored", what, "ignored"),
-        other => info!(event = "other", event_debug = ?other, "event"),
+        Event::Ignored { reason } => info!(event = name, what = %reason, "ignored"),
     }
 }
