@@ -1,15 +1,19 @@
 //! [`ClusterState`]: the whole supervision logic as a pure state machine.
 
+mod shutdown;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::action::{
-    Action, CommandError, Event, ExitReason, IgnoreReason, Notice, ProbationLeave, ReloadFailure,
+    Action, CommandError, Event, IgnoreReason, Notice, ProbationLeave, ReloadFailure,
     ShutdownTrigger, SignalIgnoreReason, StatusLine, StopReason,
 };
 use crate::config::{Config, Readiness, MAX_WORKERS, QUICK_REFILL_BURST, QUICK_REFILL_INTERVAL};
 use crate::input::{Input, Reply};
+use shutdown::Shutdown;
+
 use crate::types::{
     ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState,
 };
@@ -118,7 +122,7 @@ pub struct ClusterState {
     generation: u64,
     next_generation: u64,
     rollout: Option<Rollout>,
-    stopping: Option<Stopping>,
+    stopping: Option<Shutdown>,
     exited: bool,
     listening: bool,
     /// Some `Input::Spawned` was accepted: the program can be executed.
@@ -148,8 +152,27 @@ enum TimerKey {
     /// A ready worker's probation ends (ordered first: at equal times a worker passes
     /// probation before its other deadlines are looked at).
     Probation(WorkerId),
-    Worker(WorkerId),
+    /// A worker's own deadline, and which one it is.
+    Worker(WorkerId, WorkerTimer),
     Respawn(usize),
+}
+
+/// Which of its deadlines a worker waits for (a worker has at most one at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum WorkerTimer {
+    /// [`Readiness::Delay`]: a booting worker still alive then is ready (unless its boot
+    /// timeout has passed by then).
+    ReadinessDelay,
+    /// A booting worker that has not said `READY=1` by then failed to boot.
+    BootTimeout,
+    /// A ready worker that sends heartbeats: is it silent for the hang timeout? (Re-armed
+    /// from its last heartbeat when not.)
+    HeartbeatCheck,
+    /// A hung worker got the diagnostic signal: SIGKILL follows.
+    HangGrace,
+    /// A worker asked to stop (or announcing it stops) outside a shutdown: SIGKILL
+    /// follows (during a shutdown the global force deadline bounds every worker).
+    StopGrace,
 }
 
 #[derive(Debug, Default)]
@@ -183,8 +206,8 @@ struct Worker {
     stop_reason: Option<StopReason>,
     /// A signal to send as soon as the pid is known (stop decided while spawning).
     pending_signal: Option<Signal>,
-    /// This worker's entry in `timers`, if any.
-    deadline: Option<Instant>,
+    /// This worker's entry in `timers`, if any, and which deadline it is.
+    deadline: Option<(Instant, WorkerTimer)>,
     /// When its probation ends (ready workers that have not yet passed it).
     probation_at: Option<Instant>,
     /// Ready for at least `min_uptime`.
@@ -206,20 +229,6 @@ struct Rollout {
     ready_successors: usize,
     /// Another reload was asked for meanwhile.
     queued: bool,
-}
-
-#[derive(Debug)]
-struct Stopping {
-    /// When the shutdown began (a TERM/INT within the repeat window is a repeat).
-    started_at: Instant,
-    force_at: Instant,
-    /// The force deadline passed (or an immediate stop was asked): no further deadline.
-    force_fired: bool,
-    /// Some worker had to be killed by the force.
-    forced: bool,
-    /// The exit reason a failure trigger imposes (breaker, startup failure), over
-    /// `Forced` and `Clean`.
-    failure: Option<ExitReason>,
 }
 
 /// Where a worker stood relative to its slot.
@@ -325,7 +334,48 @@ pub struct WorkerInfo {
     pub proven: bool,
 }
 
-/// How a departing worker's life ended, for the backoff and the breaker.
+/// How a worker left its slot without being asked (or was removed for cause): decides
+/// whether a rollout fails or the breaker counts, and how soon the slot is refilled.
+#[derive(Debug, Clone, PartialEq)]
+enum Departure {
+    /// Before it was ready: a boot failure (the failure says how, for a rollout).
+    Boot(ReloadFailure),
+    /// Ready, but for less than the minimum uptime.
+    Probation(ReloadFailure),
+    /// After its probation: a one-off, replaced at once.
+    Proven,
+    /// The master could not start it (out of resources): not the program's fault. It
+    /// fails a rollout whose successor it was; a current slot is only refilled.
+    Resource(ReloadFailure),
+}
+
+impl Departure {
+    /// How worker `w` departs at `now`: `at_boot` and `in_probation` (given how long it
+    /// had been ready) say how, for a rollout.
+    fn of(
+        w: &Worker,
+        now: Instant,
+        at_boot: impl FnOnce() -> ReloadFailure,
+        in_probation: impl FnOnce(Duration) -> ReloadFailure,
+    ) -> Self {
+        match (w.ready_at, w.proven) {
+            (None, _) => Self::Boot(at_boot()),
+            (Some(at), false) => Self::Probation(in_probation(now.saturating_duration_since(at))),
+            (Some(_), true) => Self::Proven,
+        }
+    }
+
+    /// How the life ended, for the backoff.
+    fn death(&self) -> Death {
+        match self {
+            Self::Boot(_) | Self::Resource(_) => Death::Boot,
+            Self::Probation(_) => Death::Probation,
+            Self::Proven => Death::Proven,
+        }
+    }
+}
+
+/// How a departing worker's life ended, for the backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Death {
     /// Before it was ready.
@@ -571,9 +621,12 @@ impl ClusterState {
         } else {
             match self.config.readiness() {
                 Readiness::Spawned => self.mark_ready(now, id),
-                Readiness::Delay(delay) => self.set_worker_deadline(id, Some(now + delay)),
+                Readiness::Delay(delay) => {
+                    self.set_worker_deadline(id, Some((now + delay, WorkerTimer::ReadinessDelay)));
+                }
                 Readiness::Notify => {
-                    self.set_worker_deadline(id, Some(now + self.config.boot_timeout()));
+                    let at = now + self.config.boot_timeout();
+                    self.set_worker_deadline(id, Some((at, WorkerTimer::BootTimeout)));
                 }
             }
         }
@@ -620,17 +673,13 @@ impl ClusterState {
         if startup_failed {
             self.begin_shutdown(now, ShutdownTrigger::StartupFailed);
         } else if stop_reason.is_none() {
-            let counts = kind != SpawnErrorKind::Resource;
             let failure = ReloadFailure::SpawnFailed { id, error };
-            self.after_departure(
-                now,
-                role,
-                slot.0,
-                generation,
-                Death::Boot,
-                Some(failure),
-                counts,
-            );
+            let departure = if kind == SpawnErrorKind::Resource {
+                Departure::Resource(failure)
+            } else {
+                Departure::Boot(failure)
+            };
+            self.after_departure(now, role, slot.0, generation, departure);
         }
         self.settle(now);
     }
@@ -665,28 +714,29 @@ impl ClusterState {
         self.catch_up_probation(now, id);
         let w = &self.workers[&id];
         let (slot, generation) = (w.slot, w.generation);
-        let death = Self::death_of(w);
-        let ready_for = w.ready_at.map(|at| now.saturating_duration_since(at));
+        let departure = Departure::of(
+            w,
+            now,
+            || ReloadFailure::WorkerStopped { id },
+            |ready_for| ReloadFailure::LeftInProbation {
+                id,
+                ready_for,
+                how: ProbationLeave::Announced,
+            },
+        );
         let role = self.detach(id);
         self.emit(Event::WorkerStopping { id, slot, pid });
         let w = self.workers.get_mut(&id).expect("worker exists");
         w.stop_reason = Some(StopReason::Announced);
         w.state = WorkerState::Stopping;
-        let kill_at = self
-            .stopping
-            .is_none()
-            .then(|| now + self.config.force_exit_timeout());
+        let kill_at = self.stopping.is_none().then(|| {
+            (
+                now + self.config.force_exit_timeout(),
+                WorkerTimer::StopGrace,
+            )
+        });
         self.set_worker_deadline(id, kill_at);
-        let failure = match (death, ready_for) {
-            (Death::Boot, _) => Some(ReloadFailure::WorkerStopped { id }),
-            (Death::Probation, Some(ready_for)) => Some(ReloadFailure::LeftInProbation {
-                id,
-                ready_for,
-                how: ProbationLeave::Announced,
-            }),
-            _ => None,
-        };
-        self.after_departure(now, role, slot.0, generation, death, failure, true);
+        self.after_departure(now, role, slot.0, generation, departure);
         self.settle(now);
     }
 
@@ -708,7 +758,7 @@ impl ClusterState {
         // when it fires early (so a heartbeat costs O(1), not a timer-set update).
         if first && w.state == WorkerState::Ready {
             if let Some(timeout) = self.config.hang().timeout {
-                self.set_worker_deadline(id, Some(now + timeout));
+                self.set_worker_deadline(id, Some((now + timeout, WorkerTimer::HeartbeatCheck)));
             }
         }
     }
@@ -727,8 +777,16 @@ impl ClusterState {
         let w = &self.workers[&id];
         let (slot, generation, pid) = (w.slot, w.generation, w.pid);
         let was_ready = w.ready_at.is_some();
-        let death = Self::death_of(w);
-        let ready_for = w.ready_at.map(|at| now.saturating_duration_since(at));
+        let departure = Departure::of(
+            w,
+            now,
+            || ReloadFailure::WorkerDied { id, status },
+            |ready_for| ReloadFailure::DiedInProbation {
+                id,
+                status,
+                ready_for,
+            },
+        );
         let uptime = now.saturating_duration_since(w.started_at.unwrap_or(w.spawned_at));
         let stop_reason = w.stop_reason;
         let role = self.detach(id);
@@ -754,16 +812,7 @@ impl ClusterState {
         }
         self.remove_worker(id);
         if stop_reason.is_none() {
-            let failure = match (death, ready_for) {
-                (Death::Boot, _) => Some(ReloadFailure::WorkerDied { id, status }),
-                (Death::Probation, Some(ready_for)) => Some(ReloadFailure::DiedInProbation {
-                    id,
-                    status,
-                    ready_for,
-                }),
-                _ => None,
-            };
-            self.after_departure(now, role, slot.0, generation, death, failure, true);
+            self.after_departure(now, role, slot.0, generation, departure);
         }
         self.settle(now);
     }
@@ -776,7 +825,7 @@ impl ClusterState {
         match signal {
             Signal::Term | Signal::Int => match &self.stopping {
                 None => self.begin_shutdown(now, ShutdownTrigger::Signal(signal)),
-                Some(stopping) if now < stopping.started_at + SIGNAL_REPEAT_WINDOW => {
+                Some(stopping) if stopping.is_repeat(now) => {
                     self.emit(Event::SignalIgnored {
                         signal,
                         why: SignalIgnoreReason::Repeat,
@@ -866,12 +915,12 @@ impl ClusterState {
                     self.slots[index].respawn_at = None;
                     self.spawn(now, index, Role::Current);
                 }
-                TimerKey::Worker(id) => {
+                TimerKey::Worker(id, timer) => {
                     self.workers
                         .get_mut(&id)
                         .expect("timer of a live worker")
                         .deadline = None;
-                    self.worker_deadline(now, id);
+                    self.worker_deadline(now, id, timer);
                 }
             }
             if self.exited {
@@ -879,7 +928,7 @@ impl ClusterState {
             }
         }
         if let Some(stopping) = &self.stopping {
-            if !stopping.force_fired && now >= stopping.force_at {
+            if stopping.force_at().is_some_and(|at| now >= at) {
                 self.force(now);
             }
         }
@@ -965,11 +1014,7 @@ impl ClusterState {
             return None;
         }
         let timer = self.timers.first().map(|&(at, _)| at);
-        let force = self
-            .stopping
-            .as_ref()
-            .filter(|s| !s.force_fired)
-            .map(|s| s.force_at);
+        let force = self.stopping.as_ref().and_then(Shutdown::force_at);
         [timer, force, self.watchdog_at, self.breaker_at()]
             .into_iter()
             .flatten()
@@ -1000,14 +1045,6 @@ impl ClusterState {
             Some(slot) if slot.current == Some(id) => Role::Current,
             Some(slot) if slot.successor == Some(id) => Role::Successor,
             _ => Role::Detached,
-        }
-    }
-
-    fn death_of(w: &Worker) -> Death {
-        match (w.ready_at, w.proven) {
-            (None, _) => Death::Boot,
-            (Some(_), false) => Death::Probation,
-            (Some(_), true) => Death::Proven,
         }
     }
 
@@ -1180,8 +1217,8 @@ impl ClusterState {
 
     fn remove_worker(&mut self, id: WorkerId) {
         let w = self.workers.remove(&id).expect("worker to remove");
-        if let Some(at) = w.deadline {
-            self.timers.remove(&(at, TimerKey::Worker(id)));
+        if let Some((at, timer)) = w.deadline {
+            self.timers.remove(&(at, TimerKey::Worker(id, timer)));
         }
         if let Some(at) = w.probation_at {
             self.timers.remove(&(at, TimerKey::Probation(id)));
@@ -1191,13 +1228,13 @@ impl ClusterState {
         }
     }
 
-    fn set_worker_deadline(&mut self, id: WorkerId, at: Option<Instant>) {
+    fn set_worker_deadline(&mut self, id: WorkerId, deadline: Option<(Instant, WorkerTimer)>) {
         let w = self.workers.get_mut(&id).expect("worker for deadline");
-        if let Some(old) = std::mem::replace(&mut w.deadline, at) {
-            self.timers.remove(&(old, TimerKey::Worker(id)));
+        if let Some((at, timer)) = std::mem::replace(&mut w.deadline, deadline) {
+            self.timers.remove(&(at, TimerKey::Worker(id, timer)));
         }
-        if let Some(at) = at {
-            self.timers.insert((at, TimerKey::Worker(id)));
+        if let Some((at, timer)) = deadline {
+            self.timers.insert((at, TimerKey::Worker(id, timer)));
         }
     }
 
@@ -1225,7 +1262,7 @@ impl ClusterState {
         let hang_check = match (w.last_heartbeat.is_some(), hang_timeout) {
             (true, Some(timeout)) => {
                 w.last_heartbeat = Some(now);
-                Some(now + timeout)
+                Some((now + timeout, WorkerTimer::HeartbeatCheck))
             }
             _ => None,
         };
@@ -1275,44 +1312,45 @@ impl ClusterState {
             _ => {
                 w.state = WorkerState::Stopping;
                 // During shutdown the global force deadline bounds every worker.
-                (!shutting_down).then(|| now + grace)
+                (!shutting_down).then(|| (now + grace, WorkerTimer::StopGrace))
             }
         };
         self.actions.push_back(Action::Signal { id, pid, signal });
         self.set_worker_deadline(id, deadline);
     }
 
-    /// A worker's own deadline passed: readiness delay, boot timeout, heartbeat check,
-    /// hang grace, or stop grace, depending on its state.
-    fn worker_deadline(&mut self, now: Instant, id: WorkerId) {
+    /// Worker `id`'s deadline `timer` passed.
+    fn worker_deadline(&mut self, now: Instant, id: WorkerId, timer: WorkerTimer) {
         let w = &self.workers[&id];
-        match w.state {
-            WorkerState::Booting => {
+        match timer {
+            WorkerTimer::ReadinessDelay => {
                 let started = w.started_at.expect("booting workers have started");
-                let boot_deadline = started + self.config.boot_timeout();
-                if now < boot_deadline {
+                if now < started + self.config.boot_timeout() {
                     // The readiness delay ran out with the worker alive: it is ready.
                     self.mark_ready(now, id);
                 } else {
                     self.boot_timed_out(now, id);
                 }
             }
-            WorkerState::Ready => {
+            WorkerTimer::BootTimeout => self.boot_timed_out(now, id),
+            WorkerTimer::HeartbeatCheck => {
                 let (Some(last), Some(timeout)) = (w.last_heartbeat, self.config.hang().timeout)
                 else {
                     return;
                 };
                 if now < last + timeout {
-                    self.set_worker_deadline(id, Some(last + timeout));
+                    let at = last + timeout;
+                    self.set_worker_deadline(id, Some((at, WorkerTimer::HeartbeatCheck)));
                 } else {
                     self.hung(now, id, now.saturating_duration_since(last));
                 }
             }
-            WorkerState::Hung | WorkerState::Stopping => {
-                let reason = w.stop_reason.unwrap_or(StopReason::Shutdown);
+            WorkerTimer::HangGrace | WorkerTimer::StopGrace => {
+                let reason = w
+                    .stop_reason
+                    .expect("a worker in its grace was asked to go");
                 self.stop_worker(now, id, reason, Signal::Kill);
             }
-            WorkerState::Spawning | WorkerState::Killed => {}
         }
     }
 
@@ -1322,24 +1360,24 @@ impl ClusterState {
         let role = self.detach(id);
         self.emit(Event::WorkerBootTimedOut { id, slot, pid });
         self.stop_worker(now, id, StopReason::BootTimeout, Signal::Kill);
-        let failure = ReloadFailure::BootTimeout { id };
-        self.after_departure(
-            now,
-            role,
-            slot.0,
-            generation,
-            Death::Boot,
-            Some(failure),
-            true,
-        );
+        let departure = Departure::Boot(ReloadFailure::BootTimeout { id });
+        self.after_departure(now, role, slot.0, generation, departure);
     }
 
     fn hung(&mut self, now: Instant, id: WorkerId, silent_for: Duration) {
         self.catch_up_probation(now, id);
         let w = &self.workers[&id];
         let (slot, generation, pid) = (w.slot, w.generation, w.pid.expect("ready has a pid"));
-        let death = Self::death_of(w);
-        let ready_for = w.ready_at.map(|at| now.saturating_duration_since(at));
+        let departure = Departure::of(
+            w,
+            now,
+            || unreachable!("only ready workers hang"),
+            |ready_for| ReloadFailure::LeftInProbation {
+                id,
+                ready_for,
+                how: ProbationLeave::Hung,
+            },
+        );
         self.stats.hung += 1;
         let role = self.detach(id);
         self.emit(Event::WorkerHung {
@@ -1354,60 +1392,55 @@ impl ClusterState {
                 w.stop_reason = Some(StopReason::Hung);
                 w.state = WorkerState::Hung;
                 self.actions.push_back(Action::Signal { id, pid, signal });
-                self.set_worker_deadline(id, Some(now + self.config.hang().grace));
+                let at = now + self.config.hang().grace;
+                self.set_worker_deadline(id, Some((at, WorkerTimer::HangGrace)));
             }
             None => self.stop_worker(now, id, StopReason::Hung, Signal::Kill),
         }
-        let failure = (death == Death::Probation).then(|| ReloadFailure::LeftInProbation {
-            id,
-            ready_for: ready_for.unwrap_or_default(),
-            how: ProbationLeave::Hung,
-        });
-        self.after_departure(now, role, slot.0, generation, death, failure, true);
+        self.after_departure(now, role, slot.0, generation, departure);
     }
 
     /// A worker left slot `index` without being asked (or was removed for cause). A
     /// young death (at boot or in probation) fails a rollout it belonged to, or counts
     /// toward the crash breaker; then the slot is refilled (after a backoff if the
-    /// worker died young).
-    ///
-    /// `counts: false` is a failure that is not the program's (the master ran out of
-    /// resources): it still fails a rollout whose successor it hit, but a current
-    /// worker's slot is only refilled, neither counted by the breaker nor failing the
-    /// rollout.
-    #[allow(clippy::too_many_arguments)]
+    /// worker died young). A [`Departure::Resource`] is not the program's: it still
+    /// fails a rollout whose successor it hit, but a current worker's slot is only
+    /// refilled.
     fn after_departure(
         &mut self,
         now: Instant,
         role: Role,
         index: usize,
         generation: u64,
-        death: Death,
-        failure: Option<ReloadFailure>,
-        counts: bool,
+        departure: Departure,
     ) {
         if self.stopping.is_some() {
             return;
         }
         let rollout_generation = self.rollout.as_ref().map(|r| r.generation);
-        match role {
-            Role::Detached => {}
-            Role::Successor => {
+        let death = departure.death();
+        match (role, departure) {
+            (Role::Detached, _) => {}
+            // A successor is promoted the moment it is proven (`prove`): it never
+            // departs as a successor once proven.
+            (Role::Successor, Departure::Proven) => {}
+            (
+                Role::Successor,
+                Departure::Boot(failure)
+                | Departure::Probation(failure)
+                | Departure::Resource(failure),
+            ) => {
                 // The old worker still serves this slot; the rollout stops here.
-                let failure = failure.unwrap_or(ReloadFailure::ShuttingDown);
                 self.rollout_failed(now, failure);
             }
-            Role::Current => {
-                if death != Death::Proven && counts {
-                    match failure {
-                        Some(failure) if rollout_generation == Some(generation) => {
-                            self.rollout_failed(now, failure);
-                        }
-                        _ => {
-                            self.count_failure(now);
-                            if self.stopping.is_some() {
-                                return;
-                            }
+            (Role::Current, departure) => {
+                if let Departure::Boot(failure) | Departure::Probation(failure) = departure {
+                    if rollout_generation == Some(generation) {
+                        self.rollout_failed(now, failure);
+                    } else {
+                        self.count_failure(now);
+                        if self.stopping.is_some() {
+                            return;
                         }
                     }
                 }
@@ -1530,17 +1563,11 @@ impl ClusterState {
         }
         self.emit(Event::ShutdownStarted { trigger });
         self.actions.push_back(Action::Notify(Notice::Stopping));
-        self.stopping = Some(Stopping {
-            started_at: now,
-            force_at: now + self.config.force_exit_timeout(),
-            force_fired: false,
-            forced: false,
-            failure: match trigger {
-                ShutdownTrigger::Breaker => Some(ExitReason::BreakerTripped),
-                ShutdownTrigger::StartupFailed => Some(ExitReason::StartupFailed),
-                ShutdownTrigger::Signal(_) | ShutdownTrigger::Command => None,
-            },
-        });
+        self.stopping = Some(Shutdown::new(
+            now,
+            trigger,
+            self.config.force_exit_timeout(),
+        ));
         for index in 0..self.slots.len() {
             self.set_respawn(index, None);
             let slot = &mut self.slots[index];
@@ -1577,10 +1604,9 @@ impl ClusterState {
 
     /// SIGKILL every worker not yet killed; the exit will say it was forced.
     fn force(&mut self, now: Instant) {
-        let Some(stopping) = self.stopping.as_mut() else {
+        if self.stopping.is_none() {
             return;
-        };
-        stopping.force_fired = true;
+        }
         let ids: Vec<WorkerId> = self
             .workers
             .iter()
@@ -1589,10 +1615,11 @@ impl ClusterState {
             })
             .map(|(&id, _)| id)
             .collect();
+        let stopping = self.stopping.as_mut().expect("stopping");
+        stopping.forced(!ids.is_empty());
         if ids.is_empty() {
             return;
         }
-        self.stopping.as_mut().expect("stopping").forced = true;
         self.emit(Event::ShutdownForced { killed: ids.len() });
         for id in ids {
             self.stop_worker(now, id, StopReason::Shutdown, Signal::Kill);
@@ -1768,13 +1795,7 @@ impl ClusterState {
         }
         if let Some(stopping) = &self.stopping {
             if self.workers.is_empty() {
-                let reason = if let Some(failure) = stopping.failure {
-                    failure
-                } else if stopping.forced {
-                    ExitReason::Forced
-                } else {
-                    ExitReason::Clean
-                };
+                let reason = stopping.exit_reason();
                 self.emit(Event::ShutDown { reason });
                 self.actions.push_back(Action::Exit(reason));
                 self.exited = true;
@@ -1947,11 +1968,11 @@ impl ClusterState {
                 w.ready_at.is_some() || w.state != WorkerState::Ready,
                 "ready worker {id} without a ready time"
             );
-            if let Some(at) = w.deadline {
+            if let Some((at, timer)) = w.deadline {
                 timers += 1;
                 ensure!(
-                    self.timers.contains(&(at, TimerKey::Worker(id))),
-                    "worker {id}'s timer is missing"
+                    self.timers.contains(&(at, TimerKey::Worker(id, timer))),
+                    "worker {id}'s {timer:?} timer is missing"
                 );
             }
             if let Some(at) = w.probation_at {

@@ -1,0 +1,140 @@
+//! [`Shutdown`]: a shutdown under way — when it began, what began it, and where its
+//! force deadline stands. Pure: it decides the exit reason and whether a TERM/INT is a
+//! repeat; [`ClusterState`](super::ClusterState) stops the workers.
+
+use std::time::{Duration, Instant};
+
+use crate::{ExitReason, ShutdownTrigger, SIGNAL_REPEAT_WINDOW};
+
+/// A shutdown under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Shutdown {
+    /// When it began (a TERM/INT within the repeat window is a repeat).
+    started_at: Instant,
+    /// What began it: a failure trigger imposes its exit reason.
+    trigger: ShutdownTrigger,
+    force: Force,
+}
+
+/// Where the force (SIGKILL to every remaining worker) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Force {
+    /// Not yet: it comes at this deadline.
+    Armed(Instant),
+    /// It came (the deadline passed, or an immediate stop was asked) and found nobody
+    /// left to kill.
+    Fired,
+    /// It came and some worker had to be killed: the exit says it was forced.
+    Killed,
+}
+
+impl Shutdown {
+    /// A shutdown beginning at `now` for `trigger`, forced after `force_exit_timeout`.
+    pub(super) fn new(
+        now: Instant,
+        trigger: ShutdownTrigger,
+        force_exit_timeout: Duration,
+    ) -> Self {
+        Self {
+            started_at: now,
+            trigger,
+            force: Force::Armed(now + force_exit_timeout),
+        }
+    }
+
+    /// Whether a TERM/INT at `now` repeats the request that began the shutdown (within
+    /// [`SIGNAL_REPEAT_WINDOW`]) rather than asking to force it.
+    pub(super) fn is_repeat(&self, now: Instant) -> bool {
+        now < self.started_at + SIGNAL_REPEAT_WINDOW
+    }
+
+    /// The force deadline, until the force came.
+    pub(super) fn force_at(&self) -> Option<Instant> {
+        match self.force {
+            Force::Armed(at) => Some(at),
+            Force::Fired | Force::Killed => None,
+        }
+    }
+
+    /// The force came; `killed` says whether it had anyone to kill.
+    pub(super) fn forced(&mut self, killed: bool) {
+        if killed {
+            self.force = Force::Killed;
+        } else if let Force::Armed(_) = self.force {
+            self.force = Force::Fired;
+        }
+    }
+
+    /// How the master exits once every worker is gone: a failure trigger's reason over
+    /// `Forced` over `Clean`.
+    pub(super) fn exit_reason(&self) -> ExitReason {
+        match (self.trigger, self.force) {
+            (ShutdownTrigger::Breaker, _) => ExitReason::BreakerTripped,
+            (ShutdownTrigger::StartupFailed, _) => ExitReason::StartupFailed,
+            (_, Force::Killed) => ExitReason::Forced,
+            (_, Force::Armed(_) | Force::Fired) => ExitReason::Clean,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Signal;
+
+    const TIMEOUT: Duration = Duration::from_millis(7500);
+
+    fn start() -> Instant {
+        // A base for synthetic time, as the core's other tests take it.
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    #[test]
+    fn the_force_deadline_is_armed_until_the_force_comes() {
+        let now = start();
+        let mut s = Shutdown::new(now, ShutdownTrigger::Command, TIMEOUT);
+        assert_eq!(s.force_at(), Some(now + TIMEOUT));
+        s.forced(false);
+        assert_eq!(s.force_at(), None);
+        assert_eq!(
+            s.exit_reason(),
+            ExitReason::Clean,
+            "nobody had to be killed"
+        );
+    }
+
+    #[test]
+    fn a_force_that_killed_is_remembered() {
+        let now = start();
+        let mut s = Shutdown::new(now, ShutdownTrigger::Signal(Signal::Term), TIMEOUT);
+        s.forced(true);
+        assert_eq!(s.exit_reason(), ExitReason::Forced);
+        // A later force with nobody left does not make it clean again.
+        s.forced(false);
+        assert_eq!(s.exit_reason(), ExitReason::Forced);
+    }
+
+    #[test]
+    fn failure_triggers_impose_their_exit_reason() {
+        let now = start();
+        for (trigger, reason) in [
+            (ShutdownTrigger::Breaker, ExitReason::BreakerTripped),
+            (ShutdownTrigger::StartupFailed, ExitReason::StartupFailed),
+        ] {
+            let mut s = Shutdown::new(now, trigger, TIMEOUT);
+            assert_eq!(s.exit_reason(), reason);
+            s.forced(true);
+            assert_eq!(s.exit_reason(), reason, "over Forced");
+        }
+    }
+
+    #[test]
+    fn a_signal_within_the_window_is_a_repeat() {
+        let now = start();
+        let s = Shutdown::new(now, ShutdownTrigger::Signal(Signal::Int), TIMEOUT);
+        assert!(s.is_repeat(now));
+        assert!(s.is_repeat(now + SIGNAL_REPEAT_WINDOW - Duration::from_nanos(1)));
+        assert!(!s.is_repeat(now + SIGNAL_REPEAT_WINDOW));
+    }
+}
