@@ -121,9 +121,8 @@ pub struct ClusterState {
     /// The generation new spawns run.
     generation: u64,
     next_generation: u64,
-    rollout: Option<Rollout>,
-    stopping: Option<Shutdown>,
-    exited: bool,
+    /// Serving (with a rollout, perhaps), stopping, or exited.
+    lifecycle: Lifecycle,
     listening: bool,
     /// Some `Input::Spawned` was accepted: the program can be executed.
     ever_started: bool,
@@ -229,6 +228,64 @@ struct Rollout {
     ready_successors: usize,
     /// Another reload was asked for meanwhile.
     queued: bool,
+}
+
+/// The cluster's life: serving (perhaps with a rolling restart under way), shutting
+/// down, or exited. A rollout cannot outlive the shutdown's start.
+#[derive(Debug)]
+enum Lifecycle {
+    /// Serving, with the rolling restart under way if there is one.
+    Serving(Option<Rollout>),
+    /// Shutting down.
+    Stopping(Shutdown),
+    /// The exit action went out: inert.
+    Exited,
+}
+
+impl Lifecycle {
+    fn rollout(&self) -> Option<&Rollout> {
+        match self {
+            Self::Serving(rollout) => rollout.as_ref(),
+            Self::Stopping(_) | Self::Exited => None,
+        }
+    }
+
+    fn rollout_mut(&mut self) -> Option<&mut Rollout> {
+        match self {
+            Self::Serving(rollout) => rollout.as_mut(),
+            Self::Stopping(_) | Self::Exited => None,
+        }
+    }
+
+    /// Ends the rollout under way, if any, handing it over.
+    fn take_rollout(&mut self) -> Option<Rollout> {
+        match self {
+            Self::Serving(rollout) => rollout.take(),
+            Self::Stopping(_) | Self::Exited => None,
+        }
+    }
+
+    fn stopping(&self) -> Option<&Shutdown> {
+        match self {
+            Self::Stopping(shutdown) => Some(shutdown),
+            Self::Serving(_) | Self::Exited => None,
+        }
+    }
+
+    fn stopping_mut(&mut self) -> Option<&mut Shutdown> {
+        match self {
+            Self::Stopping(shutdown) => Some(shutdown),
+            Self::Serving(_) | Self::Exited => None,
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        matches!(self, Self::Stopping(_))
+    }
+
+    fn is_exited(&self) -> bool {
+        matches!(self, Self::Exited)
+    }
 }
 
 /// Where a worker stood relative to its slot.
@@ -399,9 +456,7 @@ impl ClusterState {
             next_id: 1,
             generation: FIRST_GENERATION,
             next_generation: FIRST_GENERATION + 1,
-            rollout: None,
-            stopping: None,
-            exited: false,
+            lifecycle: Lifecycle::Serving(None),
             listening: false,
             ever_started: false,
             ready_count: 0,
@@ -434,16 +489,12 @@ impl ClusterState {
     /// The phase, derived from the state.
     #[must_use]
     pub fn phase(&self) -> Phase {
-        if self.exited {
-            Phase::Exited
-        } else if self.stopping.is_some() {
-            Phase::Stopping
-        } else if self.rollout.is_some() {
-            Phase::Reloading
-        } else if !self.listening {
-            Phase::Starting
-        } else {
-            Phase::Running
+        match &self.lifecycle {
+            Lifecycle::Exited => Phase::Exited,
+            Lifecycle::Stopping(_) => Phase::Stopping,
+            Lifecycle::Serving(Some(_)) => Phase::Reloading,
+            Lifecycle::Serving(None) if !self.listening => Phase::Starting,
+            Lifecycle::Serving(None) => Phase::Running,
         }
     }
 
@@ -479,7 +530,7 @@ impl ClusterState {
             target: self.slots.len(),
             live: self.workers.len(),
             phase: self.phase(),
-            failing: if self.stopping.is_some() {
+            failing: if self.lifecycle.is_stopping() {
                 0
             } else {
                 self.failing_slots
@@ -490,14 +541,14 @@ impl ClusterState {
     /// Workers that are ready, successors in probation included: what serves.
     #[must_use]
     pub fn serving_workers(&self) -> usize {
-        self.ready_count + self.rollout.as_ref().map_or(0, |r| r.ready_successors)
+        self.ready_count + self.lifecycle.rollout().map_or(0, |r| r.ready_successors)
     }
 
     /// Slots whose workers keep dying young (they died before ready or in probation
     /// since the slot's last worker passed probation).
     #[must_use]
     pub fn failing_slots(&self) -> usize {
-        if self.stopping.is_some() {
+        if self.lifecycle.is_stopping() {
             0
         } else {
             self.failing_slots
@@ -508,7 +559,7 @@ impl ClusterState {
     /// [`Event::Degraded`]).
     #[must_use]
     pub fn is_degraded(&self) -> bool {
-        !self.exited && self.failing_slots() > 0
+        !self.lifecycle.is_exited() && self.failing_slots() > 0
     }
 
     /// Lifetime counters.
@@ -520,7 +571,7 @@ impl ClusterState {
     /// True once the exit action went out.
     #[must_use]
     pub fn is_exited(&self) -> bool {
-        self.exited
+        self.lifecycle.is_exited()
     }
 
     /// One worker, if it exists.
@@ -666,7 +717,7 @@ impl ClusterState {
         let startup_failed = kind == SpawnErrorKind::Exec
             && !self.ever_started
             && generation == FIRST_GENERATION
-            && self.stopping.is_none();
+            && !self.lifecycle.is_stopping();
         let role = self.detach(id);
         self.emit(Event::WorkerSpawnFailed { id, slot, error });
         self.remove_worker(id);
@@ -729,7 +780,7 @@ impl ClusterState {
         let w = self.workers.get_mut(&id).expect("worker exists");
         w.stop_reason = Some(StopReason::Announced);
         w.state = WorkerState::Stopping;
-        let kill_at = self.stopping.is_none().then(|| {
+        let kill_at = (!self.lifecycle.is_stopping()).then(|| {
             (
                 now + self.config.force_exit_timeout(),
                 WorkerTimer::StopGrace,
@@ -823,7 +874,7 @@ impl ClusterState {
             return;
         }
         match signal {
-            Signal::Term | Signal::Int => match &self.stopping {
+            Signal::Term | Signal::Int => match self.lifecycle.stopping() {
                 None => self.begin_shutdown(now, ShutdownTrigger::Signal(signal)),
                 Some(stopping) if stopping.is_repeat(now) => {
                     self.emit(Event::SignalIgnored {
@@ -834,7 +885,7 @@ impl ClusterState {
                 Some(_) => self.force(now),
             },
             Signal::Quit => {
-                if self.stopping.is_some() {
+                if self.lifecycle.is_stopping() {
                     self.force(now);
                 } else {
                     self.begin_shutdown(now, ShutdownTrigger::Signal(signal));
@@ -923,17 +974,17 @@ impl ClusterState {
                     self.worker_deadline(now, id, timer);
                 }
             }
-            if self.exited {
+            if self.lifecycle.is_exited() {
                 return;
             }
         }
-        if let Some(stopping) = &self.stopping {
+        if let Some(stopping) = self.lifecycle.stopping() {
             if stopping.force_at().is_some_and(|at| now >= at) {
                 self.force(now);
             }
         }
         if let Some(at) = self.watchdog_at {
-            if now >= at && !self.exited {
+            if now >= at && !self.lifecycle.is_exited() {
                 if self.is_service_healthy() {
                     self.actions.push_back(Action::Notify(Notice::Watchdog));
                 }
@@ -994,7 +1045,7 @@ impl ClusterState {
         if let Some(action) = self.actions.pop_front() {
             return Some(action);
         }
-        if self.exited {
+        if self.lifecycle.is_exited() {
             return None;
         }
         // Coalesced: one STATUS per drain, only when the counts changed.
@@ -1010,11 +1061,11 @@ impl ClusterState {
     /// scheduled (an idle cluster sleeps until the next fact).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.exited {
+        if self.lifecycle.is_exited() {
             return None;
         }
         let timer = self.timers.first().map(|&(at, _)| at);
-        let force = self.stopping.as_ref().and_then(Shutdown::force_at);
+        let force = self.lifecycle.stopping().and_then(Shutdown::force_at);
         [timer, force, self.watchdog_at, self.breaker_at()]
             .into_iter()
             .flatten()
@@ -1025,10 +1076,10 @@ impl ClusterState {
 
     fn accept_input(&mut self) -> bool {
         self.stats.inputs += 1;
-        if self.exited {
+        if self.lifecycle.is_exited() {
             self.stats.ignored_inputs += 1;
         }
-        !self.exited
+        !self.lifecycle.is_exited()
     }
 
     fn ignore(&mut self, what: &'static str, id: WorkerId) {
@@ -1059,7 +1110,7 @@ impl ClusterState {
     }
 
     fn is_service_healthy(&self) -> bool {
-        self.stopping.is_some() || !self.listening || self.serving_workers() > 0
+        self.lifecycle.is_stopping() || !self.listening || self.serving_workers() > 0
     }
 
     // ----- internals: slots and workers ---------------------------------------------
@@ -1092,8 +1143,8 @@ impl ClusterState {
             Role::Current => slot_state.current = Some(id),
             Role::Successor => {
                 slot_state.successor = Some(id);
-                self.rollout
-                    .as_mut()
+                self.lifecycle
+                    .rollout_mut()
                     .expect("successor only in a rollout")
                     .in_flight += 1;
             }
@@ -1120,8 +1171,8 @@ impl ClusterState {
                     if w.proven {
                         self.proven_count -= 1;
                         if let Some(r) = self
-                            .rollout
-                            .as_mut()
+                            .lifecycle
+                            .rollout_mut()
                             .filter(|r| r.generation == w.generation)
                         {
                             r.ready -= 1;
@@ -1131,7 +1182,10 @@ impl ClusterState {
             }
             (Role::Successor, Some(slot)) => {
                 slot.successor = None;
-                let rollout = self.rollout.as_mut().expect("successor only in a rollout");
+                let rollout = self
+                    .lifecycle
+                    .rollout_mut()
+                    .expect("successor only in a rollout");
                 rollout.in_flight -= 1;
                 if w.state == WorkerState::Ready {
                     rollout.ready_successors -= 1;
@@ -1149,7 +1203,10 @@ impl ClusterState {
         let id = slot.successor.take().expect("a successor to promote");
         debug_assert!(slot.current.is_none());
         slot.current = Some(id);
-        let rollout = self.rollout.as_mut().expect("successor only in a rollout");
+        let rollout = self
+            .lifecycle
+            .rollout_mut()
+            .expect("successor only in a rollout");
         rollout.in_flight -= 1;
         let w = &self.workers[&id];
         if w.state == WorkerState::Ready {
@@ -1175,7 +1232,11 @@ impl ClusterState {
             Role::Detached => return,
             Role::Current => {
                 self.proven_count += 1;
-                if let Some(r) = self.rollout.as_mut().filter(|r| r.generation == generation) {
+                if let Some(r) = self
+                    .lifecycle
+                    .rollout_mut()
+                    .filter(|r| r.generation == generation)
+                {
                     r.ready += 1;
                 }
             }
@@ -1275,8 +1336,8 @@ impl ClusterState {
             Role::Successor => {
                 // The new worker serves, but its old counterpart goes only once it has
                 // passed probation (`prove`).
-                self.rollout
-                    .as_mut()
+                self.lifecycle
+                    .rollout_mut()
                     .expect("successor only in a rollout")
                     .ready_successors += 1;
             }
@@ -1292,7 +1353,7 @@ impl ClusterState {
     /// Asks worker `id` to go with `signal` (TERM or KILL), remembering why. A worker still
     /// being spawned gets the signal as soon as its pid is known.
     fn stop_worker(&mut self, now: Instant, id: WorkerId, reason: StopReason, signal: Signal) {
-        let shutting_down = self.stopping.is_some();
+        let shutting_down = self.lifecycle.is_stopping();
         let grace = self.config.force_exit_timeout();
         let w = self.workers.get_mut(&id).expect("worker to stop");
         w.stop_reason.get_or_insert(reason);
@@ -1414,10 +1475,10 @@ impl ClusterState {
         generation: u64,
         departure: Departure,
     ) {
-        if self.stopping.is_some() {
+        if self.lifecycle.is_stopping() {
             return;
         }
-        let rollout_generation = self.rollout.as_ref().map(|r| r.generation);
+        let rollout_generation = self.lifecycle.rollout().map(|r| r.generation);
         let death = departure.death();
         match (role, departure) {
             (Role::Detached, _) => {}
@@ -1439,7 +1500,7 @@ impl ClusterState {
                         self.rollout_failed(now, failure);
                     } else {
                         self.count_failure(now);
-                        if self.stopping.is_some() {
+                        if self.lifecycle.is_stopping() {
                             return;
                         }
                     }
@@ -1512,7 +1573,7 @@ impl ClusterState {
     /// When the breaker trips if nothing changes: only while no worker serves and
     /// enough failures were counted.
     fn breaker_at(&self) -> Option<Instant> {
-        if self.stopping.is_some()
+        if self.lifecycle.is_stopping()
             || self.serving_workers() > 0
             || self.failures_since < self.breaker_threshold()
         {
@@ -1527,7 +1588,7 @@ impl ClusterState {
     /// failure is counted, before its slot is refilled).
     fn check_breaker(&mut self, now: Instant) {
         let due = matches!(self.breaker_at(), Some(at) if now >= at);
-        if self.exited || !due {
+        if self.lifecycle.is_exited() || !due {
             return;
         }
         let failures = self.failures_since;
@@ -1543,7 +1604,7 @@ impl ClusterState {
     // ----- internals: shutdown ------------------------------------------------------
 
     fn begin_shutdown(&mut self, now: Instant, trigger: ShutdownTrigger) {
-        if self.stopping.is_some() {
+        if self.lifecycle.is_stopping() {
             // Repeated signals are handled by `handle_signal`; failure triggers only
             // fire outside a shutdown.
             if trigger == ShutdownTrigger::Command {
@@ -1553,7 +1614,7 @@ impl ClusterState {
             }
             return;
         }
-        if self.rollout.take().is_some() {
+        if self.lifecycle.take_rollout().is_some() {
             self.stats.reloads_failed += 1;
             let generation = self.generation;
             self.emit(Event::ReloadFailed {
@@ -1563,7 +1624,7 @@ impl ClusterState {
         }
         self.emit(Event::ShutdownStarted { trigger });
         self.actions.push_back(Action::Notify(Notice::Stopping));
-        self.stopping = Some(Shutdown::new(
+        self.lifecycle = Lifecycle::Stopping(Shutdown::new(
             now,
             trigger,
             self.config.force_exit_timeout(),
@@ -1604,7 +1665,7 @@ impl ClusterState {
 
     /// SIGKILL every worker not yet killed; the exit will say it was forced.
     fn force(&mut self, now: Instant) {
-        if self.stopping.is_none() {
+        if !self.lifecycle.is_stopping() {
             return;
         }
         let ids: Vec<WorkerId> = self
@@ -1615,7 +1676,7 @@ impl ClusterState {
             })
             .map(|(&id, _)| id)
             .collect();
-        let stopping = self.stopping.as_mut().expect("stopping");
+        let stopping = self.lifecycle.stopping_mut().expect("stopping");
         stopping.forced(!ids.is_empty());
         if ids.is_empty() {
             return;
@@ -1631,13 +1692,13 @@ impl ClusterState {
     /// Starts or queues a rollout; answers the generation that will answer it (a queued
     /// rollout gets the next generation number when it starts).
     fn reload_inner(&mut self, now: Instant) -> Result<u64, CommandError> {
-        if self.stopping.is_some() {
+        if self.lifecycle.is_stopping() {
             return Err(CommandError::ShuttingDown);
         }
         if self.config.is_in_process() {
             return Err(CommandError::InProcess);
         }
-        match &mut self.rollout {
+        match self.lifecycle.rollout_mut() {
             Some(rollout) => {
                 rollout.queued = true;
                 self.emit(Event::ReloadQueued);
@@ -1653,7 +1714,7 @@ impl ClusterState {
     fn start_rollout(&mut self, now: Instant) {
         let generation = self.next_generation;
         self.next_generation += 1;
-        self.rollout = Some(Rollout {
+        self.lifecycle = Lifecycle::Serving(Some(Rollout {
             generation,
             from_generation: self.generation,
             started_at: now,
@@ -1662,14 +1723,14 @@ impl ClusterState {
             ready: 0,
             ready_successors: 0,
             queued: false,
-        });
+        }));
         self.generation = generation;
         self.emit(Event::ReloadStarted { generation });
         self.actions.push_back(Action::Notify(Notice::Reloading));
     }
 
     fn rollout_failed(&mut self, now: Instant, reason: ReloadFailure) {
-        let Some(rollout) = self.rollout.take() else {
+        let Some(rollout) = self.lifecycle.take_rollout() else {
             return;
         };
         self.stats.reloads_failed += 1;
@@ -1698,11 +1759,11 @@ impl ClusterState {
     fn advance_rollout(&mut self, now: Instant) {
         let batch = self.config.rollout_batch();
         loop {
-            let Some(rollout) = self.rollout.as_mut() else {
+            let Some(rollout) = self.lifecycle.rollout_mut() else {
                 return;
             };
             if rollout.ready == self.slots.len() {
-                let rollout = self.rollout.take().expect("rollout");
+                let rollout = self.lifecycle.take_rollout().expect("rollout");
                 self.stats.reloads_finished += 1;
                 let took = now.saturating_duration_since(rollout.started_at);
                 self.emit(Event::ReloadFinished {
@@ -1736,7 +1797,7 @@ impl ClusterState {
     // ----- internals: scaling -------------------------------------------------------
 
     fn scale_inner(&mut self, now: Instant, workers: usize) -> Result<(), CommandError> {
-        if self.stopping.is_some() {
+        if self.lifecycle.is_stopping() {
             return Err(CommandError::ShuttingDown);
         }
         if self.config.is_in_process() {
@@ -1764,7 +1825,7 @@ impl ClusterState {
             }
             self.slots.pop();
         }
-        if let Some(rollout) = self.rollout.as_mut() {
+        if let Some(rollout) = self.lifecycle.rollout_mut() {
             rollout.cursor = rollout.cursor.min(workers);
         }
         self.emit(Event::Scaled { from, to: workers });
@@ -1774,13 +1835,13 @@ impl ClusterState {
 
     /// Runs after every input: moves a rollout on and ends a finished shutdown.
     fn settle(&mut self, now: Instant) {
-        if self.exited {
+        if self.lifecycle.is_exited() {
             return;
         }
         // The breaker first: a cluster that must stop spawns no rollout's workers.
         self.check_breaker(now);
         self.advance_rollout(now);
-        let degraded = self.stopping.is_none() && self.failing_slots > 0;
+        let degraded = !self.lifecycle.is_stopping() && self.failing_slots > 0;
         if degraded != self.degraded {
             self.degraded = degraded;
             if degraded {
@@ -1789,16 +1850,16 @@ impl ClusterState {
                     ready: self.ready_count,
                     target: self.slots.len(),
                 });
-            } else if self.stopping.is_none() {
+            } else if !self.lifecycle.is_stopping() {
                 self.emit(Event::Recovered);
             }
         }
-        if let Some(stopping) = &self.stopping {
+        if let Some(stopping) = self.lifecycle.stopping() {
             if self.workers.is_empty() {
                 let reason = stopping.exit_reason();
                 self.emit(Event::ShutDown { reason });
                 self.actions.push_back(Action::Exit(reason));
-                self.exited = true;
+                self.lifecycle = Lifecycle::Exited;
                 self.timers.clear();
                 self.watchdog_at = None;
             }
@@ -1817,7 +1878,7 @@ impl ClusterState {
                 }
             };
         }
-        if self.exited {
+        if self.lifecycle.is_exited() {
             ensure!(
                 self.workers.is_empty(),
                 "exited with {} workers left",
@@ -1862,7 +1923,7 @@ impl ClusterState {
                 );
                 if is_successor {
                     successors += 1;
-                    let Some(r) = &self.rollout else {
+                    let Some(r) = self.lifecycle.rollout() else {
                         return Err(format!("successor {id} outside a rollout"));
                     };
                     ensure!(
@@ -1890,8 +1951,8 @@ impl ClusterState {
                     if w.proven {
                         proven += 1;
                         if self
-                            .rollout
-                            .as_ref()
+                            .lifecycle
+                            .rollout()
                             .is_some_and(|r| r.generation == w.generation)
                         {
                             rollout_ready += 1;
@@ -1900,7 +1961,9 @@ impl ClusterState {
                 }
                 ensure!(
                     w.probation_at.is_some()
-                        == (w.state == WorkerState::Ready && !w.proven && self.stopping.is_none()),
+                        == (w.state == WorkerState::Ready
+                            && !w.proven
+                            && !self.lifecycle.is_stopping()),
                     "worker {id}: probation timer {:?}, {} (proven: {})",
                     w.probation_at,
                     w.state,
@@ -1990,7 +2053,7 @@ impl ClusterState {
             "{} timers armed, {timers} owned",
             self.timers.len()
         );
-        match &self.rollout {
+        match self.lifecycle.rollout() {
             Some(r) => {
                 ensure!(
                     r.in_flight == successors,
@@ -2025,8 +2088,7 @@ impl ClusterState {
             }
             None => ensure!(successors == 0, "{successors} successors outside a rollout"),
         }
-        if self.stopping.is_some() {
-            ensure!(self.rollout.is_none(), "rollout during shutdown");
+        if self.lifecycle.is_stopping() {
             ensure!(
                 self.slots.iter().all(|s| s.current.is_none()
                     && s.successor.is_none()
