@@ -195,16 +195,12 @@ struct SlotState {
 struct Worker {
     slot: Slot,
     generation: u64,
-    pid: Option<Pid>,
-    state: WorkerState,
+    /// Where it is in its life, with what belongs to that stage only.
+    phase: WorkerPhase,
     spawned_at: Instant,
     started_at: Option<Instant>,
     ready_at: Option<Instant>,
     last_heartbeat: Option<Instant>,
-    /// Set once the master has decided this worker goes: its exit is then expected.
-    stop_reason: Option<StopReason>,
-    /// A signal to send as soon as the pid is known (stop decided while spawning).
-    pending_signal: Option<Signal>,
     /// This worker's entry in `timers`, if any, and which deadline it is.
     deadline: Option<(Instant, WorkerTimer)>,
     /// When its probation ends (ready workers that have not yet passed it).
@@ -389,6 +385,70 @@ pub struct WorkerInfo {
     pub successor: bool,
     /// Whether it has been ready for at least [`Config::min_uptime`] (passed probation).
     pub proven: bool,
+}
+
+/// Where a worker is in its life. What belongs to one stage only lives in its variant:
+/// a pid once spawned, a pending stop only while spawning, a stop reason once leaving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerPhase {
+    /// A spawn was asked for; the driver has not reported the pid yet. `stop`: the
+    /// master decided meanwhile that it goes — why, and the signal to send as soon as
+    /// its pid is known.
+    Spawning { stop: Option<(StopReason, Signal)> },
+    /// Running, not ready yet.
+    Booting { pid: Pid },
+    /// Ready: serving.
+    Ready { pid: Pid },
+    /// The master decided it goes (or it announced it does): its exit is expected.
+    Leaving {
+        pid: Pid,
+        reason: StopReason,
+        how: Leaving,
+    },
+}
+
+/// How a leaving worker is being ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    /// The diagnostic signal went out; SIGKILL follows after the grace.
+    Hung,
+    /// Asked to stop (SIGTERM sent), or said it is stopping (`STOPPING=1`).
+    Stopping,
+    /// SIGKILL sent; waiting for the exit.
+    Killed,
+}
+
+impl Worker {
+    fn pid(&self) -> Option<Pid> {
+        match self.phase {
+            WorkerPhase::Spawning { .. } => None,
+            WorkerPhase::Booting { pid }
+            | WorkerPhase::Ready { pid }
+            | WorkerPhase::Leaving { pid, .. } => Some(pid),
+        }
+    }
+
+    fn state(&self) -> WorkerState {
+        match self.phase {
+            WorkerPhase::Spawning { .. } => WorkerState::Spawning,
+            WorkerPhase::Booting { .. } => WorkerState::Booting,
+            WorkerPhase::Ready { .. } => WorkerState::Ready,
+            WorkerPhase::Leaving { how, .. } => match how {
+                Leaving::Hung => WorkerState::Hung,
+                Leaving::Stopping => WorkerState::Stopping,
+                Leaving::Killed => WorkerState::Killed,
+            },
+        }
+    }
+
+    /// Why the master decided it goes, once it did (while spawning, too).
+    fn stop_reason(&self) -> Option<StopReason> {
+        match self.phase {
+            WorkerPhase::Spawning { stop } => stop.map(|(reason, _)| reason),
+            WorkerPhase::Booting { .. } | WorkerPhase::Ready { .. } => None,
+            WorkerPhase::Leaving { reason, .. } => Some(reason),
+        }
+    }
 }
 
 /// How a worker left its slot without being asked (or was removed for cause): decides
@@ -591,12 +651,12 @@ impl ClusterState {
             id,
             slot: w.slot,
             generation: w.generation,
-            pid: w.pid,
-            state: w.state,
+            pid: w.pid(),
+            state: w.state(),
             spawned_at: w.spawned_at,
             ready_at: w.ready_at,
             last_heartbeat: w.last_heartbeat,
-            stop_reason: w.stop_reason,
+            stop_reason: w.stop_reason(),
             restarts: if role == Role::Detached {
                 0
             } else {
@@ -651,15 +711,13 @@ impl ClusterState {
         let Some(w) = self.workers.get_mut(&id) else {
             return self.ignore("spawned: unknown worker", id);
         };
-        if w.state != WorkerState::Spawning {
+        let WorkerPhase::Spawning { stop } = w.phase else {
             return self.ignore("spawned: duplicate report", id);
-        }
-        w.pid = Some(pid);
+        };
+        w.phase = WorkerPhase::Booting { pid };
         w.started_at = Some(now);
-        w.state = WorkerState::Booting;
         self.ever_started = true;
         let (slot, generation) = (w.slot, w.generation);
-        let stop = w.stop_reason.zip(w.pending_signal.take());
         self.emit(Event::WorkerStarted {
             id,
             slot,
@@ -692,10 +750,10 @@ impl ClusterState {
         let Some(w) = self.workers.get(&id) else {
             return self.ignore("spawn failed: unknown worker", id);
         };
-        if w.state != WorkerState::Spawning {
+        if w.state() != WorkerState::Spawning {
             return self.ignore("spawn failed: worker already running", id);
         }
-        let (slot, generation, stop_reason) = (w.slot, w.generation, w.stop_reason);
+        let (slot, generation, stop_reason) = (w.slot, w.generation, w.stop_reason());
         let mut error = error;
         if error.kind == SpawnErrorKind::Cancelled {
             if let Some(reason) = stop_reason {
@@ -740,7 +798,7 @@ impl ClusterState {
         if !self.accept_input() {
             return;
         }
-        match self.workers.get(&id).map(|w| w.state) {
+        match self.workers.get(&id).map(|w| w.state()) {
             None => self.ignore("ready: unknown worker", id),
             Some(WorkerState::Booting) => {
                 self.mark_ready(now, id);
@@ -759,7 +817,7 @@ impl ClusterState {
         let Some(w) = self.workers.get(&id) else {
             return self.ignore("stopping: unknown worker", id);
         };
-        let (Some(pid), false) = (w.pid, w.state.is_leaving()) else {
+        let (WorkerPhase::Booting { pid } | WorkerPhase::Ready { pid }) = w.phase else {
             return self.ignore("stopping: worker already leaving", id);
         };
         self.catch_up_probation(now, id);
@@ -778,8 +836,11 @@ impl ClusterState {
         let role = self.detach(id);
         self.emit(Event::WorkerStopping { id, slot, pid });
         let w = self.workers.get_mut(&id).expect("worker exists");
-        w.stop_reason = Some(StopReason::Announced);
-        w.state = WorkerState::Stopping;
+        w.phase = WorkerPhase::Leaving {
+            pid,
+            reason: StopReason::Announced,
+            how: Leaving::Stopping,
+        };
         let kill_at = (!self.lifecycle.is_stopping()).then(|| {
             (
                 now + self.config.force_exit_timeout(),
@@ -800,14 +861,14 @@ impl ClusterState {
         let Some(w) = self.workers.get_mut(&id) else {
             return self.ignore("heartbeat: unknown worker", id);
         };
-        if w.state.is_leaving() || w.state == WorkerState::Spawning {
+        if w.state().is_leaving() || w.state() == WorkerState::Spawning {
             return self.ignore("heartbeat: worker not running", id);
         }
         let first = w.last_heartbeat.is_none();
         w.last_heartbeat = Some(now);
         // Later heartbeats only move `last_heartbeat`: the pending check re-arms itself
         // when it fires early (so a heartbeat costs O(1), not a timer-set update).
-        if first && w.state == WorkerState::Ready {
+        if first && w.state() == WorkerState::Ready {
             if let Some(timeout) = self.config.hang().timeout {
                 self.set_worker_deadline(id, Some((now + timeout, WorkerTimer::HeartbeatCheck)));
             }
@@ -822,11 +883,11 @@ impl ClusterState {
         let Some(w) = self.workers.get(&id) else {
             return self.ignore("exited: unknown worker", id);
         };
-        if w.stop_reason.is_none() {
+        if w.stop_reason().is_none() {
             self.catch_up_probation(now, id);
         }
         let w = &self.workers[&id];
-        let (slot, generation, pid) = (w.slot, w.generation, w.pid);
+        let (slot, generation, pid) = (w.slot, w.generation, w.pid());
         let was_ready = w.ready_at.is_some();
         let departure = Departure::of(
             w,
@@ -839,7 +900,7 @@ impl ClusterState {
             },
         );
         let uptime = now.saturating_duration_since(w.started_at.unwrap_or(w.spawned_at));
-        let stop_reason = w.stop_reason;
+        let stop_reason = w.stop_reason();
         let role = self.detach(id);
         match stop_reason {
             Some(reason) => self.emit(Event::WorkerExit {
@@ -917,8 +978,8 @@ impl ClusterState {
                 let targets: Vec<(WorkerId, Pid)> = self
                     .workers
                     .iter()
-                    .filter(|(_, w)| w.state != WorkerState::Killed)
-                    .filter_map(|(&id, w)| w.pid.map(|pid| (id, pid)))
+                    .filter(|(_, w)| w.state() != WorkerState::Killed)
+                    .filter_map(|(&id, w)| w.pid().map(|pid| (id, pid)))
                     .collect();
                 for &(id, pid) in &targets {
                     self.actions.push_back(Action::Signal { id, pid, signal });
@@ -1125,14 +1186,11 @@ impl ClusterState {
             Worker {
                 slot,
                 generation,
-                pid: None,
-                state: WorkerState::Spawning,
+                phase: WorkerPhase::Spawning { stop: None },
                 spawned_at: now,
                 started_at: None,
                 ready_at: None,
                 last_heartbeat: None,
-                stop_reason: None,
-                pending_signal: None,
                 deadline: None,
                 probation_at: None,
                 proven: false,
@@ -1166,7 +1224,7 @@ impl ClusterState {
         match (role, slot) {
             (Role::Current, Some(slot)) => {
                 slot.current = None;
-                if w.state == WorkerState::Ready {
+                if w.state() == WorkerState::Ready {
                     self.ready_count -= 1;
                     if w.proven {
                         self.proven_count -= 1;
@@ -1187,7 +1245,7 @@ impl ClusterState {
                     .rollout_mut()
                     .expect("successor only in a rollout");
                 rollout.in_flight -= 1;
-                if w.state == WorkerState::Ready {
+                if w.state() == WorkerState::Ready {
                     rollout.ready_successors -= 1;
                 }
             }
@@ -1209,7 +1267,7 @@ impl ClusterState {
             .expect("successor only in a rollout");
         rollout.in_flight -= 1;
         let w = &self.workers[&id];
-        if w.state == WorkerState::Ready {
+        if w.state() == WorkerState::Ready {
             self.ready_count += 1;
             rollout.ready_successors -= 1;
             if w.proven {
@@ -1312,13 +1370,12 @@ impl ClusterState {
     fn mark_ready(&mut self, now: Instant, id: WorkerId) {
         let hang_timeout = self.config.hang().timeout;
         let w = self.workers.get_mut(&id).expect("worker to mark ready");
-        w.state = WorkerState::Ready;
+        let WorkerPhase::Booting { pid } = w.phase else {
+            unreachable!("only booting workers become ready")
+        };
+        w.phase = WorkerPhase::Ready { pid };
         w.ready_at = Some(now);
-        let (slot, generation, pid) = (
-            w.slot,
-            w.generation,
-            w.pid.expect("ready workers have a pid"),
-        );
+        let (slot, generation) = (w.slot, w.generation);
         // Becoming ready counts as a heartbeat for a worker that sends them.
         let hang_check = match (w.last_heartbeat.is_some(), hang_timeout) {
             (true, Some(timeout)) => {
@@ -1356,25 +1413,47 @@ impl ClusterState {
         let shutting_down = self.lifecycle.is_stopping();
         let grace = self.config.force_exit_timeout();
         let w = self.workers.get_mut(&id).expect("worker to stop");
-        w.stop_reason.get_or_insert(reason);
-        let Some(pid) = w.pid else {
-            if w.pending_signal != Some(Signal::Kill) {
-                w.pending_signal = Some(signal);
+        // The first reason given is the one that counts.
+        let (pid, reason) = match w.phase {
+            WorkerPhase::Spawning { stop } => {
+                let (reason, pending) = stop.unwrap_or((reason, signal));
+                // A KILL decided earlier is not softened into a TERM.
+                let pending = if pending == Signal::Kill {
+                    pending
+                } else {
+                    signal
+                };
+                w.phase = WorkerPhase::Spawning {
+                    stop: Some((reason, pending)),
+                };
+                return;
             }
-            return;
+            WorkerPhase::Booting { pid } | WorkerPhase::Ready { pid } => (pid, reason),
+            WorkerPhase::Leaving {
+                how: Leaving::Killed,
+                ..
+            } => return,
+            WorkerPhase::Leaving {
+                how: Leaving::Stopping,
+                ..
+            } if signal == Signal::Term => return,
+            WorkerPhase::Leaving { pid, reason, .. } => (pid, reason),
         };
-        let deadline = match (signal, w.state) {
-            (_, WorkerState::Killed) => return,
-            (Signal::Term, WorkerState::Stopping) => return,
-            (Signal::Kill, _) => {
-                w.state = WorkerState::Killed;
-                None
-            }
-            _ => {
-                w.state = WorkerState::Stopping;
-                // During shutdown the global force deadline bounds every worker.
-                (!shutting_down).then(|| (now + grace, WorkerTimer::StopGrace))
-            }
+        let deadline = if signal == Signal::Kill {
+            w.phase = WorkerPhase::Leaving {
+                pid,
+                reason,
+                how: Leaving::Killed,
+            };
+            None
+        } else {
+            w.phase = WorkerPhase::Leaving {
+                pid,
+                reason,
+                how: Leaving::Stopping,
+            };
+            // During shutdown the global force deadline bounds every worker.
+            (!shutting_down).then(|| (now + grace, WorkerTimer::StopGrace))
         };
         self.actions.push_back(Action::Signal { id, pid, signal });
         self.set_worker_deadline(id, deadline);
@@ -1407,17 +1486,15 @@ impl ClusterState {
                 }
             }
             WorkerTimer::HangGrace | WorkerTimer::StopGrace => {
-                let reason = w
-                    .stop_reason
-                    .expect("a worker in its grace was asked to go");
-                self.stop_worker(now, id, reason, Signal::Kill);
+                // The reason given is ignored: a leaving worker keeps its own.
+                self.stop_worker(now, id, StopReason::Shutdown, Signal::Kill);
             }
         }
     }
 
     fn boot_timed_out(&mut self, now: Instant, id: WorkerId) {
         let w = &self.workers[&id];
-        let (slot, generation, pid) = (w.slot, w.generation, w.pid.expect("booting has a pid"));
+        let (slot, generation, pid) = (w.slot, w.generation, w.pid().expect("booting has a pid"));
         let role = self.detach(id);
         self.emit(Event::WorkerBootTimedOut { id, slot, pid });
         self.stop_worker(now, id, StopReason::BootTimeout, Signal::Kill);
@@ -1428,7 +1505,7 @@ impl ClusterState {
     fn hung(&mut self, now: Instant, id: WorkerId, silent_for: Duration) {
         self.catch_up_probation(now, id);
         let w = &self.workers[&id];
-        let (slot, generation, pid) = (w.slot, w.generation, w.pid.expect("ready has a pid"));
+        let (slot, generation, pid) = (w.slot, w.generation, w.pid().expect("ready has a pid"));
         let departure = Departure::of(
             w,
             now,
@@ -1450,8 +1527,11 @@ impl ClusterState {
         match self.config.hang().signal {
             Some(signal) => {
                 let w = self.workers.get_mut(&id).expect("hung worker");
-                w.stop_reason = Some(StopReason::Hung);
-                w.state = WorkerState::Hung;
+                w.phase = WorkerPhase::Leaving {
+                    pid,
+                    reason: StopReason::Hung,
+                    how: Leaving::Hung,
+                };
                 self.actions.push_back(Action::Signal { id, pid, signal });
                 let at = now + self.config.hang().grace;
                 self.set_worker_deadline(id, Some((at, WorkerTimer::HangGrace)));
@@ -1656,7 +1736,7 @@ impl ClusterState {
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
             let w = &self.workers[&id];
-            if !w.state.is_leaving() {
+            if !w.state().is_leaving() {
                 self.stop_worker(now, id, StopReason::Shutdown, Signal::Term);
             }
             // Workers already leaving keep their own (earlier) kill deadline.
@@ -1672,7 +1752,15 @@ impl ClusterState {
             .workers
             .iter()
             .filter(|(_, w)| {
-                w.state != WorkerState::Killed && w.pending_signal != Some(Signal::Kill)
+                !matches!(
+                    w.phase,
+                    WorkerPhase::Leaving {
+                        how: Leaving::Killed,
+                        ..
+                    } | WorkerPhase::Spawning {
+                        stop: Some((_, Signal::Kill))
+                    }
+                )
             })
             .map(|(&id, _)| id)
             .collect();
@@ -1918,7 +2006,7 @@ impl ClusterState {
                     w.slot
                 );
                 ensure!(
-                    w.stop_reason.is_none() && !w.state.is_leaving(),
+                    w.stop_reason().is_none() && !w.state().is_leaving(),
                     "leaving worker {id} still holds slot {index}"
                 );
                 if is_successor {
@@ -1932,21 +2020,21 @@ impl ClusterState {
                     );
                     ensure!(
                         matches!(
-                            w.state,
+                            w.state(),
                             WorkerState::Spawning | WorkerState::Booting | WorkerState::Ready
                         ) && !w.proven,
                         "successor {id} is {} (proven: {})",
-                        w.state,
+                        w.state(),
                         w.proven
                     );
-                    if w.state == WorkerState::Ready {
+                    if w.state() == WorkerState::Ready {
                         ready_successors += 1;
                     }
                     ensure!(
                         slot.current.is_some(),
                         "successor {id} in a slot with no current worker"
                     );
-                } else if w.state == WorkerState::Ready {
+                } else if w.state() == WorkerState::Ready {
                     ready += 1;
                     if w.proven {
                         proven += 1;
@@ -1961,12 +2049,12 @@ impl ClusterState {
                 }
                 ensure!(
                     w.probation_at.is_some()
-                        == (w.state == WorkerState::Ready
+                        == (w.state() == WorkerState::Ready
                             && !w.proven
                             && !self.lifecycle.is_stopping()),
                     "worker {id}: probation timer {:?}, {} (proven: {})",
                     w.probation_at,
-                    w.state,
+                    w.state(),
                     w.proven
                 );
             }
@@ -2013,22 +2101,12 @@ impl ClusterState {
             let role = self.role(id, w);
             if role == Role::Detached {
                 ensure!(
-                    w.stop_reason.is_some(),
+                    w.stop_reason().is_some(),
                     "worker {id} has no slot yet was not asked to stop"
                 );
             }
             ensure!(
-                w.pid.is_some() == (w.state != WorkerState::Spawning),
-                "worker {id}: pid {:?} in state {}",
-                w.pid,
-                w.state
-            );
-            ensure!(
-                w.pending_signal.is_none() || w.state == WorkerState::Spawning,
-                "worker {id} has a pending signal but a pid"
-            );
-            ensure!(
-                w.ready_at.is_some() || w.state != WorkerState::Ready,
+                w.ready_at.is_some() || w.state() != WorkerState::Ready,
                 "ready worker {id} without a ready time"
             );
             if let Some((at, timer)) = w.deadline {
@@ -2096,7 +2174,7 @@ impl ClusterState {
                 "slots still filled during shutdown"
             );
             ensure!(
-                self.workers.values().all(|w| w.stop_reason.is_some()),
+                self.workers.values().all(|w| w.stop_reason().is_some()),
                 "a worker not asked to stop during shutdown"
             );
         }
