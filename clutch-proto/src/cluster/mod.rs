@@ -1,5 +1,6 @@
 //! [`ClusterState`]: the whole supervision logic as a pure state machine.
 
+mod breaker;
 mod shutdown;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -12,6 +13,7 @@ use crate::action::{
 };
 use crate::config::{Config, Readiness, MAX_WORKERS, QUICK_REFILL_BURST, QUICK_REFILL_INTERVAL};
 use crate::input::{Input, Reply};
+use breaker::Breaker;
 use shutdown::Shutdown;
 
 use crate::types::{
@@ -134,10 +136,8 @@ pub struct ClusterState {
     failing_slots: usize,
     /// Whether `Degraded` (rather than `Recovered`, or nothing yet) was the last said.
     degraded: bool,
-    /// The crash breaker: when the cluster began failing (the first failure while no
-    /// worker had passed probation), and the failures counted since.
-    failing_since: Option<Instant>,
-    failures_since: usize,
+    /// The crash breaker's count.
+    breaker: Breaker,
     /// Every per-worker deadline and per-slot respawn time, in deadline order.
     timers: BTreeSet<(Instant, TimerKey)>,
     watchdog_at: Option<Instant>,
@@ -523,8 +523,7 @@ impl ClusterState {
             proven_count: 0,
             failing_slots: 0,
             degraded: false,
-            failing_since: None,
-            failures_since: 0,
+            breaker: Breaker::default(),
             timers: BTreeSet::new(),
             watchdog_at,
             actions: VecDeque::new(),
@@ -1308,8 +1307,7 @@ impl ClusterState {
         }
         self.set_failures(slot.0, 0);
         self.slots[slot.0].quick_tat = None;
-        self.failing_since = None;
-        self.failures_since = 0;
+        self.breaker.reset();
     }
 
     /// Sets slot `index`'s young-death count, keeping the failing-slot count true.
@@ -1636,13 +1634,7 @@ impl ClusterState {
     /// A failure of the program's own (a boot failure or a death in probation).
     fn count_failure(&mut self, now: Instant) {
         self.stats.boot_failures += 1;
-        if self.failing_since.is_none() && self.proven_count == 0 {
-            self.failing_since = Some(now);
-            self.failures_since = 0;
-        }
-        if self.failing_since.is_some() {
-            self.failures_since += 1;
-        }
+        self.breaker.count(now, self.proven_count > 0);
         self.check_breaker(now);
     }
 
@@ -1653,14 +1645,11 @@ impl ClusterState {
     /// When the breaker trips if nothing changes: only while no worker serves and
     /// enough failures were counted.
     fn breaker_at(&self) -> Option<Instant> {
-        if self.lifecycle.is_stopping()
-            || self.serving_workers() > 0
-            || self.failures_since < self.breaker_threshold()
-        {
+        if self.lifecycle.is_stopping() || self.serving_workers() > 0 {
             return None;
         }
-        self.failing_since
-            .map(|since| since + self.config.crash_budget().window)
+        self.breaker
+            .due_at(self.breaker_threshold(), self.config.crash_budget().window)
     }
 
     /// Trips the breaker when no worker serves, the cluster has been failing for the
@@ -1671,9 +1660,7 @@ impl ClusterState {
         if self.lifecycle.is_exited() || !due {
             return;
         }
-        let failures = self.failures_since;
-        self.failing_since = None;
-        self.failures_since = 0;
+        let failures = self.breaker.trip();
         self.emit(Event::BreakerTripped {
             failures,
             window: self.config.crash_budget().window,
@@ -1717,8 +1704,7 @@ impl ClusterState {
         }
         self.ready_count = 0;
         self.proven_count = 0;
-        self.failing_since = None;
-        self.failures_since = 0;
+        self.breaker.reset();
         let probations: Vec<WorkerId> = self
             .workers
             .iter()
@@ -2089,11 +2075,7 @@ impl ClusterState {
             self.failing_slots
         );
         ensure!(
-            self.failing_since.is_some() || self.failures_since == 0,
-            "failures counted with no failing period"
-        );
-        ensure!(
-            self.proven_count == 0 || self.failing_since.is_none(),
+            self.proven_count == 0 || !self.breaker.is_failing(),
             "a failing period while {} workers are proven",
             self.proven_count
         );
