@@ -4,6 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::lifecycle::Lifecycle;
+use super::worker::{Leaving, WorkerPhase};
+use super::ClusterState;
+use crate::{Action, Event, IgnoreReason, Notice, ReloadFailure, Signal, StopReason, WorkerId};
 use crate::{ExitReason, ShutdownTrigger, SIGNAL_REPEAT_WINDOW};
 
 /// A shutdown under way.
@@ -73,6 +77,99 @@ impl Shutdown {
             (ShutdownTrigger::StartupFailed, _) => ExitReason::StartupFailed,
             (_, Force::Killed) => ExitReason::Forced,
             (_, Force::Armed(_) | Force::Fired) => ExitReason::Clean,
+        }
+    }
+}
+
+impl ClusterState {
+    pub(super) fn begin_shutdown(&mut self, now: Instant, trigger: ShutdownTrigger) {
+        if self.lifecycle.is_stopping() {
+            // Repeated signals are handled by `handle_signal`; failure triggers only
+            // fire outside a shutdown.
+            if trigger == ShutdownTrigger::Command {
+                self.emit(Event::Ignored {
+                    reason: IgnoreReason::AlreadyShuttingDown,
+                });
+            }
+            return;
+        }
+        if self.lifecycle.take_rollout().is_some() {
+            self.stats.reloads_failed += 1;
+            let generation = self.generation;
+            self.emit(Event::ReloadFailed {
+                generation,
+                reason: ReloadFailure::ShuttingDown,
+            });
+        }
+        self.emit(Event::ShutdownStarted { trigger });
+        self.actions.push_back(Action::Notify(Notice::Stopping));
+        self.lifecycle = Lifecycle::Stopping(Shutdown::new(
+            now,
+            trigger,
+            self.config.force_exit_timeout(),
+        ));
+        for index in 0..self.slots.len() {
+            self.set_respawn(index, None);
+            let slot = &mut self.slots[index];
+            slot.current = None;
+            slot.successor = None;
+        }
+        self.ready_count = 0;
+        self.proven_count = 0;
+        self.breaker.reset();
+        let probations: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.probation_at.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in probations {
+            self.set_probation(id, None);
+        }
+        if trigger == ShutdownTrigger::Signal(Signal::Quit) {
+            // QUIT means now: no TERM first.
+            self.force(now);
+            return;
+        }
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for id in ids {
+            let w = &self.workers[&id];
+            if !w.state().is_leaving() {
+                self.stop_worker(now, id, StopReason::Shutdown, Signal::Term);
+            }
+            // Workers already leaving keep their own (earlier) kill deadline.
+        }
+    }
+
+    /// SIGKILL every worker not yet killed; the exit will say it was forced.
+    pub(super) fn force(&mut self, now: Instant) {
+        if !self.lifecycle.is_stopping() {
+            return;
+        }
+        let ids: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                !matches!(
+                    w.phase,
+                    WorkerPhase::Leaving {
+                        how: Leaving::Killed,
+                        ..
+                    } | WorkerPhase::Spawning {
+                        stop: Some((_, Signal::Kill))
+                    }
+                )
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        let stopping = self.lifecycle.stopping_mut().expect("stopping");
+        stopping.forced(!ids.is_empty());
+        if ids.is_empty() {
+            return;
+        }
+        self.emit(Event::ShutdownForced { killed: ids.len() });
+        for id in ids {
+            self.stop_worker(now, id, StopReason::Shutdown, Signal::Kill);
         }
     }
 }

@@ -1,0 +1,134 @@
+//! Rolling restarts: a rollout replaces workers a batch at a time, starting each new
+//! worker (a slot's successor) first and stopping the old one only once the new one has
+//! passed probation; a young death of a new worker aborts it.
+
+use std::time::Instant;
+
+use super::lifecycle::Lifecycle;
+use super::slots::Role;
+use super::ClusterState;
+use crate::{Action, CommandError, Event, Notice, ReloadFailure, Signal, StopReason};
+
+#[derive(Debug)]
+pub(super) struct Rollout {
+    pub(super) generation: u64,
+    pub(super) from_generation: u64,
+    pub(super) started_at: Instant,
+    /// Next slot to consider for replacement.
+    pub(super) cursor: usize,
+    /// Slots with a successor booting or in probation.
+    pub(super) in_flight: usize,
+    /// Slots whose current worker is of `generation`, ready and proven.
+    pub(super) ready: usize,
+    /// Successors that are ready (in probation).
+    pub(super) ready_successors: usize,
+    /// Another reload was asked for meanwhile.
+    pub(super) queued: bool,
+}
+
+impl ClusterState {
+    /// Starts or queues a rollout; answers the generation that will answer it (a queued
+    /// rollout gets the next generation number when it starts).
+    pub(super) fn reload_inner(&mut self, now: Instant) -> Result<u64, CommandError> {
+        if self.lifecycle.is_stopping() {
+            return Err(CommandError::ShuttingDown);
+        }
+        if self.config.is_in_process() {
+            return Err(CommandError::InProcess);
+        }
+        match self.lifecycle.rollout_mut() {
+            Some(rollout) => {
+                rollout.queued = true;
+                self.emit(Event::ReloadQueued);
+                Ok(self.next_generation)
+            }
+            None => {
+                self.start_rollout(now);
+                Ok(self.generation)
+            }
+        }
+    }
+
+    pub(super) fn start_rollout(&mut self, now: Instant) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.lifecycle = Lifecycle::Serving(Some(Rollout {
+            generation,
+            from_generation: self.generation,
+            started_at: now,
+            cursor: 0,
+            in_flight: 0,
+            ready: 0,
+            ready_successors: 0,
+            queued: false,
+        }));
+        self.generation = generation;
+        self.emit(Event::ReloadStarted { generation });
+        self.actions.push_back(Action::Notify(Notice::Reloading));
+    }
+
+    pub(super) fn rollout_failed(&mut self, now: Instant, reason: ReloadFailure) {
+        let Some(rollout) = self.lifecycle.take_rollout() else {
+            return;
+        };
+        self.stats.reloads_failed += 1;
+        // Respawns go back to the generation that worked.
+        self.generation = rollout.from_generation;
+        self.emit(Event::ReloadFailed {
+            generation: rollout.generation,
+            reason,
+        });
+        for index in 0..self.slots.len() {
+            if let Some(id) = self.slots[index].successor.take() {
+                self.set_probation(id, None);
+                self.stop_worker(now, id, StopReason::ReloadAborted, Signal::Term);
+            }
+        }
+        self.actions.push_back(Action::Notify(Notice::Ready));
+        if rollout.queued {
+            // A reload asked for after this one started may carry the fix: run it.
+            self.start_rollout(now);
+        }
+    }
+
+    /// Moves a rollout forward: start successors up to the batch size, and finish when
+    /// every slot runs a ready worker of the new generation. Amortized O(1): the cursor
+    /// only moves forward.
+    pub(super) fn advance_rollout(&mut self, now: Instant) {
+        let batch = self.config.rollout_batch();
+        loop {
+            let Some(rollout) = self.lifecycle.rollout_mut() else {
+                return;
+            };
+            if rollout.ready == self.slots.len() {
+                let rollout = self.lifecycle.take_rollout().expect("rollout");
+                self.stats.reloads_finished += 1;
+                let took = now.saturating_duration_since(rollout.started_at);
+                self.emit(Event::ReloadFinished {
+                    generation: rollout.generation,
+                    took,
+                });
+                self.actions.push_back(Action::Notify(Notice::Ready));
+                if rollout.queued {
+                    self.start_rollout(now);
+                    continue;
+                }
+                return;
+            }
+            if rollout.in_flight >= batch || rollout.cursor >= self.slots.len() {
+                return;
+            }
+            let index = rollout.cursor;
+            rollout.cursor += 1;
+            let generation = rollout.generation;
+            let slot = &self.slots[index];
+            let needs_successor = slot.successor.is_none()
+                && slot
+                    .current
+                    .is_some_and(|id| self.workers[&id].generation != generation);
+            if needs_successor {
+                self.spawn(now, index, Role::Successor);
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Slots: the places `0..target` a worker serves in, and how workers are spawned
+//! into them, taken out of them (detached), promoted (a successor taking over) and how
+//! an emptied slot is refilled (at once, or after a backoff or a quick refill).
+
+use std::time::Instant;
+
+use super::worker::{Death, Worker, WorkerPhase};
+use super::ClusterState;
+use crate::config::{QUICK_REFILL_BURST, QUICK_REFILL_INTERVAL};
+use crate::{Action, Event, Slot, WorkerId, WorkerState};
+
+#[derive(Debug, Default)]
+pub(super) struct SlotState {
+    /// The worker serving (or booting to serve) this slot.
+    pub(super) current: Option<WorkerId>,
+    /// During a rolling restart: the new-generation worker booting to replace `current`.
+    pub(super) successor: Option<WorkerId>,
+    /// Young deaths since the slot's last worker passed probation (drives the backoff).
+    pub(super) consecutive_failures: u32,
+    /// Quick refills after deaths in probation: the theoretical time at which the slot's
+    /// quota is back to empty (a GCRA, one refill per `QUICK_REFILL_INTERVAL`).
+    pub(super) quick_tat: Option<Instant>,
+    /// When an empty slot will be refilled.
+    pub(super) respawn_at: Option<Instant>,
+    /// Refills of this slot after a worker left it.
+    pub(super) restarts: u64,
+}
+
+/// Where a worker stood relative to its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Current,
+    Successor,
+    Detached,
+}
+
+impl ClusterState {
+    pub(super) fn role(&self, id: WorkerId, w: &Worker) -> Role {
+        match self.slots.get(w.slot.0) {
+            Some(slot) if slot.current == Some(id) => Role::Current,
+            Some(slot) if slot.successor == Some(id) => Role::Successor,
+            _ => Role::Detached,
+        }
+    }
+
+    pub(super) fn spawn(&mut self, now: Instant, index: usize, role: Role) {
+        let id = WorkerId(self.next_id);
+        self.next_id += 1;
+        let slot = Slot(index);
+        let generation = self.generation;
+        self.workers.insert(
+            id,
+            Worker {
+                slot,
+                generation,
+                phase: WorkerPhase::Spawning { stop: None },
+                spawned_at: now,
+                started_at: None,
+                ready_at: None,
+                last_heartbeat: None,
+                deadline: None,
+                probation_at: None,
+                proven: false,
+            },
+        );
+        let slot_state = &mut self.slots[index];
+        match role {
+            Role::Current => slot_state.current = Some(id),
+            Role::Successor => {
+                slot_state.successor = Some(id);
+                self.lifecycle
+                    .rollout_mut()
+                    .expect("successor only in a rollout")
+                    .in_flight += 1;
+            }
+            Role::Detached => unreachable!("spawned workers always have a slot"),
+        }
+        self.stats.spawns += 1;
+        self.actions.push_back(Action::Spawn {
+            id,
+            slot,
+            generation,
+        });
+    }
+
+    /// Takes `id` out of its slot, keeping the ready counts true. Returns where it stood.
+    pub(super) fn detach(&mut self, id: WorkerId) -> Role {
+        let w = &self.workers[&id];
+        let role = self.role(id, w);
+        let slot = &mut self.slots.get_mut(w.slot.0);
+        match (role, slot) {
+            (Role::Current, Some(slot)) => {
+                slot.current = None;
+                if w.state() == WorkerState::Ready {
+                    self.ready_count -= 1;
+                    if w.proven {
+                        self.proven_count -= 1;
+                        if let Some(r) = self
+                            .lifecycle
+                            .rollout_mut()
+                            .filter(|r| r.generation == w.generation)
+                        {
+                            r.ready -= 1;
+                        }
+                    }
+                }
+            }
+            (Role::Successor, Some(slot)) => {
+                slot.successor = None;
+                let rollout = self
+                    .lifecycle
+                    .rollout_mut()
+                    .expect("successor only in a rollout");
+                rollout.in_flight -= 1;
+                if w.state() == WorkerState::Ready {
+                    rollout.ready_successors -= 1;
+                }
+            }
+            _ => {}
+        }
+        self.set_probation(id, None);
+        role
+    }
+
+    /// Makes `index`'s successor its current worker.
+    pub(super) fn promote(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        let id = slot.successor.take().expect("a successor to promote");
+        debug_assert!(slot.current.is_none());
+        slot.current = Some(id);
+        let rollout = self
+            .lifecycle
+            .rollout_mut()
+            .expect("successor only in a rollout");
+        rollout.in_flight -= 1;
+        let w = &self.workers[&id];
+        if w.state() == WorkerState::Ready {
+            self.ready_count += 1;
+            rollout.ready_successors -= 1;
+            if w.proven {
+                self.proven_count += 1;
+                if rollout.generation == w.generation {
+                    rollout.ready += 1;
+                }
+            }
+        }
+    }
+
+    /// Sets slot `index`'s young-death count, keeping the failing-slot count true.
+    pub(super) fn set_failures(&mut self, index: usize, failures: u32) {
+        let slot = &mut self.slots[index];
+        let was = slot.consecutive_failures > 0;
+        slot.consecutive_failures = failures;
+        match (was, failures > 0) {
+            (false, true) => self.failing_slots += 1,
+            (true, false) => self.failing_slots -= 1,
+            _ => {}
+        }
+    }
+
+    pub(super) fn refill(&mut self, now: Instant, index: usize, death: Death) {
+        if self.slots[index].successor.is_some() {
+            // The old worker died while its successor boots: the successor takes over.
+            self.promote(index);
+            return;
+        }
+        self.slots[index].restarts += 1;
+        if death == Death::Proven {
+            // A one-off crash of a worker that had proven itself: replaced at once.
+            self.set_failures(index, 0);
+            self.spawn(now, index, Role::Current);
+            return;
+        }
+        let failures = self.slots[index].consecutive_failures.saturating_add(1);
+        self.set_failures(index, failures);
+        let backoff = *self.config.backoff();
+        let delay = if death == Death::Probation && self.quick_refill(now, index) {
+            backoff.initial
+        } else {
+            backoff.delay(failures)
+        };
+        self.set_respawn(index, Some(now + delay));
+        self.emit(Event::RespawnDelayed {
+            slot: Slot(index),
+            delay,
+            consecutive_failures: failures,
+        });
+    }
+
+    /// Whether slot `index` may have a quick refill now (a GCRA: one per
+    /// `QUICK_REFILL_INTERVAL` on average, `QUICK_REFILL_BURST` in a row), taking it.
+    pub(super) fn quick_refill(&mut self, now: Instant, index: usize) -> bool {
+        let tolerance = QUICK_REFILL_INTERVAL * QUICK_REFILL_BURST.saturating_sub(1);
+        let slot = &mut self.slots[index];
+        let tat = slot.quick_tat.map_or(now, |tat| tat.max(now));
+        if tat <= now + tolerance {
+            slot.quick_tat = Some(tat + QUICK_REFILL_INTERVAL);
+            true
+        } else {
+            false
+        }
+    }
+}
