@@ -123,7 +123,7 @@ impl ClusterState {
                     "slot {index} has a worker and a respawn timer"
                 );
                 ensure!(
-                    self.timers.contains(&(at, TimerKey::Respawn(index))),
+                    self.timers.contains(at, TimerKey::Respawn(index)),
                     "slot {index}'s respawn timer is missing"
                 );
             }
@@ -163,7 +163,7 @@ impl ClusterState {
             if let Some((at, timer)) = w.deadline {
                 timers += 1;
                 ensure!(
-                    self.timers.contains(&(at, TimerKey::Worker(id, timer))),
+                    self.timers.contains(at, TimerKey::Worker(id, timer)),
                     "worker {id}'s {timer:?} timer is missing"
                 );
             }
@@ -171,7 +171,7 @@ impl ClusterState {
                 timers += 1;
                 ensure!(role != Role::Detached, "detached worker {id} in probation");
                 ensure!(
-                    self.timers.contains(&(at, TimerKey::Probation(id))),
+                    self.timers.contains(at, TimerKey::Probation(id)),
                     "worker {id}'s probation timer is missing"
                 );
             }

@@ -28,7 +28,7 @@ mod slots;
 mod timers;
 mod worker;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,7 @@ use breaker::Breaker;
 use lifecycle::Lifecycle;
 use shutdown::Shutdown;
 use slots::{Role, SlotState};
-use timers::{TimerKey, WorkerTimer};
+use timers::{TimerKey, Timers, WorkerTimer};
 use worker::{Departure, Leaving, Worker, WorkerPhase};
 
 /// A TERM or INT that arrives less than this long after the shutdown began is the same
@@ -167,7 +167,7 @@ pub struct ClusterState {
     /// The crash breaker's count.
     breaker: Breaker,
     /// Every per-worker deadline and per-slot respawn time, in deadline order.
-    timers: BTreeSet<(Instant, TimerKey)>,
+    timers: Timers,
     watchdog_at: Option<Instant>,
     actions: VecDeque<Action>,
     last_status: Option<StatusLine>,
@@ -290,7 +290,7 @@ impl ClusterState {
             failing_slots: 0,
             degraded: false,
             breaker: Breaker::default(),
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
             watchdog_at,
             actions: VecDeque::new(),
             last_status: None,
@@ -769,7 +769,7 @@ impl ClusterState {
         if !self.accept_input() {
             return;
         }
-        while let Some(&(at, key)) = self.timers.first() {
+        while let Some((at, key)) = self.timers.next() {
             if at > now {
                 break;
             }
@@ -779,7 +779,7 @@ impl ClusterState {
                 self.check_breaker(now);
                 continue;
             }
-            self.timers.pop_first();
+            self.timers.pop_next();
             match key {
                 TimerKey::Probation(id) => {
                     self.workers
@@ -890,7 +890,7 @@ impl ClusterState {
         if self.lifecycle.is_exited() {
             return None;
         }
-        let timer = self.timers.first().map(|&(at, _)| at);
+        let timer = self.timers.next().map(|(at, _)| at);
         let force = self.lifecycle.stopping().and_then(Shutdown::force_at);
         [timer, force, self.watchdog_at, self.breaker_at()]
             .into_iter()

@@ -174,7 +174,7 @@ impl ClusterState {
         let failures = self.slots[index].consecutive_failures.saturating_add(1);
         self.set_failures(index, failures);
         let backoff = *self.config.backoff();
-        let delay = if death == Death::Probation && self.quick_refill(now, index) {
+        let delay = if death == Death::Probation && self.slots[index].take_quick_refill(now) {
             backoff.initial
         } else {
             backoff.delay(failures)
@@ -186,18 +186,55 @@ impl ClusterState {
             consecutive_failures: failures,
         });
     }
+}
 
-    /// Whether slot `index` may have a quick refill now (a GCRA: one per
+impl SlotState {
+    /// Whether the slot may have a quick refill at `now` (a GCRA: one per
     /// `QUICK_REFILL_INTERVAL` on average, `QUICK_REFILL_BURST` in a row), taking it.
-    pub(super) fn quick_refill(&mut self, now: Instant, index: usize) -> bool {
+    pub(super) fn take_quick_refill(&mut self, now: Instant) -> bool {
         let tolerance = QUICK_REFILL_INTERVAL * QUICK_REFILL_BURST.saturating_sub(1);
-        let slot = &mut self.slots[index];
-        let tat = slot.quick_tat.map_or(now, |tat| tat.max(now));
+        let tat = self.quick_tat.map_or(now, |tat| tat.max(now));
         if tat <= now + tolerance {
-            slot.quick_tat = Some(tat + QUICK_REFILL_INTERVAL);
+            self.quick_tat = Some(tat + QUICK_REFILL_INTERVAL);
             true
         } else {
             false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start() -> Instant {
+        // A base for synthetic time, as the core's other tests take it.
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    #[test]
+    fn quick_refills_come_in_a_burst_then_one_per_interval() {
+        let t0 = start();
+        let mut slot = SlotState::default();
+        for n in 0..QUICK_REFILL_BURST {
+            assert!(slot.take_quick_refill(t0), "refill {n} of the burst");
+        }
+        assert!(!slot.take_quick_refill(t0), "the burst is used up");
+        // One interval later, one more.
+        let later = t0 + QUICK_REFILL_INTERVAL;
+        assert!(slot.take_quick_refill(later));
+        assert!(!slot.take_quick_refill(later));
+    }
+
+    #[test]
+    fn a_quiet_slot_gets_its_whole_burst_back() {
+        let t0 = start();
+        let mut slot = SlotState::default();
+        while slot.take_quick_refill(t0) {}
+        let quiet = t0 + QUICK_REFILL_INTERVAL * QUICK_REFILL_BURST;
+        for _ in 0..QUICK_REFILL_BURST {
+            assert!(slot.take_quick_refill(quiet));
         }
     }
 }

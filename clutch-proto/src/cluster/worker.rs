@@ -203,10 +203,12 @@ impl ClusterState {
     pub(super) fn remove_worker(&mut self, id: WorkerId) {
         let w = self.workers.remove(&id).expect("worker to remove");
         if let Some((at, timer)) = w.deadline {
-            self.timers.remove(&(at, TimerKey::Worker(id, timer)));
+            self.timers
+                .reschedule(TimerKey::Worker(id, timer), Some(at), None);
         }
         if let Some(at) = w.probation_at {
-            self.timers.remove(&(at, TimerKey::Probation(id)));
+            self.timers
+                .reschedule(TimerKey::Probation(id), Some(at), None);
         }
         if self.workers.is_empty() {
             self.emit(Event::NoWorkers);
