@@ -1,6 +1,6 @@
 //! [`Breaker`]: the crash breaker's count, pure. It counts the program's own failures
 //! (boot failures, deaths in probation) from the first one while no worker is proven,
-//! and says when it would trip; [`ClusterState`](super::ClusterState) decides whether
+//! and says when it would trip; `ClusterState` decides whether
 //! anything serves and shuts the cluster down when it trips.
 
 use std::time::{Duration, Instant};

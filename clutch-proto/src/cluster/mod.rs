@@ -4,12 +4,14 @@
 //! | module | concern |
 //! |---|---|
 //! | `slots` | the places workers serve in: spawning into them, detaching, promoting a successor, refilling (backoff, quick refills) |
-//! | `worker` | a worker's [`WorkerPhase`](worker::WorkerPhase) and how it departs; asking it to go |
+//! | `worker` | a worker's `WorkerPhase` and how it departs; asking it to go |
 //! | `readiness` | readiness, probation, boot timeouts, hang detection |
 //! | `failures` | what a departure leads to: a failed rollout or a breaker count, then a refill |
 //! | `breaker` | the crash breaker's count, pure |
 //! | `rollout` | rolling restarts |
 //! | `shutdown` | the shutdown under way (pure) and stopping the workers |
+//! | `signals` | what each master signal means; scaling |
+//! | `status` | [`Phase`], [`Stats`], [`WorkerInfo`] |
 //! | `lifecycle` | serving (with a rollout, perhaps) / stopping / exited |
 //! | `timers` | the one ordered set of deadlines, each named |
 //! | `invariants` | [`ClusterState::check_invariants`] |
@@ -24,7 +26,9 @@ mod lifecycle;
 mod readiness;
 mod rollout;
 mod shutdown;
+mod signals;
 mod slots;
+mod status;
 mod timers;
 mod worker;
 
@@ -33,18 +37,17 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::action::{
-    Action, CommandError, Event, IgnoreReason, Notice, ProbationLeave, ReloadFailure,
-    ShutdownTrigger, SignalIgnoreReason, StatusLine, StopReason,
+    Action, CommandError, Event, Notice, ProbationLeave, ReloadFailure, ShutdownTrigger,
+    StatusLine, StopReason,
 };
-use crate::config::{Config, Readiness, MAX_WORKERS};
+use crate::config::{Config, Readiness};
 use crate::input::{Input, Reply};
-use crate::types::{
-    ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState,
-};
+use crate::types::{ExitStatus, Pid, SpawnError, SpawnErrorKind, WorkerId, WorkerState};
 use breaker::Breaker;
 use lifecycle::Lifecycle;
 use shutdown::Shutdown;
 use slots::{Role, SlotState};
+pub use status::{Phase, Stats, WorkerInfo};
 use timers::{TimerKey, Timers, WorkerTimer};
 use worker::{Departure, Leaving, Worker, WorkerPhase};
 
@@ -172,101 +175,6 @@ pub struct ClusterState {
     actions: VecDeque<Action>,
     last_status: Option<StatusLine>,
     stats: Stats,
-}
-
-/// The cluster's phase, derived from its state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// No worker has become ready yet.
-    Starting,
-    /// Serving.
-    Running,
-    /// A rolling restart is under way.
-    Reloading,
-    /// Shutting down.
-    Stopping,
-    /// The exit action went out.
-    Exited,
-}
-
-impl Phase {
-    /// Lowercase name for status output.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Reloading => "reloading",
-            Self::Stopping => "stopping",
-            Self::Exited => "exited",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Counters over the cluster's life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Handler and command calls.
-    pub inputs: u64,
-    /// Reports about unknown or departed workers, and duplicates, that were ignored.
-    pub ignored_inputs: u64,
-    /// Spawn actions.
-    pub spawns: u64,
-    /// Spawns that failed (every kind but [`SpawnErrorKind::Cancelled`]).
-    pub spawn_failures: u64,
-    /// Spawns that failed because the master ran out of resources
-    /// ([`SpawnErrorKind::Resource`]; also counted in `spawn_failures`, never in
-    /// `boot_failures`).
-    pub resource_failures: u64,
-    /// Spawns the driver skipped because the worker was already to stop
-    /// ([`SpawnErrorKind::Cancelled`]).
-    pub spawns_cancelled: u64,
-    /// Exits the master did not ask for.
-    pub unexpected_exits: u64,
-    /// Boot failures counted by the crash breaker.
-    pub boot_failures: u64,
-    /// Workers found hung.
-    pub hung: u64,
-    /// Rolling restarts that finished.
-    pub reloads_finished: u64,
-    /// Rolling restarts that failed.
-    pub reloads_failed: u64,
-}
-
-/// A snapshot of one worker, for status output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkerInfo {
-    /// Its id.
-    pub id: WorkerId,
-    /// Its slot.
-    pub slot: Slot,
-    /// The generation it runs.
-    pub generation: u64,
-    /// Its pid, once spawned.
-    pub pid: Option<Pid>,
-    /// Its life stage.
-    pub state: WorkerState,
-    /// When its spawn was asked for.
-    pub spawned_at: Instant,
-    /// When it became ready.
-    pub ready_at: Option<Instant>,
-    /// Its last heartbeat.
-    pub last_heartbeat: Option<Instant>,
-    /// Why it is leaving, if it is.
-    pub stop_reason: Option<StopReason>,
-    /// Refills of its slot so far (only for workers attached to a slot).
-    pub restarts: u64,
-    /// Whether it is the successor of its slot's worker in a rolling restart (booting,
-    /// or ready and in probation).
-    pub successor: bool,
-    /// Whether it has been ready for at least [`Config::min_uptime`] (passed probation).
-    pub proven: bool,
 }
 
 impl ClusterState {
@@ -694,75 +602,6 @@ impl ClusterState {
         self.settle(now);
     }
 
-    /// [`Input::Signal`]: see there (and the README's signal table).
-    fn handle_signal(&mut self, now: Instant, signal: Signal) {
-        if !self.accept_input() {
-            return;
-        }
-        match signal {
-            Signal::Term | Signal::Int => match self.lifecycle.stopping() {
-                None => self.begin_shutdown(now, ShutdownTrigger::Signal(signal)),
-                Some(stopping) if stopping.is_repeat(now) => {
-                    self.emit(Event::SignalIgnored {
-                        signal,
-                        why: SignalIgnoreReason::Repeat,
-                    });
-                }
-                Some(_) => self.force(now),
-            },
-            Signal::Quit => {
-                if self.lifecycle.is_stopping() {
-                    self.force(now);
-                } else {
-                    self.begin_shutdown(now, ShutdownTrigger::Signal(signal));
-                }
-            }
-            Signal::Hup | Signal::Ttin | Signal::Ttou => {
-                let result = match signal {
-                    Signal::Hup => self.reload_inner(now).map(|_| ()),
-                    Signal::Ttin => self.scale_inner(now, self.slots.len() + 1),
-                    // Never below one worker.
-                    _ => match self.slots.len().saturating_sub(1) {
-                        0 => Err(CommandError::BadWorkerCount(0)),
-                        to => self.scale_inner(now, to),
-                    },
-                };
-                if let Err(error) = result {
-                    self.emit(Event::Ignored {
-                        reason: IgnoreReason::Refused { signal, error },
-                    });
-                }
-            }
-            Signal::Usr1 | Signal::Usr2 if !self.config.forward_signals().contains(signal) => {
-                self.emit(Event::SignalIgnored {
-                    signal,
-                    why: SignalIgnoreReason::NotForwarded,
-                });
-            }
-            Signal::Usr1 | Signal::Usr2 => {
-                let targets: Vec<(WorkerId, Pid)> = self
-                    .workers
-                    .iter()
-                    .filter(|(_, w)| w.state() != WorkerState::Killed)
-                    .filter_map(|(&id, w)| w.pid().map(|pid| (id, pid)))
-                    .collect();
-                for &(id, pid) in &targets {
-                    self.actions.push_back(Action::Signal { id, pid, signal });
-                }
-                self.emit(Event::SignalForwarded {
-                    signal,
-                    workers: targets.len(),
-                });
-            }
-            Signal::Winch | Signal::Abrt | Signal::Kill => {
-                self.emit(Event::Ignored {
-                    reason: IgnoreReason::Meaningless(signal),
-                });
-            }
-        }
-        self.settle(now);
-    }
-
     /// Time passed. Call at (or after) [`poll_timeout`](Self::poll_timeout); early and
     /// spurious calls are harmless.
     fn handle_timeout(&mut self, now: Instant) {
@@ -853,7 +692,7 @@ impl ClusterState {
         result
     }
 
-    /// Sets the target worker count to `workers` (1 to [`MAX_WORKERS`]).
+    /// Sets the target worker count to `workers` (1 to [`MAX_WORKERS`](crate::MAX_WORKERS)).
     fn scale(&mut self, now: Instant, workers: usize) -> Result<(), CommandError> {
         if !self.accept_input() {
             return Err(CommandError::ShuttingDown);
@@ -928,43 +767,6 @@ impl ClusterState {
     // ----- internals: rolling restart -----------------------------------------------
 
     // ----- internals: scaling -------------------------------------------------------
-
-    fn scale_inner(&mut self, now: Instant, workers: usize) -> Result<(), CommandError> {
-        if self.lifecycle.is_stopping() {
-            return Err(CommandError::ShuttingDown);
-        }
-        if self.config.is_in_process() {
-            return Err(CommandError::InProcess);
-        }
-        if workers == 0 || workers > MAX_WORKERS {
-            return Err(CommandError::BadWorkerCount(workers));
-        }
-        let from = self.slots.len();
-        if workers == from {
-            return Ok(());
-        }
-        for index in from..workers {
-            self.slots.push(SlotState::default());
-            self.spawn(now, index, Role::Current);
-        }
-        for index in (workers..from).rev() {
-            self.set_respawn(index, None);
-            self.set_failures(index, 0);
-            let slot = &self.slots[index];
-            let leaving: Vec<WorkerId> = slot.successor.into_iter().chain(slot.current).collect();
-            for id in leaving {
-                self.detach(id);
-                self.stop_worker(now, id, StopReason::ScaleDown, Signal::Term);
-            }
-            self.slots.pop();
-        }
-        if let Some(rollout) = self.lifecycle.rollout_mut() {
-            rollout.cursor = rollout.cursor.min(workers);
-        }
-        self.emit(Event::Scaled { from, to: workers });
-        // A smaller target lowers the breaker's threshold (`settle` checks it).
-        Ok(())
-    }
 
     /// Runs after every input: moves a rollout on and ends a finished shutdown.
     fn settle(&mut self, now: Instant) {

@@ -1,6 +1,6 @@
 //! [`Shutdown`]: a shutdown under way — when it began, what began it, and where its
 //! force deadline stands. Pure: it decides the exit reason and whether a TERM/INT is a
-//! repeat; [`ClusterState`](super::ClusterState) stops the workers.
+//! repeat; `ClusterState` stops the workers.
 
 use std::time::{Duration, Instant};
 

@@ -66,7 +66,7 @@ pub(super) enum TimerKey {
 /// Which of its deadlines a worker waits for (a worker has at most one at a time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum WorkerTimer {
-    /// [`Readiness::Delay`]: a booting worker still alive then is ready (unless its boot
+    /// [`Readiness::Delay`](crate::Readiness::Delay): a booting worker still alive then is ready (unless its boot
     /// timeout has passed by then).
     ReadinessDelay,
     /// A booting worker that has not said `READY=1` by then failed to boot.
