@@ -13,6 +13,13 @@
 //! machine with the same [`Input`] vocabulary. See [`ClusterState`] for the driving
 //! contract and an example.
 //!
+//! ## Inside
+//!
+//! [`ClusterState`] composes one small module per concern (`cluster/`: slots, worker
+//! phases and departures, readiness and hang detection, the crash breaker, rollouts,
+//! shutdown, signals, timers, invariants); the vocabulary around it is [`Input`] and
+//! [`Reply`] in, [`Action`] (with [`Event`] and [`Notice`]) out, and [`Config`].
+//!
 //! ## Speed
 //!
 //! Every input costs O(log n) in the number of workers or better: workers live in a
