@@ -178,6 +178,7 @@ impl<'t, E: Entropy> Sim<'t, E> {
     fn bounded_run(&self, message: String) -> Violation {
         Violation {
             check: BOUNDED_RUN,
+            checker: "loop",
             at: self.now,
             message,
         }
