@@ -263,53 +263,109 @@ pub(crate) trait Concern: fmt::Debug {
     fn on_end(&mut self, _model: &Model, _out: &mut Findings<'_>) {}
 }
 
-/// Every checker, in the order they judge.
-fn all_checkers(config: &Config) -> Vec<Box<dyn Concern>> {
-    vec![
-        Box::new(shutdown::ShutdownChecker::default()),
-        Box::new(contract::ContractChecker::default()),
-        Box::new(story::StoryChecker),
-        Box::new(commands::CommandChecker::default()),
-        Box::new(stops::StopChecker::default()),
-        Box::new(readiness::ReadinessChecker::default()),
-        Box::new(hang::HangChecker::default()),
-        Box::new(respawn::RespawnChecker::new(config)),
-        Box::new(rollout::RolloutChecker),
-        Box::new(slots::SlotsChecker),
-        Box::new(breaker::BreakerChecker::default()),
-    ]
+/// Calls `$method` on every checker of `$checkers` (a [`Checkers`]), in the order of
+/// [`Checkers::all`], each with the model, `$args` and its own findings sink. A macro,
+/// so that every call is a direct one on a concrete type: the checkers see every
+/// action of every seed, and the simulator's speed is the size of its campaigns.
+macro_rules! on_every_checker {
+    ($checkers:expr, $method:ident $args:tt) => {{
+        let checkers = $checkers;
+        on_every_checker!(
+            @each checkers, $method $args;
+            shutdown contract story commands stops readiness hang respawn rollout slots breaker
+        )
+    }};
+    (@each $checkers:ident, $method:ident $args:tt; $($field:ident)*) => {{
+        let at = $checkers.model.now();
+        $(on_every_checker!(@one $checkers, at, $field, $method $args);)*
+    }};
+    (@one $checkers:ident, $at:ident, $field:ident, $method:ident ($($arg:expr),*)) => {{
+        let concern = &mut $checkers.$field;
+        let mut out = Findings {
+            checker: concern.name(),
+            owns: concern.checks(),
+            at: $at,
+            found: &mut $checkers.found,
+        };
+        concern.$method(&$checkers.model, $($arg,)* &mut out);
+    }};
 }
 
-/// The checkers and the model they share, driven in one order.
+/// Every checker, and the model they share.
+#[derive(Debug)]
 struct Checkers {
     model: Model,
-    concerns: Vec<Box<dyn Concern>>,
+    shutdown: shutdown::ShutdownChecker,
+    contract: contract::ContractChecker,
+    story: story::StoryChecker,
+    commands: commands::CommandChecker,
+    stops: stops::StopChecker,
+    readiness: readiness::ReadinessChecker,
+    hang: hang::HangChecker,
+    respawn: respawn::RespawnChecker,
+    rollout: rollout::RolloutChecker,
+    slots: slots::SlotsChecker,
+    breaker: breaker::BreakerChecker,
+    /// Every violation seen (the first few dozen), in order; a run reports the first.
     found: Vec<Violation>,
 }
 
-impl fmt::Debug for Checkers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Checkers")
-            .field("model", &self.model)
-            .field("concerns", &self.concerns)
-            .field("found", &self.found)
-            .finish()
-    }
-}
-
 impl Checkers {
-    /// Calls `hook` on every checker with its findings sink.
-    fn each(&mut self, mut hook: impl FnMut(&mut dyn Concern, &Model, &mut Findings<'_>)) {
-        let at = self.model.now();
-        for concern in &mut self.concerns {
-            let mut out = Findings {
-                checker: concern.name(),
-                owns: concern.checks(),
-                at,
-                found: &mut self.found,
-            };
-            hook(concern.as_mut(), &self.model, &mut out);
+    fn new(config: &Config, bounds: Bounds, base: Instant) -> Self {
+        Self {
+            model: Model::new(config, bounds, base),
+            shutdown: shutdown::ShutdownChecker::default(),
+            contract: contract::ContractChecker::default(),
+            story: story::StoryChecker,
+            commands: commands::CommandChecker::default(),
+            stops: stops::StopChecker::default(),
+            readiness: readiness::ReadinessChecker::default(),
+            hang: hang::HangChecker::default(),
+            respawn: respawn::RespawnChecker::new(config),
+            rollout: rollout::RolloutChecker,
+            slots: slots::SlotsChecker,
+            breaker: breaker::BreakerChecker::default(),
+            found: Vec::new(),
         }
+    }
+
+    /// Every checker, in the order they judge.
+    #[cfg(test)]
+    fn all(&self) -> [&dyn Concern; 11] {
+        [
+            &self.shutdown,
+            &self.contract,
+            &self.story,
+            &self.commands,
+            &self.stops,
+            &self.readiness,
+            &self.hang,
+            &self.respawn,
+            &self.rollout,
+            &self.slots,
+            &self.breaker,
+        ]
+    }
+
+    /// The earliest probe any checker has set (every checker is asked: the ones without
+    /// probes answer `None` at no cost).
+    fn next_probe(&self) -> Option<Duration> {
+        [
+            self.shutdown.next_probe(),
+            self.contract.next_probe(),
+            self.story.next_probe(),
+            self.commands.next_probe(),
+            self.stops.next_probe(),
+            self.readiness.next_probe(),
+            self.hang.next_probe(),
+            self.respawn.next_probe(),
+            self.rollout.next_probe(),
+            self.slots.next_probe(),
+            self.breaker.next_probe(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn result(&self) -> Result<(), Violation> {
@@ -332,11 +388,7 @@ impl Checker {
     #[must_use]
     pub fn new(config: &Config, bounds: Bounds, base: Instant) -> Self {
         Self {
-            inner: Checkers {
-                model: Model::new(config, bounds, base),
-                concerns: all_checkers(config),
-                found: Vec::new(),
-            },
+            inner: Checkers::new(config, bounds, base),
         }
     }
 
@@ -375,20 +427,17 @@ impl Checker {
     /// being created). `cluster` is the state before the input.
     pub fn begin_step(&mut self, now: Duration, input: Option<Input>, cluster: &ClusterState) {
         self.inner.model.begin_step(now, input, cluster);
-        self.inner
-            .each(|concern, model, out| concern.on_input(model, cluster, out));
+        on_every_checker!(&mut self.inner, on_input(cluster));
     }
 
     /// The core answered a command (facts always answer `Ok`).
     pub fn command_result(&mut self, result: Result<(), CommandError>) {
-        self.inner
-            .each(|concern, model, out| concern.on_result(model, result, out));
+        on_every_checker!(&mut self.inner, on_result(result));
     }
 
     /// One action drained from the core.
     pub fn action(&mut self, action: &Action) {
-        self.inner
-            .each(|concern, model, out| concern.on_action(model, action, out));
+        on_every_checker!(&mut self.inner, on_action(action));
         self.inner.model.apply(action);
     }
 
@@ -400,19 +449,14 @@ impl Checker {
     /// The run's first violation, if there is one by now.
     pub fn end_step(&mut self, cluster: &ClusterState) -> Result<(), Violation> {
         self.inner.model.end_step(cluster);
-        self.inner
-            .each(|concern, model, out| concern.on_step_end(model, cluster, out));
+        on_every_checker!(&mut self.inner, on_step_end(cluster));
         self.inner.result()
     }
 
     /// When the next deadline probe is due.
     #[must_use]
     pub fn next_probe(&self) -> Option<Duration> {
-        self.inner
-            .concerns
-            .iter()
-            .filter_map(|concern| concern.next_probe())
-            .min()
+        self.inner.next_probe()
     }
 
     /// Runs every probe due at `now` against the core's state (call after the core's
@@ -423,8 +467,7 @@ impl Checker {
     /// The run's first violation, if there is one by now.
     pub fn run_probes(&mut self, now: Duration, cluster: &ClusterState) -> Result<(), Violation> {
         self.inner.model.set_now(now);
-        self.inner
-            .each(|concern, model, out| concern.on_probes(model, cluster, out));
+        on_every_checker!(&mut self.inner, on_probes(cluster));
         self.inner.result()
     }
 
@@ -440,8 +483,7 @@ impl Checker {
         cluster: &ClusterState,
     ) -> Result<(), Violation> {
         self.inner.model.set_now(now);
-        self.inner
-            .each(|concern, model, out| concern.on_liveness(model, cluster, out));
+        on_every_checker!(&mut self.inner, on_liveness(cluster));
         self.inner.result()
     }
 
@@ -453,8 +495,7 @@ impl Checker {
     /// The run's first violation, if there is one by now.
     pub fn finish(&mut self, now: Duration) -> Result<(), Violation> {
         self.inner.model.set_now(now);
-        self.inner
-            .each(|concern, model, out| concern.on_end(model, out));
+        on_every_checker!(&mut self.inner, on_end());
         self.inner.result()
     }
 }
@@ -565,10 +606,15 @@ mod tests {
 
     #[test]
     fn every_check_belongs_to_exactly_one_checker() {
-        let checkers = super::all_checkers(&config(1).build().unwrap());
+        let bounds = super::Bounds {
+            spawn_latency: super::harness::MS,
+            kill_latency: super::harness::MS,
+        };
+        let config = config(1).build().unwrap();
+        let checkers = super::Checkers::new(&config, bounds, std::time::Instant::now());
         let mut owned = Vec::new();
         let mut names = HashSet::new();
-        for checker in &checkers {
+        for checker in checkers.all() {
             assert!(
                 names.insert(checker.name()),
                 "two checkers named {}",
