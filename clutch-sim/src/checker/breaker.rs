@@ -19,8 +19,8 @@ use super::check::{
     BREAKER_SPARES_SERVING, RESOURCE_NOT_COUNTED, STARTUP_FAILED, ZERO_READY_WINDOW,
 };
 use super::model::Model;
+use super::Input;
 use super::{Concern, Findings, Probes};
-use crate::input::Input;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -257,7 +257,7 @@ mod tests {
     use super::super::check::{BREAKER_SPARES_SERVING, STARTUP_FAILED, ZERO_READY_WINDOW};
     use super::super::harness::{config, event, spawn, spawn_failed, Bench, MS};
     use super::BreakerChecker;
-    use crate::input::Input;
+    use crate::checker::Input;
 
     #[test]
     fn fires_when_the_breaker_trips_with_a_worker_serving() {

@@ -10,8 +10,8 @@ use clutch_proto::{ClusterState, CommandError, Signal, MAX_WORKERS, SIGNAL_REPEA
 
 use super::check::COMMAND_RESULT;
 use super::model::Model;
+use super::Input;
 use super::{Concern, Findings};
-use crate::input::Input;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -178,7 +178,7 @@ mod tests {
     use super::super::check::COMMAND_RESULT;
     use super::super::harness::{config, event, Bench, MS};
     use super::CommandChecker;
-    use crate::input::Input;
+    use crate::checker::Input;
 
     #[test]
     fn fires_when_a_command_gets_the_wrong_answer() {

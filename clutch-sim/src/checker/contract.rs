@@ -10,8 +10,8 @@ use clutch_proto::{Action, ClusterState, Event};
 
 use super::check::{CORE_INVARIANTS, INPUT_ACCOUNTING, LIVE_COUNT, NO_WORKERS, TIME_ADVANCES};
 use super::model::Model;
+use super::Input;
 use super::{Concern, Findings};
-use crate::input::Input;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -125,7 +125,7 @@ mod tests {
     use super::super::check::{INPUT_ACCOUNTING, LIVE_COUNT, NO_WORKERS};
     use super::super::harness::{config, died, event, exited, ready, spawn, Bench, MS};
     use super::ContractChecker;
-    use crate::input::Input;
+    use crate::checker::Input;
 
     #[test]
     fn fires_when_a_stale_report_has_an_effect() {

@@ -12,8 +12,8 @@ use clutch_proto::{Action, ClusterState, Event, WorkerId, WorkerState};
 
 use super::check::HANG_DETECTED;
 use super::model::Model;
+use super::Input;
 use super::{Concern, Findings, Probes};
-use crate::input::Input;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -121,7 +121,7 @@ mod tests {
     use super::super::check::HANG_DETECTED;
     use super::super::harness::{config, event, pid, Bench, MS};
     use super::HangChecker;
-    use crate::input::Input;
+    use crate::checker::Input;
 
     #[test]
     fn fires_on_a_hang_reported_with_the_wrong_silence() {

@@ -13,8 +13,9 @@ use clutch_proto::{
 };
 
 use super::model::Model;
+use super::Input;
 use super::{Bounds, Concern, Findings, Violation};
-use crate::input::{Input, SPAWN_ERROR};
+use crate::input::SPAWN_ERROR;
 
 pub(crate) const MS: Duration = Duration::from_millis(1);
 

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use clutch_proto::{Action, ClusterState, CommandError, Config, Event, WorkerId};
 
+// The one import of the input vocabulary: the checkers take it from here.
 use crate::input::Input;
 
 mod breaker;

@@ -17,8 +17,8 @@ use clutch_proto::{
     Action, ClusterState, Config, Event, Pid, ShutdownTrigger, Signal, SpawnErrorKind, WorkerId,
 };
 
+use super::Input;
 use super::{event_worker, Bounds};
-use crate::input::Input;
 
 /// The model's record of one worker.
 #[derive(Debug, Clone, Default)]
@@ -383,33 +383,7 @@ impl Model {
                 self.count_exit_departure(id);
                 self.depart(id);
             }
-            Event::WorkerReady { id, slot, .. } => {
-                let t = &mut self.workers[id.0 as usize];
-                t.ready = true;
-                t.ready_at = Some(now);
-                let generation = t.generation;
-                self.step.ready_seen = true;
-                // A ready new worker of a rollout makes stopping the worker it replaces
-                // legitimate once it has passed probation (see the rollout checker).
-                if self.rollout.is_some_and(|r| r.generation == generation) {
-                    // The slot's previous new worker, if it passed probation, replaced
-                    // the older ones for good: latch that before the mark moves on.
-                    let min_uptime = self.config.min_uptime();
-                    let previous = self.slots.get(slot.0).and_then(|s| s.successor_ready);
-                    if let Some((old, ready_at)) = previous {
-                        let o = &self.workers[old.0 as usize];
-                        if ready_at + min_uptime <= now && !o.retired {
-                            let old_generation = o.generation;
-                            self.justify(|other, t| {
-                                other != old && t.slot == slot.0 && t.generation < old_generation
-                            });
-                        }
-                    }
-                    if let Some(s) = self.slots.get_mut(slot.0) {
-                        s.successor_ready = Some((id, now));
-                    }
-                }
-            }
+            Event::WorkerReady { id, slot, .. } => self.ready(id, slot.0),
             Event::WorkerStopping { id, .. } | Event::WorkerBootTimedOut { id, .. } => {
                 self.asked_to_go(id);
             }
@@ -455,21 +429,7 @@ impl Model {
                 self.step.reload_finished = Some(generation);
                 self.step.reload_ended = true;
             }
-            Event::ReloadFailed { generation, .. } => {
-                let Some(rollout) = self.rollout.filter(|r| r.generation == generation) else {
-                    return;
-                };
-                self.rollout = None;
-                self.step.reload_ended = true;
-                self.generation = rollout.from;
-                // Its not-yet-ready workers, and its successors still in probation, may
-                // be stopped (the aborted successors).
-                let min_uptime = self.config.min_uptime();
-                self.justify(|_, t| {
-                    let in_probation = t.ready_at.is_some_and(|at| now < at + min_uptime);
-                    t.generation == generation && (!t.ready || (t.successor && in_probation))
-                });
-            }
+            Event::ReloadFailed { generation, .. } => self.reload_failed(generation),
             Event::Scaled { from, to } => {
                 if from != self.slots.len() || from == to {
                     return;
@@ -496,6 +456,55 @@ impl Model {
                 self.workers[id.0 as usize].successor = true;
             }
         }
+    }
+
+    /// Worker `id` in `slot` became ready.
+    fn ready(&mut self, id: WorkerId, slot: usize) {
+        let now = self.step.now;
+        let t = &mut self.workers[id.0 as usize];
+        t.ready = true;
+        t.ready_at = Some(now);
+        let generation = t.generation;
+        self.step.ready_seen = true;
+        // A ready new worker of a rollout makes stopping the worker it replaces
+        // legitimate once it has passed probation (see the rollout checker).
+        if self.rollout.is_some_and(|r| r.generation == generation) {
+            // The slot's previous new worker, if it passed probation, replaced the older
+            // ones for good: latch that before the mark moves on.
+            let min_uptime = self.config.min_uptime();
+            let previous = self.slots.get(slot).and_then(|s| s.successor_ready);
+            if let Some((old, ready_at)) = previous {
+                let o = &self.workers[old.0 as usize];
+                if ready_at + min_uptime <= now && !o.retired {
+                    let old_generation = o.generation;
+                    self.justify(|other, t| {
+                        other != old && t.slot == slot && t.generation < old_generation
+                    });
+                }
+            }
+            if let Some(s) = self.slots.get_mut(slot) {
+                s.successor_ready = Some((id, now));
+            }
+        }
+    }
+
+    /// The rollout of `generation` failed: spawns fall back to the generation it
+    /// replaced.
+    fn reload_failed(&mut self, generation: u64) {
+        let Some(rollout) = self.rollout.filter(|r| r.generation == generation) else {
+            return;
+        };
+        let now = self.step.now;
+        self.rollout = None;
+        self.step.reload_ended = true;
+        self.generation = rollout.from;
+        // Its not-yet-ready workers, and its successors still in probation, may be
+        // stopped (the aborted successors).
+        let min_uptime = self.config.min_uptime();
+        self.justify(|_, t| {
+            let in_probation = t.ready_at.is_some_and(|at| now < at + min_uptime);
+            t.generation == generation && (!t.ready || (t.successor && in_probation))
+        });
     }
 
     /// The master told the worker to go (STOPPING=1 acknowledged, boot timeout, hang).

@@ -10,8 +10,8 @@ use clutch_proto::{Action, ClusterState, Event, Readiness, WorkerId, WorkerState
 
 use super::check::{BOOT_DEADLINE, LISTENING};
 use super::model::Model;
+use super::Input;
 use super::{Concern, Findings, Probes};
-use crate::input::Input;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -124,7 +124,7 @@ mod tests {
     use super::super::check::{BOOT_DEADLINE, LISTENING};
     use super::super::harness::{config, event, pid, spawn, started, Bench, MS};
     use super::ReadinessChecker;
-    use crate::input::Input;
+    use crate::checker::Input;
 
     #[test]
     fn fires_when_listening_repeats() {

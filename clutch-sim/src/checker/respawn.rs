@@ -248,7 +248,7 @@ mod tests {
     use super::super::check::{BACKOFF, REFILL_CAUSE};
     use super::super::harness::{config, died, event, exited, pid, spawn, started, Bench, MS};
     use super::RespawnChecker;
-    use crate::input::Input;
+    use crate::checker::Input;
 
     fn one_started(bench: &mut Bench<RespawnChecker>) {
         bench.step(Duration::ZERO, None, &[spawn(1, 0, 1)]);

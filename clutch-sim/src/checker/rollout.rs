@@ -123,7 +123,7 @@ mod tests {
     use super::super::check::{PROBATION_BEFORE_STOP, SPAWN_GENERATION};
     use super::super::harness::{config, event, pid, ready, signal, spawn, started, Bench, MS};
     use super::RolloutChecker;
-    use crate::input::Input;
+    use crate::checker::Input;
 
     #[test]
     fn fires_on_a_spawn_of_a_generation_that_does_not_serve() {

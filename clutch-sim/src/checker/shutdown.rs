@@ -11,8 +11,8 @@ use clutch_proto::{
 
 use super::check::{EXIT_DEADLINE, EXIT_ONCE_LAST, EXIT_REASON, FORCE_EARLY, SPAWN_AFTER_SHUTDOWN};
 use super::model::Model;
+use super::Input;
 use super::{Concern, Findings};
-use crate::input::Input;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -173,7 +173,7 @@ mod tests {
     };
     use super::super::harness::{config, event, spawn, Bench, MS};
     use super::ShutdownChecker;
-    use crate::input::Input;
+    use crate::checker::Input;
 
     fn started_by_command() -> Action {
         event(Event::ShutdownStarted {

@@ -153,7 +153,7 @@ mod tests {
     use super::super::check::{SIGNAL_TARGET, STOP_DEADLINE, STOP_JUSTIFIED};
     use super::super::harness::{config, event, pid, signal, Bench, MS};
     use super::StopChecker;
-    use crate::input::Input;
+    use crate::checker::Input;
 
     #[test]
     fn fires_on_a_signal_to_a_worker_never_spawned() {

@@ -8,208 +8,166 @@
 //! Owns no state: the story is the shared model's.
 
 use clutch_proto::{
-    Action, ClusterState, Event, Readiness, ShutdownTrigger, Signal, SpawnErrorKind,
+    Action, ClusterState, Event, Readiness, ShutdownTrigger, Signal, SpawnErrorKind, WorkerId,
 };
 
 use super::check::STORY;
-use super::model::Model;
+use super::model::{Model, Track};
+use super::Input;
 use super::{event_worker, Concern, Findings};
-use crate::input::Input;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct StoryChecker;
 
-/// Reports `event` unless the step's input can drive it.
-fn expect_input(model: &Model, event: &Event, ok: bool, out: &mut Findings<'_>) {
-    if !ok {
-        let input = model.step.input;
-        out.fail(STORY, format!("{event:?} in a step driven by {input:?}"));
+/// Whether the step's input can drive `event` (events it does not constrain: true).
+fn driven_by_input(model: &Model, event: &Event) -> bool {
+    let input = model.step.input;
+    let readiness = model.config.readiness();
+    match *event {
+        Event::WorkerStarted { id, pid, .. } => input == Some(Input::Spawned { id, pid }),
+        Event::WorkerSpawnFailed { id, .. } => {
+            matches!(input, Some(Input::SpawnFailed { id: i, .. }) if i == id)
+        }
+        Event::WorkerSpawnCancelled { id, .. } => {
+            input
+                == Some(Input::SpawnFailed {
+                    id,
+                    kind: SpawnErrorKind::Cancelled,
+                })
+        }
+        Event::WorkerReady { id, .. } => match input {
+            Some(Input::Ready { id: i }) => i == id,
+            Some(Input::Spawned { id: i, .. }) => i == id && readiness == Readiness::Spawned,
+            Some(Input::Timeout) => matches!(readiness, Readiness::Delay(_)),
+            _ => false,
+        },
+        Event::WorkerStopping { id, .. } => input == Some(Input::Stopping { id }),
+        Event::WorkerBootTimedOut { .. } | Event::WorkerHung { .. } => {
+            input == Some(Input::Timeout)
+        }
+        Event::WorkerDied { id, status, .. } | Event::WorkerExit { id, status, .. } => {
+            input == Some(Input::Exited { id, status })
+        }
+        Event::ShutdownStarted { trigger } => match (trigger, input) {
+            (ShutdownTrigger::Signal(s), Some(Input::Signal(i))) => s == i,
+            (ShutdownTrigger::Command, Some(Input::Shutdown | Input::ShutdownNow)) => true,
+            (ShutdownTrigger::Breaker, _) => model.step.breaker_tripped,
+            (ShutdownTrigger::StartupFailed, Some(Input::SpawnFailed { .. })) => true,
+            _ => false,
+        },
+        // A reload command, or a queued one starting as the previous rollout ends.
+        Event::ReloadStarted { .. } => {
+            matches!(input, Some(Input::Reload | Input::Signal(Signal::Hup)))
+                || model.step.reload_ended
+        }
+        Event::Scaled { from, to } => match input {
+            Some(Input::Scale(n)) => n == to,
+            Some(Input::Signal(Signal::Ttin)) => to == from + 1,
+            Some(Input::Signal(Signal::Ttou)) => to + 1 == from,
+            _ => false,
+        },
+        Event::SignalIgnored { signal, .. } => input == Some(Input::Signal(signal)),
+        _ => true,
     }
 }
 
-fn inconsistent(event: &Event, out: &mut Findings<'_>) {
-    out.fail(STORY, format!("inconsistent {event:?}"));
+/// Whether an event about live worker `t` agrees with its story so far.
+fn agrees(model: &Model, t: &Track, event: &Event) -> bool {
+    let now = model.now();
+    match *event {
+        Event::WorkerStarted {
+            slot, generation, ..
+        } => !t.spawn_outcome && t.slot == slot.0 && t.generation == generation,
+        Event::WorkerSpawnFailed {
+            slot, ref error, ..
+        } => {
+            // A Cancelled report arrives as Resource unless the worker was leaving.
+            let kind_ok = match model.step.input {
+                Some(Input::SpawnFailed {
+                    kind: SpawnErrorKind::Cancelled,
+                    ..
+                }) => error.kind == SpawnErrorKind::Resource && !model.step.cancel_legit,
+                Some(Input::SpawnFailed { kind, .. }) => error.kind == kind,
+                _ => true,
+            };
+            !t.spawn_outcome && t.slot == slot.0 && kind_ok
+        }
+        Event::WorkerReady { slot, pid, .. } => {
+            !t.ready
+                && t.started_at.is_some()
+                && !t.stop_requested
+                && t.slot == slot.0
+                && t.pid == Some(pid)
+        }
+        Event::WorkerStopping { slot, pid, .. } => {
+            t.started_at.is_some() && !t.stop_requested && t.slot == slot.0 && t.pid == Some(pid)
+        }
+        Event::WorkerBootTimedOut { slot, pid, .. } => {
+            !t.ready
+                && !t.stop_requested
+                && t.slot == slot.0
+                && t.pid == Some(pid)
+                && model.config.readiness() == Readiness::Notify
+        }
+        Event::WorkerHung { slot, pid, .. } => {
+            t.ready
+                && !t.stop_requested
+                && t.slot == slot.0
+                && t.pid == Some(pid)
+                && model.config.hang().timeout.is_some()
+        }
+        Event::WorkerDied {
+            slot,
+            pid,
+            was_ready,
+            uptime,
+            ..
+        } => {
+            t.started_at.is_some()
+                && t.slot == slot.0
+                && t.pid == pid
+                && t.ready == was_ready
+                && t.started_at.map(|s| now - s) == Some(uptime)
+        }
+        Event::WorkerExit { slot, pid, .. } => {
+            t.started_at.is_some() && t.slot == slot.0 && t.pid == pid
+        }
+        _ => true,
+    }
 }
 
 impl StoryChecker {
-    /// The events about one live worker.
-    #[allow(clippy::too_many_lines)]
-    fn on_worker_event(&self, model: &Model, event: &Event, out: &mut Findings<'_>) {
-        let now = model.now();
-        let input = model.step.input;
-        let Some(t) = event_worker(event).and_then(|id| model.track(id)) else {
-            return;
-        };
+    /// An event about live worker `id`.
+    fn on_worker_event(model: &Model, id: WorkerId, event: &Event, out: &mut Findings<'_>) {
+        let t = model.track(id).expect("live workers are tracked");
+        if !agrees(model, t, event) {
+            return out.fail(STORY, format!("inconsistent {event:?}"));
+        }
         match *event {
-            Event::WorkerStarted {
-                id,
-                slot,
-                pid,
-                generation,
-            } => {
-                expect_input(model, event, input == Some(Input::Spawned { id, pid }), out);
-                if t.spawn_outcome || t.slot != slot.0 || t.generation != generation {
-                    inconsistent(event, out);
-                }
-            }
-            Event::WorkerSpawnFailed {
-                id,
-                slot,
-                ref error,
-            } => {
-                let reported = match input {
-                    Some(Input::SpawnFailed { id: i, kind }) if i == id => Some(kind),
-                    _ => None,
-                };
-                expect_input(model, event, reported.is_some(), out);
-                // A Cancelled report arrives as Resource unless the worker was leaving.
-                let kind_ok = match reported {
-                    Some(SpawnErrorKind::Cancelled) => {
-                        error.kind == SpawnErrorKind::Resource && !model.step.cancel_legit
-                    }
-                    Some(kind) => error.kind == kind,
-                    None => true,
-                };
-                if t.spawn_outcome || t.slot != slot.0 || !kind_ok {
-                    inconsistent(event, out);
-                }
-            }
-            Event::WorkerReady { id, slot, pid } => {
-                let readiness = model.config.readiness();
-                let ok = match input {
-                    Some(Input::Ready { id: i }) => i == id,
-                    Some(Input::Spawned { id: i, .. }) => {
-                        i == id && readiness == Readiness::Spawned
-                    }
-                    Some(Input::Timeout) => matches!(readiness, Readiness::Delay(_)),
-                    _ => false,
-                };
-                expect_input(model, event, ok, out);
-                let consistent = !t.ready
-                    && t.started_at.is_some()
-                    && !t.stop_requested
-                    && t.slot == slot.0
-                    && t.pid == Some(pid);
-                if !consistent {
-                    inconsistent(event, out);
-                }
-            }
-            Event::WorkerStopping { id, slot, pid } => {
-                expect_input(model, event, input == Some(Input::Stopping { id }), out);
-                let consistent = t.started_at.is_some()
-                    && !t.stop_requested
-                    && t.slot == slot.0
-                    && t.pid == Some(pid);
-                if !consistent {
-                    inconsistent(event, out);
-                }
-            }
-            Event::WorkerBootTimedOut { slot, pid, .. } => {
-                expect_input(model, event, input == Some(Input::Timeout), out);
-                let consistent = !t.ready
-                    && !t.stop_requested
-                    && t.slot == slot.0
-                    && t.pid == Some(pid)
-                    && model.config.readiness() == Readiness::Notify;
-                if !consistent {
-                    inconsistent(event, out);
-                }
-            }
-            Event::WorkerHung { slot, pid, .. } => {
-                expect_input(model, event, input == Some(Input::Timeout), out);
-                let consistent = t.ready
-                    && !t.stop_requested
-                    && t.slot == slot.0
-                    && t.pid == Some(pid)
-                    && model.config.hang().timeout.is_some();
-                if !consistent {
-                    inconsistent(event, out);
-                }
-            }
-            Event::WorkerDied {
-                id,
-                slot,
-                pid,
-                status,
-                was_ready,
-                uptime,
-            } => {
-                expect_input(
-                    model,
-                    event,
-                    input == Some(Input::Exited { id, status }),
-                    out,
-                );
-                let consistent = t.started_at.is_some()
-                    && t.slot == slot.0
-                    && t.pid == pid
-                    && t.ready == was_ready
-                    && t.started_at.map(|s| now - s) == Some(uptime);
-                if !consistent {
-                    inconsistent(event, out);
-                } else if t.stop_requested {
-                    out.fail(
-                        STORY,
-                        format!("w{id} was asked to stop, yet its exit is WorkerDied"),
-                    );
-                }
-            }
-            Event::WorkerExit {
-                id,
-                slot,
-                pid,
-                status,
-                ..
-            } => {
-                expect_input(
-                    model,
-                    event,
-                    input == Some(Input::Exited { id, status }),
-                    out,
-                );
-                if !(t.started_at.is_some() && t.slot == slot.0 && t.pid == pid) {
-                    inconsistent(event, out);
-                } else if !t.stop_requested {
-                    out.fail(
-                        STORY,
-                        format!("WorkerExit for w{id}, which the master never asked to stop"),
-                    );
-                }
-            }
+            Event::WorkerDied { .. } if t.stop_requested => out.fail(
+                STORY,
+                format!("w{id} was asked to stop, yet its exit is WorkerDied"),
+            ),
+            Event::WorkerExit { .. } if !t.stop_requested => out.fail(
+                STORY,
+                format!("WorkerExit for w{id}, which the master never asked to stop"),
+            ),
             _ => {}
         }
     }
 
-    /// The events about the cluster as a whole (and a cancelled spawn).
-    fn on_cluster_event(&self, model: &Model, event: &Event, out: &mut Findings<'_>) {
-        let input = model.step.input;
+    /// An event about the cluster as a whole (or a cancelled spawn, whose worker may be
+    /// unknown).
+    fn on_cluster_event(model: &Model, event: &Event, out: &mut Findings<'_>) {
         match *event {
             Event::WorkerSpawnCancelled { id, slot, .. } => {
-                let report = Input::SpawnFailed {
-                    id,
-                    kind: SpawnErrorKind::Cancelled,
-                };
-                expect_input(model, event, input == Some(report), out);
                 let consistent = model
                     .track(id)
                     .is_some_and(|t| !t.spawn_outcome && t.slot == slot.0);
                 if !consistent || !model.step.cancel_legit {
-                    inconsistent(event, out);
+                    out.fail(STORY, format!("inconsistent {event:?}"));
                 }
-            }
-            Event::ShutdownStarted { trigger } => {
-                if model.shutdown_at.is_some() {
-                    return out.fail(STORY, "a second ShutdownStarted".to_owned());
-                }
-                let ok = match (trigger, input) {
-                    (ShutdownTrigger::Signal(s), Some(Input::Signal(i))) => s == i,
-                    (ShutdownTrigger::Command, Some(Input::Shutdown | Input::ShutdownNow)) => true,
-                    (ShutdownTrigger::Breaker, _) => model.step.breaker_tripped,
-                    (ShutdownTrigger::StartupFailed, Some(Input::SpawnFailed { .. })) => true,
-                    _ => false,
-                };
-                expect_input(model, event, ok, out);
             }
             Event::BreakerTripped { failures, .. } => {
                 let budget = model.config.crash_budget().failures as usize;
@@ -224,20 +182,16 @@ impl StoryChecker {
                     );
                 }
             }
-            Event::ReloadStarted { generation } => {
-                // A reload command, or a queued one starting as the previous rollout ends.
-                let ok = matches!(input, Some(Input::Reload | Input::Signal(Signal::Hup)))
-                    || model.step.reload_ended;
-                expect_input(model, event, ok, out);
-                if model.rollout.is_some() || generation <= model.max_generation {
-                    out.fail(
-                        STORY,
-                        format!(
-                            "{event:?} while {:?} (highest so far {})",
-                            model.rollout, model.max_generation
-                        ),
-                    );
-                }
+            Event::ReloadStarted { generation }
+                if model.rollout.is_some() || generation <= model.max_generation =>
+            {
+                out.fail(
+                    STORY,
+                    format!(
+                        "{event:?} while {:?} (highest so far {})",
+                        model.rollout, model.max_generation
+                    ),
+                );
             }
             Event::ReloadQueued if model.rollout.is_none() => {
                 out.fail(STORY, "ReloadQueued with no rollout".to_owned());
@@ -247,20 +201,8 @@ impl StoryChecker {
             {
                 out.fail(STORY, format!("{event:?} while {:?}", model.rollout));
             }
-            Event::Scaled { from, to } => {
-                let ok = match input {
-                    Some(Input::Scale(n)) => n == to,
-                    Some(Input::Signal(Signal::Ttin)) => to == from + 1,
-                    Some(Input::Signal(Signal::Ttou)) => to + 1 == from,
-                    _ => false,
-                };
-                expect_input(model, event, ok, out);
-                if from != model.target() || from == to {
-                    out.fail(STORY, format!("{event:?} with {} slots", model.target()));
-                }
-            }
-            Event::SignalIgnored { signal, .. } => {
-                expect_input(model, event, input == Some(Input::Signal(signal)), out);
+            Event::Scaled { from, to } if from != model.target() || from == to => {
+                out.fail(STORY, format!("{event:?} with {} slots", model.target()));
             }
             _ => {}
         }
@@ -290,13 +232,25 @@ impl Concern for StoryChecker {
                     ),
                 );
             }
-            Action::Event(event) => match event_worker(event) {
-                Some(id) if !model.is_live(id) => {
-                    out.fail(STORY, format!("{event:?} about w{id}, which is not live"))
+            Action::Event(event) => {
+                let worker = event_worker(event);
+                if let Some(id) = worker.filter(|&id| !model.is_live(id)) {
+                    return out.fail(STORY, format!("{event:?} about w{id}, which is not live"));
                 }
-                Some(_) => self.on_worker_event(model, event, out),
-                None => self.on_cluster_event(model, event, out),
-            },
+                if let Event::ShutdownStarted { .. } = event {
+                    if model.shutdown_at.is_some() {
+                        return out.fail(STORY, "a second ShutdownStarted".to_owned());
+                    }
+                }
+                if !driven_by_input(model, event) {
+                    let input = model.step.input;
+                    out.fail(STORY, format!("{event:?} in a step driven by {input:?}"));
+                }
+                match worker {
+                    Some(id) => Self::on_worker_event(model, id, event, out),
+                    None => Self::on_cluster_event(model, event, out),
+                }
+            }
             _ => {}
         }
     }
@@ -330,7 +284,7 @@ mod tests {
     use super::super::check::STORY;
     use super::super::harness::{config, died, exited, signal, spawn, started, Bench, MS};
     use super::StoryChecker;
-    use crate::input::Input;
+    use crate::checker::Input;
 
     #[test]
     fn fires_on_a_start_no_spawn_report_drove() {

@@ -9,7 +9,7 @@ use std::fmt;
 
 use clutch_proto::{Event, ExitReason, Signal, SpawnErrorKind};
 
-use crate::input::Input;
+use super::Input;
 
 /// Counters of interesting things a run exercised, so a campaign can show that the
 /// checks had something to check.

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use clutch_proto::{ExitStatus, Pid, Readiness, Signal, SpawnErrorKind, WorkerId, MAX_WORKERS};
 
+use super::Input;
 use super::Sim;
 use crate::checker::Violation;
-use crate::input::Input;
 use crate::rng::Entropy;
 use crate::world::MAX_SIM_WORKERS;
 

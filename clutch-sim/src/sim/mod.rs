@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use clutch_proto::{Action, ClusterState, ExitReason};
 
 use crate::checker::{Bounds, Checker, Violation};
+// The one import of the input vocabulary: the loop's rooms take it from here.
 use crate::input::Input;
 use crate::rng::{Entropy, Rng};
 use crate::trace::{millis, Fingerprint};

@@ -12,9 +12,9 @@ use std::time::Duration;
 use clutch_proto::{ExitStatus, Pid, Signal, SpawnErrorKind, WorkerId};
 
 use super::faults::Happening;
+use super::Input;
 use super::Sim;
 use crate::checker::Violation;
-use crate::input::Input;
 use crate::rng::Entropy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
