@@ -32,7 +32,13 @@
 //! [`next_probe`](Checker::next_probe) checks deadlines the core must have met;
 //! [`check_liveness`](Checker::check_liveness) and [`finish`](Checker::finish) judge the end.
 //! Each action is judged by every checker against the model as it was before the
-//! action, then recorded in the model.
+//! action, then recorded in the model — also when a checker found it wrong, so that one
+//! broken rule is reported once rather than as a cascade of follow-on violations.
+//!
+//! A new checker is a module with a type implementing `Concern`, a field of
+//! `Checkers`, and its name in `on_every_checker!` and `Checkers::all`; its rules go in
+//! [`check`] and in its `checks()`. A checker left out of the macro would never run:
+//! `tests/checkers.rs`, which makes every rule fire through [`Checker`], catches that.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
