@@ -173,9 +173,9 @@ pub enum Reply {
     /// The reload was accepted (started, or queued behind the rollout under way). The
     /// rollout of `generation` answers it: its
     /// [`ReloadFinished`](crate::Event::ReloadFinished) or
-    /// [`ReloadFailed`](crate::Event::ReloadFailed) carries this generation (a failure
-    /// of the rollout under way, or a shutdown, may end a queued request's wait sooner
-    /// for a driver that answers every waiter at a rollout's end).
+    /// [`ReloadFailed`](crate::Event::ReloadFailed) carries this generation. (A queued
+    /// request whose turn never comes, because the shutdown began first, is answered
+    /// by no rollout: the cluster is stopping.)
     Reload {
         /// The generation whose rollout answers the request.
         generation: u64,

@@ -78,8 +78,10 @@ impl ClusterState {
                 }
             }
             WorkerTimer::HangGrace | WorkerTimer::StopGrace => {
-                // The reason given is ignored: a leaving worker keeps its own.
-                self.stop_worker(now, id, StopReason::Shutdown, Signal::Kill);
+                // Only leaving workers wait out a grace; they keep their reason.
+                if let WorkerPhase::Leaving { reason, .. } = w.phase {
+                    self.stop_worker(now, id, reason, Signal::Kill);
+                }
             }
         }
     }
