@@ -2,7 +2,7 @@
 //! worker (a slot's successor) first and stopping the old one only once the new one has
 //! passed probation; a young death of a new worker aborts it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::lifecycle::Lifecycle;
 use super::slots::Role;
@@ -24,6 +24,44 @@ pub(super) struct Rollout {
     pub(super) ready_successors: usize,
     /// Another reload was asked for meanwhile.
     pub(super) queued: bool,
+}
+
+impl Rollout {
+    /// A rollout of `generation` replacing `from_generation`, starting at `now`.
+    pub(super) fn new(generation: u64, from_generation: u64, now: Instant) -> Self {
+        Self {
+            generation,
+            from_generation,
+            started_at: now,
+            cursor: 0,
+            in_flight: 0,
+            ready: 0,
+            ready_successors: 0,
+            queued: false,
+        }
+    }
+
+    /// Whether every one of `slots` slots runs a ready, proven worker of the new
+    /// generation.
+    pub(super) fn is_finished(&self, slots: usize) -> bool {
+        self.ready == slots
+    }
+
+    /// The next slot to consider for a successor, if the batch has room (`batch`
+    /// successors at most in flight) and slots are left to walk. The cursor only moves
+    /// forward, so a whole rollout walks the slots once.
+    pub(super) fn next_slot(&mut self, batch: usize, slots: usize) -> Option<usize> {
+        if self.in_flight >= batch || self.cursor >= slots {
+            return None;
+        }
+        self.cursor += 1;
+        Some(self.cursor - 1)
+    }
+
+    /// How long it has run at `now`.
+    pub(super) fn took(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started_at)
+    }
 }
 
 impl ClusterState {
@@ -52,16 +90,7 @@ impl ClusterState {
     pub(super) fn start_rollout(&mut self, now: Instant) {
         let generation = self.next_generation;
         self.next_generation += 1;
-        self.lifecycle = Lifecycle::Serving(Some(Rollout {
-            generation,
-            from_generation: self.generation,
-            started_at: now,
-            cursor: 0,
-            in_flight: 0,
-            ready: 0,
-            ready_successors: 0,
-            queued: false,
-        }));
+        self.lifecycle = Lifecycle::Serving(Some(Rollout::new(generation, self.generation, now)));
         self.generation = generation;
         self.emit(Event::ReloadStarted { generation });
         self.actions.push_back(Action::Notify(Notice::Reloading));
@@ -100,10 +129,10 @@ impl ClusterState {
             let Some(rollout) = self.lifecycle.rollout_mut() else {
                 return;
             };
-            if rollout.ready == self.slots.len() {
+            if rollout.is_finished(self.slots.len()) {
                 let rollout = self.lifecycle.take_rollout().expect("rollout");
                 self.stats.reloads_finished += 1;
-                let took = now.saturating_duration_since(rollout.started_at);
+                let took = rollout.took(now);
                 self.emit(Event::ReloadFinished {
                     generation: rollout.generation,
                     took,
@@ -115,11 +144,9 @@ impl ClusterState {
                 }
                 return;
             }
-            if rollout.in_flight >= batch || rollout.cursor >= self.slots.len() {
+            let Some(index) = rollout.next_slot(batch, self.slots.len()) else {
                 return;
-            }
-            let index = rollout.cursor;
-            rollout.cursor += 1;
+            };
             let generation = rollout.generation;
             let slot = &self.slots[index];
             let needs_successor = slot.successor.is_none()
@@ -130,5 +157,46 @@ impl ClusterState {
                 self.spawn(now, index, Role::Successor);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start() -> Instant {
+        // A base for synthetic time, as the core's other tests take it.
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    #[test]
+    fn the_walk_stops_when_the_batch_is_full_and_resumes_where_it_was() {
+        let mut r = Rollout::new(2, 1, start());
+        assert_eq!(r.next_slot(2, 5), Some(0));
+        r.in_flight += 1;
+        assert_eq!(r.next_slot(2, 5), Some(1));
+        r.in_flight += 1;
+        assert_eq!(r.next_slot(2, 5), None, "two in flight, a batch of two");
+        r.in_flight -= 1;
+        assert_eq!(r.next_slot(2, 5), Some(2), "on from where it was");
+    }
+
+    #[test]
+    fn the_walk_ends_at_the_last_slot() {
+        let mut r = Rollout::new(2, 1, start());
+        let walked: Vec<usize> = std::iter::from_fn(|| r.next_slot(usize::MAX, 3)).collect();
+        assert_eq!(walked, [0, 1, 2]);
+        assert_eq!(r.next_slot(usize::MAX, 3), None);
+    }
+
+    #[test]
+    fn it_is_finished_when_every_slot_runs_the_new_generation_proven() {
+        let t0 = start();
+        let mut r = Rollout::new(3, 2, t0);
+        assert!(!r.is_finished(2));
+        r.ready = 2;
+        assert!(r.is_finished(2));
+        assert_eq!(r.took(t0 + Duration::from_secs(4)), Duration::from_secs(4));
     }
 }
