@@ -4,8 +4,10 @@
 //! - `WORKERS`, `FORCE_EXIT_MS`, `BOOT_TIMEOUT_MS`, `MIN_UPTIME_MS` (the probation
 //!   after ready): cluster settings;
 //! - `FIXTURE_DIR`: where the master writes `port` (the bound port) and `events` (one
-//!   `Debug`-formatted event per line, flushed as it happens, ending in ` @<ns>`: the
-//!   CLOCK_MONOTONIC time it was seen, comparable across processes);
+//!   JSON object per event and line, written as it happens: `event` (the variant's
+//!   name), the fields the tests look at (`id`, `slot`, `pid`, `status`, `reason`,
+//!   `killed`, `exit_code`) and `ns`, the CLOCK_MONOTONIC time it was seen, comparable
+//!   across processes; see [`event_json`]);
 //! - `FIXTURE_CRASH_AT_BOOT=1`: workers exit 1 before becoming ready;
 //! - `FIXTURE_IGNORE_TERM=1`: workers block SIGTERM/SIGINT and never stop on their own;
 //! - `FIXTURE_FDS=1`: each worker writes its open fds, as found at the top of `main`,
@@ -23,7 +25,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clutch_unix::{Cluster, Role, Worker};
+use clutch_unix::{Cluster, Event, ExitStatus, Role, Worker};
+use serde_json::{json, Value};
 
 fn knob(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
@@ -86,8 +89,10 @@ fn main() {
     cluster.on_event(move |event| {
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         let ns = now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128;
+        let mut line = event_json(event);
+        line["ns"] = serde_json::json!(ns as u64);
         // One write per event: the file is read while it grows, and timed.
-        let _ = events.write_all(format!("{event:?} @{ns}\n").as_bytes());
+        let _ = events.write_all(format!("{line}\n").as_bytes());
     });
     match std::env::var("READINESS").ok().as_deref() {
         None | Some("notify") => {}
@@ -123,6 +128,69 @@ fn main() {
         Err(error) => {
             eprintln!("fixture: {error}");
             std::process::exit(1)
+        }
+    }
+}
+
+/// An event as the tests read it: its name and typed fields, never its `Debug` text.
+fn event_json(event: &Event) -> Value {
+    let status = |status: &ExitStatus| match status {
+        ExitStatus::Code(code) => json!({ "code": code }),
+        ExitStatus::Signaled(signal) => json!({ "signal": signal }),
+    };
+    match event {
+        Event::WorkerStarted { id, slot, pid, .. } => {
+            json!({"event": "WorkerStarted", "id": id.0, "slot": slot.0, "pid": pid})
+        }
+        Event::WorkerReady { id, slot, pid } => {
+            json!({"event": "WorkerReady", "id": id.0, "slot": slot.0, "pid": pid})
+        }
+        Event::WorkerDied {
+            id,
+            slot,
+            pid,
+            status: exit,
+            ..
+        } => json!({
+            "event": "WorkerDied", "id": id.0, "slot": slot.0, "pid": pid, "status": status(exit),
+        }),
+        Event::WorkerExit {
+            id,
+            slot,
+            pid,
+            status: exit,
+            reason,
+        } => json!({
+            "event": "WorkerExit", "id": id.0, "slot": slot.0, "pid": pid, "status": status(exit),
+            "reason": reason.name(),
+        }),
+        Event::Listening { id } => json!({"event": "Listening", "id": id.0}),
+        Event::ShutdownStarted { .. } => json!({"event": "ShutdownStarted"}),
+        Event::ShutdownForced { killed } => json!({"event": "ShutdownForced", "killed": killed}),
+        Event::ShutDown { reason } => json!({"event": "ShutDown", "exit_code": reason.code()}),
+        Event::NoWorkers => json!({"event": "NoWorkers"}),
+        Event::RespawnDelayed { slot, .. } => json!({"event": "RespawnDelayed", "slot": slot.0}),
+        Event::BreakerTripped { .. } => json!({"event": "BreakerTripped"}),
+        Event::ReloadStarted { generation } => {
+            json!({"event": "ReloadStarted", "generation": generation})
+        }
+        Event::ReloadFinished { generation, .. } => {
+            json!({"event": "ReloadFinished", "generation": generation})
+        }
+        Event::ReloadFailed { generation, .. } => {
+            json!({"event": "ReloadFailed", "generation": generation})
+        }
+        Event::SignalIgnored { signal, .. } => {
+            json!({"event": "SignalIgnored", "signal": signal.name()})
+        }
+        Event::SignalForwarded { signal, workers } => {
+            json!({"event": "SignalForwarded", "signal": signal.name(), "workers": workers})
+        }
+        // The rest by name only: what the tests do not look into.
+        other => {
+            let debug = format!("{other:?}");
+            let name = debug.split([' ', '{', '(']).next().unwrap_or("?");
+            json!({ "event": name })
         }
     }
 }
