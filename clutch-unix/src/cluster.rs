@@ -12,8 +12,9 @@ use clutch_proto::{
 use crate::engine::control_server::ControlServer;
 use crate::engine::driver::{Driver, EventHandler, Program, Setup};
 use crate::engine::service::ServiceNotifier;
+use crate::error::ProgramError;
 use crate::os::contain::KillMode;
-use crate::os::listen::{self, ListenAddr, ListenOptions, Listener};
+use crate::os::listen::{self, AddrError, ListenAddr, ListenOptions, Listener};
 use crate::worker::Worker;
 use crate::{Error, Log};
 
@@ -48,6 +49,7 @@ impl Cluster {
         ClusterBuilder {
             core,
             listen: Vec::new(),
+            listen_error: None,
             listen_options: ListenOptions::default(),
             log: Log::Off,
             on_event: None,
@@ -70,7 +72,10 @@ pub enum Role {
 /// Configures a cluster; [`start`](Self::start) validates everything before anything runs.
 pub struct ClusterBuilder {
     core: ConfigBuilder,
-    listen: Vec<String>,
+    listen: Vec<ListenAddr>,
+    /// The first address given as text that did not parse: [`ClusterBuilder::start`]
+    /// reports it.
+    listen_error: Option<AddrError>,
     listen_options: ListenOptions,
     log: Log,
     on_event: Option<EventHandler>,
@@ -172,11 +177,20 @@ impl ClusterBuilder {
         self.core.rollout_batch(batch);
         self
     }
-    /// A listening socket for the workers (repeatable): `127.0.0.1:5000`, `[::1]:0`,
-    /// `0.0.0.0:80`, `unix:/run/app.sock`. Ignored when the master was itself started with
-    /// sockets by systemd (`LISTEN_FDS`): those are used instead.
-    pub fn listen(&mut self, addr: impl Into<String>) -> &mut Self {
-        self.listen.push(addr.into());
+    /// A listening socket for the workers (repeatable): a [`ListenAddr`], a
+    /// [`SocketAddr`](std::net::SocketAddr), or text that [`ListenAddr::parse`] reads
+    /// (`127.0.0.1:5000`, `[::1]:0`, `0.0.0.0:80`, `unix:/run/app.sock`), parsed here,
+    /// once: text that does not parse makes [`start`](Self::start) (or
+    /// [`supervise`](Self::supervise)) fail with [`Error::ListenAddr`] before anything
+    /// runs. Ignored when the master was itself started with sockets by systemd
+    /// (`LISTEN_FDS`): those are used instead.
+    pub fn listen(&mut self, addr: impl IntoListenAddr) -> &mut Self {
+        match addr.into_listen_addr() {
+            Ok(addr) => self.listen.push(addr),
+            Err(error) => {
+                self.listen_error.get_or_insert(error);
+            }
+        }
         self
     }
     /// Backlog and Unix-socket permissions for the listeners.
@@ -236,7 +250,11 @@ impl ClusterBuilder {
     fn config(&mut self) -> Result<Config, Error> {
         self.core
             .service_watchdog(crate::engine::service::watchdog_interval_from_env());
-        Ok(self.core.build()?)
+        let config = self.core.build()?;
+        if let Some(error) = self.listen_error.clone() {
+            return Err(error.into());
+        }
+        Ok(config)
     }
 
     /// A master holds descriptors for every worker: an open-files limit too low for the
@@ -300,9 +318,7 @@ impl ClusterBuilder {
             .forward_signals(self.forward_signals.unwrap_or(ForwardSignals::NONE));
         let config = self.config()?;
         if config.is_in_process() {
-            return Err(Error::Program(
-                "workers: at least 1 is needed to supervise a program".into(),
-            ));
+            return Err(Error::Program(ProgramError::NoWorkers));
         }
         let path = resolve_program(program.as_ref())?;
         self.log.install();
@@ -321,7 +337,6 @@ impl ClusterBuilder {
 /// Finds `program` as `execvp` would, and checks it can be executed.
 fn resolve_program(program: &std::ffi::OsStr) -> Result<std::path::PathBuf, Error> {
     use std::os::unix::ffi::OsStrExt;
-    let shown = program.to_string_lossy();
     let candidates: Vec<std::path::PathBuf> = if program.as_bytes().contains(&b'/') {
         vec![program.into()]
     } else {
@@ -340,19 +355,23 @@ fn resolve_program(program: &std::ffi::OsStr) -> Result<std::path::PathBuf, Erro
         }
         return match rustix::fs::access(candidate, rustix::fs::Access::EXEC_OK) {
             Ok(()) => Ok(candidate.clone()),
-            Err(e) => Err(Error::Program(format!(
-                "{}: not executable ({e})",
-                candidate.display()
-            ))),
+            Err(e) => Err(Error::Program(ProgramError::NotExecutable {
+                path: candidate.clone(),
+                source: e.into(),
+            })),
         };
     }
-    Err(Error::Program(format!("{shown}: program not found")))
+    Err(Error::Program(ProgramError::NotFound {
+        program: program.into(),
+    }))
 }
 
 /// Binds every address, or adopts the sockets systemd passed (`LISTEN_FDS`).
-pub(crate) fn bind_all(addrs: &[String], options: &ListenOptions) -> Result<Vec<Listener>, Error> {
-    let adopted = listen::listen_fds_from_env()
-        .map_err(|e| Error::Listen(format!("adopting sockets from the service manager: {e}")))?;
+pub(crate) fn bind_all(
+    addrs: &[ListenAddr],
+    options: &ListenOptions,
+) -> Result<Vec<Listener>, Error> {
+    let adopted = listen::listen_fds_from_env().map_err(Error::ListenFds)?;
     if !adopted.is_empty() {
         tracing::info!(
             count = adopted.len(),
@@ -361,14 +380,59 @@ pub(crate) fn bind_all(addrs: &[String], options: &ListenOptions) -> Result<Vec<
         return Ok(adopted);
     }
     let mut listeners = Vec::with_capacity(addrs.len());
-    for text in addrs {
-        let addr = ListenAddr::parse(text)
-            .map_err(|e| Error::Listen(format!("listen address {text:?}: {e}")))?;
-        let listener = listen::bind(&addr, options).map_err(|e| Error::Listen(e.to_string()))?;
+    for addr in addrs {
+        let listener = listen::bind(addr, options)?;
         tracing::info!("listening on {}", listener.local_addr());
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// What [`ClusterBuilder::listen`] takes: an address already parsed, or text to parse
+/// (once, with [`ListenAddr::parse`]). Sealed: implemented for [`ListenAddr`],
+/// [`SocketAddr`](std::net::SocketAddr), `&str` and `String`.
+pub trait IntoListenAddr: sealed::Sealed {
+    /// The parsed address, or why the text is not one.
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ListenAddr {}
+    impl Sealed for std::net::SocketAddr {}
+    impl Sealed for &str {}
+    impl Sealed for String {}
+    impl Sealed for &String {}
+}
+
+impl IntoListenAddr for ListenAddr {
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError> {
+        Ok(self)
+    }
+}
+
+impl IntoListenAddr for std::net::SocketAddr {
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError> {
+        Ok(ListenAddr::Tcp(self))
+    }
+}
+
+impl IntoListenAddr for &str {
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError> {
+        ListenAddr::parse(self)
+    }
+}
+
+impl IntoListenAddr for String {
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError> {
+        ListenAddr::parse(&self)
+    }
+}
+
+impl IntoListenAddr for &String {
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError> {
+        ListenAddr::parse(self)
+    }
 }
 
 /// The master's side: run the cluster to its end.
@@ -415,7 +479,7 @@ impl Master {
                 std::process::exit(i32::from(reason.code()))
             }
             Err(error) => {
-                eprintln!("clutch: {error}");
+                eprintln!("clutch: {error:#}");
                 std::process::exit(1)
             }
         }

@@ -71,12 +71,12 @@ pub use os::{listen, notify, process, rlimit, spawn, title};
 #[cfg(test)]
 mod testutil;
 
-pub use cluster::{Cluster, ClusterBuilder, Master, Role};
+pub use cluster::{Cluster, ClusterBuilder, IntoListenAddr, Master, Role};
 pub use clutch_proto::{
     Backoff, CrashBudget, Event, ExitReason, ExitStatus, ForwardSignals, HangPolicy, Readiness,
     Signal, StopReason,
 };
-pub use error::Error;
+pub use error::{ContainmentError, EnvironmentError, Error, ProgramError};
 pub use log::{stderr_line, Log};
 pub use os::contain::{KillMode, CONTAINMENT_ENV};
 pub use shutdown::{Requested, Shutdown};

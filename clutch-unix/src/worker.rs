@@ -11,6 +11,7 @@ use clutch_proto::{Config, ExitReason};
 use signal_hook::consts::signal::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
 use crate::engine::service::ServiceNotifier;
+use crate::error::EnvironmentError;
 use crate::os::listen::{self, Listener, SocketFile, StdListener};
 use crate::{Error, Shutdown};
 
@@ -45,9 +46,7 @@ impl Worker {
     pub(crate) fn from_env(config: &Config) -> Result<Self, Error> {
         let id = env_number(WORKER_ID_ENV)?;
         let slot = env_number(WORKER_SLOT_ENV)? as usize;
-        let listeners = listen::listen_fds_from_env().map_err(|e| {
-            Error::Environment(format!("taking the listeners passed by the master: {e}"))
-        })?;
+        let listeners = listen::listen_fds_from_env().map_err(Error::ListenFds)?;
         let worker = Self::new(config, id, slot, false, listeners)?;
         if config.title() {
             let _ = crate::os::title::set_title(&format!("{}: worker process", config.name()));
@@ -229,12 +228,12 @@ fn drop_if_would_block(error: std::io::Error) -> std::io::Result<()> {
     }
 }
 
-fn env_number(name: &str) -> Result<u64, Error> {
+fn env_number(name: &'static str) -> Result<u64, Error> {
     let value =
-        std::env::var(name).map_err(|_| Error::Environment(format!("{name} is not set")))?;
+        std::env::var(name).map_err(|_| Error::Environment(EnvironmentError::Missing { name }))?;
     value
         .parse()
-        .map_err(|_| Error::Environment(format!("{name}={value:?} is not a number")))
+        .map_err(|_| Error::Environment(EnvironmentError::NotANumber { name, value }))
 }
 
 /// A thread that turns SIGTERM/SIGINT into the shutdown notice: the first starts the

@@ -496,6 +496,8 @@ fn bad_input_is_refused_before_anything_is_spawned() {
     let spawn_marker = format!("touch {}", marker.display());
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_addr = taken.local_addr().unwrap().to_string();
+    let in_use =
+        format!("clutch: cannot listen on {taken_addr}: Address already in use (os error 98)");
     let not_executable = dir.path().join("script");
     std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
     let not_executable = not_executable.display().to_string();
@@ -545,7 +547,7 @@ fn bad_input_is_refused_before_anything_is_spawned() {
         (
             vec!["run", "-l", &taken_addr, "--", "sh", "-c", &spawn_marker],
             1,
-            "Address already in use",
+            &in_use,
         ),
         (
             vec![
@@ -663,6 +665,12 @@ fn bad_input_is_refused_before_anything_is_spawned() {
             "clutch {args:?}: {stderr:?} should mention {needle:?}"
         );
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr:?}");
+        // The cause chain is printed once: never "…: Address already in use (os error
+        // 98): Address already in use (os error 98)".
+        assert!(
+            stderr.matches("(os error").count() <= 1,
+            "clutch {args:?}: the OS error once: {stderr:?}"
+        );
         assert!(
             stderr.starts_with("clutch: "),
             "clutch {args:?}: {stderr:?} says who speaks"

@@ -67,8 +67,7 @@ impl ControlServer {
             },
         );
         rustix::process::umask(old_umask);
-        let listener =
-            bound.map_err(|e| Error::Control(format!("creating the control socket: {e}")))?;
+        let listener = bound.map_err(Error::Control)?;
         let (StdListener::Unix(listener), file) = listener.into_std_and_file() else {
             unreachable!("a unix address binds a unix socket")
         };

@@ -34,6 +34,7 @@ use clutch_proto::Signal;
 use rustix::fs::{Mode, OFlags};
 use rustix::process::Pid;
 
+use crate::error::ContainmentError;
 use crate::Error;
 
 /// Which processes a graceful stop signals.
@@ -86,15 +87,14 @@ impl Containment {
                     None
                 }
             },
-            "cgroup" => Some(make_base().map_err(|reason| {
-                Error::Limit(format!(
-                    "{CONTAINMENT_ENV}=cgroup, but no worker cgroup can be made: {reason}"
-                ))
-            })?),
+            "cgroup" => Some(
+                make_base()
+                    .map_err(|reason| Error::Containment(ContainmentError::NoCgroup { reason }))?,
+            ),
             other => {
-                return Err(Error::Environment(format!(
-                    "{CONTAINMENT_ENV}={other:?}: use auto, cgroup or group"
-                )))
+                return Err(Error::Containment(ContainmentError::UnknownSetting {
+                    value: other.to_owned(),
+                }))
             }
         };
         if let Some(base) = &base {

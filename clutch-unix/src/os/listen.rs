@@ -30,7 +30,10 @@ pub const UNIX_PATH_MAX: usize = 107;
 pub const UNNAMED: &str = "unknown";
 
 /// Where to listen: parsed from the command line or configuration by [`ListenAddr::parse`].
+///
+/// Non-exhaustive: other kinds of socket (abstract unix names, vsock) may come.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ListenAddr {
     /// A TCP address, IPv4 or IPv6 (port 0: the kernel picks one).
     Tcp(SocketAddr),
@@ -373,7 +376,8 @@ impl BindError {
 
 impl fmt::Display for BindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot listen on {}: {}", self.addr, self.source)?;
+        // The OS error is the source, the next link of the chain: not repeated here.
+        write!(f, "cannot listen on {}", self.addr)?;
         if let Some(hint) = self.hint() {
             write!(f, " ({hint})")?;
         }
@@ -773,7 +777,7 @@ mod tests {
         let error = bind(&ListenAddr::Tcp(taken), &ListenOptions::default()).unwrap_err();
         assert_eq!(error.io_error().kind(), io::ErrorKind::AddrInUse);
         assert_eq!(
-            error.to_string(),
+            crate::error::Chain(&error).to_string(),
             format!("cannot listen on {taken}: Address already in use (os error 98)")
         );
 
@@ -785,6 +789,11 @@ mod tests {
                 .to_string()
                 .ends_with("(no local interface has this address)"),
             "{error}"
+        );
+        assert_eq!(
+            crate::error::Chain(&error).to_string(),
+            "cannot listen on 192.0.2.1:0 (no local interface has this address): Cannot \
+             assign requested address (os error 99)"
         );
     }
 
@@ -807,7 +816,9 @@ mod tests {
         let error = bind(&addr, &options).unwrap_err();
         assert_eq!(error.io_error().kind(), io::ErrorKind::AddrInUse);
         assert!(
-            error.to_string().contains("another process listens"),
+            crate::error::Chain(&error)
+                .to_string()
+                .contains("another process listens"),
             "{error}"
         );
 
@@ -830,7 +841,7 @@ mod tests {
         std::fs::write(&file, "data").unwrap();
         let error = bind(&ListenAddr::Unix(file.clone()), &options).unwrap_err();
         assert_eq!(
-            error.to_string(),
+            crate::error::Chain(&error).to_string(),
             format!(
                 "cannot listen on unix:{}: the path exists and is not a socket",
                 file.display()

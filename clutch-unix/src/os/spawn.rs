@@ -506,7 +506,7 @@ impl SpawnError {
     #[must_use]
     pub fn to_core(&self) -> clutch_proto::SpawnError {
         let kind = error_kind(&self.source, self.step == SpawnStep::Exec);
-        clutch_proto::SpawnError::new(kind, self.to_string())
+        clutch_proto::SpawnError::new(kind, crate::error::Chain(self).to_string())
     }
 }
 
@@ -541,14 +541,10 @@ fn error_kind(error: &io::Error, exec: bool) -> clutch_proto::SpawnErrorKind {
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let program = self.program.display();
+        // The OS error is the source, the next link of the chain: not repeated here.
         match self.step {
-            SpawnStep::Exec => write!(f, "cannot execute \"{program}\": {}", self.source),
-            step => write!(
-                f,
-                "cannot start \"{program}\": {}: {}",
-                step.describe(),
-                self.source
-            ),
+            SpawnStep::Exec => write!(f, "cannot execute \"{program}\""),
+            step => write!(f, "cannot start \"{program}\": {}", step.describe()),
         }
     }
 }
@@ -587,9 +583,15 @@ mod tests {
         let error = SpawnSpec::new("/no/such").spawn().unwrap_err();
         assert_eq!(error.step(), SpawnStep::Exec);
         assert_eq!(error.io_error().kind(), io::ErrorKind::NotFound);
+        assert_eq!(error.to_string(), "cannot execute \"/no/such\"");
         assert_eq!(
-            error.to_string(),
+            crate::error::Chain(&error).to_string(),
             "cannot execute \"/no/such\": No such file or directory (os error 2)"
+        );
+        assert_eq!(
+            error.to_core().to_string(),
+            "cannot execute \"/no/such\": No such file or directory (os error 2)",
+            "the core hears the OS error once"
         );
     }
 

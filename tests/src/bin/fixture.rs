@@ -113,7 +113,7 @@ fn main() {
                 master.run_and_exit()
             }
             Err(error) => {
-                eprintln!("fixture: {error}");
+                eprintln!("fixture: {error:#}");
                 std::process::exit(1)
             }
         }
@@ -126,7 +126,7 @@ fn main() {
         }
         Ok(Role::Worker(worker)) => serve(worker),
         Err(error) => {
-            eprintln!("fixture: {error}");
+            eprintln!("fixture: {error:#}");
             std::process::exit(1)
         }
     }
@@ -253,7 +253,7 @@ fn flood(worker: &Worker) {
     let outcome = |result: Result<(), clutch_unix::Error>| match result {
         Ok(()) => "ok".to_owned(),
         Err(e) if e.is_would_block() => "would_block".to_owned(),
-        Err(e) => format!("error: {e}"),
+        Err(e) => format!("error: {e:#}"),
     };
     let mut slowest = Duration::ZERO;
     let mut timed = |call: &dyn Fn() -> Result<(), clutch_unix::Error>| {
@@ -265,7 +265,7 @@ fn flood(worker: &Worker) {
     let mut report = Vec::new();
     for _ in 0..FLOOD_HEARTBEATS {
         if let Err(e) = timed(&|| worker.heartbeat()) {
-            report.push(format!("heartbeat error: {e}"));
+            report.push(format!("heartbeat error: {e:#}"));
         }
     }
     report.push(format!(
