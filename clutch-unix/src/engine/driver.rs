@@ -33,11 +33,10 @@ use clutch_proto::{
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use serde_json::json;
 use signal_hook::consts::signal as sig;
 use signal_hook_mio::v1_0::Signals;
 
-use crate::control::{self, Request};
+use crate::control::{Request, Response, Status, WorkerStatus};
 use crate::engine::control_server::{ControlServer, Waiting};
 use crate::engine::service::ServiceNotifier;
 use crate::os::contain::{Containment, KillMode, Tree};
@@ -387,7 +386,11 @@ impl Driver {
         let request = match request {
             Ok(request) => request,
             Err(error) => {
-                control.answer(self.poll.registry(), number, &control::error_line(&error));
+                control.answer(
+                    self.poll.registry(),
+                    number,
+                    &Response::failed(error.to_string()),
+                );
                 return Ok(());
             }
         };
@@ -397,9 +400,9 @@ impl Driver {
         } else {
             tracing::info!(%request, "control request");
         }
-        let mut outcome: Result<Option<String>, String> = Ok(None);
+        let mut outcome: Option<Response> = None;
         match request {
-            Request::Status => outcome = Ok(Some(self.status_json())),
+            Request::Status => outcome = Some(Response::Status(self.status())),
             Request::Scale { workers } => {
                 let need = crate::os::rlimit::fds_needed(
                     workers,
@@ -412,15 +415,15 @@ impl Driver {
                          and the limit (RLIMIT_NOFILE) is {limit}"
                     );
                     if let Some(control) = self.setup.control.as_mut() {
-                        control.answer(self.poll.registry(), number, &control::error_line(&error));
+                        control.answer(self.poll.registry(), number, &Response::failed(error));
                     }
                     return Ok(());
                 }
                 self.feed(|cluster| {
-                    outcome = cluster
-                        .scale(Instant::now(), workers)
-                        .map(|()| Some(json!({"ok": true, "workers": workers}).to_string()))
-                        .map_err(|e| e.to_string());
+                    outcome = Some(match cluster.scale(Instant::now(), workers) {
+                        Ok(()) => Response::Scaled { workers },
+                        Err(e) => Response::failed(e.to_string()),
+                    });
                 })?;
             }
             Request::Reload => {
@@ -432,10 +435,9 @@ impl Driver {
                     control.wait(number, Waiting::Reload { generation });
                 }
                 self.feed(|cluster| {
-                    outcome = cluster
-                        .reload(Instant::now())
-                        .map(|()| None)
-                        .map_err(|e| e.to_string());
+                    if let Err(e) = cluster.reload(Instant::now()) {
+                        outcome = Some(Response::failed(e.to_string()));
+                    }
                 })?;
             }
             Request::Stop => {
@@ -445,55 +447,33 @@ impl Driver {
                 self.feed(|cluster| cluster.shutdown(Instant::now()))?;
             }
         }
-        if let Some(control) = self.setup.control.as_mut() {
-            match outcome {
-                Ok(Some(answer)) => control.answer(self.poll.registry(), number, &answer),
-                Ok(None) => {}
-                Err(error) => {
-                    control.answer(self.poll.registry(), number, &control::error_line(&error))
-                }
-            }
+        if let (Some(control), Some(answer)) = (self.setup.control.as_mut(), outcome) {
+            control.answer(self.poll.registry(), number, &answer);
         }
         Ok(())
     }
 
     /// The `status` answer: phase, counts, and one entry per worker.
-    fn status_json(&self) -> String {
+    fn status(&self) -> Status {
         let now = Instant::now();
-        let status = self.cluster.status();
-        let workers: Vec<serde_json::Value> = self
-            .cluster
-            .workers()
-            .map(|w| {
-                json!({
-                    "id": w.id.0,
-                    "slot": w.slot.0,
-                    "pid": w.pid,
-                    "state": w.state.name(),
-                    "generation": w.generation,
-                    "uptime_ms": now.saturating_duration_since(w.spawned_at).as_millis() as u64,
-                    "restarts": w.restarts,
-                    "successor": w.successor,
-                    "proven": w.proven,
-                    "stop_reason": w.stop_reason.map(|r| r.name()),
-                })
-            })
-            .collect();
-        json!({
-            "ok": true,
-            "pid": std::process::id(),
-            "phase": status.phase.name(),
-            "target": status.target,
-            "ready": status.ready,
-            "live": status.live,
-            "degraded": self.cluster.is_degraded(),
-            "failing_slots": status.failing,
-            "generation": self.cluster.generation(),
-            "log_lines_dropped": crate::log::dropped_lines(),
-            "containment": self.containment.mechanism(),
-            "workers": workers,
-        })
-        .to_string()
+        let line = self.cluster.status();
+        Status {
+            pid: std::process::id(),
+            phase: line.phase,
+            target: line.target,
+            ready: line.ready,
+            live: line.live,
+            degraded: self.cluster.is_degraded(),
+            failing_slots: line.failing,
+            generation: self.cluster.generation(),
+            log_lines_dropped: crate::log::dropped_lines(),
+            containment: self.containment.mechanism(),
+            workers: self
+                .cluster
+                .workers()
+                .map(|w| WorkerStatus::new(&w, now))
+                .collect(),
+        }
     }
 
     /// Feeds the messages waiting on `id`'s notify socket to the core: at most
@@ -694,15 +674,14 @@ impl Driver {
                 if let Some(control) = self.setup.control.as_mut() {
                     match &event {
                         Event::ReloadFinished { generation, took } => {
-                            let answer = json!({"ok": true, "generation": generation, "took_ms": took.as_millis() as u64});
-                            control.reload_ended(
-                                self.poll.registry(),
-                                *generation,
-                                &answer.to_string(),
-                            );
+                            let answer = Response::Reloaded {
+                                generation: *generation,
+                                took: *took,
+                            };
+                            control.reload_ended(self.poll.registry(), *generation, &answer);
                         }
                         Event::ReloadFailed { generation, reason } => {
-                            let answer = control::error_line(&format!(
+                            let answer = Response::failed(format!(
                                 "rolling restart failed: {reason}; the old workers keep serving"
                             ));
                             control.reload_ended(self.poll.registry(), *generation, &answer);
