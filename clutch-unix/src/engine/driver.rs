@@ -42,7 +42,7 @@ use crate::engine::service::ServiceNotifier;
 use crate::os::contain::{Containment, KillMode, Tree};
 use crate::os::listen::Listener;
 use crate::os::notify::{NotifyDir, NotifyListener, NotifyMessage, Received, Rejection};
-use crate::os::process::Process;
+use crate::os::process::{signal_from_number, signal_number, Process};
 use crate::os::spawn::{master_error, SpawnSpec};
 use crate::Error;
 
@@ -67,18 +67,19 @@ pub(crate) const SPAWNS_PER_TURN: usize = 16;
 /// then says how many were dropped in between.
 const REJECTED_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The signals the master handles; each maps to a core input. (SIGCHLD is added only
-/// where pidfds are missing.)
-const HANDLED: [(i32, Signal); 9] = [
-    (sig::SIGTERM, Signal::Term),
-    (sig::SIGINT, Signal::Int),
-    (sig::SIGQUIT, Signal::Quit),
-    (sig::SIGHUP, Signal::Hup),
-    (sig::SIGTTIN, Signal::Ttin),
-    (sig::SIGTTOU, Signal::Ttou),
-    (sig::SIGUSR1, Signal::Usr1),
-    (sig::SIGUSR2, Signal::Usr2),
-    (sig::SIGWINCH, Signal::Winch),
+/// The signals the master handles; each is a core input. Their OS numbers come from
+/// the one mapping there is, [`crate::os::process::signal_number`]. (SIGCHLD, not a core
+/// input, drives the reaping sweep.)
+const HANDLED: [Signal; 9] = [
+    Signal::Term,
+    Signal::Int,
+    Signal::Quit,
+    Signal::Hup,
+    Signal::Ttin,
+    Signal::Ttou,
+    Signal::Usr1,
+    Signal::Usr2,
+    Signal::Winch,
 ];
 
 /// What every worker runs.
@@ -201,7 +202,7 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(setup: Setup) -> Result<Self, Error> {
         let poll = Poll::new().map_err(|e| Error::io("creating the event loop", e))?;
-        let numbers: Vec<i32> = HANDLED.iter().map(|&(n, _)| n).collect();
+        let numbers: Vec<i32> = HANDLED.into_iter().filter_map(signal_number).collect();
         let mut signals =
             Signals::new(numbers).map_err(|e| Error::io("installing signal handlers", e))?;
         poll.registry()
@@ -251,7 +252,7 @@ impl Driver {
     /// Runs the cluster to its end; returns why it ended.
     pub(crate) fn run(mut self) -> Result<ExitReason, Error> {
         let mut events = Events::with_capacity(256);
-        self.drain()?;
+        self.drain();
         loop {
             if let Some(reason) = self.exit {
                 self.containment.finish();
@@ -283,9 +284,9 @@ impl Driver {
                 Err(e) => return Err(Error::io("waiting for events", e)),
             }
             for event in events.iter() {
-                self.dispatch(event.token())?;
+                self.dispatch(event.token());
             }
-            self.work_backlog()?;
+            self.work_backlog();
             let by_pid = &self.by_pid;
             self.containment
                 .kill_orphans_of(&self.orphans_of, |pid| by_pid.contains_key(&pid));
@@ -295,7 +296,7 @@ impl Driver {
                 control.expire(self.poll.registry(), now);
             }
             if self.cluster.poll_timeout().is_some_and(|at| at <= now) {
-                self.feed(|cluster| cluster.handle_timeout(now))?;
+                self.feed(|cluster| cluster.handle_timeout(now));
             }
         }
     }
@@ -309,26 +310,25 @@ impl Driver {
     }
 
     /// Goes on with what earlier turns left over, within this turn's bounds.
-    fn work_backlog(&mut self) -> Result<(), Error> {
+    fn work_backlog(&mut self) {
         if self.accept_pending {
             self.accept_clients();
         }
         if self.sweep_pending {
-            self.sweep()?;
+            self.sweep();
         }
         // Each worker once per turn, in id order; a flood stays in the set.
         let unread: Vec<WorkerId> = std::mem::take(&mut self.unread).into_iter().collect();
         for id in unread {
-            self.read_notify(id)?;
+            self.read_notify(id);
         }
         while self.spawned_this_turn < SPAWNS_PER_TURN {
             let Some((id, slot)) = self.deferred.pop_front() else {
                 break;
             };
             self.spawn_now(id, slot);
-            self.drain()?;
+            self.drain();
         }
-        Ok(())
     }
 
     fn accept_clients(&mut self) {
@@ -338,27 +338,29 @@ impl Driver {
     }
 
     /// One input to the core, then a full drain (the driving contract).
-    fn feed(&mut self, input: impl FnOnce(&mut ClusterState)) -> Result<(), Error> {
+    fn feed(&mut self, input: impl FnOnce(&mut ClusterState)) {
         input(&mut self.cluster);
         self.drain()
     }
 
-    fn dispatch(&mut self, token: Token) -> Result<(), Error> {
+    fn dispatch(&mut self, token: Token) {
         if token == SIGNALS {
             let received: Vec<i32> = self.signals.pending().collect();
             for number in received {
                 if number == sig::SIGCHLD {
-                    self.sweep()?;
-                } else if let Some(&(_, signal)) = HANDLED.iter().find(|&&(n, _)| n == number) {
+                    self.sweep();
+                } else if let Some(signal) =
+                    signal_from_number(number).filter(|signal| HANDLED.contains(signal))
+                {
                     tracing::info!("caught signal {signal}");
-                    self.feed(|cluster| cluster.handle_signal(Instant::now(), signal))?;
+                    self.feed(|cluster| cluster.handle_signal(Instant::now(), signal));
                 }
             }
-            return Ok(());
+            return;
         }
         if token == CONTROL {
             self.accept_clients();
-            return Ok(());
+            return;
         }
         if token.0 >= FIRST_CLIENT {
             return self.control_client(token);
@@ -373,15 +375,15 @@ impl Driver {
     }
 
     /// A control client is readable or writable: carry out its request if complete.
-    fn control_client(&mut self, token: Token) -> Result<(), Error> {
+    fn control_client(&mut self, token: Token) {
         let Some(control) = self.setup.control.as_mut() else {
-            return Ok(());
+            return;
         };
         let Some(number) = control.client_of(token) else {
-            return Ok(());
+            return;
         };
         let Some(request) = control.ready(self.poll.registry(), number) else {
-            return Ok(());
+            return;
         };
         let request = match request {
             Ok(request) => request,
@@ -391,7 +393,7 @@ impl Driver {
                     number,
                     &Response::failed(error.to_string()),
                 );
-                return Ok(());
+                return;
             }
         };
         if request == Request::Status {
@@ -417,14 +419,14 @@ impl Driver {
                     if let Some(control) = self.setup.control.as_mut() {
                         control.answer(self.poll.registry(), number, &Response::failed(error));
                     }
-                    return Ok(());
+                    return;
                 }
                 self.feed(|cluster| {
                     outcome = Some(match cluster.scale(Instant::now(), workers) {
                         Ok(()) => Response::Scaled { workers },
                         Err(e) => Response::failed(e.to_string()),
                     });
-                })?;
+                });
             }
             Request::Reload => {
                 // Wait from before the command: with instant readiness a rollout can end
@@ -438,19 +440,18 @@ impl Driver {
                     if let Err(e) = cluster.reload(Instant::now()) {
                         outcome = Some(Response::failed(e.to_string()));
                     }
-                })?;
+                });
             }
             Request::Stop => {
                 if let Some(control) = self.setup.control.as_mut() {
                     control.wait(number, Waiting::Stop);
                 }
-                self.feed(|cluster| cluster.shutdown(Instant::now()))?;
+                self.feed(|cluster| cluster.shutdown(Instant::now()));
             }
         }
         if let (Some(control), Some(answer)) = (self.setup.control.as_mut(), outcome) {
             control.answer(self.poll.registry(), number, &answer);
         }
-        Ok(())
     }
 
     /// The `status` answer: phase, counts, and one entry per worker.
@@ -478,57 +479,54 @@ impl Driver {
 
     /// Feeds the messages waiting on `id`'s notify socket to the core: at most
     /// [`NOTIFY_PER_TURN`] of them; if there may be more, `id` stays in the backlog.
-    fn read_notify(&mut self, id: WorkerId) -> Result<(), Error> {
+    fn read_notify(&mut self, id: WorkerId) {
         for _ in 0..NOTIFY_PER_TURN {
             let Some(handle) = self.workers.get_mut(&id) else {
-                return Ok(());
+                return;
             };
             match handle.notify.recv_one() {
-                Ok(Some(Received::Message(message))) => self.deliver(id, &message)?,
+                Ok(Some(Received::Message(message))) => self.deliver(id, &message),
                 Ok(Some(Received::Rejected(why))) => {
                     handle.rejected.record(id, &why, Instant::now());
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => return,
                 Err(e) => {
                     tracing::warn!(worker = id.0, "reading the worker's notify socket: {e}");
-                    return Ok(());
+                    return;
                 }
             }
         }
         self.unread.insert(id);
-        Ok(())
     }
 
-    fn deliver(&mut self, id: WorkerId, message: &NotifyMessage) -> Result<(), Error> {
+    fn deliver(&mut self, id: WorkerId, message: &NotifyMessage) {
         if message.ready {
-            self.feed(|cluster| cluster.handle_ready(Instant::now(), id))?;
+            self.feed(|cluster| cluster.handle_ready(Instant::now(), id));
         }
         if message.watchdog {
-            self.feed(|cluster| cluster.handle_heartbeat(Instant::now(), id))?;
+            self.feed(|cluster| cluster.handle_heartbeat(Instant::now(), id));
         }
         if message.stopping {
-            self.feed(|cluster| cluster.handle_stopping(Instant::now(), id))?;
+            self.feed(|cluster| cluster.handle_stopping(Instant::now(), id));
         }
         if let Some(status) = &message.status {
             tracing::debug!(worker = id.0, "worker status: {status}");
         }
-        Ok(())
     }
 
     /// The pidfd of `id` became readable: reap it.
-    fn check_exit(&mut self, id: WorkerId) -> Result<(), Error> {
+    fn check_exit(&mut self, id: WorkerId) {
         let Some(handle) = self.workers.get_mut(&id) else {
-            return Ok(());
+            return;
         };
         if handle.ending.is_some() {
-            return Ok(());
+            return;
         }
         match handle.process.try_wait() {
             Ok(Some(status)) => self.main_exited(id, status),
-            Ok(None) => Ok(()),
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(worker = id.0, "checking worker exit: {e}");
-                Ok(())
             }
         }
     }
@@ -536,7 +534,7 @@ impl Driver {
     /// SIGCHLD: reaps every child that exited, at most [`REAPS_PER_TURN`] per turn. A
     /// worker's main process goes the way of [`Self::main_exited`]; anything else is an
     /// orphan of some worker's tree, re-parented to the master (a subreaper).
-    fn sweep(&mut self) -> Result<(), Error> {
+    fn sweep(&mut self) {
         self.sweep_pending = false;
         for _ in 0..REAPS_PER_TURN {
             match crate::os::process::reap_any_child() {
@@ -545,30 +543,29 @@ impl Driver {
                         if let Some(handle) = self.workers.get_mut(&id) {
                             handle.process.set_reaped(status);
                             if handle.ending.is_none() {
-                                self.main_exited(id, status)?;
+                                self.main_exited(id, status);
                             }
                         }
                     }
                     None => tracing::debug!(pid, %status, "reaped an orphan"),
                 },
-                Ok(None) => return Ok(()),
+                Ok(None) => return,
                 Err(e) => {
                     tracing::warn!("reaping children: {e}");
-                    return Ok(());
+                    return;
                 }
             }
         }
         self.sweep_pending = true;
-        Ok(())
     }
 
     /// Worker `id`'s main process exited and was reaped: kill what is left of its tree;
     /// once the tree is gone (at once, or at `populated 0` of its cgroup), tell the core.
-    fn main_exited(&mut self, id: WorkerId, status: ExitStatus) -> Result<(), Error> {
+    fn main_exited(&mut self, id: WorkerId, status: ExitStatus) {
         // Messages sent just before the exit (READY=1, then a crash) come first.
-        self.read_notify(id)?;
+        self.read_notify(id);
         let Some(handle) = self.workers.get_mut(&id) else {
-            return Ok(());
+            return;
         };
         let more = handle.tree.end();
         self.orphans_of.push(id.0);
@@ -594,21 +591,21 @@ impl Driver {
     }
 
     /// `cgroup.events` of an ending worker changed: gone once no process is left.
-    fn check_tree(&mut self, id: WorkerId) -> Result<(), Error> {
+    fn check_tree(&mut self, id: WorkerId) {
         let Some(handle) = self.workers.get(&id) else {
-            return Ok(());
+            return;
         };
         let (Some(status), Some(cgroup)) = (handle.ending, handle.tree.cgroup()) else {
-            return Ok(());
+            return;
         };
         if cgroup.populated() {
-            return Ok(());
+            return;
         }
         self.gone(id, status)
     }
 
     /// Worker `id` and its whole tree are gone: forget it, tell the core.
-    fn gone(&mut self, id: WorkerId, status: ExitStatus) -> Result<(), Error> {
+    fn gone(&mut self, id: WorkerId, status: ExitStatus) {
         self.unread.remove(&id);
         if let Some(mut handle) = self.workers.remove(&id) {
             handle.rejected.finish(id);
@@ -628,13 +625,13 @@ impl Driver {
 
     /// Carries out every action, feeding the facts it learns back in, until the core has
     /// nothing more to say.
-    fn drain(&mut self) -> Result<(), Error> {
+    fn drain(&mut self) {
         loop {
             while let Some(action) = self.cluster.poll_action() {
-                self.execute(action)?;
+                self.execute(action);
             }
             let Some(input) = self.inputs.pop_front() else {
-                return Ok(());
+                return;
             };
             let now = Instant::now();
             match input {
@@ -644,7 +641,7 @@ impl Driver {
         }
     }
 
-    fn execute(&mut self, action: Action) -> Result<(), Error> {
+    fn execute(&mut self, action: Action) {
         match action {
             Action::Spawn {
                 id,
@@ -694,7 +691,6 @@ impl Driver {
             Action::Notify(notice) => self.setup.service.send(&notice),
             Action::Exit(reason) => self.exit = Some(reason),
         }
-        Ok(())
     }
 
     /// Forks worker `id` now, unless the core decided it goes while it waited in the
@@ -1009,5 +1005,22 @@ fn log_event(event: &Event) {
         ),
         Event::Ignored { what } => info!(event = "ignored", what, "ignored"),
         other => info!(event = "other", event_debug = ?other, "event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every handled signal has an OS number, and that number leads back to it: a signal
+    /// added to the core and to [`HANDLED`] without an OS mapping would silently never
+    /// be installed.
+    #[test]
+    fn every_handled_signal_maps_both_ways() {
+        for signal in HANDLED {
+            let number = signal_number(signal).unwrap_or_else(|| panic!("{signal}: no number"));
+            assert_eq!(signal_from_number(number), Some(signal));
+            assert_ne!(number, sig::SIGCHLD);
+        }
     }
 }
