@@ -42,7 +42,6 @@ pub struct Cluster;
 impl Cluster {
     /// A builder with gs-clutch's defaults (one worker per CPU, name `server`, titles on,
     /// logs off, 7500 ms force-exit timeout) and the core's newer ones.
-    #[must_use]
     pub fn builder() -> ClusterBuilder {
         let mut core = Config::builder();
         core.cpus(std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -61,7 +60,11 @@ impl Cluster {
 }
 
 /// The role this process plays, decided by [`ClusterBuilder::start`].
+///
+/// Exhaustive on purpose: a process is the master or a worker, and `main` matches both;
+/// a third role would be a different API, and should break that match.
 #[derive(Debug)]
+#[must_use = "a Role is the master, which must be run, or a worker, which must serve"]
 pub enum Role {
     /// The master: call [`Master::run`] (or [`Master::run_and_exit`]).
     Master(Master),
@@ -70,6 +73,7 @@ pub enum Role {
 }
 
 /// Configures a cluster; [`start`](Self::start) validates everything before anything runs.
+#[must_use = "a builder does nothing until start() or supervise()"]
 pub struct ClusterBuilder {
     core: ConfigBuilder,
     listen: Vec<ListenAddr>,

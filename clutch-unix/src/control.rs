@@ -39,7 +39,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CLIENTS: usize = 64;
 
 /// A control request.
+///
+/// Non-exhaustive: the protocol may learn commands (a signal to forward, say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Request {
     /// Workers and phase.
     Status,

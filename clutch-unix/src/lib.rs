@@ -56,6 +56,10 @@ mod cluster;
 pub mod control;
 pub mod duration;
 mod error;
+// The fuzz targets' properties: for `fuzz/` (the `fuzzing` feature) and this crate's
+// tests, not for users.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzz;
 mod log;
 mod shutdown;

@@ -38,7 +38,10 @@ use crate::error::ContainmentError;
 use crate::Error;
 
 /// Which processes a graceful stop signals.
+///
+/// Non-exhaustive: systemd knows more kill modes (`mixed`, `none`) that may come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum KillMode {
     /// The whole tree (systemd's `KillMode=control-group`): a shell wrapper and its
     /// server both get SIGTERM. The default.

@@ -179,7 +179,10 @@ impl Default for ListenOptions {
 }
 
 /// What a listener is bound to.
+///
+/// Non-exhaustive, as [`ListenAddr`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LocalAddr {
     /// A TCP address, with the real port when port 0 was asked for.
     Tcp(SocketAddr),
@@ -259,7 +262,10 @@ impl Drop for SocketFile {
 }
 
 /// A [`Listener`] as the std type of its family.
+///
+/// Non-exhaustive, as [`ListenAddr`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StdListener {
     /// A TCP listener.
     Tcp(std::net::TcpListener),

@@ -67,6 +67,7 @@ const MAX_FD_NAME_LEN: usize = 255;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a SpawnSpec starts nothing until spawn()"]
 pub struct SpawnSpec<'fd> {
     program: PathBuf,
     arg0: Option<OsString>,
@@ -85,7 +86,6 @@ pub struct SpawnSpec<'fd> {
 impl<'fd> SpawnSpec<'fd> {
     /// Puts the worker into the cgroup whose `cgroup.procs` this is (open for writing),
     /// before it runs anything: all it starts then belongs to that cgroup.
-    #[must_use]
     pub fn cgroup_procs(mut self, procs: BorrowedFd<'fd>) -> Self {
         self.cgroup_procs = Some(procs);
         self
@@ -93,7 +93,6 @@ impl<'fd> SpawnSpec<'fd> {
 
     /// The same cgroup's directory (`O_DIRECTORY`): the worker is then created in it
     /// directly, where the kernel allows (`clone3`), and `cgroup_procs` is the fallback.
-    #[must_use]
     pub fn cgroup_dir(mut self, dir: BorrowedFd<'fd>) -> Self {
         self.cgroup_dir = Some(dir);
         self
@@ -120,21 +119,18 @@ impl<'fd> SpawnSpec<'fd> {
     }
 
     /// Sets `argv[0]` (default: the program path).
-    #[must_use]
     pub fn arg0(mut self, arg0: impl Into<OsString>) -> Self {
         self.arg0 = Some(arg0.into());
         self
     }
 
     /// Adds one argument.
-    #[must_use]
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
         self
     }
 
     /// Adds arguments.
-    #[must_use]
     pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
         self.args.extend(args.into_iter().map(Into::into));
         self
@@ -143,7 +139,6 @@ impl<'fd> SpawnSpec<'fd> {
     /// Adds variables to the base environment (the caller decides what the worker gets:
     /// pass `std::env::vars_os()` to pass everything through). A later value for the same
     /// name wins. The [`MANAGED_ENV_VARS`] are removed from it and set by `spawn`.
-    #[must_use]
     pub fn env<I, K, V>(mut self, vars: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
@@ -158,21 +153,18 @@ impl<'fd> SpawnSpec<'fd> {
     /// Adds a listening socket: it becomes fd `3 + i` for the `i`-th listener added, named
     /// `name` in `LISTEN_FDNAMES`. A name is 1 to 255 printable ASCII characters other than
     /// `:` (systemd's rule).
-    #[must_use]
     pub fn listener(mut self, name: impl Into<String>, fd: BorrowedFd<'fd>) -> Self {
         self.listeners.push((name.into(), fd));
         self
     }
 
     /// Sets `NOTIFY_SOCKET` (see [`crate::os::notify::NotifyListener`]).
-    #[must_use]
     pub fn notify_socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.notify_socket = Some(path.into());
         self
     }
 
     /// Sets `CLUTCH_WORKER_ID` and `CLUTCH_WORKER_SLOT`.
-    #[must_use]
     pub fn worker(mut self, id: u64, slot: usize) -> Self {
         self.worker_id = id;
         self.slot = slot;
@@ -181,7 +173,6 @@ impl<'fd> SpawnSpec<'fd> {
 
     /// Sets `WATCHDOG_USEC` (and `WATCHDOG_PID` to the worker's pid), asking the worker for
     /// a `WATCHDOG=1` heartbeat at about half that interval.
-    #[must_use]
     pub fn watchdog_usec(mut self, usec: u64) -> Self {
         self.watchdog_usec = Some(usec);
         self
@@ -190,7 +181,6 @@ impl<'fd> SpawnSpec<'fd> {
     /// Lets the worker inherit the master's stdin instead of reading `/dev/null`. Note that
     /// the worker is in a background process group: if stdin is a terminal, reading it stops
     /// the worker with `SIGTTIN`.
-    #[must_use]
     pub fn inherit_stdin(mut self) -> Self {
         self.stdin_null = false;
         self
