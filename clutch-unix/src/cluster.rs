@@ -11,6 +11,7 @@ use clutch_proto::{
 
 use crate::engine::control_server::ControlServer;
 use crate::engine::driver::{Driver, EventHandler, Program, Setup};
+use crate::engine::handle::{HandleServer, MasterHandle};
 use crate::engine::service::ServiceNotifier;
 use crate::error::ProgramError;
 use crate::os::contain::KillMode;
@@ -290,7 +291,12 @@ impl ClusterBuilder {
             .take()
             .unwrap_or_else(|| Box::new(|_: &Event| {}));
         let service = ServiceNotifier::from_env();
+        let poll = mio::Poll::new().map_err(|e| Error::io("creating the event loop", e))?;
+        let handles = HandleServer::new(poll.registry(), crate::engine::driver::HANDLES)
+            .map_err(|e| Error::io("creating the event loop's waker", e))?;
         Ok(Master {
+            poll,
+            handles,
             setup: Box::new(Setup {
                 config,
                 program,
@@ -440,9 +446,12 @@ impl IntoListenAddr for &String {
 }
 
 /// The master's side: run the cluster to its end.
+#[must_use = "a Master does nothing until run() or run_and_exit()"]
 pub struct Master {
     // Boxed: a `Role` is moved around by value and a worker is small.
     setup: Box<Setup>,
+    poll: mio::Poll,
+    handles: HandleServer,
 }
 
 impl std::fmt::Debug for Master {
@@ -469,7 +478,16 @@ impl Master {
     /// Runs the cluster until it shuts down; returns why (its
     /// [`code`](ExitReason::code) is the exit status to use).
     pub fn run(self) -> Result<ExitReason, Error> {
-        Driver::new(*self.setup)?.run()
+        Driver::new(*self.setup, self.poll, self.handles)?.run()
+    }
+
+    /// A handle for code in this process to ask the master for status, reload, scale
+    /// and stop while it runs, with the control socket's answers; see [`MasterHandle`].
+    /// Take it before [`run`](Self::run) (which keeps the thread), and hand clones to
+    /// other threads.
+    #[must_use]
+    pub fn handle(&self) -> MasterHandle {
+        self.handles.handle()
     }
 
     /// Runs the cluster and exits the process with its exit code; on an error, says why

@@ -80,6 +80,7 @@ pub use clutch_proto::{
     Backoff, CrashBudget, Event, ExitReason, ExitStatus, ForwardSignals, HangPolicy, Readiness,
     Signal, StopReason,
 };
+pub use engine::handle::{HandleError, MasterHandle};
 pub use error::{ContainmentError, EnvironmentError, Error, ProgramError};
 pub use log::{stderr_line, Log};
 pub use os::contain::{KillMode, CONTAINMENT_ENV};

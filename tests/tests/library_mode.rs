@@ -292,3 +292,53 @@ fn worker_notifications_never_block_while_the_master_is_stopped() {
     });
     assert!(is_alive(worker));
 }
+
+/// Code in the master process steers it through a `MasterHandle`, with the control
+/// socket's answers: status, scale, a reload answered once the rollout has finished,
+/// stop answered with the exit code; refused on the loop's own thread, and "gone" once
+/// the master has exited.
+#[test]
+fn the_master_steers_itself_through_its_handle() {
+    let mut cluster = Fixture::start(&[
+        ("WORKERS", "2"),
+        ("FIXTURE_HANDLE", "1"),
+        ("MIN_UPTIME_MS", "100"),
+    ]);
+    let status = cluster.wait_exit(PATIENCE * 2);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", cluster.stderr());
+    let report = std::fs::read_to_string(cluster.path("handle")).unwrap();
+    let answers: Vec<(&str, &str)> = report
+        .lines()
+        .map(|line| line.split_once(' ').unwrap())
+        .collect();
+    let steps: Vec<&str> = answers.iter().map(|(step, _)| *step).collect();
+    assert_eq!(
+        steps,
+        ["on_event", "status", "scale", "status", "reload", "stop", "after"],
+        "{report}"
+    );
+    assert_eq!(answers[0].1, "OnEventLoop", "refused on the loop");
+    assert_eq!(answers[6].1, "MasterGone", "gone after the exit");
+    let json = |i: usize| -> serde_json::Value { serde_json::from_str(answers[i].1).unwrap() };
+    assert_eq!(json(1)["ready"], 2);
+    assert_eq!(json(2), json!({"ok": true, "workers": 3}));
+    assert_eq!(json(3)["ready"], 3);
+    let reload = json(4);
+    assert_eq!(reload["ok"], true, "{reload}");
+    assert_eq!(reload["generation"], 2, "{reload}");
+    // The reload was answered once it had finished: its event came first.
+    assert_eq!(
+        cluster.count("ReloadFinished"),
+        1,
+        "{}",
+        cluster.events_text()
+    );
+    assert_eq!(json(5)["exit_code"], 0, "{}", answers[5].1);
+    // 2, one more by scale, 3 new ones by the reload.
+    assert_eq!(
+        cluster.count("WorkerStarted"),
+        6,
+        "{}",
+        cluster.events_text()
+    );
+}

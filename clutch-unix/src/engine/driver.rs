@@ -38,6 +38,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::control::{Request, Response, Status, WorkerStatus};
 use crate::engine::control_server::{ControlServer, Waiting};
+use crate::engine::handle::{HandleServer, REQUESTS_PER_TURN};
 use crate::engine::service::ServiceNotifier;
 use crate::os::contain::{Containment, KillMode, Tree};
 use crate::os::listen::Listener;
@@ -57,6 +58,8 @@ const PER_WORKER: usize = 3;
 const REAPS_PER_TURN: usize = 256;
 /// Control clients' tokens start here (far above any worker's).
 const FIRST_CLIENT: usize = 1 << 60;
+/// The in-process handles' waker (`handle.rs`), just below the clients.
+pub(crate) const HANDLES: Token = Token(FIRST_CLIENT - 1);
 
 /// Datagrams read from one worker's notify socket in one turn.
 pub(crate) const NOTIFY_PER_TURN: usize = 64;
@@ -167,7 +170,19 @@ enum Input {
     SpawnFailed(WorkerId, clutch_proto::SpawnError),
 }
 
+/// Who asked for a command, and so gets its answer: a control client, or an in-process
+/// [`MasterHandle`](crate::MasterHandle) request.
+#[derive(Debug, Clone, Copy)]
+enum Asker {
+    Client(usize),
+    Handle(u64),
+}
+
 pub(crate) struct Driver {
+    /// The in-process handles' requests and their waiting answers.
+    handles: HandleServer,
+    /// Handle requests may be queued beyond what this turn carried out.
+    handles_pending: bool,
     /// The program file each generation runs (`pin.rs`).
     pins: crate::os::pin::Pins,
     poll: Poll,
@@ -200,8 +215,8 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub(crate) fn new(setup: Setup) -> Result<Self, Error> {
-        let poll = Poll::new().map_err(|e| Error::io("creating the event loop", e))?;
+    /// The loop over `poll`, whose registry `handles` wakes.
+    pub(crate) fn new(setup: Setup, poll: Poll, handles: HandleServer) -> Result<Self, Error> {
         let numbers: Vec<i32> = HANDLED.into_iter().filter_map(signal_number).collect();
         let mut signals =
             Signals::new(numbers).map_err(|e| Error::io("installing signal handlers", e))?;
@@ -227,6 +242,8 @@ impl Driver {
         let cluster = ClusterState::new(setup.config.clone(), Instant::now());
         let pins = crate::os::pin::Pins::new(&setup.program.path, setup.listeners.len());
         Ok(Self {
+            handles,
+            handles_pending: true,
             pins,
             poll,
             signals,
@@ -252,10 +269,12 @@ impl Driver {
     /// Runs the cluster to its end; returns why it ended.
     pub(crate) fn run(mut self) -> Result<ExitReason, Error> {
         let mut events = Events::with_capacity(256);
+        self.handles.running_on_this_thread();
         self.drain();
         loop {
             if let Some(reason) = self.exit {
                 self.containment.finish();
+                self.handles.exiting(reason.code(), reason.describe());
                 if let Some(control) = self.setup.control.as_mut() {
                     control.exiting(self.poll.registry(), reason.code(), reason.describe());
                     control.flush_all_blocking(Duration::from_millis(200));
@@ -306,6 +325,7 @@ impl Driver {
         !self.unread.is_empty()
             || !self.deferred.is_empty()
             || self.accept_pending
+            || self.handles_pending
             || self.sweep_pending
     }
 
@@ -313,6 +333,9 @@ impl Driver {
     fn work_backlog(&mut self) {
         if self.accept_pending {
             self.accept_clients();
+        }
+        if self.handles_pending {
+            self.handle_requests();
         }
         if self.sweep_pending {
             self.sweep();
@@ -362,6 +385,10 @@ impl Driver {
             self.accept_clients();
             return;
         }
+        if token == HANDLES {
+            self.handle_requests();
+            return;
+        }
         if token.0 >= FIRST_CLIENT {
             return self.control_client(token);
         }
@@ -396,6 +423,49 @@ impl Driver {
                 return;
             }
         };
+        self.command(request, Asker::Client(number));
+    }
+
+    /// Carries out the requests the in-process handles queued, at most
+    /// [`REQUESTS_PER_TURN`] per turn.
+    fn handle_requests(&mut self) {
+        for _ in 0..REQUESTS_PER_TURN {
+            let Some((number, request)) = self.handles.next_request() else {
+                self.handles_pending = false;
+                return;
+            };
+            self.command(request, Asker::Handle(number));
+        }
+        self.handles_pending = self.handles.has_requests();
+    }
+
+    /// Answers whoever asked.
+    fn answer(&mut self, asker: Asker, answer: &Response) {
+        match asker {
+            Asker::Client(number) => {
+                if let Some(control) = self.setup.control.as_mut() {
+                    control.answer(self.poll.registry(), number, answer);
+                }
+            }
+            Asker::Handle(number) => self.handles.answer(number, answer),
+        }
+    }
+
+    /// Keeps whoever asked waiting until `waiting` resolves.
+    fn wait(&mut self, asker: Asker, waiting: Waiting) {
+        match asker {
+            Asker::Client(number) => {
+                if let Some(control) = self.setup.control.as_mut() {
+                    control.wait(number, waiting);
+                }
+            }
+            Asker::Handle(number) => self.handles.wait(number, waiting),
+        }
+    }
+
+    /// A request from a control client or a handle: carried out, then answered now or
+    /// once what it waits for has happened.
+    fn command(&mut self, request: Request, asker: Asker) {
         if request == Request::Status {
             // A readiness probe may ask every second: not worth a line each time.
             tracing::debug!(%request, "control request");
@@ -416,9 +486,7 @@ impl Driver {
                         "cannot run {workers} workers: they need about {need} open files \
                          and the limit (RLIMIT_NOFILE) is {limit}"
                     );
-                    if let Some(control) = self.setup.control.as_mut() {
-                        control.answer(self.poll.registry(), number, &Response::failed(error));
-                    }
+                    self.answer(asker, &Response::failed(error));
                     return;
                 }
                 self.feed(|cluster| {
@@ -433,9 +501,7 @@ impl Driver {
                 // inside the very drain that follows it. Whatever rollout this request
                 // starts (or queues) gets a generation above the current one.
                 let generation = self.cluster.generation() + 1;
-                if let Some(control) = self.setup.control.as_mut() {
-                    control.wait(number, Waiting::Reload { generation });
-                }
+                self.wait(asker, Waiting::Reload { generation });
                 self.feed(|cluster| {
                     if let Err(e) = cluster.reload(Instant::now()) {
                         outcome = Some(Response::failed(e.to_string()));
@@ -443,14 +509,12 @@ impl Driver {
                 });
             }
             Request::Stop => {
-                if let Some(control) = self.setup.control.as_mut() {
-                    control.wait(number, Waiting::Stop);
-                }
+                self.wait(asker, Waiting::Stop);
                 self.feed(|cluster| cluster.shutdown(Instant::now()));
             }
         }
-        if let (Some(control), Some(answer)) = (self.setup.control.as_mut(), outcome) {
-            control.answer(self.poll.registry(), number, &answer);
+        if let Some(answer) = outcome {
+            self.answer(asker, &answer);
         }
     }
 
@@ -668,23 +732,27 @@ impl Driver {
             Action::Event(event) => {
                 self.pins.on_event(&event);
                 log_event(&event);
-                if let Some(control) = self.setup.control.as_mut() {
-                    match &event {
-                        Event::ReloadFinished { generation, took } => {
-                            let answer = Response::Reloaded {
-                                generation: *generation,
-                                took: *took,
-                            };
-                            control.reload_ended(self.poll.registry(), *generation, &answer);
-                        }
-                        Event::ReloadFailed { generation, reason } => {
-                            let answer = Response::failed(format!(
-                                "rolling restart failed: {reason}; the old workers keep serving"
-                            ));
-                            control.reload_ended(self.poll.registry(), *generation, &answer);
-                        }
-                        _ => {}
+                let ended = match &event {
+                    Event::ReloadFinished { generation, took } => Some((
+                        *generation,
+                        Response::Reloaded {
+                            generation: *generation,
+                            took: *took,
+                        },
+                    )),
+                    Event::ReloadFailed { generation, reason } => Some((
+                        *generation,
+                        Response::failed(format!(
+                            "rolling restart failed: {reason}; the old workers keep serving"
+                        )),
+                    )),
+                    _ => None,
+                };
+                if let Some((generation, answer)) = ended {
+                    if let Some(control) = self.setup.control.as_mut() {
+                        control.reload_ended(self.poll.registry(), generation, &answer);
                     }
+                    self.handles.reload_ended(generation, &answer);
                 }
                 (self.setup.on_event)(&event);
             }

@@ -17,6 +17,11 @@
 //!   `heartbeat()` many times, then `status()`, `ready()` and `stopping()`, timing every
 //!   call, and writes what it saw to `FIXTURE_DIR/flood-<pid>` (see [`flood`]).
 //!
+//! - `FIXTURE_HANDLE=1`: the master drives itself through a `MasterHandle` from a thread
+//!   of its own (status until every worker is ready, scale to 3, reload, stop) and from
+//!   its `on_event` callback (refused there), and writes each answer to
+//!   `FIXTURE_DIR/handle` (see [`drive_through_handle`]).
+//!
 //! `fixture -- PROGRAM ARGS…` supervises that program instead (exec mode).
 
 use std::fs::{File, OpenOptions};
@@ -86,7 +91,18 @@ fn main() {
         .append(true)
         .open(dir.join("events"))
         .expect("events file");
+    // With FIXTURE_HANDLE, the callback tries the master's handle once (on `Listening`):
+    // on the loop's own thread it must be refused.
+    let on_loop: std::sync::Arc<std::sync::OnceLock<clutch_unix::MasterHandle>> =
+        Default::default();
+    let mut tried = false;
+    let (tries, report) = (on_loop.clone(), dir.join("handle"));
     cluster.on_event(move |event| {
+        if let (Event::Listening { .. }, false, Some(handle)) = (event, tried, tries.get()) {
+            tried = true;
+            let refused = handle.status().expect_err("answered on its own loop");
+            append(&report, &format!("on_event {refused:?}"));
+        }
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         let ns = now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128;
         let mut line = event_json(event);
@@ -122,6 +138,20 @@ fn main() {
         Ok(Role::Master(master)) => {
             let port = master.listeners()[0].local_port().expect("a TCP port");
             write_atomically(&dir.join("port"), &port.to_string());
+            if knob("FIXTURE_HANDLE") {
+                let handle = master.handle();
+                let _ = on_loop.set(handle.clone());
+                let driver = {
+                    let (handle, dir) = (handle.clone(), dir.clone());
+                    std::thread::spawn(move || drive_through_handle(&handle, &dir))
+                };
+                let reason = master.run().expect("the master runs");
+                driver.join().expect("the handle's thread");
+                // The loop is over: a handle gets no answer any more, and says why.
+                let after = handle.status().expect_err("answered after the exit");
+                append(&dir.join("handle"), &format!("after {after:?}"));
+                std::process::exit(i32::from(reason.code()));
+            }
             master.run_and_exit()
         }
         Ok(Role::Worker(worker)) => serve(worker),
@@ -193,6 +223,53 @@ fn event_json(event: &Event) -> Value {
             json!({ "event": name })
         }
     }
+}
+
+/// Appends one line to `path`.
+fn append(path: &std::path::Path, line: &str) {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("opening a report file");
+    file.write_all(format!("{line}\n").as_bytes())
+        .expect("writing a report line");
+}
+
+/// The master's own thread drives it through `handle`, writing `<step> <answer line>`
+/// to `dir/handle` for each answer: `status` (polled, bounded, until every worker is
+/// ready), `scale` (to 3), `status` (until 3 are ready), `reload`, `stop`.
+fn drive_through_handle(handle: &clutch_unix::MasterHandle, dir: &std::path::Path) {
+    use clutch_unix::control::Response;
+    let report = dir.join("handle");
+    let wait_ready = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = handle.status().expect("status");
+            if let Response::Status(status) = &answer {
+                if status.ready >= n && status.live == n {
+                    append(&report, &format!("status {answer}"));
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never {n} ready: {answer}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_ready(2);
+    append(
+        &report,
+        &format!("scale {}", handle.scale(3).expect("scale")),
+    );
+    wait_ready(3);
+    append(
+        &report,
+        &format!("reload {}", handle.reload().expect("reload")),
+    );
+    append(&report, &format!("stop {}", handle.stop().expect("stop")));
 }
 
 fn write_atomically(path: &std::path::Path, text: &str) {
