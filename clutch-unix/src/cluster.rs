@@ -162,7 +162,7 @@ impl ClusterBuilder {
         self
     }
     /// The signals (of USR1 and USR2) the master forwards to every worker. Default: both
-    /// in library mode (the worker side counts them, see [`Worker::user_signals`]); none
+    /// in library mode (the worker receives them, see [`Worker::user_signals`]); none
     /// in exec mode ([`supervise`](Self::supervise)), since clutch cannot know that the
     /// program handles them, and their default action kills it. Those not forwarded are
     /// logged and ignored.

@@ -63,6 +63,7 @@ mod error;
 pub mod fuzz;
 mod log;
 mod shutdown;
+mod user_signals;
 mod worker;
 
 // The master engine: the event loop that drives the core with the OS toolkit.
@@ -85,4 +86,5 @@ pub use error::{ContainmentError, EnvironmentError, Error, ProgramError};
 pub use log::{stderr_line, Log};
 pub use os::contain::{KillMode, CONTAINMENT_ENV};
 pub use shutdown::{Requested, Shutdown};
+pub use user_signals::{UserSignals, MAX_PENDING_USER_SIGNALS};
 pub use worker::Worker;

@@ -342,3 +342,40 @@ fn the_master_steers_itself_through_its_handle() {
         cluster.events_text()
     );
 }
+
+/// SIGUSR1/SIGUSR2 sent to the master reach every worker, which receives each one, in
+/// order, through `Worker::user_signals()` (not a counter it has to poll).
+#[test]
+fn a_worker_receives_each_forwarded_user_signal() {
+    let mut cluster = Fixture::start(&[("WORKERS", "2"), ("FIXTURE_USR", "1")]);
+    cluster.wait_ready(2);
+    let workers = cluster.live_worker_pids();
+    let dir = cluster.dir.path().to_owned();
+    let received = |pid: u32| -> Vec<String> {
+        std::fs::read_to_string(dir.join(format!("usr-{pid}")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    cluster.signal(Signal::SIGUSR1);
+    cluster.wait_until("both workers received USR1", |_| {
+        workers.iter().all(|&pid| received(pid).len() == 1)
+    });
+    cluster.signal(Signal::SIGUSR2);
+    cluster.wait_until("both workers received USR2", |_| {
+        workers.iter().all(|&pid| received(pid).len() == 2)
+    });
+    for &pid in &workers {
+        assert_eq!(received(pid), ["usr1 1", "usr2 2"], "worker {pid}");
+    }
+    assert_eq!(
+        cluster.count("SignalForwarded"),
+        2,
+        "{}",
+        cluster.events_text()
+    );
+    let forwarded = cluster.named("SignalForwarded");
+    assert_eq!(forwarded[0]["signal"], "SIGUSR1");
+    assert_eq!(forwarded[1]["workers"], 2);
+}

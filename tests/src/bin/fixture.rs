@@ -22,6 +22,10 @@
 //!   its `on_event` callback (refused there), and writes each answer to
 //!   `FIXTURE_DIR/handle` (see [`drive_through_handle`]).
 //!
+//! - `FIXTURE_USR=1`: each worker receives the SIGUSR1/SIGUSR2 the master forwards
+//!   (`Worker::user_signals`) and appends `usr1 <count>` / `usr2 <count>` to
+//!   `FIXTURE_DIR/usr-<pid>` for each, `<count>` being `user_signal_count()` then.
+//!
 //! `fixture -- PROGRAM ARGS…` supervises that program instead (exec mode).
 
 use std::fs::{File, OpenOptions};
@@ -287,6 +291,19 @@ fn serve(mut worker: Worker) {
     if knob("FIXTURE_FLOOD") {
         let worker = worker.clone();
         std::thread::spawn(move || flood(&worker));
+    }
+    if knob("FIXTURE_USR") {
+        let worker = worker.clone();
+        let dir = PathBuf::from(std::env::var_os("FIXTURE_DIR").expect("FIXTURE_DIR"));
+        let report = dir.join(format!("usr-{}", std::process::id()));
+        std::thread::spawn(move || loop {
+            let name = match worker.user_signals().recv() {
+                clutch_unix::Signal::Usr1 => "usr1",
+                clutch_unix::Signal::Usr2 => "usr2",
+                _ => "other",
+            };
+            append(&report, &format!("{name} {}", worker.user_signal_count()));
+        });
     }
     let shutdown = worker.shutdown().clone();
     let id = worker.id();
