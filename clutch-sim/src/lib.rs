@@ -5,8 +5,9 @@
 //! injected faults (slow or failing boots, crashes, hangs, workers that ignore SIGTERM,
 //! spawn failures, pid reuse, signal storms, commands mid-rollout, stale and duplicate
 //! reports), a discrete-event loop jumps simulated time from one event to the next, the
-//! real [`ClusterState`](clutch_proto::ClusterState) decides, and a [`Checker`] verifies
-//! safety after every step and liveness at the end.
+//! real [`ClusterState`](clutch_proto::ClusterState) decides, and the [`Checker`] (one
+//! checker per concern over one shared model, see [`checker`]) verifies safety after
+//! every step and liveness at the end.
 //!
 //! ```
 //! let outcome = clutch_sim::run_seed(42).expect("seed 42 passes every check");

@@ -252,6 +252,7 @@ fn run_checked(seed: u64, check_determinism: bool) -> Result<clutch_sim::Outcome
                 seed: Some(seed),
                 violation: clutch_sim::Violation {
                     check: "determinism",
+                    checker: "campaign",
                     at: outcome.simulated,
                     message: format!(
                         "two runs differ: fingerprints {:016x} and {:016x}",

@@ -54,6 +54,7 @@ fn a_failure_names_the_seed_and_the_one_replay_command() {
         seed: Some(7),
         violation: clutch_sim::Violation {
             check: "surge",
+            checker: "slots",
             at: std::time::Duration::from_millis(3),
             message: "too many".to_owned(),
         },

@@ -19,21 +19,26 @@ use serde_json::Value;
 const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
 
 /// A Python worker on the inherited socket. With `$DEPLOY_DIR/broken` it cannot boot
-/// (exit 1 at once); with `$DEPLOY_DIR/crash` it is the bad release of case 1: it never
-/// says READY=1 (so `--ready 1s` makes it ready at 1 s) and dies 1.7 s after it started.
-/// Otherwise it says READY=1 and serves `Worker: <id>`.
+/// (exit 1 at once); with `$DEPLOY_DIR/crash` it is the bad release of case 1: it says
+/// READY=1 and dies 0.7 s later, well inside its 2 s probation. Otherwise it says
+/// READY=1 and serves `Worker: <id>`.
+///
+/// The masters run it with `--ready notify`: "ready" then means the worker reached its
+/// accept loop. (Under `--ready 1s`, which issue 11's reports used, a loaded machine that
+/// takes seconds to start Python makes a worker "ready" and even "proven" before its
+/// script has run a line — the tests would then be about the machine.)
 const WORKER: &str = r#"
 import os, socket, sys, time
 d = os.environ["DEPLOY_DIR"]
 if os.path.exists(os.path.join(d, "broken")):
     sys.exit(1)
 s = socket.socket(fileno=3)
-if os.path.exists(os.path.join(d, "crash")):
-    time.sleep(1.7)
-    os._exit(1)
 n = os.environ.get("NOTIFY_SOCKET")
 if n:
     socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
+if os.path.exists(os.path.join(d, "crash")):
+    time.sleep(0.7)
+    os._exit(1)
 wid = os.environ["CLUTCH_WORKER_ID"]
 while True:
     c, _ = s.accept()
@@ -84,8 +89,11 @@ impl Clutch {
         }
     }
 
+    /// [`WORKER`] under `--ready notify` and `args`.
     fn python(args: &[&str]) -> Self {
-        Self::run(args, &["python3", "-c", WORKER])
+        let mut all = vec!["--ready", "notify"];
+        all.extend_from_slice(args);
+        Self::run(&all, &["python3", "-c", WORKER])
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -256,28 +264,41 @@ fn kill(pid: u32) {
     );
 }
 
-/// Case 1 as a reload: the new release is ready at 1 s (`--ready 1s`) and dies at 1.7 s.
-/// The reload fails at once with the cause, within probation + boot time; no old worker
-/// is stopped; the old ones keep serving.
+/// Case 1 as a reload: the new release says READY=1 and dies 0.7 s later, in its
+/// probation. The reload fails at once, with the cause; no old worker is stopped; the old
+/// ones keep serving.
 #[test]
 fn a_release_dying_after_ready_fails_the_reload_and_keeps_the_old_workers() {
-    let mut clutch = Clutch::python(&["--workers", "2", "--ready", "1s"]);
+    let mut clutch = Clutch::python(&["--workers", "2"]);
     let old = clutch.wait_proven(2);
     clutch.touch("crash");
-    let started = Instant::now();
     let out = clutch.ctl(&["reload"]);
-    let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "reload: {stderr}");
     assert!(stderr.contains("probation"), "the cause: {stderr}");
-    // Boot (1.7 s to the death) well within probation + boot, with room for a busy box.
+    // At once: the rollout fails on the new worker's death, by the master's own clock.
+    let logs = clutch.logs();
+    let new_ready = logs
+        .iter()
+        .filter(|l| l["event"] == "worker_ready")
+        .nth(2)
+        .map(at)
+        .expect("the new worker became ready");
+    let died = logs
+        .iter()
+        .find(|l| l["event"] == "worker_died")
+        .map(at)
+        .expect("the new worker died");
+    let failed = logs
+        .iter()
+        .find(|l| l["event"] == "reload_failed")
+        .map(at)
+        .expect("the reload failed");
+    assert!(died > new_ready, "died after it was ready");
     assert!(
-        took < Duration::from_secs(8),
-        "reload answered after {took:?}"
-    );
-    assert!(
-        took >= Duration::from_millis(1700),
-        "answered before the death: {took:?}"
+        failed - died < 0.5,
+        "the reload failed {:.3} s after the death",
+        failed - died
     );
     let mut now_ready = clutch.ready_pids();
     now_ready.sort_unstable();
@@ -292,10 +313,10 @@ fn a_release_dying_after_ready_fails_the_reload_and_keeps_the_old_workers() {
 }
 
 /// Case 1 on a fresh start (what a restart by the service manager would run): every
-/// worker is ready at 1 s and dead at 1.7 s. The master exits 3 in bounded time.
+/// worker says READY=1 and dies 0.7 s later. The master exits 3 in bounded time.
 #[test]
 fn a_cluster_whose_workers_all_die_in_probation_exits_3_in_bounded_time() {
-    let mut clutch = Clutch::python(&["--workers", "2", "--ready", "1s"]);
+    let mut clutch = Clutch::python(&["--workers", "2"]);
     clutch.touch("crash");
     let status = clutch.wait_exit(PATIENCE);
     assert_eq!(status.code(), Some(3), "{}", clutch.stderr());
@@ -404,10 +425,19 @@ fn one_off_crashes_are_replaced_at_once_and_repeated_kills_keep_one_ready() {
     let first_kill_line = clutch.stderr().lines().count();
     for _ in 0..12 {
         let tick = Instant::now();
-        clutch.wait_until("both workers are ready", |c| c.ready_pids().len() == 2);
+        // One status answer decides: a second one, asked a moment after a kill, may
+        // already lack the victim and offer the survivor as "the oldest".
+        let mut ready = Vec::new();
+        clutch.wait_until("both workers are ready", |c| {
+            ready = c.ready_pids();
+            ready.len() == 2
+        });
         // The status lists workers by id: the first is the oldest (a pid may wrap).
-        let oldest = clutch.ready_pids()[0];
+        let oldest = ready[0];
         kill(oldest);
+        clutch.wait_until("the master saw the death", |c| {
+            c.serving().iter().all(|&(pid, ..)| pid != oldest)
+        });
         let rest = Duration::from_millis(500).saturating_sub(tick.elapsed());
         std::thread::sleep(rest);
     }

@@ -283,7 +283,7 @@ fn make_base() -> Result<PathBuf, String> {
 /// --pid`): then the pids in other masters' cgroup names are not ours to check. The
 /// initial namespace's inode is a kernel constant (`PROC_PID_INIT_INO`); `NSpid:` is no
 /// guide, since a namespace with its own `/proc` shows only its own pids.
-fn in_nested_pid_namespace() -> bool {
+pub(crate) fn in_nested_pid_namespace() -> bool {
     const INITIAL: &str = "pid:[4026531836]";
     std::fs::read_link("/proc/self/ns/pid").map_or(true, |ns| ns.as_os_str() != INITIAL)
 }

@@ -231,10 +231,21 @@ const PID_REUSE_SLACK: Duration = Duration::from_secs(2);
 /// - no socket in it is live (a connect is refused): a master in another pid namespace
 ///   that shares `parent` looks dead from here, but its workers' sockets answer.
 ///
+/// In a pid namespace of its own (a container, `unshare --pid`), whose pids say nothing
+/// of the masters outside that share `parent` (a `/dev/shm` not made private), a
+/// directory must also hold at least one socket, all of them refusing: a live master
+/// outside has an empty directory for a moment (before its first worker, or while it
+/// replaces the only one), and must not lose it then. A master that was killed leaves
+/// its sockets behind, so its directory still goes.
+///
 /// `remove_dir_all` does not follow symlinks (not at the top, nor inside), so a swapped
 /// entry cannot make it remove anything outside. Errors are logged and skipped: cleaning
 /// up never stops a master from starting.
 pub fn remove_stale_dirs(parent: &Path) -> usize {
+    remove_stale_dirs_from(parent, crate::os::contain::in_nested_pid_namespace())
+}
+
+fn remove_stale_dirs_from(parent: &Path, nested: bool) -> usize {
     let entries = match std::fs::read_dir(parent) {
         Ok(entries) => entries,
         Err(error) => {
@@ -266,6 +277,9 @@ pub fn remove_stale_dirs(parent: &Path) -> usize {
             u32::try_from(metadata.ctime_nsec()).unwrap_or(0),
         );
         if owner_may_live(pid, changed) || has_live_socket(&path) {
+            continue;
+        }
+        if nested && !has_socket(&path) {
             continue;
         }
         match std::fs::remove_dir_all(&path) {
@@ -359,6 +373,17 @@ fn parse_stat(stat: &str) -> Option<(char, u64)> {
     // Fields 4 to 21 lie between the state and the start time.
     let start = fields.nth(18)?.parse().ok()?;
     Some((state, start))
+}
+
+/// Whether some socket file lies directly in `dir` (or it cannot be read).
+fn has_socket(dir: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return true;
+    };
+    entries
+        .into_iter()
+        .any(|entry| entry.map_or(true, |e| e.file_type().is_ok_and(|t| t.is_socket())))
 }
 
 /// Whether some socket file directly in `dir` has a live socket behind it (or cannot be
@@ -926,6 +951,27 @@ mod tests {
         assert_eq!(remove_stale_dirs(parent.path()), 2);
         assert!(!owned.exists() && !answering.exists());
         assert!(open_mode.exists() && foreign.exists() && link.exists());
+    }
+
+    /// Seen from a pid namespace of its own, every outside master looks dead: an empty
+    /// directory (a live master before its first worker) is kept, one whose sockets all
+    /// refuse (a killed master's) is removed.
+    #[test]
+    fn in_a_nested_pid_namespace_only_directories_with_dead_sockets_go() {
+        let parent = tempfile::tempdir().unwrap();
+        let dead = dead_pid();
+        let empty = fake_dir(parent.path(), dead, "abc0");
+        let killed = fake_dir(parent.path(), dead, "abc1");
+        drop(std::os::unix::net::UnixDatagram::bind(killed.join("worker-1.sock")).unwrap());
+        assert_eq!(remove_stale_dirs_from(parent.path(), true), 1);
+        assert!(
+            empty.exists(),
+            "a live master's empty directory was removed"
+        );
+        assert!(!killed.exists());
+        // In the initial namespace the pid says it: the empty one goes too.
+        assert_eq!(remove_stale_dirs_from(parent.path(), false), 1);
+        assert!(!empty.exists());
     }
 
     #[test]
