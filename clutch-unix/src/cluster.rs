@@ -507,3 +507,46 @@ impl Master {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Text is parsed once, in `listen`; a bad address fails before anything runs, as a
+    /// usage error that names the input.
+    #[test]
+    fn a_bad_listen_address_fails_the_start_as_a_usage_error() {
+        let mut builder = Cluster::builder();
+        builder
+            .workers(1)
+            .listen("127.0.0.1:0")
+            .listen("localhost")
+            .listen("also bad");
+        assert_eq!(
+            builder.listen,
+            [ListenAddr::Tcp(([127, 0, 0, 1], 0).into())]
+        );
+        let error = builder.supervise("/bin/true", ["x"; 0]).unwrap_err();
+        assert!(error.is_usage(), "{error:#}");
+        let Error::ListenAddr(addr) = &error else {
+            panic!("not a listen address error: {error:#}")
+        };
+        assert!(
+            addr.to_string().contains("\"localhost\""),
+            "the first bad one: {addr}"
+        );
+    }
+
+    #[test]
+    fn parsed_addresses_are_taken_as_they_are() {
+        let mut builder = Cluster::builder();
+        let unix = ListenAddr::Unix("/run/app.sock".into());
+        builder
+            .listen(unix.clone())
+            .listen(std::net::SocketAddr::from(([0, 0, 0, 0], 80)))
+            .listen(String::from("[::1]:5000"));
+        assert_eq!(builder.listen.len(), 3);
+        assert_eq!(builder.listen[0], unix);
+        assert!(builder.listen_error.is_none());
+    }
+}
