@@ -182,5 +182,5 @@ pub use error::{ContainmentError, EnvironmentError, Error, ProgramError};
 pub use log::{stderr_line, Log};
 pub use os::contain::{KillMode, CONTAINMENT_ENV};
 pub use shutdown::{Requested, Shutdown};
-pub use user_signals::{UserSignals, MAX_PENDING_USER_SIGNALS};
+pub use user_signals::{NextUserSignal, UserSignals, MAX_PENDING_USER_SIGNALS};
 pub use worker::Worker;

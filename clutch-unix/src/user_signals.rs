@@ -3,9 +3,12 @@
 //! an event loop alike.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use clutch_proto::Signal;
@@ -24,7 +27,8 @@ pub const MAX_PENDING_USER_SIGNALS: usize = 64;
 /// * blocking: [`recv`](Self::recv), [`recv_timeout`](Self::recv_timeout),
 ///   [`try_recv`](Self::try_recv);
 /// * an event loop (mio, epoll, `poll(2)`): [`as_fd`](AsFd::as_fd) is readable while a
-///   signal waits to be received; call [`try_recv`](Self::try_recv) until it says `None`.
+///   signal waits to be received; call [`try_recv`](Self::try_recv) until it says `None`;
+/// * async (any runtime, no dependency): `signals.next().await`.
 ///
 /// ```no_run
 /// # fn reopen_logs() {}
@@ -55,6 +59,8 @@ struct State {
     pending: VecDeque<Signal>,
     total: u64,
     dropped: u64,
+    /// Tasks awaiting [`UserSignals::next`].
+    wakers: Vec<Waker>,
 }
 
 impl UserSignals {
@@ -92,8 +98,20 @@ impl UserSignals {
             let _ = rustix::io::write(&self.inner.write_end, b"s");
         }
         state.pending.push_back(signal);
+        let wakers = std::mem::take(&mut state.wakers);
         drop(state);
         self.inner.arrived.notify_one();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// A future that completes with the next signal. Runtime-agnostic.
+    #[must_use]
+    pub fn next(&self) -> NextUserSignal {
+        NextUserSignal {
+            signals: self.clone(),
+        }
     }
 
     /// The oldest signal not received yet, without waiting.
@@ -163,6 +181,27 @@ impl UserSignals {
     }
 }
 
+/// The future returned by [`UserSignals::next`].
+#[derive(Debug)]
+pub struct NextUserSignal {
+    signals: UserSignals,
+}
+
+impl Future for NextUserSignal {
+    type Output = Signal;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Signal> {
+        let mut state = self.signals.lock();
+        if let Some(signal) = self.signals.pop(&mut state) {
+            return Poll::Ready(signal);
+        }
+        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
 impl AsFd for UserSignals {
     /// Readable while a signal waits to be received.
     fn as_fd(&self) -> BorrowedFd<'_> {
@@ -219,6 +258,28 @@ mod tests {
         };
         signals.push(Signal::Usr2);
         assert_eq!(receiver.join().unwrap(), Some(Signal::Usr2));
+    }
+
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_future_completes_with_the_next_signal_and_wakes_its_task() {
+        let signals = UserSignals::new().unwrap();
+        let counter = Arc::new(CountWakes(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut next = Box::pin(signals.next());
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        assert!(next.as_mut().poll(&mut cx).is_pending(), "one waker kept");
+        signals.push(Signal::Usr2);
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(next.as_mut().poll(&mut cx), Poll::Ready(Signal::Usr2));
+        assert_eq!(signals.try_recv(), None, "received once");
     }
 
     #[test]
