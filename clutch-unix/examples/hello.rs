@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clutch_unix::{Cluster, Error, Log, Role, Shutdown, Worker};
+use clutch_unix::{Cluster, Log, Role, Shutdown, Worker};
 use rustix::event::{poll, PollFd, PollFlags};
 
 fn main() {
     if let Err(error) = run() {
-        eprintln!("hello: {error}");
+        // `{:#}`: a clutch error with its whole chain of causes, each said once.
+        eprintln!("hello: {error:#}");
         std::process::exit(1);
     }
 }
@@ -35,7 +36,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(workers) = std::env::var("WORKERS") {
         let workers = workers
             .parse()
-            .map_err(|_| Error::Environment(format!("WORKERS={workers:?} is not a number")))?;
+            .map_err(|_| format!("WORKERS={workers:?} is not a number"))?;
         cluster.workers(workers);
     }
     match cluster.start()? {

@@ -11,9 +11,11 @@ use clutch_proto::{
 
 use crate::engine::control_server::ControlServer;
 use crate::engine::driver::{Driver, EventHandler, Program, Setup};
+use crate::engine::handle::{HandleServer, MasterHandle};
 use crate::engine::service::ServiceNotifier;
+use crate::error::ProgramError;
 use crate::os::contain::KillMode;
-use crate::os::listen::{self, ListenAddr, ListenOptions, Listener};
+use crate::os::listen::{self, AddrError, ListenAddr, ListenOptions, Listener};
 use crate::worker::Worker;
 use crate::{Error, Log};
 
@@ -41,13 +43,13 @@ pub struct Cluster;
 impl Cluster {
     /// A builder with gs-clutch's defaults (one worker per CPU, name `server`, titles on,
     /// logs off, 7500 ms force-exit timeout) and the core's newer ones.
-    #[must_use]
     pub fn builder() -> ClusterBuilder {
         let mut core = Config::builder();
         core.cpus(std::thread::available_parallelism().map_or(1, |n| n.get()));
         ClusterBuilder {
             core,
             listen: Vec::new(),
+            listen_error: None,
             listen_options: ListenOptions::default(),
             log: Log::Off,
             on_event: None,
@@ -59,7 +61,11 @@ impl Cluster {
 }
 
 /// The role this process plays, decided by [`ClusterBuilder::start`].
+///
+/// Exhaustive on purpose: a process is the master or a worker, and `main` matches both;
+/// a third role would be a different API, and should break that match.
 #[derive(Debug)]
+#[must_use = "a Role is the master, which must be run, or a worker, which must serve"]
 pub enum Role {
     /// The master: call [`Master::run`] (or [`Master::run_and_exit`]).
     Master(Master),
@@ -68,9 +74,13 @@ pub enum Role {
 }
 
 /// Configures a cluster; [`start`](Self::start) validates everything before anything runs.
+#[must_use = "a builder does nothing until start() or supervise()"]
 pub struct ClusterBuilder {
     core: ConfigBuilder,
-    listen: Vec<String>,
+    listen: Vec<ListenAddr>,
+    /// The first address given as text that did not parse: [`ClusterBuilder::start`]
+    /// reports it.
+    listen_error: Option<AddrError>,
     listen_options: ListenOptions,
     log: Log,
     on_event: Option<EventHandler>,
@@ -152,7 +162,7 @@ impl ClusterBuilder {
         self
     }
     /// The signals (of USR1 and USR2) the master forwards to every worker. Default: both
-    /// in library mode (the worker side counts them, see [`Worker::user_signals`]); none
+    /// in library mode (the worker receives them, see [`Worker::user_signals`]); none
     /// in exec mode ([`supervise`](Self::supervise)), since clutch cannot know that the
     /// program handles them, and their default action kills it. Those not forwarded are
     /// logged and ignored.
@@ -172,11 +182,20 @@ impl ClusterBuilder {
         self.core.rollout_batch(batch);
         self
     }
-    /// A listening socket for the workers (repeatable): `127.0.0.1:5000`, `[::1]:0`,
-    /// `0.0.0.0:80`, `unix:/run/app.sock`. Ignored when the master was itself started with
-    /// sockets by systemd (`LISTEN_FDS`): those are used instead.
-    pub fn listen(&mut self, addr: impl Into<String>) -> &mut Self {
-        self.listen.push(addr.into());
+    /// A listening socket for the workers (repeatable): a [`ListenAddr`], a
+    /// [`SocketAddr`](std::net::SocketAddr), or text that [`ListenAddr::parse`] reads
+    /// (`127.0.0.1:5000`, `[::1]:0`, `0.0.0.0:80`, `unix:/run/app.sock`), parsed here,
+    /// once: text that does not parse makes [`start`](Self::start) (or
+    /// [`supervise`](Self::supervise)) fail with [`Error::ListenAddr`] before anything
+    /// runs. Ignored when the master was itself started with sockets by systemd
+    /// (`LISTEN_FDS`): those are used instead.
+    pub fn listen(&mut self, addr: impl IntoListenAddr) -> &mut Self {
+        match addr.into_listen_addr() {
+            Ok(addr) => self.listen.push(addr),
+            Err(error) => {
+                self.listen_error.get_or_insert(error);
+            }
+        }
         self
     }
     /// Backlog and Unix-socket permissions for the listeners.
@@ -236,7 +255,11 @@ impl ClusterBuilder {
     fn config(&mut self) -> Result<Config, Error> {
         self.core
             .service_watchdog(crate::engine::service::watchdog_interval_from_env());
-        Ok(self.core.build()?)
+        let config = self.core.build()?;
+        if let Some(error) = self.listen_error.clone() {
+            return Err(error.into());
+        }
+        Ok(config)
     }
 
     /// A master holds descriptors for every worker: an open-files limit too low for the
@@ -268,7 +291,12 @@ impl ClusterBuilder {
             .take()
             .unwrap_or_else(|| Box::new(|_: &Event| {}));
         let service = ServiceNotifier::from_env();
+        let poll = mio::Poll::new().map_err(|e| Error::io("creating the event loop", e))?;
+        let handles = HandleServer::new(poll.registry(), crate::engine::driver::HANDLES)
+            .map_err(|e| Error::io("creating the event loop's waker", e))?;
         Ok(Master {
+            poll,
+            handles,
             setup: Box::new(Setup {
                 config,
                 program,
@@ -300,9 +328,7 @@ impl ClusterBuilder {
             .forward_signals(self.forward_signals.unwrap_or(ForwardSignals::NONE));
         let config = self.config()?;
         if config.is_in_process() {
-            return Err(Error::Program(
-                "workers: at least 1 is needed to supervise a program".into(),
-            ));
+            return Err(Error::Program(ProgramError::NoWorkers));
         }
         let path = resolve_program(program.as_ref())?;
         self.log.install();
@@ -321,7 +347,6 @@ impl ClusterBuilder {
 /// Finds `program` as `execvp` would, and checks it can be executed.
 fn resolve_program(program: &std::ffi::OsStr) -> Result<std::path::PathBuf, Error> {
     use std::os::unix::ffi::OsStrExt;
-    let shown = program.to_string_lossy();
     let candidates: Vec<std::path::PathBuf> = if program.as_bytes().contains(&b'/') {
         vec![program.into()]
     } else {
@@ -340,19 +365,23 @@ fn resolve_program(program: &std::ffi::OsStr) -> Result<std::path::PathBuf, Erro
         }
         return match rustix::fs::access(candidate, rustix::fs::Access::EXEC_OK) {
             Ok(()) => Ok(candidate.clone()),
-            Err(e) => Err(Error::Program(format!(
-                "{}: not executable ({e})",
-                candidate.display()
-            ))),
+            Err(e) => Err(Error::Program(ProgramError::NotExecutable {
+                path: candidate.clone(),
+                source: e.into(),
+            })),
         };
     }
-    Err(Error::Program(format!("{shown}: program not found")))
+    Err(Error::Program(ProgramError::NotFound {
+        program: program.into(),
+    }))
 }
 
 /// Binds every address, or adopts the sockets systemd passed (`LISTEN_FDS`).
-pub(crate) fn bind_all(addrs: &[String], options: &ListenOptions) -> Result<Vec<Listener>, Error> {
-    let adopted = listen::listen_fds_from_env()
-        .map_err(|e| Error::Listen(format!("adopting sockets from the service manager: {e}")))?;
+pub(crate) fn bind_all(
+    addrs: &[ListenAddr],
+    options: &ListenOptions,
+) -> Result<Vec<Listener>, Error> {
+    let adopted = listen::listen_fds_from_env().map_err(Error::ListenFds)?;
     if !adopted.is_empty() {
         tracing::info!(
             count = adopted.len(),
@@ -361,20 +390,68 @@ pub(crate) fn bind_all(addrs: &[String], options: &ListenOptions) -> Result<Vec<
         return Ok(adopted);
     }
     let mut listeners = Vec::with_capacity(addrs.len());
-    for text in addrs {
-        let addr = ListenAddr::parse(text)
-            .map_err(|e| Error::Listen(format!("listen address {text:?}: {e}")))?;
-        let listener = listen::bind(&addr, options).map_err(|e| Error::Listen(e.to_string()))?;
+    for addr in addrs {
+        let listener = listen::bind(addr, options)?;
         tracing::info!("listening on {}", listener.local_addr());
         listeners.push(listener);
     }
     Ok(listeners)
 }
 
+/// What [`ClusterBuilder::listen`] takes: an address already parsed, or text to parse
+/// (once, with [`ListenAddr::parse`]). Sealed: implemented for [`ListenAddr`],
+/// [`SocketAddr`](std::net::SocketAddr), `&str` and `String`.
+pub trait IntoListenAddr: sealed::Sealed {
+    /// The parsed address, or why the text is not one.
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ListenAddr {}
+    impl Sealed for std::net::SocketAddr {}
+    impl Sealed for &str {}
+    impl Sealed for String {}
+    impl Sealed for &String {}
+}
+
+impl IntoListenAddr for ListenAddr {
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError> {
+        Ok(self)
+    }
+}
+
+impl IntoListenAddr for std::net::SocketAddr {
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError> {
+        Ok(ListenAddr::Tcp(self))
+    }
+}
+
+impl IntoListenAddr for &str {
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError> {
+        ListenAddr::parse(self)
+    }
+}
+
+impl IntoListenAddr for String {
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError> {
+        ListenAddr::parse(&self)
+    }
+}
+
+impl IntoListenAddr for &String {
+    fn into_listen_addr(self) -> Result<ListenAddr, AddrError> {
+        ListenAddr::parse(self)
+    }
+}
+
 /// The master's side: run the cluster to its end.
+#[must_use = "a Master does nothing until run() or run_and_exit()"]
 pub struct Master {
     // Boxed: a `Role` is moved around by value and a worker is small.
     setup: Box<Setup>,
+    poll: mio::Poll,
+    handles: HandleServer,
 }
 
 impl std::fmt::Debug for Master {
@@ -401,7 +478,16 @@ impl Master {
     /// Runs the cluster until it shuts down; returns why (its
     /// [`code`](ExitReason::code) is the exit status to use).
     pub fn run(self) -> Result<ExitReason, Error> {
-        Driver::new(*self.setup)?.run()
+        Driver::new(*self.setup, self.poll, self.handles)?.run()
+    }
+
+    /// A handle for code in this process to ask the master for status, reload, scale
+    /// and stop while it runs, with the control socket's answers; see [`MasterHandle`].
+    /// Take it before [`run`](Self::run) (which keeps the thread), and hand clones to
+    /// other threads.
+    #[must_use]
+    pub fn handle(&self) -> MasterHandle {
+        self.handles.handle()
     }
 
     /// Runs the cluster and exits the process with its exit code; on an error, says why
@@ -415,9 +501,52 @@ impl Master {
                 std::process::exit(i32::from(reason.code()))
             }
             Err(error) => {
-                eprintln!("clutch: {error}");
+                eprintln!("clutch: {error:#}");
                 std::process::exit(1)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Text is parsed once, in `listen`; a bad address fails before anything runs, as a
+    /// usage error that names the input.
+    #[test]
+    fn a_bad_listen_address_fails_the_start_as_a_usage_error() {
+        let mut builder = Cluster::builder();
+        builder
+            .workers(1)
+            .listen("127.0.0.1:0")
+            .listen("localhost")
+            .listen("also bad");
+        assert_eq!(
+            builder.listen,
+            [ListenAddr::Tcp(([127, 0, 0, 1], 0).into())]
+        );
+        let error = builder.supervise("/bin/true", ["x"; 0]).unwrap_err();
+        assert!(error.is_usage(), "{error:#}");
+        let Error::ListenAddr(addr) = &error else {
+            panic!("not a listen address error: {error:#}")
+        };
+        assert!(
+            addr.to_string().contains("\"localhost\""),
+            "the first bad one: {addr}"
+        );
+    }
+
+    #[test]
+    fn parsed_addresses_are_taken_as_they_are() {
+        let mut builder = Cluster::builder();
+        let unix = ListenAddr::Unix("/run/app.sock".into());
+        builder
+            .listen(unix.clone())
+            .listen(std::net::SocketAddr::from(([0, 0, 0, 0], 80)))
+            .listen(String::from("[::1]:5000"));
+        assert_eq!(builder.listen.len(), 3);
+        assert_eq!(builder.listen[0], unix);
+        assert!(builder.listen_error.is_none());
     }
 }

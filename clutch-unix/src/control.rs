@@ -26,8 +26,9 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use clutch_proto::{Phase, Pid, Slot, StopReason, WorkerId, WorkerInfo, WorkerState};
 use serde_json::{json, Value};
 
 /// The longest request line accepted.
@@ -38,7 +39,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CLIENTS: usize = 64;
 
 /// A control request.
+///
+/// Non-exhaustive: the protocol may learn commands (a signal to forward, say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Request {
     /// Workers and phase.
     Status,
@@ -78,14 +82,254 @@ impl std::fmt::Display for Request {
     }
 }
 
+/// The master's answer to a [`Request`]: one JSON object on one line on the wire
+/// ([`to_line`](Self::to_line)), `{"ok":true,…}` or `{"ok":false,"error":"…"}`.
+///
+/// The in-process [`MasterHandle`](crate::MasterHandle) answers with the same values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Response {
+    /// `status`: the cluster as it is now.
+    Status(Status),
+    /// `scale`: the new worker target is set (workers start or stop from now on).
+    Scaled {
+        /// The new target.
+        workers: usize,
+    },
+    /// `reload`: the rolling restart finished, every worker is of `generation`.
+    Reloaded {
+        /// The generation now serving.
+        generation: u64,
+        /// How long the rollout took.
+        took: Duration,
+    },
+    /// `stop`: the master is about to exit with `exit_code`.
+    Stopping {
+        /// The master's exit status.
+        exit_code: u8,
+        /// Why, in words ([`ExitReason::describe`](clutch_proto::ExitReason::describe)).
+        reason: String,
+    },
+    /// The request was refused, or failed (a rolling restart whose new workers did not
+    /// prove themselves: the old ones keep serving).
+    Failed {
+        /// Why, for people.
+        message: String,
+    },
+    /// Too many control clients at once ([`MAX_CLIENTS`]): try again.
+    Busy,
+}
+
+/// The `status` answer: the cluster's phase and counts, and one entry per worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The master's pid.
+    pub pid: u32,
+    /// The cluster's phase.
+    pub phase: Phase,
+    /// Workers wanted.
+    pub target: usize,
+    /// Workers ready.
+    pub ready: usize,
+    /// Worker processes alive.
+    pub live: usize,
+    /// Some slots keep failing while others serve.
+    pub degraded: bool,
+    /// Slots whose workers keep failing.
+    pub failing_slots: usize,
+    /// The newest generation (1 until the first rolling restart).
+    pub generation: u64,
+    /// Log lines the master dropped rather than block on its stderr.
+    pub log_lines_dropped: u64,
+    /// How workers are contained: `"cgroup"` or `"group"` (process groups).
+    pub containment: &'static str,
+    /// Every worker process, leaving ones included.
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// One worker in a [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStatus {
+    /// Its id.
+    pub id: WorkerId,
+    /// Its slot.
+    pub slot: Slot,
+    /// Its pid, once spawned.
+    pub pid: Option<Pid>,
+    /// Where it is in its life.
+    pub state: WorkerState,
+    /// The generation it runs.
+    pub generation: u64,
+    /// Time since it was spawned.
+    pub uptime: Duration,
+    /// How many times its slot was refilled before it.
+    pub restarts: u64,
+    /// A rolling restart's new worker, not yet in its slot.
+    pub successor: bool,
+    /// Past its probation.
+    pub proven: bool,
+    /// Why the master asked it to go, if it did.
+    pub stop_reason: Option<StopReason>,
+}
+
+impl WorkerStatus {
+    /// A worker as the core reports it, `now`.
+    pub(crate) fn new(worker: &WorkerInfo, now: Instant) -> Self {
+        Self {
+            id: worker.id,
+            slot: worker.slot,
+            pid: worker.pid,
+            state: worker.state,
+            generation: worker.generation,
+            uptime: now.saturating_duration_since(worker.spawned_at),
+            restarts: worker.restarts,
+            successor: worker.successor,
+            proven: worker.proven,
+            stop_reason: worker.stop_reason,
+        }
+    }
+}
+
+impl Response {
+    /// A [`Failed`](Self::Failed) answer.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed {
+            message: message.into(),
+        }
+    }
+
+    /// True for the answers with `"ok": true`.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        !matches!(self, Self::Failed { .. } | Self::Busy)
+    }
+
+    /// The answer as a JSON value (what [`to_line`](Self::to_line) prints).
+    #[must_use]
+    pub fn to_json(&self) -> Value {
+        let millis = |d: &Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match self {
+            Self::Status(status) => {
+                let workers: Vec<Value> = status
+                    .workers
+                    .iter()
+                    .map(|w| {
+                        json!({
+                            "id": w.id.0,
+                            "slot": w.slot.0,
+                            "pid": w.pid,
+                            "state": w.state.name(),
+                            "generation": w.generation,
+                            "uptime_ms": millis(&w.uptime),
+                            "restarts": w.restarts,
+                            "successor": w.successor,
+                            "proven": w.proven,
+                            "stop_reason": w.stop_reason.map(StopReason::name),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "ok": true,
+                    "pid": status.pid,
+                    "phase": status.phase.name(),
+                    "target": status.target,
+                    "ready": status.ready,
+                    "live": status.live,
+                    "degraded": status.degraded,
+                    "failing_slots": status.failing_slots,
+                    "generation": status.generation,
+                    "log_lines_dropped": status.log_lines_dropped,
+                    "containment": status.containment,
+                    "workers": workers,
+                })
+            }
+            Self::Scaled { workers } => json!({"ok": true, "workers": workers}),
+            Self::Reloaded { generation, took } => {
+                json!({"ok": true, "generation": generation, "took_ms": millis(took)})
+            }
+            Self::Stopping { exit_code, reason } => {
+                json!({"ok": true, "exit_code": exit_code, "reason": reason})
+            }
+            Self::Failed { message } => json!({"ok": false, "error": message}),
+            Self::Busy => {
+                json!({"ok": false, "busy": true, "error": "too many control clients; try again"})
+            }
+        }
+    }
+
+    /// The answer as its protocol line (without the newline).
+    #[must_use]
+    pub fn to_line(&self) -> String {
+        self.to_json().to_string()
+    }
+}
+
+impl std::fmt::Display for Response {
+    /// The protocol line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_line())
+    }
+}
+
+/// Why a request line was refused (the master answers with its `Display`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// Not JSON at all.
+    NotJson {
+        /// What the JSON parser said (a diagnostic, not for matching).
+        detail: String,
+    },
+    /// JSON, but not an object.
+    NotAnObject,
+    /// No `"command"` string.
+    MissingCommand,
+    /// A command the master does not know.
+    UnknownCommand {
+        /// The command given.
+        command: String,
+    },
+    /// `scale` without `"workers"` as a whole number.
+    BadWorkers,
+    /// `"workers"` beyond what this machine can count.
+    TooManyWorkers,
+    /// No newline within [`MAX_REQUEST`] bytes.
+    TooLong,
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotJson { detail } => write!(f, "not JSON: {detail}"),
+            Self::NotAnObject => f.write_str("a request is a JSON object"),
+            Self::MissingCommand => {
+                f.write_str(r#"missing "command" (status, reload, scale or stop)"#)
+            }
+            Self::UnknownCommand { command } => write!(
+                f,
+                "unknown command {command:?} (status, reload, scale or stop)"
+            ),
+            Self::BadWorkers => f.write_str(r#"scale needs "workers": a whole number"#),
+            Self::TooManyWorkers => f.write_str("workers: too large"),
+            Self::TooLong => write!(f, "request longer than {MAX_REQUEST} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
 /// Parses one request line (outside input: never panics).
-pub fn parse_request(line: &[u8]) -> Result<Request, String> {
-    let value: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
-    let object = value.as_object().ok_or("a request is a JSON object")?;
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| RequestError::NotJson {
+        detail: e.to_string(),
+    })?;
+    let object = value.as_object().ok_or(RequestError::NotAnObject)?;
     let command = object
         .get("command")
         .and_then(Value::as_str)
-        .ok_or(r#"missing "command" (status, reload, scale or stop)"#)?;
+        .ok_or(RequestError::MissingCommand)?;
     match command {
         "status" => Ok(Request::Status),
         "reload" => Ok(Request::Reload),
@@ -94,28 +338,21 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
             let workers = object
                 .get("workers")
                 .and_then(Value::as_u64)
-                .ok_or(r#"scale needs "workers": a whole number"#)?;
-            let workers = usize::try_from(workers).map_err(|_| "workers: too large".to_owned())?;
+                .ok_or(RequestError::BadWorkers)?;
+            let workers = usize::try_from(workers).map_err(|_| RequestError::TooManyWorkers)?;
             Ok(Request::Scale { workers })
         }
-        other => Err(format!(
-            "unknown command {other:?} (status, reload, scale or stop)"
-        )),
+        other => Err(RequestError::UnknownCommand {
+            command: other.to_owned(),
+        }),
     }
 }
 
 /// How long [`send_patiently`] retries a master that turns clients away as busy.
 pub const BUSY_PATIENCE: Duration = Duration::from_secs(3);
 
-/// The answer to a client beyond [`MAX_CLIENTS`]: an error with `"busy": true`, so that a
-/// client can tell "try again" from "no".
-#[must_use]
-pub fn busy_line() -> String {
-    json!({"ok": false, "busy": true, "error": "too many control clients; try again"}).to_string()
-}
-
 /// [`send`], retried (20 ms, doubling to 200 ms) for up to [`BUSY_PATIENCE`] while the
-/// master answers that it is busy. A master still busy after that gets an error saying
+/// master answers that it is busy ([`Response::Busy`]). A master still busy after that gets an error saying
 /// so, in one line.
 pub fn send_patiently(path: &Path, request: Request, wait: Option<Duration>) -> io::Result<Value> {
     let give_up = std::time::Instant::now() + BUSY_PATIENCE;
@@ -148,12 +385,6 @@ fn parse_answer(line: &str) -> io::Result<Value> {
             format!("bad answer from the master: {e}"),
         )
     })
-}
-
-/// An error answer.
-#[must_use]
-pub fn error_line(message: &str) -> String {
-    json!({"ok": false, "error": message}).to_string()
 }
 
 /// Sends `request` to the master listening at `path` and returns its answer, waiting up
@@ -212,6 +443,69 @@ mod tests {
         }
     }
 
+    /// The wire format of every answer, byte for byte: `clutch status --output json` and
+    /// every client depend on it.
+    #[test]
+    fn responses_keep_their_wire_format() {
+        let worker = WorkerStatus {
+            id: WorkerId(7),
+            slot: Slot(1),
+            pid: Some(4242),
+            state: WorkerState::Ready,
+            generation: 2,
+            uptime: Duration::from_millis(1500),
+            restarts: 3,
+            successor: false,
+            proven: true,
+            stop_reason: Some(StopReason::Reload),
+        };
+        let status = Status {
+            pid: 99,
+            phase: Phase::Running,
+            target: 2,
+            ready: 1,
+            live: 2,
+            degraded: false,
+            failing_slots: 0,
+            generation: 2,
+            log_lines_dropped: 0,
+            containment: "group",
+            workers: vec![worker],
+        };
+        for (response, line) in [
+            (
+                Response::Status(status),
+                r#"{"containment":"group","degraded":false,"failing_slots":0,"generation":2,"live":2,"log_lines_dropped":0,"ok":true,"phase":"running","pid":99,"ready":1,"target":2,"workers":[{"generation":2,"id":7,"pid":4242,"proven":true,"restarts":3,"slot":1,"state":"ready","stop_reason":"reload","successor":false,"uptime_ms":1500}]}"#,
+            ),
+            (
+                Response::Scaled { workers: 4 },
+                r#"{"ok":true,"workers":4}"#,
+            ),
+            (
+                Response::Reloaded {
+                    generation: 3,
+                    took: Duration::from_millis(2500),
+                },
+                r#"{"generation":3,"ok":true,"took_ms":2500}"#,
+            ),
+            (
+                Response::Stopping {
+                    exit_code: 0,
+                    reason: "all workers stopped; clean exit".into(),
+                },
+                r#"{"exit_code":0,"ok":true,"reason":"all workers stopped; clean exit"}"#,
+            ),
+            (Response::failed("no"), r#"{"error":"no","ok":false}"#),
+            (
+                Response::Busy,
+                r#"{"busy":true,"error":"too many control clients; try again","ok":false}"#,
+            ),
+        ] {
+            assert_eq!(response.to_line(), line);
+            assert_eq!(response.is_ok(), line.contains(r#""ok":true"#), "{line}");
+        }
+    }
+
     #[test]
     fn bad_requests_say_why() {
         for (line, why) in [
@@ -225,7 +519,7 @@ mod tests {
             (b"\xff\xfe", "not JSON"),
         ] {
             let err = parse_request(line).expect_err(why);
-            assert!(err.contains(why), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
         }
     }
 }

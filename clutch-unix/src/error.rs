@@ -1,28 +1,59 @@
-//! The driver's error type: every variant says what was being done and with what.
+//! The driver's error type: every variant says what was being done and with what, and
+//! keeps what went wrong underneath as its [`source`](std::error::Error::source).
+//!
+//! Each error's `Display` says only its own part; the cause is the next link of the
+//! chain, never repeated in the text. `{:#}` (the alternate form) prints the whole
+//! chain on one line, `what: why: the OS error`, each part once:
+//!
+//! ```
+//! # use clutch_unix::Error;
+//! # fn show(error: &Error) {
+//! eprintln!("server: {error:#}");
+//! # }
+//! ```
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 
 use clutch_proto::ConfigError;
 
+use crate::os::listen::{AddrError, BindError};
+
 /// Why clutch could not start or keep running a cluster. Raised before anything is
 /// spawned wherever possible (configuration, addresses, binding).
+///
+/// Print it with `{:#}` to see its whole chain (`Display` alone says only the top).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The configuration is invalid.
     Config(ConfigError),
-    /// A listen address could not be used.
-    Listen(String),
+    /// A listen address does not parse.
+    ListenAddr(AddrError),
+    /// A listening socket cannot be bound.
+    Bind(BindError),
+    /// The listening sockets passed in `LISTEN_FDS` (by a service manager to the master,
+    /// or by the master to a worker) cannot be taken.
+    ListenFds(io::Error),
     /// The control socket cannot be created.
-    Control(String),
+    Control(BindError),
     /// The program to supervise cannot be run.
-    Program(String),
-    /// A resource limit of the master is too low for the cluster asked for.
-    Limit(String),
+    Program(ProgramError),
+    /// The open-files limit (`RLIMIT_NOFILE`) is too low for the workers asked for.
+    FdLimit {
+        /// The limit.
+        limit: u64,
+        /// About how many descriptors the master needs.
+        need: u64,
+        /// The workers asked for.
+        workers: usize,
+    },
+    /// `CLUTCH_CONTAINMENT` asks for what cannot be had, or is not a known value.
+    Containment(ContainmentError),
     /// The environment handed to a worker is not what clutch sets (a worker started by
     /// hand, say).
-    Environment(String),
+    Environment(EnvironmentError),
     /// A system call failed.
     Io {
         /// What clutch was doing.
@@ -40,11 +71,12 @@ impl Error {
         matches!(self, Self::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// True when the error is in what the caller asked for (an invalid configuration),
-    /// not in the environment: a command line would report it as a usage error.
+    /// True when the error is in what the caller asked for (an invalid configuration or
+    /// listen address), not in the environment: a command line would report it as a
+    /// usage error.
     #[must_use]
     pub fn is_usage(&self) -> bool {
-        matches!(self, Self::Config(_))
+        matches!(self, Self::Config(_) | Self::ListenAddr(_))
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
@@ -57,14 +89,29 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return Chain(self).fmt(f);
+        }
         match self {
-            Self::Config(err) => write!(f, "invalid configuration: {err}"),
-            Self::Listen(msg)
-            | Self::Environment(msg)
-            | Self::Program(msg)
-            | Self::Limit(msg)
-            | Self::Control(msg) => f.write_str(msg),
-            Self::Io { context, source } => write!(f, "{context}: {source}"),
+            Self::Config(_) => f.write_str("invalid configuration"),
+            Self::ListenAddr(err) => err.fmt(f),
+            Self::Bind(err) => err.fmt(f),
+            Self::ListenFds(_) => f.write_str("taking the listening sockets passed in LISTEN_FDS"),
+            Self::Control(_) => f.write_str("creating the control socket"),
+            Self::Program(err) => err.fmt(f),
+            Self::FdLimit {
+                limit,
+                need,
+                workers,
+            } => write!(
+                f,
+                "the open-files limit (RLIMIT_NOFILE) is {limit}, too low for {workers} \
+                 workers: they need about {need}; raise it (ulimit -n, systemd's \
+                 LimitNOFILE=) or run fewer workers"
+            ),
+            Self::Containment(err) => err.fmt(f),
+            Self::Environment(err) => err.fmt(f),
+            Self::Io { context, .. } => f.write_str(context),
         }
     }
 }
@@ -73,8 +120,12 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Config(err) => Some(err),
-            Self::Io { source, .. } => Some(source),
-            _ => None,
+            Self::ListenAddr(err) => err.source(),
+            Self::Bind(err) => err.source(),
+            Self::Program(err) => err.source(),
+            Self::Control(err) => Some(err),
+            Self::ListenFds(source) | Self::Io { source, .. } => Some(source),
+            Self::FdLimit { .. } | Self::Containment(_) | Self::Environment(_) => None,
         }
     }
 }
@@ -82,5 +133,185 @@ impl std::error::Error for Error {
 impl From<ConfigError> for Error {
     fn from(err: ConfigError) -> Self {
         Self::Config(err)
+    }
+}
+
+impl From<AddrError> for Error {
+    fn from(err: AddrError) -> Self {
+        Self::ListenAddr(err)
+    }
+}
+
+impl From<BindError> for Error {
+    fn from(err: BindError) -> Self {
+        Self::Bind(err)
+    }
+}
+
+/// Why the program to supervise cannot be run.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProgramError {
+    /// No such file (looked up in `PATH` when the name has no `/`).
+    NotFound {
+        /// The program as given.
+        program: PathBuf,
+    },
+    /// The file exists but this user cannot execute it.
+    NotExecutable {
+        /// The file found.
+        path: PathBuf,
+        /// What `access(X_OK)` said.
+        source: io::Error,
+    },
+    /// Exec mode needs at least one worker.
+    NoWorkers,
+}
+
+impl fmt::Display for ProgramError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound { program } => write!(f, "{}: program not found", program.display()),
+            Self::NotExecutable { path, .. } => write!(f, "{}: not executable", path.display()),
+            Self::NoWorkers => f.write_str("workers: at least 1 is needed to supervise a program"),
+        }
+    }
+}
+
+impl std::error::Error for ProgramError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::NotExecutable { source, .. } => Some(source),
+            Self::NotFound { .. } | Self::NoWorkers => None,
+        }
+    }
+}
+
+/// `CLUTCH_CONTAINMENT` (see [`CONTAINMENT_ENV`](crate::CONTAINMENT_ENV)) cannot be
+/// honoured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContainmentError {
+    /// `=cgroup`, but no worker cgroup can be made here.
+    NoCgroup {
+        /// What was missing (a diagnostic, not for matching).
+        reason: String,
+    },
+    /// A value other than `auto`, `cgroup` or `group`.
+    UnknownSetting {
+        /// The value found.
+        value: String,
+    },
+}
+
+impl fmt::Display for ContainmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let var = crate::CONTAINMENT_ENV;
+        match self {
+            Self::NoCgroup { reason } => {
+                write!(
+                    f,
+                    "{var}=cgroup, but no worker cgroup can be made: {reason}"
+                )
+            }
+            Self::UnknownSetting { value } => {
+                write!(f, "{var}={value:?}: use auto, cgroup or group")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ContainmentError {}
+
+/// A worker's environment lacks what its master sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvironmentError {
+    /// The variable is not set.
+    Missing {
+        /// Its name.
+        name: &'static str,
+    },
+    /// The variable is not a whole number.
+    NotANumber {
+        /// Its name.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl fmt::Display for EnvironmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing { name } => write!(f, "{name} is not set"),
+            Self::NotANumber { name, value } => write!(f, "{name}={value:?} is not a number"),
+        }
+    }
+}
+
+impl std::error::Error for EnvironmentError {}
+
+/// An error and its sources on one line, `top: cause: root`, each said once.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The top without the alternate flag (which would recurse here).
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(error) = next {
+            write!(f, ": {error}")?;
+            next = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_says_the_os_error_once() {
+        let bind = crate::os::listen::bind(
+            &"unix:/no/such/dir/s.sock".parse().unwrap(),
+            &crate::os::listen::ListenOptions::default(),
+        )
+        .unwrap_err();
+        let error = Error::Control(bind);
+        let chain = format!("{error:#}");
+        assert_eq!(
+            chain,
+            "creating the control socket: cannot listen on unix:/no/such/dir/s.sock: No such \
+             file or directory (os error 2)"
+        );
+        assert_eq!(chain.matches("No such file").count(), 1);
+        assert_eq!(error.to_string(), "creating the control socket");
+        let cause = std::error::Error::source(&error).unwrap();
+        assert!(cause.downcast_ref::<BindError>().is_some());
+        let root = cause.source().unwrap();
+        assert_eq!(
+            root.downcast_ref::<io::Error>().unwrap().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn queries_still_answer() {
+        let would_block = Error::io("reporting READY=1", io::ErrorKind::WouldBlock.into());
+        assert!(would_block.is_would_block());
+        assert!(!would_block.is_usage());
+        let addr = Error::from(
+            "localhost"
+                .parse::<crate::os::listen::ListenAddr>()
+                .unwrap_err(),
+        );
+        assert!(addr.is_usage());
+        assert_eq!(
+            format!("{addr:#}"),
+            addr.to_string(),
+            "a parse error has no cause below it"
+        );
     }
 }

@@ -1,9 +1,94 @@
 //! # clutch-unix
 //!
-//! The Linux side of clutch: the operating-system pieces a cluster master is built from.
-//! Each module does one thing with real processes and sockets, and knows nothing of the
-//! others' policy; the event loop that drives the `clutch_proto::ClusterState` core with
-//! them lives on top.
+//! Turn a single-process Unix server into a supervised cluster of worker processes: the
+//! Linux driver of clutch. A **master** binds the listening sockets once and runs N
+//! **workers** that inherit them; it replaces crashed workers, restarts them in rolling
+//! batches, scales, and shuts them all down gracefully. Every decision is made by the
+//! sans-IO core, [`clutch_proto`] (re-exported here, with the types a user names:
+//! [`Config`], [`Event`], [`WorkerId`], [`Slot`], [`Phase`], …); this crate carries them
+//! out with real processes, signals and sockets.
+//!
+//! There are two front doors over one engine, and the OS toolkit beneath them.
+//!
+//! ## Library mode: a Rust server embeds clutch
+//!
+//! One binary is both master and worker: the master re-executes itself for its workers,
+//! as Node's cluster does, and [`ClusterBuilder::start`] tells each process its
+//! [`Role`].
+//!
+//! ```no_run
+//! use std::io::Write;
+//! use std::time::Duration;
+//!
+//! use clutch_unix::{Cluster, Event, Role};
+//!
+//! fn main() -> Result<(), clutch_unix::Error> {
+//!     let mut cluster = Cluster::builder();
+//!     cluster
+//!         .workers(4)
+//!         .listen("127.0.0.1:5000")
+//!         .force_exit_timeout(Duration::from_secs(5))
+//!         .on_event(|event| {
+//!             if let Event::WorkerDied { id, status, .. } = event {
+//!                 eprintln!("worker {id} died: {status}");
+//!             }
+//!         });
+//!     match cluster.start()? {
+//!         // The master: supervises until SIGTERM/SIGINT (or a `stop`), then exits.
+//!         Role::Master(master) => master.run_and_exit(),
+//!         Role::Worker(mut worker) => {
+//!             let listener = worker.take_tcp_listener().expect("a TCP listener");
+//!             listener.set_nonblocking(true).expect("non-blocking");
+//!             worker.ready()?; // READY=1: this worker serves
+//!             while !worker.shutdown().is_requested() {
+//!                 match listener.accept() {
+//!                     Ok((mut stream, _)) => {
+//!                         let _ = write!(stream, "HTTP/1.0 200 OK\r\n\r\nWorker: {}", worker.id());
+//!                     }
+//!                     // Nothing to accept: wait for a connection or the shutdown.
+//!                     Err(_) => {
+//!                         let _ = worker.shutdown().wait_timeout(Duration::from_millis(10));
+//!                     }
+//!                 }
+//!             }
+//!             Ok(())
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! A worker learns of its graceful stop through [`Shutdown`] (blocking, a pollable fd,
+//! or a future), and of the SIGUSR1/SIGUSR2 the master forwards through
+//! [`UserSignals`]. Code in the master process steers it with a [`MasterHandle`]
+//! ([`Master::handle`]): status, reload, scale and stop, with the answers the control
+//! socket gives ([`control::Response`]). Errors keep their causes: print them with `{:#}`
+//! to see the whole chain ([`Error`]).
+//!
+//! ## Exec mode: supervise any program
+//!
+//! [`ClusterBuilder::supervise`] runs any program as the workers, the way the `clutch`
+//! command does (`clutch run --workers 4 --listen 127.0.0.1:5000 -- ./server`): each
+//! worker gets what systemd would give it (listeners at fd 3.. with `LISTEN_FDS`, a
+//! private `NOTIFY_SOCKET`), so programs that support socket activation and sd_notify
+//! need nothing from clutch.
+//!
+//! ```no_run
+//! use clutch_unix::Cluster;
+//!
+//! # fn main() -> Result<(), clutch_unix::Error> {
+//! let master = Cluster::builder()
+//!     .workers(2)
+//!     .listen("127.0.0.1:5000")
+//!     .control("/run/app/clutch.sock") // for `clutch status|reload|scale|stop`
+//!     .supervise("./server", ["--flag"])?;
+//! master.run_and_exit()
+//! # }
+//! ```
+//!
+//! ## The OS toolkit
+//!
+//! The pieces the engine is built from, usable on their own. Each does one thing with
+//! real processes and sockets, and knows nothing of the others' policy.
 //!
 //! | module | what it does |
 //! |---|---|
@@ -11,8 +96,9 @@
 //! | [`process`] | waits for and signals a worker by pidfd (no pid-reuse race), with a `waitpid`/`kill` fallback |
 //! | [`notify`] | the sd_notify protocol: one private socket per worker (the master's side), and the client side |
 //! | [`listen`] | listen addresses, binding, and adopting sockets from a service manager (`LISTEN_FDS`) |
-//! | [`title`] | process titles for `ps` and `top` |
+//! | [`title`] | process titles for `ps` and `top` (the `title` feature, on by default) |
 //! | [`rlimit`] | raising the open-files limit |
+//! | [`control`] | the control socket's protocol: [`control::Request`], [`control::Response`] and a client |
 //!
 //! All `unsafe` code lives in one private module, `os/sys.rs`: the forked child before
 //! `execve`, claiming the `LISTEN_FDS` descriptors, and the process title's memory.
@@ -48,6 +134,13 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! ## Cargo features
+//!
+//! - `title` (default): process titles. It links a hook that runs before `main` (in
+//!   `.init_array`) and moves the argument and environment strings so the title can
+//!   use their memory; without it, setting a title does nothing.
+//! - `fuzzing`: the hidden property functions the `fuzz/` targets wrap. Not for users.
 #![deny(unsafe_code)]
 
 // The public API: what a server embeds (library mode) and what the `clutch` command is
@@ -56,9 +149,14 @@ mod cluster;
 pub mod control;
 pub mod duration;
 mod error;
+// The fuzz targets' properties: for `fuzz/` (the `fuzzing` feature) and this crate's
+// tests, not for users.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzz;
 mod log;
 mod shutdown;
+mod user_signals;
 mod worker;
 
 // The master engine: the event loop that drives the core with the OS toolkit.
@@ -71,13 +169,18 @@ pub use os::{listen, notify, process, rlimit, spawn, title};
 #[cfg(test)]
 mod testutil;
 
-pub use cluster::{Cluster, ClusterBuilder, Master, Role};
+pub use cluster::{Cluster, ClusterBuilder, IntoListenAddr, Master, Role};
+/// The core, for what is not re-exported below.
+pub use clutch_proto;
 pub use clutch_proto::{
-    Backoff, CrashBudget, Event, ExitReason, ExitStatus, ForwardSignals, HangPolicy, Readiness,
-    Signal, StopReason,
+    Backoff, CommandError, Config, ConfigError, CrashBudget, Event, ExitReason, ExitStatus,
+    ForwardSignals, HangPolicy, Phase, Pid, Readiness, ReloadFailure, ShutdownTrigger, Signal,
+    Slot, SpawnError, SpawnErrorKind, StopReason, WorkerId, WorkerState,
 };
-pub use error::Error;
+pub use engine::handle::{HandleError, MasterHandle};
+pub use error::{ContainmentError, EnvironmentError, Error, ProgramError};
 pub use log::{stderr_line, Log};
 pub use os::contain::{KillMode, CONTAINMENT_ENV};
 pub use shutdown::{Requested, Shutdown};
+pub use user_signals::{NextUserSignal, UserSignals, MAX_PENDING_USER_SIGNALS};
 pub use worker::Worker;

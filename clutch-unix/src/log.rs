@@ -19,7 +19,11 @@ use std::time::SystemTime;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Where clutch's log lines go.
+///
+/// Non-exhaustive: more destinations (journald, syslog) may come; build one, do not
+/// match it.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub enum Log {
     /// Install nothing: lines go to whatever `tracing` subscriber the application set up
     /// (none: nowhere). gs-clutch's `log: false`.

@@ -59,12 +59,26 @@ pub(crate) fn fds_of(pid: u32) -> BTreeMap<i32, String> {
 }
 
 /// Waits (up to 30 s) until `pid` is asleep in `nanosleep` (`/proc/PID/wchan`).
+///
+/// A running task's wchan reads `0` too (and a kernel that hides wchan says `0` always),
+/// so `0` counts only while `/proc/PID/stat` says the task sleeps (`S`): taking every `0`
+/// for "asleep" let the look happen while the loader still had a file open (seen under
+/// load: one fd too many).
 fn wait_asleep(pid: u32) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-        // "0": a kernel that does not say; the old, racy look is all there is.
-        if wchan.contains("nanosleep") || wchan.trim() == "0" {
+        let sleeping = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let (_, after_name) = stat.rsplit_once(')')?;
+                after_name
+                    .split_whitespace()
+                    .next()
+                    .map(|state| state == "S")
+            })
+            .unwrap_or(false);
+        if wchan.contains("nanosleep") || (wchan.trim() == "0" && sleeping) {
             return;
         }
         assert!(
@@ -91,10 +105,16 @@ pub(crate) fn environ_of(pid: u32) -> BTreeMap<String, String> {
 /// The variable that turns a run of the test binary into one helper process.
 const HELPER_VAR: &str = "CLUTCH_TEST_HELPER";
 
-/// Whether this process is the test binary re-run as helper `test` (see [`helper`]).
-/// A helper test returns at once when this is false.
-pub(crate) fn is_helper(test: &str) -> bool {
-    std::env::var_os(HELPER_VAR).is_some_and(|value| value == test_name(test))
+/// Called first by every helper test (see [`helper`]): returns when this process is the
+/// test binary re-run as helper `test`, and panics otherwise. Helper tests are
+/// `#[ignore]`d, so a normal run lists them as ignored; one run by hand (`--ignored`)
+/// outside its parent fails loudly instead of passing without having checked anything.
+pub(crate) fn expect_helper(test: &str) {
+    let name = test_name(test);
+    assert!(
+        std::env::var_os(HELPER_VAR).is_some_and(|value| value == name),
+        "{name} is a helper process: it runs only when its parent test starts it (testutil::helper)"
+    );
 }
 
 /// A test's name as the test harness knows it: its `module_path!()` path without the
@@ -106,13 +126,14 @@ fn test_name(path: &str) -> &str {
 }
 
 /// Runs the test binary itself as a helper process that runs only the test `test` (its
-/// `concat!(module_path!(), "::name")`), which checks [`is_helper`]. The helper's exit code
-/// is 0 when that test passed: a separate process for what must not run among parallel
-/// tests (reaping any child, adopting fds 3.., rewriting argv).
+/// `concat!(module_path!(), "::name")`, marked `#[ignore = "helper process, run by …"]`),
+/// which calls [`expect_helper`] first. The helper's exit code is 0 when that test passed:
+/// a separate process for what must not run among parallel tests (reaping any child,
+/// adopting fds 3.., rewriting argv).
 pub(crate) fn helper(test: &str) -> crate::os::spawn::SpawnSpec<'static> {
     let test = test_name(test);
     crate::os::spawn::SpawnSpec::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--test-threads=1", "--quiet"])
+        .args(["--ignored", "--exact", test, "--test-threads=1", "--quiet"])
         .env(std::env::vars_os())
         .env([(HELPER_VAR, test)])
 }

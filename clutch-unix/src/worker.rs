@@ -3,15 +3,15 @@
 
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use clutch_proto::{Config, ExitReason};
-use signal_hook::consts::signal::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+use clutch_proto::{Config, ExitReason, Signal};
 
 use crate::engine::service::ServiceNotifier;
+use crate::error::EnvironmentError;
 use crate::os::listen::{self, Listener, SocketFile, StdListener};
+use crate::os::process::{signal_from_number, signal_number};
+use crate::user_signals::UserSignals;
 use crate::{Error, Shutdown};
 
 /// Set by the master in every worker's environment: the worker's id.
@@ -37,7 +37,7 @@ pub struct Worker {
     socket_files: Vec<SocketFile>,
     notifier: ServiceNotifier,
     shutdown: Shutdown,
-    user_signals: Arc<AtomicU64>,
+    user_signals: UserSignals,
 }
 
 impl Worker {
@@ -45,9 +45,7 @@ impl Worker {
     pub(crate) fn from_env(config: &Config) -> Result<Self, Error> {
         let id = env_number(WORKER_ID_ENV)?;
         let slot = env_number(WORKER_SLOT_ENV)? as usize;
-        let listeners = listen::listen_fds_from_env().map_err(|e| {
-            Error::Environment(format!("taking the listeners passed by the master: {e}"))
-        })?;
+        let listeners = listen::listen_fds_from_env().map_err(Error::ListenFds)?;
         let worker = Self::new(config, id, slot, false, listeners)?;
         if config.title() {
             let _ = crate::os::title::set_title(&format!("{}: worker process", config.name()));
@@ -71,7 +69,8 @@ impl Worker {
         listeners: Vec<Listener>,
     ) -> Result<Self, Error> {
         let shutdown = Shutdown::new().map_err(|e| Error::io("creating the shutdown notice", e))?;
-        let user_signals = Arc::new(AtomicU64::new(0));
+        let user_signals =
+            UserSignals::new().map_err(|e| Error::io("creating the user-signal notice", e))?;
         let title = config.title().then(|| {
             if in_process {
                 config.name().to_owned()
@@ -211,11 +210,19 @@ impl Worker {
         &self.shutdown
     }
 
-    /// How many SIGUSR1/SIGUSR2 the master forwarded so far (they are caught, so that a
-    /// forwarded signal never kills a worker that does not handle it).
+    /// The SIGUSR1/SIGUSR2 the master forwards (by convention: reopen the log files),
+    /// to be received one by one: blocking ([`UserSignals::recv`],
+    /// [`UserSignals::recv_timeout`]) or through a pollable fd. They are caught, so that
+    /// a forwarded signal never kills a worker that does not handle it.
     #[must_use]
-    pub fn user_signals(&self) -> u64 {
-        self.user_signals.load(Ordering::Relaxed)
+    pub fn user_signals(&self) -> &UserSignals {
+        &self.user_signals
+    }
+
+    /// How many SIGUSR1/SIGUSR2 the master forwarded so far (received or not).
+    #[must_use]
+    pub fn user_signal_count(&self) -> u64 {
+        self.user_signals.count()
     }
 }
 
@@ -229,12 +236,12 @@ fn drop_if_would_block(error: std::io::Error) -> std::io::Result<()> {
     }
 }
 
-fn env_number(name: &str) -> Result<u64, Error> {
+fn env_number(name: &'static str) -> Result<u64, Error> {
     let value =
-        std::env::var(name).map_err(|_| Error::Environment(format!("{name} is not set")))?;
+        std::env::var(name).map_err(|_| Error::Environment(EnvironmentError::Missing { name }))?;
     value
         .parse()
-        .map_err(|_| Error::Environment(format!("{name}={value:?} is not a number")))
+        .map_err(|_| Error::Environment(EnvironmentError::NotANumber { name, value }))
 }
 
 /// A thread that turns SIGTERM/SIGINT into the shutdown notice: the first starts the
@@ -243,16 +250,19 @@ fn watch_signals(
     shutdown: Shutdown,
     force_exit_timeout: Duration,
     title: Option<String>,
-    user_signals: Arc<AtomicU64>,
+    user_signals: UserSignals,
 ) -> Result<(), Error> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGUSR2])
-        .map_err(|e| Error::io("installing the worker's signal handlers", e))?;
+    let watched = [Signal::Term, Signal::Int, Signal::Usr1, Signal::Usr2];
+    let mut signals =
+        signal_hook::iterator::Signals::new(watched.into_iter().filter_map(signal_number))
+            .map_err(|e| Error::io("installing the worker's signal handlers", e))?;
     std::thread::Builder::new()
         .name("clutch-signals".into())
         .spawn(move || {
-            for signal in signals.forever() {
-                if signal == SIGUSR1 || signal == SIGUSR2 {
-                    user_signals.fetch_add(1, Ordering::Relaxed);
+            for number in signals.forever() {
+                let signal = signal_from_number(number);
+                if let Some(user @ (Signal::Usr1 | Signal::Usr2)) = signal {
+                    user_signals.push(user);
                     continue;
                 }
                 if !shutdown.trigger() {

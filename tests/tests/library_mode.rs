@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::{get, is_alive, wait_gone, Fixture, Load, PATIENCE};
 use nix::sys::signal::Signal;
+use serde_json::json;
 use std::os::unix::process::ExitStatusExt;
 
 #[test]
@@ -27,7 +28,7 @@ fn a_killed_worker_is_replaced_with_a_new_id_while_the_others_keep_answering() {
     cluster.wait_until("the load is flowing", |_| load.ok() > 0);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     cluster.wait_until("the dead worker is replaced and ready", |f| {
-        f.count("WorkerDied") == 1 && f.count("WorkerReady") == 3
+        f.count("worker_died") == 1 && f.count("worker_ready") == 3
     });
     let before = load.ok();
     cluster.wait_until("requests are answered after the replacement", |_| {
@@ -35,20 +36,12 @@ fn a_killed_worker_is_replaced_with_a_new_id_while_the_others_keep_answering() {
     });
     let (ok, failed) = load.finish();
 
-    let events = cluster.events();
-    let died = events.iter().find(|e| e.starts_with("WorkerDied")).unwrap();
-    assert!(died.contains(&format!("pid: Some({victim})")), "{died}");
-    assert!(died.contains("Signaled(9)"), "{died}");
-    let started: Vec<&String> = events
-        .iter()
-        .filter(|e| e.starts_with("WorkerStarted"))
-        .collect();
+    let died = &cluster.named("worker_died")[0];
+    assert_eq!(died["pid"], victim, "{died}");
+    assert_eq!(died["status"], json!({"signal": 9}), "{died}");
+    let started = cluster.named("worker_started");
     assert_eq!(started.len(), 3);
-    assert!(
-        started[2].contains("id: WorkerId(3)"),
-        "a fresh id: {}",
-        started[2]
-    );
+    assert_eq!(started[2]["id"], 3, "a fresh id: {}", started[2]);
     assert!(
         ok > before,
         "requests kept succeeding after the replacement"
@@ -69,21 +62,22 @@ fn sigterm_stops_every_worker_then_the_master_with_code_0_and_events_in_order() 
     let events = cluster.events();
     let tail: Vec<&str> = events
         .iter()
-        .skip_while(|e| !e.starts_with("ShutdownStarted"))
-        .map(|e| e.split([' ', '{']).next().unwrap())
+        .map(|e| e["event"].as_str().unwrap())
+        .skip_while(|&name| name != "shutdown_started")
         .collect();
     assert_eq!(
         tail,
         [
-            "ShutdownStarted",
-            "WorkerExit",
-            "WorkerExit",
-            "NoWorkers",
-            "ShutDown"
+            "shutdown_started",
+            "worker_exit",
+            "worker_exit",
+            "no_workers",
+            "shutdown"
         ],
-        "{events:#?}"
+        "{}",
+        cluster.events_text()
     );
-    assert!(events.last().unwrap().contains("Clean"));
+    assert_eq!(events.last().unwrap()["exit_code"], 0, "a clean exit");
 }
 
 #[test]
@@ -104,16 +98,13 @@ fn a_worker_ignoring_sigterm_is_killed_at_the_force_timeout_and_the_exit_says_so
         cluster.stderr()
     );
     assert!(!is_alive(worker));
-    let events = cluster.events();
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("ShutdownForced { killed: 1 }")),
-        "{events:#?}"
-    );
-    assert!(events
+    let forced = cluster.named("shutdown_forced");
+    assert_eq!(forced.len(), 1, "{}", cluster.events_text());
+    assert_eq!(forced[0]["killed"], 1);
+    assert!(cluster
+        .named("worker_exit")
         .iter()
-        .any(|e| e.starts_with("WorkerExit") && e.contains("Signaled(9)")));
+        .any(|e| e["pid"] == worker && e["status"] == json!({"signal": 9})));
 }
 
 #[test]
@@ -126,11 +117,11 @@ fn a_second_sigint_stops_at_once() {
     ]);
     cluster.wait_ready(2);
     cluster.signal(Signal::SIGINT);
-    cluster.wait_until("shutdown starts", |f| f.count("ShutdownStarted") == 1);
+    cluster.wait_until("shutdown starts", |f| f.count("shutdown_started") == 1);
     // One right away is a repeat of the same request (`timeout -s INT` sends two);
     // one a second or more after the first means "stop now".
     cluster.signal(Signal::SIGINT);
-    cluster.wait_until("the repeat is ignored", |f| f.count("SignalIgnored") == 1);
+    cluster.wait_until("the repeat is ignored", |f| f.count("signal_ignored") == 1);
     let deadline = std::time::Instant::now() + PATIENCE;
     while cluster.child.try_wait().unwrap().is_none() {
         assert!(std::time::Instant::now() < deadline, "SIGINT never forced");
@@ -170,19 +161,16 @@ fn a_worker_crashing_at_boot_is_respawned_with_backoff_until_the_breaker_trips()
         "breaker exit code; stderr:\n{}",
         cluster.stderr()
     );
-    let events = cluster.events();
+    let events = cluster.events_text();
     // The breaker waits for 10 s without a ready worker (issue 11): meanwhile each slot's
     // backoff (100 ms × 1.5ⁿ) allows about ten spawns, not a fork loop.
-    let spawned = cluster.count("WorkerStarted");
+    let spawned = cluster.count("worker_started");
+    assert!((10..=24).contains(&spawned), "{spawned} spawns: {events}");
     assert!(
-        (10..=24).contains(&spawned),
-        "{spawned} spawns: {events:#?}"
-    );
-    assert!(
-        events.iter().any(|e| e.starts_with("RespawnDelayed")),
+        cluster.count("respawn_delayed") > 0,
         "backoff between spawns"
     );
-    assert!(events.iter().any(|e| e.starts_with("BreakerTripped")));
+    assert_eq!(cluster.count("breaker_tripped"), 1, "{events}");
     assert!(
         cluster.stderr().contains("crash breaker"),
         "says why on stderr"
@@ -222,7 +210,7 @@ fn a_rolling_restart_under_steady_requests_fails_none_of_them() {
     let old = cluster.live_worker_pids();
     cluster.signal(Signal::SIGHUP);
     cluster.wait_until("the rolling restart finishes", |f| {
-        f.count("ReloadFinished") == 1
+        f.count("reload_finished") == 1
     });
     // Answers from the new generation too, however slow the machine is.
     let at_finish = load.ok();
@@ -240,14 +228,15 @@ fn a_rolling_restart_under_steady_requests_fails_none_of_them() {
     // (The master reports an exit once the worker's whole tree is gone: a moment after
     // the process itself.)
     cluster.wait_until("both old workers' exits are reported", |f| {
-        f.count("WorkerExit") >= 2
+        f.count("worker_exit") >= 2
     });
-    let events = cluster.events();
-    assert_eq!(cluster.count("WorkerExit"), 2, "{events:#?}");
-    assert!(events
-        .iter()
-        .filter(|e| e.starts_with("WorkerExit"))
-        .all(|e| e.contains("Reload")));
+    let exits = cluster.named("worker_exit");
+    assert_eq!(exits.len(), 2, "{}", cluster.events_text());
+    assert!(
+        exits.iter().all(|e| e["reason"] == "reload"),
+        "{}",
+        cluster.events_text()
+    );
 }
 
 /// A worker's `heartbeat()`, `status()`, `ready()` and `stopping()` never block, even
@@ -302,4 +291,91 @@ fn worker_notifications_never_block_while_the_master_is_stopped() {
         f.child.try_wait().unwrap().is_none() && get(f.port).is_ok()
     });
     assert!(is_alive(worker));
+}
+
+/// Code in the master process steers it through a `MasterHandle`, with the control
+/// socket's answers: status, scale, a reload answered once the rollout has finished,
+/// stop answered with the exit code; refused on the loop's own thread, and "gone" once
+/// the master has exited.
+#[test]
+fn the_master_steers_itself_through_its_handle() {
+    let mut cluster = Fixture::start(&[
+        ("WORKERS", "2"),
+        ("FIXTURE_HANDLE", "1"),
+        ("MIN_UPTIME_MS", "100"),
+    ]);
+    let status = cluster.wait_exit(PATIENCE * 2);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", cluster.stderr());
+    let report = std::fs::read_to_string(cluster.path("handle")).unwrap();
+    let answers: Vec<(&str, &str)> = report
+        .lines()
+        .map(|line| line.split_once(' ').unwrap())
+        .collect();
+    let steps: Vec<&str> = answers.iter().map(|(step, _)| *step).collect();
+    assert_eq!(
+        steps,
+        ["on_event", "status", "scale", "status", "reload", "stop", "after"],
+        "{report}"
+    );
+    assert_eq!(answers[0].1, "OnEventLoop", "refused on the loop");
+    assert_eq!(answers[6].1, "MasterGone", "gone after the exit");
+    let json = |i: usize| -> serde_json::Value { serde_json::from_str(answers[i].1).unwrap() };
+    assert_eq!(json(1)["ready"], 2);
+    assert_eq!(json(2), json!({"ok": true, "workers": 3}));
+    assert_eq!(json(3)["ready"], 3);
+    let reload = json(4);
+    assert_eq!(reload["ok"], true, "{reload}");
+    assert_eq!(reload["generation"], 2, "{reload}");
+    // The reload was answered once it had finished: its event came first.
+    assert_eq!(
+        cluster.count("reload_finished"),
+        1,
+        "{}",
+        cluster.events_text()
+    );
+    assert_eq!(json(5)["exit_code"], 0, "{}", answers[5].1);
+    // 2, one more by scale, 3 new ones by the reload.
+    assert_eq!(
+        cluster.count("worker_started"),
+        6,
+        "{}",
+        cluster.events_text()
+    );
+}
+
+/// SIGUSR1/SIGUSR2 sent to the master reach every worker, which receives each one, in
+/// order, through `Worker::user_signals()` (not a counter it has to poll).
+#[test]
+fn a_worker_receives_each_forwarded_user_signal() {
+    let mut cluster = Fixture::start(&[("WORKERS", "2"), ("FIXTURE_USR", "1")]);
+    cluster.wait_ready(2);
+    let workers = cluster.live_worker_pids();
+    let dir = cluster.dir.path().to_owned();
+    let received = |pid: u32| -> Vec<String> {
+        std::fs::read_to_string(dir.join(format!("usr-{pid}")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    cluster.signal(Signal::SIGUSR1);
+    cluster.wait_until("both workers received USR1", |_| {
+        workers.iter().all(|&pid| received(pid).len() == 1)
+    });
+    cluster.signal(Signal::SIGUSR2);
+    cluster.wait_until("both workers received USR2", |_| {
+        workers.iter().all(|&pid| received(pid).len() == 2)
+    });
+    for &pid in &workers {
+        assert_eq!(received(pid), ["usr1 1", "usr2 2"], "worker {pid}");
+    }
+    assert_eq!(
+        cluster.count("signal_forwarded"),
+        2,
+        "{}",
+        cluster.events_text()
+    );
+    let forwarded = cluster.named("signal_forwarded");
+    assert_eq!(forwarded[0]["signal"], "SIGUSR1");
+    assert_eq!(forwarded[1]["workers"], 2);
 }

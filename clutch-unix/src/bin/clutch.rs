@@ -312,7 +312,7 @@ fn run(args: RunArgs) -> ExitCode {
         cluster.workers(workers as usize);
     }
     for addr in &args.listen {
-        cluster.listen(addr.to_string());
+        cluster.listen(addr.clone());
     }
     let mut options = ListenOptions::default();
     options.backlog = args.backlog;
@@ -326,11 +326,12 @@ fn run(args: RunArgs) -> ExitCode {
         // An invalid combination of settings (`--ready 90s` with the default 60 s boot
         // timeout, a zero duration): the command line's fault, found before any spawn.
         Err(error) if error.is_usage() => {
-            complain(in_flags(&error.to_string()));
+            complain(in_flags(&format!("{error:#}")));
             return ExitCode::from(USAGE);
         }
+        // The whole chain, each part once: what failed, why, the OS error.
         Err(error) => {
-            complain(error);
+            complain(format_args!("{error:#}"));
             return ExitCode::from(STARTUP);
         }
     };
@@ -349,7 +350,7 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::from(reason.code())
         }
         Err(error) => {
-            complain(error);
+            complain(format_args!("{error:#}"));
             ExitCode::from(STARTUP)
         }
     }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::control::{self, Request, MAX_CLIENTS, MAX_REQUEST, REQUEST_TIMEOUT};
+use crate::control::{
+    self, Request, RequestError, Response, MAX_CLIENTS, MAX_REQUEST, REQUEST_TIMEOUT,
+};
 
 /// Connections accepted in one turn of the event loop; more wait for the next turn.
 pub(crate) const ACCEPTS_PER_TURN: usize = 16;
@@ -67,8 +69,7 @@ impl ControlServer {
             },
         );
         rustix::process::umask(old_umask);
-        let listener =
-            bound.map_err(|e| Error::Control(format!("creating the control socket: {e}")))?;
+        let listener = bound.map_err(Error::Control)?;
         let (StdListener::Unix(listener), file) = listener.into_std_and_file() else {
             unreachable!("a unix address binds a unix socket")
         };
@@ -110,7 +111,8 @@ impl ControlServer {
                 Ok((mut stream, _)) => {
                     if self.clients.len() >= MAX_CLIENTS {
                         // Best effort: a short answer on a fresh socket fits its buffer.
-                        let _ = stream.write_all(format!("{}\n", control::busy_line()).as_bytes());
+                        let busy = Response::Busy.to_line();
+                        let _ = stream.write_all(format!("{busy}\n").as_bytes());
                         continue;
                     }
                     let number = self.next_client;
@@ -153,7 +155,7 @@ impl ControlServer {
         &mut self,
         registry: &Registry,
         number: usize,
-    ) -> Option<Result<Request, String>> {
+    ) -> Option<Result<Request, RequestError>> {
         let client = self.clients.get_mut(&number)?;
         let mut request = None;
         let mut closed = false;
@@ -172,7 +174,7 @@ impl ControlServer {
                             break;
                         }
                         if client.input.len() > MAX_REQUEST {
-                            request = Some(Err(format!("request longer than {MAX_REQUEST} bytes")));
+                            request = Some(Err(RequestError::TooLong));
                             break;
                         }
                     }
@@ -198,11 +200,11 @@ impl ControlServer {
 
     /// Queues `answer` (one line) for client `number`; it is closed once written unless it
     /// is told to wait.
-    pub(crate) fn answer(&mut self, registry: &Registry, number: usize, answer: &str) {
+    pub(crate) fn answer(&mut self, registry: &Registry, number: usize, answer: &Response) {
         let Some(client) = self.clients.get_mut(&number) else {
             return;
         };
-        client.output.extend_from_slice(answer.as_bytes());
+        client.output.extend_from_slice(answer.to_line().as_bytes());
         client.output.push(b'\n');
         client.waiting = Waiting::Closing;
         if client.deadline.is_none() {
@@ -221,7 +223,7 @@ impl ControlServer {
     }
 
     /// Answers every client waiting for a rollout that `generation` ends.
-    pub(crate) fn reload_ended(&mut self, registry: &Registry, generation: u64, answer: &str) {
+    pub(crate) fn reload_ended(&mut self, registry: &Registry, generation: u64, answer: &Response) {
         let numbers: Vec<usize> = self
             .clients
             .iter()
@@ -241,10 +243,11 @@ impl ControlServer {
         let numbers: Vec<usize> = self.clients.keys().copied().collect();
         for number in numbers {
             let answer = match self.clients[&number].waiting {
-                Waiting::Stop => {
-                    serde_json::json!({"ok": true, "exit_code": code, "reason": reason}).to_string()
-                }
-                Waiting::Reload { .. } => control::error_line("the master is exiting"),
+                Waiting::Stop => Response::Stopping {
+                    exit_code: code,
+                    reason: reason.to_owned(),
+                },
+                Waiting::Reload { .. } => Response::failed("the master is exiting"),
                 Waiting::Request | Waiting::Handling | Waiting::Closing => continue,
             };
             self.answer(registry, number, &answer);

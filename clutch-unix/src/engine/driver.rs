@@ -34,17 +34,17 @@ use clutch_proto::{
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use serde_json::json;
 use signal_hook::consts::signal as sig;
 use signal_hook_mio::v1_0::Signals;
 
-use crate::control::{self, Request};
+use crate::control::{Request, Response, Status, WorkerStatus};
 use crate::engine::control_server::{ControlServer, Waiting};
+use crate::engine::handle::{HandleServer, REQUESTS_PER_TURN};
 use crate::engine::service::ServiceNotifier;
 use crate::os::contain::{Containment, KillMode, Tree};
 use crate::os::listen::Listener;
 use crate::os::notify::{NotifyDir, NotifyListener, NotifyMessage, Received, Rejection};
-use crate::os::process::Process;
+use crate::os::process::{signal_from_number, signal_number, Process};
 use crate::os::spawn::{master_error, SpawnSpec};
 use crate::Error;
 
@@ -59,6 +59,8 @@ const PER_WORKER: usize = 3;
 const REAPS_PER_TURN: usize = 256;
 /// Control clients' tokens start here (far above any worker's).
 const FIRST_CLIENT: usize = 1 << 60;
+/// The in-process handles' waker (`handle.rs`), just below the clients.
+pub(crate) const HANDLES: Token = Token(FIRST_CLIENT - 1);
 
 /// Datagrams read from one worker's notify socket in one turn.
 pub(crate) const NOTIFY_PER_TURN: usize = 64;
@@ -69,18 +71,19 @@ pub(crate) const SPAWNS_PER_TURN: usize = 16;
 /// then says how many were dropped in between.
 const REJECTED_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The signals the master handles; each maps to a core input. (SIGCHLD is added only
-/// where pidfds are missing.)
-const HANDLED: [(i32, Signal); 9] = [
-    (sig::SIGTERM, Signal::Term),
-    (sig::SIGINT, Signal::Int),
-    (sig::SIGQUIT, Signal::Quit),
-    (sig::SIGHUP, Signal::Hup),
-    (sig::SIGTTIN, Signal::Ttin),
-    (sig::SIGTTOU, Signal::Ttou),
-    (sig::SIGUSR1, Signal::Usr1),
-    (sig::SIGUSR2, Signal::Usr2),
-    (sig::SIGWINCH, Signal::Winch),
+/// The signals the master handles; each is a core input. Their OS numbers come from
+/// the one mapping there is, [`crate::os::process::signal_number`]. (SIGCHLD, not a core
+/// input, drives the reaping sweep.)
+const HANDLED: [Signal; 9] = [
+    Signal::Term,
+    Signal::Int,
+    Signal::Quit,
+    Signal::Hup,
+    Signal::Ttin,
+    Signal::Ttou,
+    Signal::Usr1,
+    Signal::Usr2,
+    Signal::Winch,
 ];
 
 /// What every worker runs.
@@ -161,7 +164,19 @@ impl RejectedLog {
     }
 }
 
+/// Who asked for a command, and so gets its answer: a control client, or an in-process
+/// [`MasterHandle`](crate::MasterHandle) request.
+#[derive(Debug, Clone, Copy)]
+enum Asker {
+    Client(usize),
+    Handle(u64),
+}
+
 pub(crate) struct Driver {
+    /// The in-process handles' requests and their waiting answers.
+    handles: HandleServer,
+    /// Handle requests may be queued beyond what this turn carried out.
+    handles_pending: bool,
     /// The program file each generation runs (`pin.rs`).
     pins: crate::os::pin::Pins,
     poll: Poll,
@@ -199,9 +214,9 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub(crate) fn new(setup: Setup) -> Result<Self, Error> {
-        let poll = Poll::new().map_err(|e| Error::io("creating the event loop", e))?;
-        let numbers: Vec<i32> = HANDLED.iter().map(|&(n, _)| n).collect();
+    /// The loop over `poll`, whose registry `handles` wakes.
+    pub(crate) fn new(setup: Setup, poll: Poll, handles: HandleServer) -> Result<Self, Error> {
+        let numbers: Vec<i32> = HANDLED.into_iter().filter_map(signal_number).collect();
         let mut signals =
             Signals::new(numbers).map_err(|e| Error::io("installing signal handlers", e))?;
         poll.registry()
@@ -226,6 +241,8 @@ impl Driver {
         let cluster = ClusterState::new(setup.config.clone(), Instant::now());
         let pins = crate::os::pin::Pins::new(&setup.program.path, setup.listeners.len());
         Ok(Self {
+            handles,
+            handles_pending: true,
             pins,
             poll,
             signals,
@@ -252,10 +269,12 @@ impl Driver {
     /// Runs the cluster to its end; returns why it ended.
     pub(crate) fn run(mut self) -> Result<ExitReason, Error> {
         let mut events = Events::with_capacity(256);
-        self.drain()?;
+        self.handles.running_on_this_thread();
+        self.drain();
         loop {
             if let Some(reason) = self.exit {
                 self.containment.finish();
+                self.handles.exiting(reason.code(), reason.describe());
                 if let Some(control) = self.setup.control.as_mut() {
                     control.exiting(self.poll.registry(), reason.code(), reason.describe());
                     control.flush_all_blocking(Duration::from_millis(200));
@@ -284,9 +303,9 @@ impl Driver {
                 Err(e) => return Err(Error::io("waiting for events", e)),
             }
             for event in events.iter() {
-                self.dispatch(event.token())?;
+                self.dispatch(event.token());
             }
-            self.work_backlog()?;
+            self.work_backlog();
             let by_pid = &self.by_pid;
             self.containment
                 .kill_orphans_of(&self.orphans_of, |pid| by_pid.contains_key(&pid));
@@ -296,7 +315,7 @@ impl Driver {
                 control.expire(self.poll.registry(), now);
             }
             if self.cluster.poll_timeout().is_some_and(|at| at <= now) {
-                self.feed_at(now, Input::Timeout)?;
+                self.feed_at(now, Input::Timeout);
             }
         }
     }
@@ -306,30 +325,33 @@ impl Driver {
         !self.unread.is_empty()
             || !self.deferred.is_empty()
             || self.accept_pending
+            || self.handles_pending
             || self.sweep_pending
     }
 
     /// Goes on with what earlier turns left over, within this turn's bounds.
-    fn work_backlog(&mut self) -> Result<(), Error> {
+    fn work_backlog(&mut self) {
         if self.accept_pending {
             self.accept_clients();
         }
+        if self.handles_pending {
+            self.handle_requests();
+        }
         if self.sweep_pending {
-            self.sweep()?;
+            self.sweep();
         }
         // Each worker once per turn, in id order; a flood stays in the set.
         let unread: Vec<WorkerId> = std::mem::take(&mut self.unread).into_iter().collect();
         for id in unread {
-            self.read_notify(id)?;
+            self.read_notify(id);
         }
         while self.spawned_this_turn < SPAWNS_PER_TURN {
             let Some((id, slot)) = self.deferred.pop_front() else {
                 break;
             };
             self.spawn_now(id, slot);
-            self.drain()?;
+            self.drain();
         }
-        Ok(())
     }
 
     fn accept_clients(&mut self) {
@@ -339,33 +361,39 @@ impl Driver {
     }
 
     /// One input to the core, then a full drain (the driving contract).
-    fn feed(&mut self, input: Input) -> Result<(), Error> {
-        self.feed_at(Instant::now(), input)
+    fn feed(&mut self, input: Input) {
+        self.feed_at(Instant::now(), input);
     }
 
     /// [`feed`](Self::feed) at a time already read.
-    fn feed_at(&mut self, now: Instant, input: Input) -> Result<(), Error> {
-        // Facts always answer `Done`; commands go through `control_client`.
+    fn feed_at(&mut self, now: Instant, input: Input) {
+        // Facts always answer `Done`; commands go through `command`.
         let _ = self.cluster.handle(now, input);
         self.drain()
     }
 
-    fn dispatch(&mut self, token: Token) -> Result<(), Error> {
+    fn dispatch(&mut self, token: Token) {
         if token == SIGNALS {
             let received: Vec<i32> = self.signals.pending().collect();
             for number in received {
                 if number == sig::SIGCHLD {
-                    self.sweep()?;
-                } else if let Some(&(_, signal)) = HANDLED.iter().find(|&&(n, _)| n == number) {
+                    self.sweep();
+                } else if let Some(signal) =
+                    signal_from_number(number).filter(|signal| HANDLED.contains(signal))
+                {
                     tracing::info!("caught signal {signal}");
-                    self.feed(Input::Signal(signal))?;
+                    self.feed(Input::Signal(signal));
                 }
             }
-            return Ok(());
+            return;
         }
         if token == CONTROL {
             self.accept_clients();
-            return Ok(());
+            return;
+        }
+        if token == HANDLES {
+            self.handle_requests();
+            return;
         }
         if token.0 >= FIRST_CLIENT {
             return self.control_client(token);
@@ -380,32 +408,79 @@ impl Driver {
     }
 
     /// A control client is readable or writable: carry out its request if complete.
-    fn control_client(&mut self, token: Token) -> Result<(), Error> {
+    fn control_client(&mut self, token: Token) {
         let Some(control) = self.setup.control.as_mut() else {
-            return Ok(());
+            return;
         };
         let Some(number) = control.client_of(token) else {
-            return Ok(());
+            return;
         };
         let Some(request) = control.ready(self.poll.registry(), number) else {
-            return Ok(());
+            return;
         };
         let request = match request {
             Ok(request) => request,
             Err(error) => {
-                control.answer(self.poll.registry(), number, &control::error_line(&error));
-                return Ok(());
+                control.answer(
+                    self.poll.registry(),
+                    number,
+                    &Response::failed(error.to_string()),
+                );
+                return;
             }
         };
+        self.command(request, Asker::Client(number));
+    }
+
+    /// Carries out the requests the in-process handles queued, at most
+    /// [`REQUESTS_PER_TURN`] per turn.
+    fn handle_requests(&mut self) {
+        for _ in 0..REQUESTS_PER_TURN {
+            let Some((number, request)) = self.handles.next_request() else {
+                self.handles_pending = false;
+                return;
+            };
+            self.command(request, Asker::Handle(number));
+        }
+        self.handles_pending = self.handles.has_requests();
+    }
+
+    /// Answers whoever asked.
+    fn answer(&mut self, asker: Asker, answer: &Response) {
+        match asker {
+            Asker::Client(number) => {
+                if let Some(control) = self.setup.control.as_mut() {
+                    control.answer(self.poll.registry(), number, answer);
+                }
+            }
+            Asker::Handle(number) => self.handles.answer(number, answer),
+        }
+    }
+
+    /// Keeps whoever asked waiting until `waiting` resolves.
+    fn wait(&mut self, asker: Asker, waiting: Waiting) {
+        match asker {
+            Asker::Client(number) => {
+                if let Some(control) = self.setup.control.as_mut() {
+                    control.wait(number, waiting);
+                }
+            }
+            Asker::Handle(number) => self.handles.wait(number, waiting),
+        }
+    }
+
+    /// A request from a control client or a handle: carried out, then answered now or
+    /// once what it waits for has happened.
+    fn command(&mut self, request: Request, asker: Asker) {
         if request == Request::Status {
             // A readiness probe may ask every second: not worth a line each time.
             tracing::debug!(%request, "control request");
         } else {
             tracing::info!(%request, "control request");
         }
-        let mut outcome: Result<Option<String>, String> = Ok(None);
+        let mut outcome: Option<Response> = None;
         match request {
-            Request::Status => outcome = Ok(Some(self.status_json())),
+            Request::Status => outcome = Some(Response::Status(self.status())),
             Request::Scale { workers } => {
                 let need = crate::os::rlimit::fds_needed(
                     workers,
@@ -417,17 +492,16 @@ impl Driver {
                         "cannot run {workers} workers: they need about {need} open files \
                          and the limit (RLIMIT_NOFILE) is {limit}"
                     );
-                    if let Some(control) = self.setup.control.as_mut() {
-                        control.answer(self.poll.registry(), number, &control::error_line(&error));
-                    }
-                    return Ok(());
+                    self.answer(asker, &Response::failed(error));
+                    return;
                 }
-                outcome = self
-                    .cluster
-                    .handle(Instant::now(), Input::Scale(workers))
-                    .map(|_| Some(json!({"ok": true, "workers": workers}).to_string()))
-                    .map_err(|e| e.to_string());
-                self.drain()?;
+                outcome = Some(
+                    match self.cluster.handle(Instant::now(), Input::Scale(workers)) {
+                        Ok(_) => Response::Scaled { workers },
+                        Err(e) => Response::failed(e.to_string()),
+                    },
+                );
+                self.drain();
             }
             Request::Reload => {
                 // The core answers with the generation whose rollout answers this request;
@@ -435,126 +509,96 @@ impl Driver {
                 // inside the very drain that follows the command.
                 match self.cluster.handle(Instant::now(), Input::Reload) {
                     Ok(Reply::Reload { generation }) => {
-                        if let Some(control) = self.setup.control.as_mut() {
-                            control.wait(number, Waiting::Reload { generation });
-                        }
+                        self.wait(asker, Waiting::Reload { generation });
                     }
                     Ok(Reply::Done) => {}
-                    Err(e) => outcome = Err(e.to_string()),
+                    Err(e) => outcome = Some(Response::failed(e.to_string())),
                 }
-                self.drain()?;
+                self.drain();
             }
             Request::Stop => {
-                if let Some(control) = self.setup.control.as_mut() {
-                    control.wait(number, Waiting::Stop);
-                }
-                self.feed(Input::Shutdown)?;
+                self.wait(asker, Waiting::Stop);
+                self.feed(Input::Shutdown);
             }
         }
-        if let Some(control) = self.setup.control.as_mut() {
-            match outcome {
-                Ok(Some(answer)) => control.answer(self.poll.registry(), number, &answer),
-                Ok(None) => {}
-                Err(error) => {
-                    control.answer(self.poll.registry(), number, &control::error_line(&error))
-                }
-            }
+        if let Some(answer) = outcome {
+            self.answer(asker, &answer);
         }
-        Ok(())
     }
 
     /// The `status` answer: phase, counts, and one entry per worker.
-    fn status_json(&self) -> String {
+    fn status(&self) -> Status {
         let now = Instant::now();
-        let status = self.cluster.status();
-        let workers: Vec<serde_json::Value> = self
-            .cluster
-            .workers()
-            .map(|w| {
-                json!({
-                    "id": w.id.0,
-                    "slot": w.slot.0,
-                    "pid": w.pid,
-                    "state": w.state.name(),
-                    "generation": w.generation,
-                    "uptime_ms": now.saturating_duration_since(w.spawned_at).as_millis() as u64,
-                    "restarts": w.restarts,
-                    "successor": w.successor,
-                    "proven": w.proven,
-                    "stop_reason": w.stop_reason.map(|r| r.name()),
-                })
-            })
-            .collect();
-        json!({
-            "ok": true,
-            "pid": std::process::id(),
-            "phase": status.phase.name(),
-            "target": status.target,
-            "ready": status.ready,
-            "live": status.live,
-            "degraded": self.cluster.is_degraded(),
-            "failing_slots": status.failing,
-            "generation": self.cluster.generation(),
-            "log_lines_dropped": crate::log::dropped_lines(),
-            "containment": self.containment.mechanism(),
-            "workers": workers,
-        })
-        .to_string()
+        let line = self.cluster.status();
+        Status {
+            pid: std::process::id(),
+            phase: line.phase,
+            target: line.target,
+            ready: line.ready,
+            live: line.live,
+            degraded: self.cluster.is_degraded(),
+            failing_slots: line.failing,
+            generation: self.cluster.generation(),
+            log_lines_dropped: crate::log::dropped_lines(),
+            containment: self.containment.mechanism(),
+            workers: self
+                .cluster
+                .workers()
+                .map(|w| WorkerStatus::new(&w, now))
+                .collect(),
+        }
     }
 
     /// Feeds the messages waiting on `id`'s notify socket to the core: at most
     /// [`NOTIFY_PER_TURN`] of them; if there may be more, `id` stays in the backlog.
-    fn read_notify(&mut self, id: WorkerId) -> Result<(), Error> {
+    fn read_notify(&mut self, id: WorkerId) {
         for _ in 0..NOTIFY_PER_TURN {
             let Some(handle) = self.workers.get_mut(&id) else {
-                return Ok(());
+                return;
             };
             match handle.notify.recv_one() {
-                Ok(Some(Received::Message(message))) => self.deliver(id, &message)?,
+                Ok(Some(Received::Message(message))) => self.deliver(id, &message),
                 Ok(Some(Received::Rejected(why))) => {
                     handle.rejected.record(id, &why, Instant::now());
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => return,
                 Err(e) => {
                     tracing::warn!(worker = id.0, "reading the worker's notify socket: {e}");
-                    return Ok(());
+                    return;
                 }
             }
         }
         self.unread.insert(id);
-        Ok(())
     }
 
-    fn deliver(&mut self, id: WorkerId, message: &NotifyMessage) -> Result<(), Error> {
+    fn deliver(&mut self, id: WorkerId, message: &NotifyMessage) {
         if message.ready {
-            self.feed(Input::Ready { id })?;
+            self.feed(Input::Ready { id });
         }
         if message.watchdog {
-            self.feed(Input::Heartbeat { id })?;
+            self.feed(Input::Heartbeat { id });
         }
         if message.stopping {
-            self.feed(Input::Stopping { id })?;
+            self.feed(Input::Stopping { id });
         }
         if let Some(status) = &message.status {
             tracing::debug!(worker = id.0, "worker status: {status}");
         }
-        Ok(())
     }
 
     /// The pidfd of `id` became readable: reap it.
-    fn check_exit(&mut self, id: WorkerId) -> Result<(), Error> {
+    fn check_exit(&mut self, id: WorkerId) {
         let Some(handle) = self.workers.get_mut(&id) else {
-            return Ok(());
+            return;
         };
         if handle.ending.is_some() {
-            return Ok(());
+            return;
         }
         match handle.process.try_wait() {
             Ok(Some(status)) => self.main_exited(id, status),
-            Ok(None) => Ok(()),
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(worker = id.0, "checking worker exit: {e}");
-                Ok(())
             }
         }
     }
@@ -562,7 +606,7 @@ impl Driver {
     /// SIGCHLD: reaps every child that exited, at most [`REAPS_PER_TURN`] per turn. A
     /// worker's main process goes the way of [`Self::main_exited`]; anything else is an
     /// orphan of some worker's tree, re-parented to the master (a subreaper).
-    fn sweep(&mut self) -> Result<(), Error> {
+    fn sweep(&mut self) {
         self.sweep_pending = false;
         for _ in 0..REAPS_PER_TURN {
             match crate::os::process::reap_any_child() {
@@ -571,30 +615,29 @@ impl Driver {
                         if let Some(handle) = self.workers.get_mut(&id) {
                             handle.process.set_reaped(status);
                             if handle.ending.is_none() {
-                                self.main_exited(id, status)?;
+                                self.main_exited(id, status);
                             }
                         }
                     }
                     None => tracing::debug!(pid, %status, "reaped an orphan"),
                 },
-                Ok(None) => return Ok(()),
+                Ok(None) => return,
                 Err(e) => {
                     tracing::warn!("reaping children: {e}");
-                    return Ok(());
+                    return;
                 }
             }
         }
         self.sweep_pending = true;
-        Ok(())
     }
 
     /// Worker `id`'s main process exited and was reaped: kill what is left of its tree;
     /// once the tree is gone (at once, or at `populated 0` of its cgroup), tell the core.
-    fn main_exited(&mut self, id: WorkerId, status: ExitStatus) -> Result<(), Error> {
+    fn main_exited(&mut self, id: WorkerId, status: ExitStatus) {
         // Messages sent just before the exit (READY=1, then a crash) come first.
-        self.read_notify(id)?;
+        self.read_notify(id);
         let Some(handle) = self.workers.get_mut(&id) else {
-            return Ok(());
+            return;
         };
         let more = handle.tree.end();
         self.orphans_of.push(id.0);
@@ -620,21 +663,21 @@ impl Driver {
     }
 
     /// `cgroup.events` of an ending worker changed: gone once no process is left.
-    fn check_tree(&mut self, id: WorkerId) -> Result<(), Error> {
+    fn check_tree(&mut self, id: WorkerId) {
         let Some(handle) = self.workers.get(&id) else {
-            return Ok(());
+            return;
         };
         let (Some(status), Some(cgroup)) = (handle.ending, handle.tree.cgroup()) else {
-            return Ok(());
+            return;
         };
         if cgroup.populated() {
-            return Ok(());
+            return;
         }
         self.gone(id, status)
     }
 
     /// Worker `id` and its whole tree are gone: forget it, tell the core.
-    fn gone(&mut self, id: WorkerId, status: ExitStatus) -> Result<(), Error> {
+    fn gone(&mut self, id: WorkerId, status: ExitStatus) {
         self.unread.remove(&id);
         if let Some(mut handle) = self.workers.remove(&id) {
             handle.rejected.finish(id);
@@ -654,22 +697,22 @@ impl Driver {
 
     /// Carries out every action, feeding the facts it learns back in, until the core has
     /// nothing more to say.
-    fn drain(&mut self) -> Result<(), Error> {
+    fn drain(&mut self) {
         loop {
             while let Some(action) = self.cluster.poll_action() {
-                self.execute(action)?;
+                self.execute(action);
             }
             let Some(input) = self.inputs.pop_front() else {
                 // Every failure gathered in this drain has been reported by now.
                 self.spawn_failures.clear();
-                return Ok(());
+                return;
             };
             // Spawn reports: facts, always `Done`.
             let _ = self.cluster.handle(Instant::now(), input);
         }
     }
 
-    fn execute(&mut self, action: Action) -> Result<(), Error> {
+    fn execute(&mut self, action: Action) {
         match action {
             Action::Spawn {
                 id,
@@ -698,32 +741,34 @@ impl Driver {
                 let detail = self.spawn_detail(&event);
                 let detail = detail.as_deref();
                 log_event(&event, detail);
-                if let Some(control) = self.setup.control.as_mut() {
-                    match &event {
-                        Event::ReloadFinished { generation, took } => {
-                            let answer = json!({"ok": true, "generation": generation, "took_ms": took.as_millis() as u64});
-                            control.reload_ended(
-                                self.poll.registry(),
-                                *generation,
-                                &answer.to_string(),
-                            );
-                        }
-                        Event::ReloadFailed { generation, reason } => {
-                            let reason = with_detail(reason, detail);
-                            let answer = control::error_line(&format!(
-                                "rolling restart failed: {reason}; the old workers keep serving"
-                            ));
-                            control.reload_ended(self.poll.registry(), *generation, &answer);
-                        }
-                        _ => {}
+                let ended = match &event {
+                    Event::ReloadFinished { generation, took } => Some((
+                        *generation,
+                        Response::Reloaded {
+                            generation: *generation,
+                            took: *took,
+                        },
+                    )),
+                    Event::ReloadFailed { generation, reason } => Some((
+                        *generation,
+                        Response::failed(format!(
+                            "rolling restart failed: {}; the old workers keep serving",
+                            with_detail(reason, detail)
+                        )),
+                    )),
+                    _ => None,
+                };
+                if let Some((generation, answer)) = ended {
+                    if let Some(control) = self.setup.control.as_mut() {
+                        control.reload_ended(self.poll.registry(), generation, &answer);
                     }
+                    self.handles.reload_ended(generation, &answer);
                 }
                 (self.setup.on_event)(&event);
             }
             Action::Notify(notice) => self.setup.service.send(&notice),
             Action::Exit(reason) => self.exit = Some(reason),
         }
-        Ok(())
     }
 
     /// Forks worker `id` now, unless the core decided it goes while it waited in the
@@ -789,7 +834,9 @@ impl Driver {
         if let Some(cgroup) = &cgroup {
             spec = spec.cgroup_procs(cgroup.procs()).cgroup_dir(cgroup.dir());
         }
-        let child = spec.spawn().map_err(|e| (e.to_core(), e.to_string()))?;
+        let child = spec
+            .spawn()
+            .map_err(|e| (e.to_core(), crate::error::Chain(&e).to_string()))?;
         drop(spec);
         let pid = child.pid;
         let mut process = Process::from(child);
@@ -1075,5 +1122,22 @@ fn log_event(event: &Event, detail: Option<&str>) {
             "signal forwarded to workers"
         ),
         Event::Ignored { reason } => info!(event = name, what = %reason, "ignored"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every handled signal has an OS number, and that number leads back to it: a signal
+    /// added to the core and to [`HANDLED`] without an OS mapping would silently never
+    /// be installed.
+    #[test]
+    fn every_handled_signal_maps_both_ways() {
+        for signal in HANDLED {
+            let number = signal_number(signal).unwrap_or_else(|| panic!("{signal}: no number"));
+            assert_eq!(signal_from_number(number), Some(signal));
+            assert_ne!(number, sig::SIGCHLD);
+        }
     }
 }

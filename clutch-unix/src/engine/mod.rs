@@ -5,4 +5,5 @@
 
 pub(crate) mod control_server;
 pub(crate) mod driver;
+pub(crate) mod handle;
 pub(crate) mod service;

@@ -34,10 +34,14 @@ use clutch_proto::Signal;
 use rustix::fs::{Mode, OFlags};
 use rustix::process::Pid;
 
+use crate::error::ContainmentError;
 use crate::Error;
 
 /// Which processes a graceful stop signals.
+///
+/// Non-exhaustive: systemd knows more kill modes (`mixed`, `none`) that may come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum KillMode {
     /// The whole tree (systemd's `KillMode=control-group`): a shell wrapper and its
     /// server both get SIGTERM. The default.
@@ -86,15 +90,14 @@ impl Containment {
                     None
                 }
             },
-            "cgroup" => Some(make_base().map_err(|reason| {
-                Error::Limit(format!(
-                    "{CONTAINMENT_ENV}=cgroup, but no worker cgroup can be made: {reason}"
-                ))
-            })?),
+            "cgroup" => Some(
+                make_base()
+                    .map_err(|reason| Error::Containment(ContainmentError::NoCgroup { reason }))?,
+            ),
             other => {
-                return Err(Error::Environment(format!(
-                    "{CONTAINMENT_ENV}={other:?}: use auto, cgroup or group"
-                )))
+                return Err(Error::Containment(ContainmentError::UnknownSetting {
+                    value: other.to_owned(),
+                }))
             }
         };
         if let Some(base) = &base {

@@ -30,7 +30,10 @@ pub const UNIX_PATH_MAX: usize = 107;
 pub const UNNAMED: &str = "unknown";
 
 /// Where to listen: parsed from the command line or configuration by [`ListenAddr::parse`].
+///
+/// Non-exhaustive: other kinds of socket (abstract unix names, vsock) may come.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ListenAddr {
     /// A TCP address, IPv4 or IPv6 (port 0: the kernel picks one).
     Tcp(SocketAddr),
@@ -176,7 +179,10 @@ impl Default for ListenOptions {
 }
 
 /// What a listener is bound to.
+///
+/// Non-exhaustive, as [`ListenAddr`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LocalAddr {
     /// A TCP address, with the real port when port 0 was asked for.
     Tcp(SocketAddr),
@@ -256,7 +262,10 @@ impl Drop for SocketFile {
 }
 
 /// A [`Listener`] as the std type of its family.
+///
+/// Non-exhaustive, as [`ListenAddr`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StdListener {
     /// A TCP listener.
     Tcp(std::net::TcpListener),
@@ -373,7 +382,8 @@ impl BindError {
 
 impl fmt::Display for BindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot listen on {}: {}", self.addr, self.source)?;
+        // The OS error is the source, the next link of the chain: not repeated here.
+        write!(f, "cannot listen on {}", self.addr)?;
         if let Some(hint) = self.hint() {
             write!(f, " ({hint})")?;
         }
@@ -628,7 +638,7 @@ mod tests {
 
     use super::*;
     use crate::os::spawn::SpawnSpec;
-    use crate::testutil::{helper, is_helper, Reaper};
+    use crate::testutil::{expect_helper, helper, Reaper};
 
     fn tcp(s: &str) -> ListenAddr {
         ListenAddr::Tcp(s.parse().unwrap())
@@ -773,7 +783,7 @@ mod tests {
         let error = bind(&ListenAddr::Tcp(taken), &ListenOptions::default()).unwrap_err();
         assert_eq!(error.io_error().kind(), io::ErrorKind::AddrInUse);
         assert_eq!(
-            error.to_string(),
+            crate::error::Chain(&error).to_string(),
             format!("cannot listen on {taken}: Address already in use (os error 98)")
         );
 
@@ -785,6 +795,11 @@ mod tests {
                 .to_string()
                 .ends_with("(no local interface has this address)"),
             "{error}"
+        );
+        assert_eq!(
+            crate::error::Chain(&error).to_string(),
+            "cannot listen on 192.0.2.1:0 (no local interface has this address): Cannot \
+             assign requested address (os error 99)"
         );
     }
 
@@ -807,7 +822,9 @@ mod tests {
         let error = bind(&addr, &options).unwrap_err();
         assert_eq!(error.io_error().kind(), io::ErrorKind::AddrInUse);
         assert!(
-            error.to_string().contains("another process listens"),
+            crate::error::Chain(&error)
+                .to_string()
+                .contains("another process listens"),
             "{error}"
         );
 
@@ -830,7 +847,7 @@ mod tests {
         std::fs::write(&file, "data").unwrap();
         let error = bind(&ListenAddr::Unix(file.clone()), &options).unwrap_err();
         assert_eq!(
-            error.to_string(),
+            crate::error::Chain(&error).to_string(),
             format!(
                 "cannot listen on unix:{}: the path exists and is not a socket",
                 file.display()
@@ -928,10 +945,9 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "helper process, run by a_worker_adopts_what_spawn_passes"]
     fn helper_adopt() {
-        if !is_helper(HELPER) {
-            return;
-        }
+        expect_helper(HELPER);
         let listeners = listen_fds_from_env().unwrap();
         let seen: Vec<String> = listeners
             .iter()
@@ -971,10 +987,9 @@ mod tests {
     const HELPER_REFUSE: &str = concat!(module_path!(), "::helper_refuse");
 
     #[test]
+    #[ignore = "helper process, run by a_worker_refuses_what_is_not_a_listener"]
     fn helper_refuse() {
-        if !is_helper(HELPER_REFUSE) {
-            return;
-        }
+        expect_helper(HELPER_REFUSE);
         let error = listen_fds_from_env().unwrap_err();
         assert_eq!(
             error.to_string(),

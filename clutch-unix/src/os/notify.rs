@@ -223,7 +223,7 @@ const PID_REUSE_SLACK: Duration = Duration::from_secs(2);
 /// - `symlink_metadata` says it is a directory (not a symlink), owned by our effective
 ///   uid, with mode exactly 0700 (as [`NotifyDir::create_in`] makes them);
 /// - its master is gone: no process has that pid, or the process is a zombie, or it
-///   started (`/proc/<pid>/stat`'s start time) more than [`PID_REUSE_SLACK`] after the
+///   started (`/proc/<pid>/stat`'s start time) more than `PID_REUSE_SLACK` after the
 ///   directory last changed (its ctime: set when the master made it and each time it
 ///   bound or removed a worker's socket in it) — a process that started after that
 ///   cannot be the master that made it, so the pid was reused. When the start time

@@ -578,7 +578,10 @@ pub(crate) fn take_listen_fds(count: usize) -> io::Result<Vec<OwnedFd>> {
 /// originals. (This costs a copy of the arguments and environment, once, in every process
 /// that links this crate.) Other C libraries (musl) do not pass those arguments, so there
 /// the area is unknown and titles fall back to `comm` only.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+///
+/// Only with the `title` cargo feature (on by default): without it no hook is linked, and
+/// nothing runs before `main` on clutch-unix's behalf.
+#[cfg(all(target_os = "linux", target_env = "gnu", feature = "title"))]
 mod argv_area {
     use std::ffi::{c_char, c_int, CStr};
     use std::ptr;
@@ -664,7 +667,7 @@ unsafe impl Send for ArgvArea {}
 impl ArgvArea {
     /// The area, or `None` where it is unknown (not glibc, or no argv).
     pub(crate) fn get() -> Option<Self> {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[cfg(all(target_os = "linux", target_env = "gnu", feature = "title"))]
         {
             let start = argv_area::START.load(Ordering::SeqCst);
             let len = argv_area::LEN.load(Ordering::SeqCst);

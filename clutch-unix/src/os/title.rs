@@ -14,6 +14,10 @@
 //! After a title is set, `/proc/PID/cmdline` no longer shows the original arguments (and
 //! `/proc/PID/environ` no longer the environment) — which is the point; `std::env::args()`
 //! and `std::env::vars()` are unaffected.
+//!
+//! All this needs the `title` cargo feature (on by default), which links the hook that
+//! claims the argument area at program start. Without it, [`set_title`] does nothing (and
+//! says so once, in a debug log line) and [`title_capacity`] is 0.
 
 use std::io;
 use std::sync::Mutex;
@@ -30,6 +34,15 @@ static AREA: Mutex<Option<Option<ArgvArea>>> = Mutex::new(None);
 /// possible, the command line (cut to [`title_capacity`] bytes). A title stops at its first
 /// NUL byte, if it has one. Fails only if `comm` cannot be set.
 pub fn set_title(title: &str) -> io::Result<()> {
+    if !cfg!(feature = "title") {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::debug!(
+                "process titles are off: clutch-unix was built without its `title` feature"
+            );
+        });
+        return Ok(());
+    }
     let title = title.split('\0').next().unwrap_or_default();
     with_area(|area| {
         if let Some(area) = area {
@@ -99,10 +112,12 @@ fn set_comm(comm: &str) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "title")]
     use clutch_proto::ExitStatus;
 
     use super::*;
-    use crate::testutil::{helper, is_helper, Reaper};
+    #[cfg(feature = "title")]
+    use crate::testutil::{expect_helper, helper, Reaper};
 
     #[test]
     fn comm_is_cut_at_a_word_boundary() {
@@ -118,12 +133,24 @@ mod tests {
         assert_eq!(comm_for(""), "");
     }
 
+    #[cfg(feature = "title")]
     const HELPER: &str = concat!(module_path!(), "::helper_set_title");
+
+    /// Without the feature nothing is linked before `main` and a title changes nothing.
+    #[test]
+    #[cfg(not(feature = "title"))]
+    fn without_the_title_feature_titles_do_nothing() {
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        set_title("server: master process [numworkers: 4]").unwrap();
+        assert_eq!(std::fs::read_to_string("/proc/self/comm").unwrap(), comm);
+        assert_eq!(title_capacity(), 0);
+    }
 
     /// The title is set in a helper process, since it changes the whole process's name;
     /// the test reads it from the outside, as `ps` would. The helper is given a long
     /// environment so there is room for the title.
     #[test]
+    #[cfg(feature = "title")]
     fn ps_shows_the_title() {
         let dir = tempfile::tempdir().unwrap();
         let done = dir.path().join("done");
@@ -158,11 +185,11 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "title")]
     #[test]
+    #[ignore = "helper process, run by ps_shows_the_title"]
     fn helper_set_title() {
-        if !is_helper(HELPER) {
-            return;
-        }
+        expect_helper(HELPER);
         let args_before: Vec<String> = std::env::args().collect();
         set_title("server: master process [numworkers: 4]").unwrap();
         // std still sees the real arguments and environment.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde_json::Value;
 
 fn monotonic_ns() -> u128 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -49,23 +50,21 @@ impl Cluster {
             .spawn()
             .expect("the fixture binary (build with --release -p clutch-tests)");
         let cluster = Self { child, dir };
-        cluster.wait(|c| c.count("WorkerReady") >= workers);
+        cluster.wait(|c| c.count("worker_ready") >= workers);
         cluster
     }
 
-    fn events(&self) -> Vec<String> {
+    /// The fixture's events: one JSON object each, `event` its name, `ns` its stamp.
+    fn events(&self) -> Vec<Value> {
         std::fs::read_to_string(self.dir.join("events"))
             .unwrap_or_default()
             .lines()
-            .map(str::to_owned)
+            .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
     }
 
-    fn count(&self, prefix: &str) -> usize {
-        self.events()
-            .iter()
-            .filter(|e| e.starts_with(prefix))
-            .count()
+    fn count(&self, name: &str) -> usize {
+        self.events().iter().filter(|e| e["event"] == name).count()
     }
 
     fn wait(&self, done: impl Fn(&Self) -> bool) {
@@ -86,15 +85,16 @@ impl Cluster {
 
     fn live_workers(&self) -> Vec<u32> {
         let events = self.events();
+        let pid = |e: &Value| e["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
         let gone: Vec<u32> = events
             .iter()
-            .filter(|e| e.starts_with("WorkerDied") || e.starts_with("WorkerExit"))
-            .filter_map(|e| field(e, "pid: Some("))
+            .filter(|e| e["event"] == "worker_died" || e["event"] == "worker_exit")
+            .filter_map(pid)
             .collect();
         events
             .iter()
-            .filter(|e| e.starts_with("WorkerStarted"))
-            .filter_map(|e| field(e, "pid: "))
+            .filter(|e| e["event"] == "worker_started")
+            .filter_map(pid)
             .filter(|p| !gone.contains(p))
             .collect()
     }
@@ -108,17 +108,8 @@ impl Drop for Cluster {
     }
 }
 
-fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
-    let rest = &line[line.find(key)? + key.len()..];
-    rest.chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
-}
-
-fn stamp(line: &str) -> u128 {
-    field(line, " @").expect("a timestamp")
+fn stamp(event: &Value) -> u128 {
+    u128::from(event["ns"].as_u64().expect("a timestamp"))
 }
 
 fn status_kib_in(path: &str, key: &str) -> u64 {
@@ -212,24 +203,25 @@ fn main() {
     for trial in 0..trials {
         let victim = cluster.live_workers()[0];
         let (died_before, ready_before) =
-            (cluster.count("WorkerDied"), cluster.count("WorkerReady"));
+            (cluster.count("worker_died"), cluster.count("worker_ready"));
         let sent = monotonic_ns();
         kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
-        cluster
-            .wait(|c| c.count("WorkerDied") > died_before && c.count("WorkerReady") > ready_before);
+        cluster.wait(|c| {
+            c.count("worker_died") > died_before && c.count("worker_ready") > ready_before
+        });
         let events = cluster.events();
         let died = events
             .iter()
-            .filter(|e| e.starts_with("WorkerDied"))
+            .filter(|e| e["event"] == "worker_died")
             .nth(died_before)
             .unwrap();
         let started = events
             .iter()
-            .rfind(|e| e.starts_with("WorkerStarted"))
+            .rfind(|e| e["event"] == "worker_started")
             .unwrap();
         let readied = events
             .iter()
-            .rfind(|e| e.starts_with("WorkerReady"))
+            .rfind(|e| e["event"] == "worker_ready")
             .unwrap();
         seen.push(ms(stamp(died) - sent));
         exec.push(ms(stamp(started) - stamp(died)));

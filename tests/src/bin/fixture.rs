@@ -4,8 +4,10 @@
 //! - `WORKERS`, `FORCE_EXIT_MS`, `BOOT_TIMEOUT_MS`, `MIN_UPTIME_MS` (the probation
 //!   after ready): cluster settings;
 //! - `FIXTURE_DIR`: where the master writes `port` (the bound port) and `events` (one
-//!   `Debug`-formatted event per line, flushed as it happens, ending in ` @<ns>`: the
-//!   CLOCK_MONOTONIC time it was seen, comparable across processes);
+//!   JSON object per event and line, written as it happens: `event` (the variant's
+//!   name), the fields the tests look at (`id`, `slot`, `pid`, `status`, `reason`,
+//!   `killed`, `exit_code`) and `ns`, the CLOCK_MONOTONIC time it was seen, comparable
+//!   across processes; see [`event_json`]);
 //! - `FIXTURE_CRASH_AT_BOOT=1`: workers exit 1 before becoming ready;
 //! - `FIXTURE_IGNORE_TERM=1`: workers block SIGTERM/SIGINT and never stop on their own;
 //! - `FIXTURE_FDS=1`: each worker writes its open fds, as found at the top of `main`,
@@ -15,6 +17,15 @@
 //!   `heartbeat()` many times, then `status()`, `ready()` and `stopping()`, timing every
 //!   call, and writes what it saw to `FIXTURE_DIR/flood-<pid>` (see [`flood`]).
 //!
+//! - `FIXTURE_HANDLE=1`: the master drives itself through a `MasterHandle` from a thread
+//!   of its own (status until every worker is ready, scale to 3, reload, stop) and from
+//!   its `on_event` callback (refused there), and writes each answer to
+//!   `FIXTURE_DIR/handle` (see [`drive_through_handle`]).
+//!
+//! - `FIXTURE_USR=1`: each worker receives the SIGUSR1/SIGUSR2 the master forwards
+//!   (`Worker::user_signals`) and appends `usr1 <count>` / `usr2 <count>` to
+//!   `FIXTURE_DIR/usr-<pid>` for each, `<count>` being `user_signal_count()` then.
+//!
 //! `fixture -- PROGRAM ARGS…` supervises that program instead (exec mode).
 
 use std::fs::{File, OpenOptions};
@@ -23,7 +34,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clutch_unix::{Cluster, Role, Worker};
+use clutch_unix::{Cluster, Event, ExitStatus, Role, Worker};
+use serde_json::{json, Value};
 
 fn knob(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
@@ -83,11 +95,24 @@ fn main() {
         .append(true)
         .open(dir.join("events"))
         .expect("events file");
+    // With FIXTURE_HANDLE, the callback tries the master's handle once (on `Listening`):
+    // on the loop's own thread it must be refused.
+    let on_loop: std::sync::Arc<std::sync::OnceLock<clutch_unix::MasterHandle>> =
+        Default::default();
+    let mut tried = false;
+    let (tries, report) = (on_loop.clone(), dir.join("handle"));
     cluster.on_event(move |event| {
+        if let (Event::Listening { .. }, false, Some(handle)) = (event, tried, tries.get()) {
+            tried = true;
+            let refused = handle.status().expect_err("answered on its own loop");
+            append(&report, &format!("on_event {refused:?}"));
+        }
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         let ns = now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128;
+        let mut line = event_json(event);
+        line["ns"] = serde_json::json!(ns as u64);
         // One write per event: the file is read while it grows, and timed.
-        let _ = events.write_all(format!("{event:?} @{ns}\n").as_bytes());
+        let _ = events.write_all(format!("{line}\n").as_bytes());
     });
     match std::env::var("READINESS").ok().as_deref() {
         None | Some("notify") => {}
@@ -108,7 +133,7 @@ fn main() {
                 master.run_and_exit()
             }
             Err(error) => {
-                eprintln!("fixture: {error}");
+                eprintln!("fixture: {error:#}");
                 std::process::exit(1)
             }
         }
@@ -117,14 +142,135 @@ fn main() {
         Ok(Role::Master(master)) => {
             let port = master.listeners()[0].local_port().expect("a TCP port");
             write_atomically(&dir.join("port"), &port.to_string());
+            if knob("FIXTURE_HANDLE") {
+                let handle = master.handle();
+                let _ = on_loop.set(handle.clone());
+                let driver = {
+                    let (handle, dir) = (handle.clone(), dir.clone());
+                    std::thread::spawn(move || drive_through_handle(&handle, &dir))
+                };
+                let reason = master.run().expect("the master runs");
+                driver.join().expect("the handle's thread");
+                // The loop is over: a handle gets no answer any more, and says why.
+                let after = handle.status().expect_err("answered after the exit");
+                append(&dir.join("handle"), &format!("after {after:?}"));
+                std::process::exit(i32::from(reason.code()));
+            }
             master.run_and_exit()
         }
         Ok(Role::Worker(worker)) => serve(worker),
         Err(error) => {
-            eprintln!("fixture: {error}");
+            eprintln!("fixture: {error:#}");
             std::process::exit(1)
         }
     }
+}
+
+/// An event as the tests read it: its name ([`Event::name`], as in the master's log) and
+/// typed fields, never its `Debug` text.
+fn event_json(event: &Event) -> Value {
+    let status = |status: &ExitStatus| match status {
+        ExitStatus::Code(code) => json!({ "code": code }),
+        ExitStatus::Signaled(signal) => json!({ "signal": signal }),
+    };
+    match event {
+        Event::WorkerStarted { id, slot, pid, .. } => {
+            json!({"event": event.name(), "id": id.0, "slot": slot.0, "pid": pid})
+        }
+        Event::WorkerReady { id, slot, pid } => {
+            json!({"event": event.name(), "id": id.0, "slot": slot.0, "pid": pid})
+        }
+        Event::WorkerDied {
+            id,
+            slot,
+            pid,
+            status: exit,
+            ..
+        } => json!({
+            "event": event.name(), "id": id.0, "slot": slot.0, "pid": pid, "status": status(exit),
+        }),
+        Event::WorkerExit {
+            id,
+            slot,
+            pid,
+            status: exit,
+            reason,
+        } => json!({
+            "event": event.name(), "id": id.0, "slot": slot.0, "pid": pid, "status": status(exit),
+            "reason": reason.name(),
+        }),
+        Event::Listening { id } => json!({"event": event.name(), "id": id.0}),
+        Event::ShutdownStarted { .. } => json!({"event": event.name()}),
+        Event::ShutdownForced { killed } => json!({"event": event.name(), "killed": killed}),
+        Event::ShutDown { reason } => json!({"event": event.name(), "exit_code": reason.code()}),
+        Event::NoWorkers => json!({"event": event.name()}),
+        Event::RespawnDelayed { slot, .. } => json!({"event": event.name(), "slot": slot.0}),
+        Event::BreakerTripped { .. } => json!({"event": event.name()}),
+        Event::ReloadStarted { generation } => {
+            json!({"event": event.name(), "generation": generation})
+        }
+        Event::ReloadFinished { generation, .. } => {
+            json!({"event": event.name(), "generation": generation})
+        }
+        Event::ReloadFailed { generation, .. } => {
+            json!({"event": event.name(), "generation": generation})
+        }
+        Event::SignalIgnored { signal, .. } => {
+            json!({"event": event.name(), "signal": signal.name()})
+        }
+        Event::SignalForwarded { signal, workers } => {
+            json!({"event": event.name(), "signal": signal.name(), "workers": workers})
+        }
+        // The rest by name only: what the tests do not look into.
+        other => json!({ "event": other.name() }),
+    }
+}
+
+/// Appends one line to `path`.
+fn append(path: &std::path::Path, line: &str) {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("opening a report file");
+    file.write_all(format!("{line}\n").as_bytes())
+        .expect("writing a report line");
+}
+
+/// The master's own thread drives it through `handle`, writing `<step> <answer line>`
+/// to `dir/handle` for each answer: `status` (polled, bounded, until every worker is
+/// ready), `scale` (to 3), `status` (until 3 are ready), `reload`, `stop`.
+fn drive_through_handle(handle: &clutch_unix::MasterHandle, dir: &std::path::Path) {
+    use clutch_unix::control::Response;
+    let report = dir.join("handle");
+    let wait_ready = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = handle.status().expect("status");
+            if let Response::Status(status) = &answer {
+                if status.ready >= n && status.live == n {
+                    append(&report, &format!("status {answer}"));
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never {n} ready: {answer}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_ready(2);
+    append(
+        &report,
+        &format!("scale {}", handle.scale(3).expect("scale")),
+    );
+    wait_ready(3);
+    append(
+        &report,
+        &format!("reload {}", handle.reload().expect("reload")),
+    );
+    append(&report, &format!("stop {}", handle.stop().expect("stop")));
 }
 
 fn write_atomically(path: &std::path::Path, text: &str) {
@@ -142,6 +288,19 @@ fn serve(mut worker: Worker) {
     if knob("FIXTURE_FLOOD") {
         let worker = worker.clone();
         std::thread::spawn(move || flood(&worker));
+    }
+    if knob("FIXTURE_USR") {
+        let worker = worker.clone();
+        let dir = PathBuf::from(std::env::var_os("FIXTURE_DIR").expect("FIXTURE_DIR"));
+        let report = dir.join(format!("usr-{}", std::process::id()));
+        std::thread::spawn(move || loop {
+            let name = match worker.user_signals().recv() {
+                clutch_unix::Signal::Usr1 => "usr1",
+                clutch_unix::Signal::Usr2 => "usr2",
+                _ => "other",
+            };
+            append(&report, &format!("{name} {}", worker.user_signal_count()));
+        });
     }
     let shutdown = worker.shutdown().clone();
     let id = worker.id();
@@ -185,7 +344,7 @@ fn flood(worker: &Worker) {
     let outcome = |result: Result<(), clutch_unix::Error>| match result {
         Ok(()) => "ok".to_owned(),
         Err(e) if e.is_would_block() => "would_block".to_owned(),
-        Err(e) => format!("error: {e}"),
+        Err(e) => format!("error: {e:#}"),
     };
     let mut slowest = Duration::ZERO;
     let mut timed = |call: &dyn Fn() -> Result<(), clutch_unix::Error>| {
@@ -197,7 +356,7 @@ fn flood(worker: &Worker) {
     let mut report = Vec::new();
     for _ in 0..FLOOD_HEARTBEATS {
         if let Err(e) = timed(&|| worker.heartbeat()) {
-            report.push(format!("heartbeat error: {e}"));
+            report.push(format!("heartbeat error: {e:#}"));
         }
     }
     report.push(format!(

@@ -9,9 +9,17 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde_json::Value;
 
 mod procs;
 pub use procs::*;
+
+/// The `pid` field of an event.
+pub fn pid_of(event: &Value) -> Option<u32> {
+    event["pid"]
+        .as_u64()
+        .and_then(|pid| u32::try_from(pid).ok())
+}
 
 pub struct Fixture {
     pub child: Child,
@@ -71,20 +79,31 @@ impl Fixture {
         std::fs::read_to_string(self.path("stderr")).unwrap_or_default()
     }
 
-    /// Every event the master reported so far, one `Debug` line each.
-    pub fn events(&self) -> Vec<String> {
+    /// Every event the master reported so far, as the fixture wrote them: one JSON
+    /// object each, `event` its name (a line still being written is left out).
+    pub fn events(&self) -> Vec<Value> {
         std::fs::read_to_string(self.path("events"))
             .unwrap_or_default()
             .lines()
-            .map(str::to_owned)
+            .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
     }
 
-    pub fn count(&self, prefix: &str) -> usize {
+    /// The events named `name`.
+    pub fn named(&self, name: &str) -> Vec<Value> {
         self.events()
-            .iter()
-            .filter(|e| e.starts_with(prefix))
-            .count()
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+
+    pub fn count(&self, name: &str) -> usize {
+        self.named(name).len()
+    }
+
+    /// The events, one line each, for a failure message.
+    pub fn events_text(&self) -> String {
+        std::fs::read_to_string(self.path("events")).unwrap_or_default()
     }
 
     fn check_alive(&mut self) {
@@ -103,7 +122,7 @@ impl Fixture {
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting until {what}; events:\n{}\nstderr:\n{}",
-                self.events().join("\n"),
+                self.events_text(),
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(10));
@@ -119,26 +138,24 @@ impl Fixture {
     /// Pids of the workers that started and have not been reported gone.
     pub fn live_worker_pids(&self) -> Vec<u32> {
         let events = self.events();
-        let started: Vec<u32> = events
-            .iter()
-            .filter(|e| e.starts_with("WorkerStarted"))
-            .filter_map(|e| pid_in(e))
-            .collect();
-        let gone: Vec<u32> = events
-            .iter()
-            .filter(|e| e.starts_with("WorkerDied") || e.starts_with("WorkerExit"))
-            .filter_map(|e| pid_in(e))
-            .collect();
+        let pids = |names: &[&str]| -> Vec<u32> {
+            events
+                .iter()
+                .filter(|e| names.iter().any(|name| e["event"] == *name))
+                .filter_map(pid_of)
+                .collect()
+        };
+        let started = pids(&["WorkerStarted"]);
+        let gone = pids(&["WorkerDied", "WorkerExit"]);
         started.into_iter().filter(|p| !gone.contains(p)).collect()
     }
 
     /// Pids of live workers that have become ready.
     pub fn ready_worker_pids(&self) -> Vec<u32> {
         let ready: Vec<u32> = self
-            .events()
+            .named("WorkerReady")
             .iter()
-            .filter(|e| e.starts_with("WorkerReady"))
-            .filter_map(|e| pid_in(e))
+            .filter_map(pid_of)
             .collect();
         self.live_worker_pids()
             .into_iter()
@@ -147,10 +164,9 @@ impl Fixture {
     }
 
     pub fn all_worker_pids(&self) -> Vec<u32> {
-        self.events()
+        self.named("WorkerStarted")
             .iter()
-            .filter(|e| e.starts_with("WorkerStarted"))
-            .filter_map(|e| pid_in(e))
+            .filter_map(pid_of)
             .collect()
     }
 
@@ -169,7 +185,7 @@ impl Fixture {
             assert!(
                 Instant::now() < deadline,
                 "the master did not exit within {within:?}; events:\n{}\nstderr:\n{}",
-                self.events().join("\n"),
+                self.events_text(),
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(5));

@@ -10,14 +10,6 @@ use std::time::{Duration, Instant};
 /// Generous: the CI machine has two shared cores.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The `pid: N` or `pid: Some(N)` in an event's `Debug` line.
-pub fn pid_in(event: &str) -> Option<u32> {
-    let rest = &event[event.find("pid: ")? + 5..];
-    let rest = rest.strip_prefix("Some(").unwrap_or(rest);
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
 /// True while `pid` exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
