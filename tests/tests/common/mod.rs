@@ -131,7 +131,7 @@ impl Fixture {
 
     pub fn wait_ready(&mut self, n: usize) {
         self.wait_until(&format!("{n} workers are ready"), |f| {
-            f.count("WorkerReady") >= n
+            f.count("worker_ready") >= n
         });
     }
 
@@ -145,15 +145,15 @@ impl Fixture {
                 .filter_map(pid_of)
                 .collect()
         };
-        let started = pids(&["WorkerStarted"]);
-        let gone = pids(&["WorkerDied", "WorkerExit"]);
+        let started = pids(&["worker_started"]);
+        let gone = pids(&["worker_died", "worker_exit"]);
         started.into_iter().filter(|p| !gone.contains(p)).collect()
     }
 
     /// Pids of live workers that have become ready.
     pub fn ready_worker_pids(&self) -> Vec<u32> {
         let ready: Vec<u32> = self
-            .named("WorkerReady")
+            .named("worker_ready")
             .iter()
             .filter_map(pid_of)
             .collect();
@@ -164,7 +164,7 @@ impl Fixture {
     }
 
     pub fn all_worker_pids(&self) -> Vec<u32> {
-        self.named("WorkerStarted")
+        self.named("worker_started")
             .iter()
             .filter_map(pid_of)
             .collect()
