@@ -264,6 +264,36 @@ fn readiness_delay_makes_a_surviving_worker_ready_and_ready_1_is_sooner() {
 }
 
 #[test]
+fn a_readiness_delay_handled_as_late_as_the_boot_timeout_is_a_boot_timeout() {
+    for (late_by, ready) in [(4 * SEC - MS, true), (4 * SEC, false)] {
+        let mut h = Harness::new(
+            Config::builder()
+                .workers(1)
+                .readiness(Readiness::Delay(SEC))
+                .boot_timeout(5 * SEC),
+        );
+        let (id, ..) = h.spawns()[0];
+        h.spawned(id);
+        let started = h.now;
+        assert_eq!(h.cluster.poll_timeout(), Some(started + SEC));
+        // The driver delivers the delay's timeout late, at or just before the boot timeout.
+        h.now = started + SEC + late_by;
+        h.cluster.handle(h.now, Input::Timeout).unwrap();
+        h.drain();
+        assert_eq!(
+            h.cluster.ready_workers(),
+            usize::from(ready),
+            "late by {late_by:?}"
+        );
+        let timed_out = h
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::WorkerBootTimedOut { .. }));
+        assert_eq!(timed_out, !ready, "late by {late_by:?}");
+    }
+}
+
+#[test]
 fn boot_timeout_kills_and_counts_as_a_boot_failure() {
     let mut h = Harness::new(Config::builder().workers(1).boot_timeout(10 * SEC));
     let (id, ..) = h.spawns()[0];
@@ -1754,6 +1784,11 @@ fn a_booting_worker_s_heartbeats_keep_its_boot_timeout_and_arm_the_check_at_read
     assert_eq!(h.cluster.stats().hung, 0);
     h.ready(id);
     assert_eq!(h.cluster.worker(id).unwrap().last_heartbeat, Some(h.now));
+    assert_eq!(
+        h.cluster.poll_timeout(),
+        Some(h.now + 2 * SEC),
+        "next, its probation's end; the hang check is due later"
+    );
     h.advance(3 * SEC); // probation over
     assert_eq!(
         h.cluster.poll_timeout(),
