@@ -811,6 +811,12 @@ mod tests {
         assert!(valid(Config::builder().name("n".repeat(64))));
         assert!(!valid(Config::builder().name("n".repeat(65))));
         assert!(valid(Config::builder().boot_timeout(MAX_DURATION)));
+        let thirty_days = Duration::from_secs(30 * 86_400);
+        // Thirty days, as the error message says.
+        assert!(valid(Config::builder().boot_timeout(thirty_days)));
+        assert!(!valid(
+            Config::builder().boot_timeout(thirty_days + Duration::from_secs(1))
+        ));
         assert!(!valid(
             Config::builder().boot_timeout(MAX_DURATION + Duration::from_nanos(1))
         ));
