@@ -1708,6 +1708,30 @@ fn a_worker_that_said_stopping_1_is_killed_at_the_force_timeout() {
 }
 
 #[test]
+fn a_worker_already_stopping_gets_no_second_term_and_keeps_its_grace() {
+    let mut h = Harness::new(Config::builder().workers(1).force_exit_timeout(5 * SEC));
+    let ids = h.boot_all();
+    h.advance(60 * SEC);
+    h.cluster
+        .handle(h.now, Input::Stopping { id: ids[0] })
+        .unwrap();
+    h.drain();
+    let kill_at = h.now + 5 * SEC;
+    h.advance(2 * SEC);
+    h.take();
+    h.signal(Signal::Term); // the shutdown asks every worker to go
+    assert!(
+        !h.signals().contains(&(ids[0], Signal::Term)),
+        "it is stopping already"
+    );
+    assert_eq!(
+        h.cluster.poll_timeout(),
+        Some(kill_at),
+        "its grace, unchanged"
+    );
+}
+
+#[test]
 fn stopping_1_during_a_shutdown_waits_for_the_shutdown_s_own_force_deadline() {
     let mut h = Harness::new(Config::builder().workers(2).force_exit_timeout(5 * SEC));
     let ids = h.boot_all();
