@@ -803,6 +803,11 @@ mod tests {
     #[test]
     fn every_limit_is_inclusive() {
         let valid = |builder: &mut ConfigBuilder| builder.build().is_ok();
+        assert!(
+            Config::builder().build().unwrap().title(),
+            "titles by default"
+        );
+        assert!(!Config::builder().title(false).build().unwrap().title());
         assert!(valid(Config::builder().workers(MAX_WORKERS)));
         assert!(!valid(Config::builder().workers(MAX_WORKERS + 1)));
         assert!(valid(Config::builder().rollout_batch(1)));

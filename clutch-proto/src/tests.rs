@@ -2190,6 +2190,32 @@ fn service_watchdog_pings_while_healthy_and_stops_when_no_worker_serves() {
 }
 
 #[test]
+fn service_watchdog_pings_while_starting_and_while_stopping() {
+    let watchdog = |h: &mut Harness| count(&h.take(), |a| *a == Action::Notify(Notice::Watchdog));
+    let mut h = Harness::new(
+        Config::builder()
+            .workers(1)
+            .boot_timeout(60 * SEC)
+            .service_watchdog(Some(5 * SEC)),
+    );
+    let (id, ..) = h.spawns()[0];
+    h.spawned(id);
+    h.take();
+    h.advance(10 * SEC);
+    assert_eq!(watchdog(&mut h), 2, "a slow boot is not a stuck master");
+    h.ready(id);
+    h.advance(60 * SEC);
+    h.signal(Signal::Term); // the worker ignores it: nothing serves while it stops
+    h.take();
+    h.advance(5 * SEC);
+    assert_eq!(
+        watchdog(&mut h),
+        1,
+        "a shutdown under way is not a stuck master"
+    );
+}
+
+#[test]
 fn time_going_nowhere_and_spurious_timeouts_are_harmless() {
     let mut h = Harness::with_workers(2);
     h.boot_all();
