@@ -670,3 +670,201 @@ impl fmt::Display for CommandError {
 }
 
 impl std::error::Error for CommandError {}
+
+#[cfg(test)]
+mod tests {
+    //! The texts users read (log lines, status JSON, stderr), each variant's once.
+
+    use super::*;
+    use crate::Phase;
+
+    #[test]
+    fn stop_reasons_probation_leaves_and_triggers_read_as_documented() {
+        let stop_reasons = [
+            (StopReason::Shutdown, "shutdown"),
+            (StopReason::Reload, "reload"),
+            (StopReason::ReloadAborted, "reload aborted"),
+            (StopReason::ScaleDown, "scale down"),
+            (StopReason::BootTimeout, "boot timeout"),
+            (StopReason::Hung, "hung"),
+            (StopReason::Announced, "announced stopping"),
+        ];
+        for (reason, text) in stop_reasons {
+            assert_eq!(reason.name(), text);
+        }
+        assert_eq!(
+            ProbationLeave::Announced.to_string(),
+            "announced it was stopping"
+        );
+        assert_eq!(ProbationLeave::Hung.to_string(), "hung");
+        let triggers = [
+            (ShutdownTrigger::Signal(Signal::Term), "SIGTERM"),
+            (ShutdownTrigger::Command, "command"),
+            (ShutdownTrigger::Breaker, "breaker"),
+            (ShutdownTrigger::StartupFailed, "startup_failed"),
+        ];
+        for (trigger, text) in triggers {
+            assert_eq!(trigger.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn reload_failures_read_as_documented() {
+        let id = WorkerId(7);
+        let ready_for = Duration::from_millis(1250);
+        let table = [
+            (
+                ReloadFailure::WorkerDied {
+                    id,
+                    status: ExitStatus::Code(2),
+                },
+                "new worker 7 exited before it was ready (exit code 2)",
+            ),
+            (
+                ReloadFailure::BootTimeout { id },
+                "new worker 7 did not become ready within the boot timeout",
+            ),
+            (
+                ReloadFailure::WorkerStopped { id },
+                "new worker 7 announced it was stopping before it was ready",
+            ),
+            (
+                ReloadFailure::DiedInProbation {
+                    id,
+                    status: ExitStatus::Signaled(9),
+                    ready_for,
+                },
+                "new worker 7 exited 1.2 s after it was ready, in its probation (signal 9)",
+            ),
+            (
+                ReloadFailure::LeftInProbation {
+                    id,
+                    ready_for,
+                    how: ProbationLeave::Hung,
+                },
+                "new worker 7 hung 1.2 s after it was ready, in its probation",
+            ),
+            (
+                ReloadFailure::SpawnFailed {
+                    id,
+                    error: SpawnError::with_errno(SpawnErrorKind::Resource, 24),
+                },
+                "the master could not start new worker 7: the master ran out of resources (errno 24)",
+            ),
+            (
+                ReloadFailure::SpawnFailed {
+                    id,
+                    error: SpawnError::new(SpawnErrorKind::Exec),
+                },
+                "new worker 7 failed to start: the program could not be executed",
+            ),
+            (
+                ReloadFailure::ShuttingDown,
+                "the cluster is shutting down",
+            ),
+        ];
+        for (failure, text) in table {
+            assert_eq!(failure.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn status_lines_exit_reasons_and_refusals_read_as_documented() {
+        let mut line = StatusLine {
+            ready: 2,
+            target: 3,
+            live: 4,
+            phase: Phase::Running,
+            failing: 0,
+        };
+        assert_eq!(line.to_string(), "running: 2/3 workers ready, 4 processes");
+        line.failing = 1;
+        assert_eq!(
+            line.to_string(),
+            "running: 2/3 workers ready, 4 processes, degraded: 1 slots failing"
+        );
+        let exits = [
+            (ExitReason::Clean, 0, "all workers stopped; clean exit"),
+            (
+                ExitReason::StartupFailed,
+                1,
+                "the program could not be executed at start",
+            ),
+            (ExitReason::BreakerTripped, 3, "no worker could stay up (every slot kept failing at boot or in probation); the crash breaker tripped"),
+            (
+                ExitReason::Forced,
+                4,
+                "some workers did not stop in time and were killed",
+            ),
+        ];
+        for (reason, code, text) in exits {
+            assert_eq!((reason.code(), reason.describe()), (code, text));
+        }
+        let refusals = [
+            (
+                CommandError::ShuttingDown,
+                "the cluster is shutting down".to_owned(),
+            ),
+            (
+                CommandError::InProcess,
+                "no cluster: the application runs in-process (workers = 0)".to_owned(),
+            ),
+            (
+                CommandError::BadWorkerCount(0),
+                format!("worker count 0 is not from 1 to {}", crate::MAX_WORKERS),
+            ),
+        ];
+        for (error, text) in refusals {
+            assert_eq!(error.to_string(), text);
+        }
+        let ignored = [
+            (
+                IgnoreReason::Refused {
+                    signal: Signal::Hup,
+                    error: CommandError::ShuttingDown,
+                },
+                "SIGHUP: no reload: the cluster is shutting down",
+            ),
+            (
+                IgnoreReason::Refused {
+                    signal: Signal::Ttin,
+                    error: CommandError::ShuttingDown,
+                },
+                "SIGTTIN: cannot add a worker now: the cluster is shutting down",
+            ),
+            (
+                IgnoreReason::Refused {
+                    signal: Signal::Ttou,
+                    error: CommandError::ShuttingDown,
+                },
+                "SIGTTOU: cannot remove a worker now: the cluster is shutting down",
+            ),
+            (
+                IgnoreReason::Refused {
+                    signal: Signal::Usr1,
+                    error: CommandError::InProcess,
+                },
+                "SIGUSR1: no cluster: the application runs in-process (workers = 0)",
+            ),
+            (
+                IgnoreReason::Meaningless(Signal::Winch),
+                "SIGWINCH has no meaning for the master",
+            ),
+            (
+                IgnoreReason::AlreadyShuttingDown,
+                "shutdown already in progress",
+            ),
+        ];
+        for (reason, text) in ignored {
+            assert_eq!(reason.to_string(), text);
+        }
+        assert_eq!(
+            SignalIgnoreReason::Repeat.to_string(),
+            "a repeat: the shutdown began less than a second ago"
+        );
+        assert_eq!(
+            SignalIgnoreReason::NotForwarded.to_string(),
+            "not among the signals forwarded to workers"
+        );
+    }
+}

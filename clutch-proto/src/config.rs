@@ -801,6 +801,33 @@ mod tests {
     }
 
     #[test]
+    fn every_limit_is_inclusive() {
+        let valid = |builder: &mut ConfigBuilder| builder.build().is_ok();
+        assert!(
+            Config::builder().build().unwrap().title(),
+            "titles by default"
+        );
+        assert!(!Config::builder().title(false).build().unwrap().title());
+        assert!(valid(Config::builder().workers(MAX_WORKERS)));
+        assert!(!valid(Config::builder().workers(MAX_WORKERS + 1)));
+        assert!(valid(Config::builder().rollout_batch(1)));
+        assert!(valid(Config::builder().rollout_batch(MAX_WORKERS)));
+        assert!(!valid(Config::builder().rollout_batch(MAX_WORKERS + 1)));
+        assert!(valid(Config::builder().name("n".repeat(64))));
+        assert!(!valid(Config::builder().name("n".repeat(65))));
+        assert!(valid(Config::builder().boot_timeout(MAX_DURATION)));
+        let thirty_days = Duration::from_secs(30 * 86_400);
+        // Thirty days, as the error message says.
+        assert!(valid(Config::builder().boot_timeout(thirty_days)));
+        assert!(!valid(
+            Config::builder().boot_timeout(thirty_days + Duration::from_secs(1))
+        ));
+        assert!(!valid(
+            Config::builder().boot_timeout(MAX_DURATION + Duration::from_nanos(1))
+        ));
+    }
+
+    #[test]
     fn backoff_grows_and_caps() {
         let b = Backoff::default();
         assert_eq!(b.delay(0), Duration::ZERO);

@@ -181,3 +181,49 @@ pub enum Reply {
         generation: u64,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    //! The trace's words for each input, and which inputs are about a worker.
+
+    use super::*;
+    use crate::{ExitStatus, Signal, SpawnError, SpawnErrorKind, WorkerId};
+
+    #[test]
+    fn inputs_read_as_the_trace_writes_them_and_name_their_worker() {
+        let id = WorkerId(3);
+        let error = SpawnError::new(SpawnErrorKind::Exec);
+        let status = ExitStatus::Code(1);
+        let table = [
+            (
+                Input::Spawned { id, pid: 77 },
+                "spawned w3 pid 77",
+                Some(id),
+            ),
+            (
+                Input::SpawnFailed { id, error },
+                "spawn failed w3 (exec)",
+                Some(id),
+            ),
+            (Input::Ready { id }, "READY=1 from w3", Some(id)),
+            (Input::Stopping { id }, "STOPPING=1 from w3", Some(id)),
+            (Input::Heartbeat { id }, "WATCHDOG=1 from w3", Some(id)),
+            (
+                Input::Exited { id, status },
+                "exited w3 (exit code 1)",
+                Some(id),
+            ),
+            (Input::Signal(Signal::Hup), "master got SIGHUP", None),
+            (Input::Timeout, "timeout", None),
+            (Input::Shutdown, "command shutdown", None),
+            (Input::ShutdownNow, "command shutdown-now", None),
+            (Input::Reload, "command reload", None),
+            (Input::Scale(4), "command scale 4", None),
+        ];
+        for (input, text, worker) in table {
+            assert_eq!(input.to_string(), text);
+            assert_eq!(input.worker(), worker, "{text}");
+            assert_eq!(input.is_command(), text.starts_with("command"), "{text}");
+        }
+    }
+}

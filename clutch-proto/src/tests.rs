@@ -264,6 +264,36 @@ fn readiness_delay_makes_a_surviving_worker_ready_and_ready_1_is_sooner() {
 }
 
 #[test]
+fn a_readiness_delay_handled_as_late_as_the_boot_timeout_is_a_boot_timeout() {
+    for (late_by, ready) in [(4 * SEC - MS, true), (4 * SEC, false)] {
+        let mut h = Harness::new(
+            Config::builder()
+                .workers(1)
+                .readiness(Readiness::Delay(SEC))
+                .boot_timeout(5 * SEC),
+        );
+        let (id, ..) = h.spawns()[0];
+        h.spawned(id);
+        let started = h.now;
+        assert_eq!(h.cluster.poll_timeout(), Some(started + SEC));
+        // The driver delivers the delay's timeout late, at or just before the boot timeout.
+        h.now = started + SEC + late_by;
+        h.cluster.handle(h.now, Input::Timeout).unwrap();
+        h.drain();
+        assert_eq!(
+            h.cluster.ready_workers(),
+            usize::from(ready),
+            "late by {late_by:?}"
+        );
+        let timed_out = h
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::WorkerBootTimedOut { .. }));
+        assert_eq!(timed_out, !ready, "late by {late_by:?}");
+    }
+}
+
+#[test]
 fn boot_timeout_kills_and_counts_as_a_boot_failure() {
     let mut h = Harness::new(Config::builder().workers(1).boot_timeout(10 * SEC));
     let (id, ..) = h.spawns()[0];
@@ -1656,6 +1686,225 @@ fn stopping_1_replaces_the_worker_and_its_exit_is_expected() {
 }
 
 #[test]
+fn a_worker_that_said_stopping_1_is_killed_at_the_force_timeout() {
+    let mut h = Harness::new(Config::builder().workers(1).force_exit_timeout(5 * SEC));
+    let ids = h.boot_all();
+    h.advance(60 * SEC);
+    h.take();
+    h.cluster
+        .handle(h.now, Input::Stopping { id: ids[0] })
+        .unwrap();
+    h.drain();
+    assert_eq!(
+        h.cluster.poll_timeout(),
+        Some(h.now + 5 * SEC),
+        "its stop grace is the force-exit timeout"
+    );
+    h.take();
+    h.advance(5 * SEC - MS);
+    assert!(h.signals().is_empty(), "not before the grace ends");
+    h.advance(MS);
+    assert_eq!(h.signals(), vec![(ids[0], Signal::Kill)]);
+}
+
+#[test]
+fn a_worker_already_stopping_gets_no_second_term_and_keeps_its_grace() {
+    let mut h = Harness::new(Config::builder().workers(1).force_exit_timeout(5 * SEC));
+    let ids = h.boot_all();
+    h.advance(60 * SEC);
+    h.cluster
+        .handle(h.now, Input::Stopping { id: ids[0] })
+        .unwrap();
+    h.drain();
+    let kill_at = h.now + 5 * SEC;
+    h.advance(2 * SEC);
+    h.take();
+    h.signal(Signal::Term); // the shutdown asks every worker to go
+    assert!(
+        !h.signals().contains(&(ids[0], Signal::Term)),
+        "it is stopping already"
+    );
+    assert_eq!(
+        h.cluster.poll_timeout(),
+        Some(kill_at),
+        "its grace, unchanged"
+    );
+}
+
+#[test]
+fn stopping_1_during_a_shutdown_waits_for_the_shutdown_s_own_force_deadline() {
+    let mut h = Harness::new(Config::builder().workers(2).force_exit_timeout(5 * SEC));
+    let ids = h.boot_all();
+    h.advance(60 * SEC);
+    h.signal(Signal::Term);
+    let force_at = h.now + 5 * SEC;
+    h.advance(2 * SEC);
+    h.cluster
+        .handle(h.now, Input::Stopping { id: ids[0] })
+        .unwrap();
+    h.drain();
+    assert_eq!(h.cluster.poll_timeout(), Some(force_at));
+    assert!(
+        h.spawns().is_empty(),
+        "nothing replaces it during a shutdown"
+    );
+}
+
+#[test]
+fn only_a_ready_worker_s_first_heartbeat_arms_the_hang_check() {
+    let mut h = hang_harness();
+    let ids = h.boot_all();
+    h.advance(3 * SEC); // past its probation: no timer left
+    assert_eq!(
+        h.cluster.poll_timeout(),
+        None,
+        "no heartbeat yet: not monitored"
+    );
+    let first = h.now;
+    h.cluster
+        .handle(h.now, Input::Heartbeat { id: ids[0] })
+        .unwrap();
+    assert_eq!(h.cluster.poll_timeout(), Some(first + 10 * SEC));
+    assert_eq!(
+        h.cluster.worker(ids[0]).unwrap().last_heartbeat,
+        Some(first)
+    );
+    h.now += 4 * SEC;
+    h.cluster
+        .handle(h.now, Input::Heartbeat { id: ids[0] })
+        .unwrap();
+    assert_eq!(
+        h.cluster.poll_timeout(),
+        Some(first + 10 * SEC),
+        "a later heartbeat moves only last_heartbeat"
+    );
+    // The check fires early for the latest heartbeat and re-arms itself from it.
+    h.advance(6 * SEC);
+    assert_eq!(h.cluster.poll_timeout(), Some(first + 14 * SEC));
+    assert_eq!(h.cluster.stats().hung, 0);
+    h.advance(4 * SEC);
+    assert_eq!(h.cluster.stats().hung, 1);
+}
+
+#[test]
+fn a_booting_worker_s_heartbeats_keep_its_boot_timeout_and_arm_the_check_at_ready() {
+    let mut h = Harness::new(Config::builder().workers(1).boot_timeout(60 * SEC).hang(
+        HangPolicy {
+            timeout: Some(10 * SEC),
+            signal: None,
+            grace: SEC,
+        },
+    ));
+    let (id, ..) = h.spawns()[0];
+    h.spawned(id);
+    h.cluster.handle(h.now, Input::Heartbeat { id }).unwrap();
+    h.drain();
+    assert_eq!(
+        h.cluster.poll_timeout(),
+        Some(h.now + 60 * SEC),
+        "still the boot timeout"
+    );
+    h.advance(59 * SEC);
+    assert_eq!(h.cluster.stats().hung, 0);
+    h.ready(id);
+    assert_eq!(h.cluster.worker(id).unwrap().last_heartbeat, Some(h.now));
+    assert_eq!(
+        h.cluster.poll_timeout(),
+        Some(h.now + 2 * SEC),
+        "next, its probation's end; the hang check is due later"
+    );
+    h.advance(3 * SEC); // probation over
+    assert_eq!(
+        h.cluster.poll_timeout(),
+        Some(h.now + 7 * SEC),
+        "becoming ready counts as a heartbeat"
+    );
+
+    let mut late = Harness::new(Config::builder().workers(1).boot_timeout(60 * SEC).hang(
+        HangPolicy {
+            timeout: Some(10 * SEC),
+            signal: None,
+            grace: SEC,
+        },
+    ));
+    let (id, ..) = late.spawns()[0];
+    late.spawned(id);
+    late.cluster
+        .handle(late.now, Input::Heartbeat { id })
+        .unwrap();
+    late.take();
+    late.advance(60 * SEC);
+    assert!(late
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::WorkerBootTimedOut { id: timed_out, .. } if *timed_out == id)));
+    assert_eq!(late.cluster.stats().hung, 0);
+}
+
+#[test]
+fn heartbeats_of_spawning_and_leaving_workers_are_ignored_and_counted() {
+    let mut h = hang_harness();
+    let (id, ..) = h.spawns()[0];
+    h.cluster.handle(h.now, Input::Heartbeat { id }).unwrap();
+    assert_eq!(h.cluster.stats().ignored_inputs, 1, "spawning");
+    assert_eq!(h.cluster.worker(id).unwrap().last_heartbeat, None);
+    h.spawned(id);
+    h.ready(id);
+    h.advance(60 * SEC);
+    h.signal(Signal::Term);
+    h.cluster.handle(h.now, Input::Heartbeat { id }).unwrap();
+    assert_eq!(h.cluster.stats().ignored_inputs, 2, "leaving");
+    assert_eq!(h.cluster.worker(id).unwrap().last_heartbeat, None);
+}
+
+#[test]
+fn unexpected_exits_are_counted_and_expected_ones_are_not() {
+    let mut h = Harness::with_workers(2);
+    let ids = h.boot_all();
+    h.advance(60 * SEC);
+    h.exited(ids[0], ExitStatus::Code(1));
+    assert_eq!(h.cluster.stats().unexpected_exits, 1);
+    h.exited(ids[1], ExitStatus::Signaled(9));
+    assert_eq!(h.cluster.stats().unexpected_exits, 2);
+    let ids = h.boot_all();
+    h.signal(Signal::Term);
+    for id in ids {
+        h.exited(id, ExitStatus::Code(0));
+    }
+    assert_eq!(h.cluster.stats().unexpected_exits, 2, "asked to go");
+    assert_eq!(h.last_exit(), Some(ExitReason::Clean));
+}
+
+#[test]
+fn workers_lists_every_worker_in_id_order_and_generation_follows_reloads() {
+    let mut h = Harness::with_workers(2);
+    assert_eq!(h.cluster.generation(), 1);
+    let ids = h.boot_all();
+    let listed: Vec<(WorkerId, Slot, u64, WorkerState)> = h
+        .cluster
+        .workers()
+        .map(|w| (w.id, w.slot, w.generation, w.state))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (ids[0], Slot(0), 1, WorkerState::Ready),
+            (ids[1], Slot(1), 1, WorkerState::Ready),
+        ]
+    );
+    assert_eq!(
+        h.cluster.workers().map(|w| w.pid).collect::<Vec<_>>(),
+        vec![Some(1001), Some(1002)]
+    );
+    h.cluster.handle(h.now, Input::Reload).unwrap();
+    h.drain();
+    assert_eq!(h.cluster.generation(), 2);
+    assert_eq!(h.cluster.workers().count(), 3, "two old, one successor");
+    let successor = h.cluster.workers().last().unwrap();
+    assert_eq!((successor.generation, successor.successor), (2, true));
+}
+
+#[test]
 fn stale_and_duplicate_reports_are_ignored_and_counted() {
     let mut h = Harness::with_workers(1);
     let ids = h.boot_all();
@@ -1937,6 +2186,32 @@ fn service_watchdog_pings_while_healthy_and_stops_when_no_worker_serves() {
     assert_eq!(
         count(&h.take(), |a| *a == Action::Notify(Notice::Watchdog)),
         0
+    );
+}
+
+#[test]
+fn service_watchdog_pings_while_starting_and_while_stopping() {
+    let watchdog = |h: &mut Harness| count(&h.take(), |a| *a == Action::Notify(Notice::Watchdog));
+    let mut h = Harness::new(
+        Config::builder()
+            .workers(1)
+            .boot_timeout(60 * SEC)
+            .service_watchdog(Some(5 * SEC)),
+    );
+    let (id, ..) = h.spawns()[0];
+    h.spawned(id);
+    h.take();
+    h.advance(10 * SEC);
+    assert_eq!(watchdog(&mut h), 2, "a slow boot is not a stuck master");
+    h.ready(id);
+    h.advance(60 * SEC);
+    h.signal(Signal::Term); // the worker ignores it: nothing serves while it stops
+    h.take();
+    h.advance(5 * SEC);
+    assert_eq!(
+        watchdog(&mut h),
+        1,
+        "a shutdown under way is not a stuck master"
     );
 }
 

@@ -284,3 +284,84 @@ impl fmt::Display for SpawnError {
 }
 
 impl std::error::Error for SpawnError {}
+
+#[cfg(test)]
+mod tests {
+    //! The texts users read and the names the command line parses, each variant's once.
+
+    use super::*;
+
+    #[test]
+    fn signals_are_named_and_parsed_back_with_or_without_sig_in_any_case() {
+        let names = [
+            "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGKILL", "SIGABRT", "SIGUSR1", "SIGUSR2",
+            "SIGTTIN", "SIGTTOU", "SIGWINCH",
+        ];
+        for (signal, name) in Signal::ALL.into_iter().zip(names) {
+            assert_eq!(signal.name(), name);
+            assert_eq!(signal.to_string(), name);
+            let bare = &name[3..];
+            for text in [name.to_owned(), bare.to_owned(), bare.to_ascii_lowercase()] {
+                assert_eq!(Signal::from_name(&text), Some(signal), "{text}");
+            }
+        }
+        for text in ["", "SIG", "TERMINATE", "SIGSEGV", "9"] {
+            assert_eq!(Signal::from_name(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn ids_statuses_states_and_spawn_errors_read_as_documented() {
+        assert_eq!(WorkerId(42).to_string(), "42");
+        assert_eq!(Slot(3).to_string(), "3");
+        assert_eq!(ExitStatus::Code(2).to_string(), "exit code 2");
+        assert_eq!(ExitStatus::Signaled(9).to_string(), "signal 9");
+        assert!(ExitStatus::Code(0).success());
+        assert!(!ExitStatus::Code(1).success());
+        assert!(!ExitStatus::Signaled(0).success());
+        let states = [
+            (WorkerState::Spawning, "spawning", false),
+            (WorkerState::Booting, "booting", false),
+            (WorkerState::Ready, "ready", false),
+            (WorkerState::Hung, "hung", true),
+            (WorkerState::Stopping, "stopping", true),
+            (WorkerState::Killed, "killed", true),
+        ];
+        for (state, name, leaving) in states {
+            assert_eq!(state.name(), name);
+            assert_eq!(state.to_string(), name);
+            assert_eq!(state.is_leaving(), leaving, "{name}");
+        }
+        let kinds = [
+            (
+                SpawnErrorKind::Resource,
+                "resource",
+                "the master ran out of resources",
+            ),
+            (
+                SpawnErrorKind::Exec,
+                "exec",
+                "the program could not be executed",
+            ),
+            (
+                SpawnErrorKind::Other,
+                "other",
+                "the worker could not be started",
+            ),
+            (
+                SpawnErrorKind::Cancelled,
+                "cancelled",
+                "the spawn was cancelled",
+            ),
+        ];
+        for (kind, name, text) in kinds {
+            assert_eq!(kind.name(), name);
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(SpawnError::new(kind).to_string(), text);
+            assert_eq!(
+                SpawnError::with_errno(kind, 11).to_string(),
+                format!("{text} (errno 11)")
+            );
+        }
+    }
+}

@@ -100,3 +100,22 @@ pub struct WorkerInfo {
     /// Whether it has been ready for at least [`Config::min_uptime`](crate::Config::min_uptime) (passed probation).
     pub proven: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Phase;
+
+    #[test]
+    fn phases_read_as_documented() {
+        let table = [
+            (Phase::Starting, "starting"),
+            (Phase::Running, "running"),
+            (Phase::Reloading, "reloading"),
+            (Phase::Stopping, "stopping"),
+            (Phase::Exited, "exited"),
+        ];
+        for (phase, name) in table {
+            assert_eq!((phase.name(), phase.to_string()), (name, name.to_owned()));
+        }
+    }
+}
