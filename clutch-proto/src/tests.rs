@@ -20,9 +20,7 @@ struct Harness {
 
 impl Harness {
     fn new(builder: &mut ConfigBuilder) -> Self {
-        // The one clock read of this test harness: a base for synthetic time.
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
+        let start = crate::test_epoch();
         let cluster = ClusterState::new(builder.build().expect("valid config"), start);
         let mut h = Self {
             cluster,

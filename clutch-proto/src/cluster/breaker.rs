@@ -63,15 +63,9 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_secs(10);
 
-    fn start() -> Instant {
-        // A base for synthetic time, as the core's other tests take it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
-
     #[test]
     fn it_is_due_a_window_after_the_first_failure_once_the_threshold_is_reached() {
-        let t0 = start();
+        let t0 = crate::test_epoch();
         let mut b = Breaker::default();
         assert_eq!(b.due_at(1, WINDOW), None, "nothing counted");
         b.count(t0, false);
@@ -90,7 +84,7 @@ mod tests {
 
     #[test]
     fn no_failing_period_begins_while_a_worker_is_proven() {
-        let t0 = start();
+        let t0 = crate::test_epoch();
         let mut b = Breaker::default();
         b.count(t0, true);
         assert!(!b.is_failing());
@@ -103,7 +97,7 @@ mod tests {
 
     #[test]
     fn a_proven_worker_resets_the_count() {
-        let t0 = start();
+        let t0 = crate::test_epoch();
         let mut b = Breaker::default();
         b.count(t0, false);
         b.count(t0, false);

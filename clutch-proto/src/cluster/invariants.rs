@@ -224,16 +224,13 @@ impl ClusterState {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
 
     use super::ClusterState;
     use crate::Config;
 
     #[test]
     fn a_count_out_of_step_with_the_workers_is_reported() {
-        // The one clock read of this test: a base for synthetic time.
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
+        let now = crate::test_epoch();
         let mut cluster = ClusterState::new(Config::builder().workers(2).build().unwrap(), now);
         assert_eq!(cluster.check_invariants(), Ok(()));
         cluster.ready_count = 1; // nothing is ready yet

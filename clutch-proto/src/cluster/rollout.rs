@@ -164,15 +164,9 @@ impl ClusterState {
 mod tests {
     use super::*;
 
-    fn start() -> Instant {
-        // A base for synthetic time, as the core's other tests take it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
-
     #[test]
     fn the_walk_stops_when_the_batch_is_full_and_resumes_where_it_was() {
-        let mut r = Rollout::new(2, 1, start());
+        let mut r = Rollout::new(2, 1, crate::test_epoch());
         assert_eq!(r.next_slot(2, 5), Some(0));
         r.in_flight += 1;
         assert_eq!(r.next_slot(2, 5), Some(1));
@@ -184,7 +178,7 @@ mod tests {
 
     #[test]
     fn the_walk_ends_at_the_last_slot() {
-        let mut r = Rollout::new(2, 1, start());
+        let mut r = Rollout::new(2, 1, crate::test_epoch());
         let walked: Vec<usize> = std::iter::from_fn(|| r.next_slot(usize::MAX, 3)).collect();
         assert_eq!(walked, [0, 1, 2]);
         assert_eq!(r.next_slot(usize::MAX, 3), None);
@@ -192,7 +186,7 @@ mod tests {
 
     #[test]
     fn it_is_finished_when_every_slot_runs_the_new_generation_proven() {
-        let t0 = start();
+        let t0 = crate::test_epoch();
         let mut r = Rollout::new(3, 2, t0);
         assert!(!r.is_finished(2));
         r.ready = 2;

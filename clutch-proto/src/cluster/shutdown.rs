@@ -181,15 +181,9 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_millis(7500);
 
-    fn start() -> Instant {
-        // A base for synthetic time, as the core's other tests take it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
-
     #[test]
     fn the_force_deadline_is_armed_until_the_force_comes() {
-        let now = start();
+        let now = crate::test_epoch();
         let mut s = Shutdown::new(now, ShutdownTrigger::Command, TIMEOUT);
         assert_eq!(s.force_at(), Some(now + TIMEOUT));
         s.forced(false);
@@ -203,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_force_that_killed_is_remembered() {
-        let now = start();
+        let now = crate::test_epoch();
         let mut s = Shutdown::new(now, ShutdownTrigger::Signal(Signal::Term), TIMEOUT);
         s.forced(true);
         assert_eq!(s.exit_reason(), ExitReason::Forced);
@@ -214,7 +208,7 @@ mod tests {
 
     #[test]
     fn failure_triggers_impose_their_exit_reason() {
-        let now = start();
+        let now = crate::test_epoch();
         for (trigger, reason) in [
             (ShutdownTrigger::Breaker, ExitReason::BreakerTripped),
             (ShutdownTrigger::StartupFailed, ExitReason::StartupFailed),
@@ -228,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_signal_within_the_window_is_a_repeat() {
-        let now = start();
+        let now = crate::test_epoch();
         let s = Shutdown::new(now, ShutdownTrigger::Signal(Signal::Int), TIMEOUT);
         assert!(s.is_repeat(now));
         assert!(s.is_repeat(now + SIGNAL_REPEAT_WINDOW - Duration::from_nanos(1)));

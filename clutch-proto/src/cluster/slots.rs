@@ -207,15 +207,9 @@ impl SlotState {
 mod tests {
     use super::*;
 
-    fn start() -> Instant {
-        // A base for synthetic time, as the core's other tests take it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
-
     #[test]
     fn quick_refills_come_in_a_burst_then_one_per_interval() {
-        let t0 = start();
+        let t0 = crate::test_epoch();
         let mut slot = SlotState::default();
         for n in 0..QUICK_REFILL_BURST {
             assert!(slot.take_quick_refill(t0), "refill {n} of the burst");
@@ -229,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_quiet_slot_gets_its_whole_burst_back() {
-        let t0 = start();
+        let t0 = crate::test_epoch();
         let mut slot = SlotState::default();
         while slot.take_quick_refill(t0) {}
         let quiet = t0 + QUICK_REFILL_INTERVAL * QUICK_REFILL_BURST;

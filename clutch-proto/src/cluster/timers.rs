@@ -116,15 +116,9 @@ mod tests {
 
     use super::*;
 
-    fn start() -> Instant {
-        // A base for synthetic time, as the core's other tests take it.
-        #[allow(clippy::disallowed_methods)]
-        Instant::now()
-    }
-
     #[test]
     fn deadlines_come_in_time_order_then_key_order() {
-        let t0 = start();
+        let t0 = crate::test_epoch();
         let later = t0 + Duration::from_millis(5);
         let mut timers = Timers::default();
         let boot = TimerKey::Worker(WorkerId(2), WorkerTimer::BootTimeout);
@@ -143,7 +137,7 @@ mod tests {
 
     #[test]
     fn rescheduling_moves_a_timer_and_disarming_removes_it() {
-        let t0 = start();
+        let t0 = crate::test_epoch();
         let key = TimerKey::Worker(WorkerId(1), WorkerTimer::HeartbeatCheck);
         let mut timers = Timers::default();
         timers.reschedule(key, None, Some(t0));
