@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use clutch_unix::control::{self, Request};
 use clutch_unix::duration::parse_duration;
 use clutch_unix::listen::{ListenAddr, ListenOptions};
-use clutch_unix::{Cluster, ForwardSignals, Log, Readiness};
+use clutch_unix::{Backoff, Cluster, CrashBudget, ForwardSignals, HangPolicy, Log, Readiness};
 use serde_json::Value;
 
 /// Exit status for a command line that could not be used (as clap and sysexits' 64-ish
@@ -150,6 +150,35 @@ struct RunArgs {
     /// Workers replaced at once in a rolling restart.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     rollout_batch: u64,
+    /// Respawn backoff: the delay before refilling a slot after its first young death
+    /// (a boot failure or a death in probation).
+    #[arg(long, value_name = "D", default_value = "100ms", value_parser = parse_duration)]
+    backoff_initial: Duration,
+    /// Respawn backoff: the delay's growth per further young death in a row (1 to 100).
+    #[arg(long, value_name = "F", default_value = "1.5", value_parser = parse_factor)]
+    backoff_factor: f64,
+    /// Respawn backoff: the cap on the delay.
+    #[arg(long, value_name = "D", default_value = "15s", value_parser = parse_duration)]
+    backoff_max: Duration,
+    /// Crash breaker: failures (boot failures, deaths in probation) it takes, at least
+    /// the worker count, before the master gives up with exit 3, while no worker is ready.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    crash_failures: u32,
+    /// Crash breaker: how long the cluster must have been failing, with no worker ready,
+    /// before it gives up.
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
+    crash_window: Duration,
+    /// Hang detection: a worker that has sent a heartbeat (WATCHDOG=1) and then stays
+    /// silent this long is hung; `off` disables it.
+    #[arg(long, value_name = "D|off", default_value = "30s", value_parser = parse_hang_timeout)]
+    hang_timeout: HangTimeout,
+    /// Hang detection: the signal sent to a hung worker first, so it can dump its state
+    /// (ABRT, QUIT, USR1, …); `none` kills it at once.
+    #[arg(long, value_name = "SIG|none", default_value = "ABRT", value_parser = parse_hang_signal)]
+    hang_signal: HangSignal,
+    /// Hang detection: how long after that signal a hung worker is SIGKILLed.
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration)]
+    hang_grace: Duration,
     /// Unix socket for `clutch status|reload|scale|stop`, created mode 0600.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -184,6 +213,45 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 
 fn parse_signals(text: &str) -> Result<ForwardSignals, String> {
     text.parse::<ForwardSignals>().map_err(|e| e.to_string())
+}
+
+/// `--hang-timeout`: a duration, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct HangTimeout(Option<Duration>);
+
+/// `--hang-signal`: a signal the core can send (not KILL), or `none`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct HangSignal(Option<clutch_unix::Signal>);
+
+fn parse_hang_timeout(text: &str) -> Result<HangTimeout, String> {
+    if text == "off" {
+        return Ok(HangTimeout(None));
+    }
+    parse_duration(text)
+        .map(|d| HangTimeout(Some(d)))
+        .map_err(|e| format!("{e}; or off"))
+}
+
+fn parse_hang_signal(text: &str) -> Result<HangSignal, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(HangSignal(None));
+    }
+    match clutch_unix::Signal::from_name(text) {
+        Some(clutch_unix::Signal::Kill) => {
+            Err("KILL leaves nothing to diagnose; use none to kill at once".to_owned())
+        }
+        Some(signal) => Ok(HangSignal(Some(signal))),
+        None => Err(format!(
+            "{text:?} is not a signal clutch sends (ABRT, QUIT, TERM, INT, HUP, USR1, USR2, …); or none"
+        )),
+    }
+}
+
+fn parse_factor(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && (1.0..=100.0).contains(f))
+        .ok_or_else(|| format!("{text:?} is not a number from 1 to 100"))
 }
 
 fn parse_ready(text: &str) -> Result<Readiness, String> {
@@ -302,6 +370,20 @@ fn run(args: RunArgs) -> ExitCode {
         .boot_timeout(args.boot_timeout)
         .min_uptime(args.min_uptime)
         .rollout_batch(args.rollout_batch as usize)
+        .backoff(Backoff {
+            initial: args.backoff_initial,
+            factor: args.backoff_factor,
+            max: args.backoff_max,
+        })
+        .crash_budget(CrashBudget {
+            failures: args.crash_failures,
+            window: args.crash_window,
+        })
+        .hang(HangPolicy {
+            timeout: args.hang_timeout.0,
+            signal: args.hang_signal.0,
+            grace: args.hang_grace,
+        })
         .forward_signals(args.forward_signals)
         .kill_mode(args.kill_mode)
         .log(match args.log_format {
@@ -366,6 +448,13 @@ fn in_flags(message: &str) -> String {
         ("readiness delay", "--ready"),
         ("boot timeout", "--boot-timeout"),
         ("rollout batch", "--rollout-batch"),
+        ("backoff.initial", "--backoff-initial"),
+        ("backoff.max", "--backoff-max"),
+        ("backoff: the cap", "--backoff-max"),
+        ("the initial delay", "the --backoff-initial"),
+        ("crash_budget.window", "--crash-window"),
+        ("hang.timeout", "--hang-timeout"),
+        ("hang.grace", "--hang-grace"),
         ("name:", "--name:"),
     ]
     .iter()
@@ -460,4 +549,69 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
         ExitCode::SUCCESS
     };
     emit(&text, code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let argv = ["clutch", "run"].iter().chain(args).chain(&["--", "server"]);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(args) => args,
+            _ => unreachable!("a run command"),
+        }
+    }
+
+    /// The core's knobs default on the command line to what the core itself defaults
+    /// to. (Two defaults differ on purpose, as the README says: `--ready 1s`, and no
+    /// forwarded signals.)
+    #[test]
+    fn the_flags_default_to_the_cores_defaults() {
+        let args = run_args(&[]);
+        let core = clutch_unix::Config::builder().build().unwrap();
+        assert_eq!(args.force_exit_timeout, core.force_exit_timeout());
+        assert_eq!(args.boot_timeout, core.boot_timeout());
+        assert_eq!(args.min_uptime, core.min_uptime());
+        assert_eq!(args.rollout_batch as usize, core.rollout_batch());
+        let backoff = Backoff {
+            initial: args.backoff_initial,
+            factor: args.backoff_factor,
+            max: args.backoff_max,
+        };
+        assert_eq!(&backoff, core.backoff());
+        let budget = CrashBudget {
+            failures: args.crash_failures,
+            window: args.crash_window,
+        };
+        assert_eq!(&budget, core.crash_budget());
+        let hang = HangPolicy {
+            timeout: args.hang_timeout.0,
+            signal: args.hang_signal.0,
+            grace: args.hang_grace,
+        };
+        assert_eq!(&hang, core.hang());
+    }
+
+    #[test]
+    fn hang_detection_can_be_turned_off_and_kill_at_once() {
+        let args = run_args(&["--hang-timeout", "off", "--hang-signal", "none"]);
+        assert_eq!(args.hang_timeout, HangTimeout(None));
+        assert_eq!(args.hang_signal, HangSignal(None));
+        let args = run_args(&["--hang-signal", "sigquit", "--hang-timeout", "5s"]);
+        assert_eq!(args.hang_signal, HangSignal(Some(clutch_unix::Signal::Quit)));
+        assert_eq!(args.hang_timeout, HangTimeout(Some(Duration::from_secs(5))));
+        for bad in [
+            &["--hang-signal", "KILL"][..],
+            &["--hang-signal", "SIGFOO"],
+            &["--hang-timeout", "never"],
+            &["--backoff-factor", "0.5"],
+            &["--backoff-factor", "NaN"],
+            &["--backoff-factor", "101"],
+            &["--crash-failures", "0"],
+        ] {
+            let argv = ["clutch", "run"].iter().chain(bad).chain(&["--", "x"]);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
 }
