@@ -1,5 +1,10 @@
 //! `clutch`: run any server as a supervised cluster of worker processes, and steer it
 //! while it runs. See `clutch --help` and the README.
+//!
+//! `settings.rs` gives every flag of `clutch run` an environment variable and a key in
+//! a settings file; this file defines the commands and carries them out.
+
+mod settings;
 
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
@@ -8,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use clutch_unix::control::{self, Request};
 use clutch_unix::duration::parse_duration;
 use clutch_unix::listen::{ListenAddr, ListenOptions};
@@ -41,8 +46,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Supervise PROGRAM as a cluster of workers sharing the listening sockets.
-    #[command(after_help = RUN_AFTER_HELP)]
-    Run(RunArgs),
+    #[command(
+        after_help = RUN_AFTER_HELP,
+        override_usage = "clutch run [OPTIONS] -- PROGRAM [ARGS]...\n       \
+                          clutch run --config FILE [OPTIONS] [-- PROGRAM [ARGS]...]"
+    )]
+    Run(Box<RunArgs>),
     /// Show the workers of a running cluster (exit 3 when it is degraded: some slots keep
     /// failing while the others serve).
     Status {
@@ -89,7 +98,15 @@ level the RUST_LOG environment variable sets (tracing's EnvFilter syntax; defaul
   RUST_LOG=warn clutch run …           warnings and errors only
 
 Without -l/--listen (and no sockets passed by a service manager, LISTEN_FDS) the
-workers get no listening socket; clutch warns about it at start.";
+workers get no listening socket; clutch warns about it at start.
+
+Settings: every option can also be set by its environment variable (CLUTCH_ and the
+long name, upper-cased, - as _: --force-exit-timeout is CLUTCH_FORCE_EXIT_TIMEOUT) and
+by its long name as a key of the TOML file that --config (or CLUTCH_CONFIG) names
+(`force-exit-timeout = \"10s\"`; the program is `command = [\"./server\", \"--flag\"]`).
+A flag beats its variable, which beats the file, which beats the default. A repeatable
+option's variable is a comma-separated list (\\, is a comma inside an item), a switch's
+true, false, 1 or 0. --print-config shows every setting and where it came from.";
 
 #[derive(Args)]
 struct ControlArg {
@@ -195,8 +212,21 @@ struct RunArgs {
     /// Log lines as text, or as JSON (one object per line, each event named).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// The program to supervise and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
+    /// Read settings from this TOML file: each key is a long flag (`workers = 4`,
+    /// `listen = ["127.0.0.1:5000"]`), and `command` the program with its arguments. A
+    /// flag beats its environment variable (CLUTCH_WORKERS, …), which beats the file.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print the effective settings, each with where it came from (flag, env, file,
+    /// default), and exit without starting anything.
+    #[arg(long)]
+    print_config: bool,
+    /// The format of --print-config: text (a settings file, sources as comments) or JSON.
+    #[arg(long, value_enum, default_value_t = Output::Text, requires = "print_config")]
+    output: Output,
+    /// The program to supervise and its arguments, after `--` (or `command` in the
+    /// settings file).
+    #[arg(last = true, value_name = "PROGRAM [ARGS]...")]
     command: Vec<OsString>,
 }
 
@@ -289,39 +319,104 @@ fn emit(text: &str, code: ExitCode) -> ExitCode {
     }
 }
 
+/// clap's refusal as `clutch`'s: one line on stderr, exit 2 (or help and version on
+/// stdout, exit 0).
+fn refuse(error: &clap::Error) -> ExitCode {
+    if error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // Bare `clutch`: the whole usage, as a usage error (clap prints this kind on
+        // stderr).
+        let _ = error.print();
+        return ExitCode::from(USAGE);
+    }
+    if !error.use_stderr() {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    // One line that names the problem (clap's first line), not a wall of usage.
+    // ("…not provided:" continues on the next line: keep that one too.)
+    let rendered = error.to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut message = lines
+        .next()
+        .unwrap_or("error: invalid command line")
+        .to_owned();
+    if message.ends_with(':') {
+        message = format!("{message} {}", lines.next().unwrap_or(""));
+    }
+    complain(message.trim_start_matches("error: "));
+    ExitCode::from(USAGE)
+}
+
+/// How `clutch run`'s command line was read: the command (its arguments as declared),
+/// what was parsed, and the settings from the environment and the file.
+struct RunSettings {
+    command: clap::Command,
+    matches: ArgMatches,
+    layer: settings::Layer,
+}
+
+/// The command line, with `clutch run`'s settings from the environment and the settings
+/// file folded in (see `settings.rs`): the `run` command as parsed, and where each of its
+/// values came from.
+fn parse(argv: &[OsString]) -> Result<(Cli, Option<RunSettings>), ExitCode> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The worker count's default is this machine's: shown by --help and --print-config.
+    let mut command = Cli::command().mut_subcommand("run", |run| {
+        settings::Layer::document(run).mut_arg("workers", |arg| arg.default_value(cpus.to_string()))
+    });
+    // The arguments in their declared order, for --print-config (`mut_arg` moves the
+    // argument it changes to the end).
+    let declared = Cli::command()
+        .find_subcommand("run")
+        .expect("the run command")
+        .clone();
+    let mut layer = None;
+    if argv.get(1).is_some_and(|a| a == "run") {
+        let run = command.find_subcommand("run").expect("the run command");
+        let loaded = settings::Layer::load(run, &argv[2..], &|name| std::env::var_os(name))
+            .map_err(|error| {
+                complain(error);
+                ExitCode::from(USAGE)
+            })?;
+        command = command.mut_subcommand("run", |run| loaded.apply(run));
+        layer = Some(loaded);
+    }
+    let matches = command
+        .clone()
+        .try_get_matches_from(argv)
+        .map_err(|e| refuse(&e))?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| refuse(&e))?;
+    let run = match (layer, matches.subcommand()) {
+        (Some(layer), Some(("run", matches))) => Some(RunSettings {
+            command: declared,
+            matches: matches.clone(),
+            layer,
+        }),
+        _ => None,
+    };
+    Ok((cli, run))
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(error)
-            if error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
-        {
-            // Bare `clutch`: the whole usage, as a usage error (clap prints this kind on
-            // stderr).
-            let _ = error.print();
-            return ExitCode::from(USAGE);
-        }
-        Err(error) if error.use_stderr() => {
-            // One line that names the problem (clap's first line), not a wall of usage.
-            // ("…not provided:" continues on the next line: keep that one too.)
-            let rendered = error.to_string();
-            let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
-            let mut message = lines
-                .next()
-                .unwrap_or("error: invalid command line")
-                .to_owned();
-            if message.ends_with(':') {
-                message = format!("{message} {}", lines.next().unwrap_or(""));
-            }
-            complain(message.trim_start_matches("error: "));
-            return ExitCode::from(USAGE);
-        }
-        Err(help_or_version) => {
-            let _ = help_or_version.print();
-            return ExitCode::SUCCESS;
-        }
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let (cli, how) = match parse(&argv) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => {
+            let how = how.expect("run's settings");
+            if args.print_config {
+                return print_config(&how, args.output);
+            }
+            // Read: the workers do not inherit them, so that a worker that is itself a
+            // `clutch run` does not take this one's settings for its own.
+            for name in settings::variables(&how.command) {
+                // (Still one thread: nothing has been started yet.)
+                std::env::remove_var(name);
+            }
+            run(*args)
+        }
         Command::Status { control, output } => status(&control.control, output),
         Command::Reload { control, timeout } => {
             steer(&control.control, Request::Reload, timeout, |answer| {
@@ -354,8 +449,55 @@ fn main() -> ExitCode {
     }
 }
 
+/// `clutch run --print-config`: every setting, its value and where it came from.
+fn print_config(run: &RunSettings, output: Output) -> ExitCode {
+    let layer = &run.layer;
+    let effective = layer.report(&run.command, &run.matches);
+    let mut text = String::new();
+    match output {
+        Output::Json => {
+            let object = serde_json::json!({
+                "config": layer.file.as_ref().map(|p| p.display().to_string()),
+                "settings": effective.iter().map(settings::Effective::json).collect::<Vec<_>>(),
+            });
+            let _ = writeln!(text, "{object}");
+        }
+        Output::Text => {
+            let _ = writeln!(
+                text,
+                "# clutch run's effective settings (a flag beats its environment variable, \
+                 which beats the settings file, which beats the default)"
+            );
+            if let Some(path) = &layer.file {
+                let _ = writeln!(text, "# settings file: {}", path.display());
+            }
+            let lines: Vec<(String, String)> = effective
+                .iter()
+                .map(|s| {
+                    let setting = match s.toml() {
+                        Some(value) => format!("{} = {value}", s.spec.key),
+                        None => format!("# {} (unset)", s.spec.key),
+                    };
+                    (setting, s.source.to_string())
+                })
+                .collect();
+            let width = lines.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+            for (setting, source) in lines {
+                let _ = writeln!(text, "{setting:<width$}  # {source}");
+            }
+        }
+    }
+    emit(&text, ExitCode::SUCCESS)
+}
+
 fn run(args: RunArgs) -> ExitCode {
-    let (program, program_args) = args.command.split_first().expect("clap requires a program");
+    let Some((program, program_args)) = args.command.split_first() else {
+        complain(
+            "the program to supervise is missing: clutch run [OPTIONS] -- PROGRAM [ARGS]... \
+             (or `command` in the settings file)",
+        );
+        return ExitCode::from(USAGE);
+    };
     let mut cluster = Cluster::builder();
     let name = args.name.clone().unwrap_or_else(|| {
         std::path::Path::new(program)
@@ -556,9 +698,12 @@ mod tests {
     use super::*;
 
     fn run_args(args: &[&str]) -> RunArgs {
-        let argv = ["clutch", "run"].iter().chain(args).chain(&["--", "server"]);
+        let argv = ["clutch", "run"]
+            .iter()
+            .chain(args)
+            .chain(&["--", "server"]);
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Run(args) => args,
+            Command::Run(args) => *args,
             _ => unreachable!("a run command"),
         }
     }
@@ -593,13 +738,45 @@ mod tests {
         assert_eq!(&hang, core.hang());
     }
 
+    /// Every argument of `clutch run` has an environment and a file form (a flag added
+    /// with an action the settings layer cannot express fails here), and no two share
+    /// a variable, nor does one take a variable clutch already reads or sets.
+    #[test]
+    fn every_run_flag_has_a_variable_and_a_key() {
+        let run = Cli::command().find_subcommand("run").unwrap().clone();
+        let specs = settings::specs(&run);
+        assert!(specs.len() >= 24, "{specs:?}");
+        let mut seen = std::collections::BTreeSet::new();
+        for spec in &specs {
+            match &spec.env {
+                Some(env) => {
+                    assert_eq!(spec.flag.as_deref(), Some(&*format!("--{}", spec.key)));
+                    assert!(seen.insert(env.clone()), "{env} twice");
+                    for taken in [
+                        settings::CONFIG_ENV,
+                        clutch_unix::CONTAINMENT_ENV,
+                        "CLUTCH_WORKER_ID",
+                        "CLUTCH_WORKER_SLOT",
+                    ] {
+                        assert_ne!(env, taken, "--{} would read {taken}", spec.key);
+                    }
+                }
+                None => assert_eq!(spec.key, "command", "only the program has no variable"),
+            }
+        }
+        assert!(settings::variables(&run).contains(&settings::CONFIG_ENV.to_owned()));
+    }
+
     #[test]
     fn hang_detection_can_be_turned_off_and_kill_at_once() {
         let args = run_args(&["--hang-timeout", "off", "--hang-signal", "none"]);
         assert_eq!(args.hang_timeout, HangTimeout(None));
         assert_eq!(args.hang_signal, HangSignal(None));
         let args = run_args(&["--hang-signal", "sigquit", "--hang-timeout", "5s"]);
-        assert_eq!(args.hang_signal, HangSignal(Some(clutch_unix::Signal::Quit)));
+        assert_eq!(
+            args.hang_signal,
+            HangSignal(Some(clutch_unix::Signal::Quit))
+        );
         assert_eq!(args.hang_timeout, HangTimeout(Some(Duration::from_secs(5))));
         for bad in [
             &["--hang-signal", "KILL"][..],
