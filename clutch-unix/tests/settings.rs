@@ -242,6 +242,20 @@ fn print_config_starts_nothing() {
     );
     assert_eq!(out.status.code(), Some(0));
     assert!(!marker.exists() && !control.exists());
+    // Settings `clutch run` would refuse together: shown all the same, then refused.
+    let out = clutch_run(
+        &["--print-config", "--ready", "90s", "--", "sh", "-c", &touch],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ready = \"90s\""), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "clutch: invalid configuration: --ready 90s must be shorter than the --boot-timeout 60s"
+    );
+    assert!(!marker.exists());
 }
 
 /// Each mistake in the file or the environment: one line naming the file, the line and

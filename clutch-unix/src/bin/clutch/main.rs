@@ -407,7 +407,7 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             let how = how.expect("run's settings");
             if args.print_config {
-                return print_config(&how, args.output);
+                return print_config(&how, &args);
             }
             // Read: the workers do not inherit them, so that a worker that is itself a
             // `clutch run` does not take this one's settings for its own.
@@ -450,7 +450,8 @@ fn main() -> ExitCode {
 }
 
 /// `clutch run --print-config`: every setting, its value and where it came from.
-fn print_config(run: &RunSettings, output: Output) -> ExitCode {
+fn print_config(run: &RunSettings, args: &RunArgs) -> ExitCode {
+    let output = args.output;
     let layer = &run.layer;
     let effective = layer.report(&run.command, &run.matches);
     let mut text = String::new();
@@ -487,17 +488,25 @@ fn print_config(run: &RunSettings, output: Output) -> ExitCode {
             }
         }
     }
-    emit(&text, ExitCode::SUCCESS)
+    // Refused as `clutch run` would refuse it, after the settings that explain why.
+    let program = args
+        .command
+        .first()
+        .map_or("server".as_ref(), OsString::as_os_str);
+    let code = match cluster(args, program).check_exec() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = emit(&text, ExitCode::from(USAGE));
+            complain(in_flags(&format!("{error:#}")));
+            return code;
+        }
+    };
+    emit(&text, code)
 }
 
-fn run(args: RunArgs) -> ExitCode {
-    let Some((program, program_args)) = args.command.split_first() else {
-        complain(
-            "the program to supervise is missing: clutch run [OPTIONS] -- PROGRAM [ARGS]... \
-             (or `command` in the settings file)",
-        );
-        return ExitCode::from(USAGE);
-    };
+/// The cluster `args` describe, for `program` (whose file name is the default title
+/// label).
+fn cluster(args: &RunArgs, program: &std::ffi::OsStr) -> clutch_unix::ClusterBuilder {
     let mut cluster = Cluster::builder();
     let name = args.name.clone().unwrap_or_else(|| {
         std::path::Path::new(program)
@@ -545,6 +554,18 @@ fn run(args: RunArgs) -> ExitCode {
     if let Some(path) = &args.control {
         cluster.control(path);
     }
+    cluster
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let Some((program, program_args)) = args.command.split_first() else {
+        complain(
+            "the program to supervise is missing: clutch run [OPTIONS] -- PROGRAM [ARGS]... \
+             (or `command` in the settings file)",
+        );
+        return ExitCode::from(USAGE);
+    };
+    let mut cluster = cluster(&args, program);
     let master = match cluster.supervise(program, program_args) {
         Ok(master) => master,
         // An invalid combination of settings (`--ready 90s` with the default 60 s boot

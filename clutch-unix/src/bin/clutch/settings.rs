@@ -528,22 +528,15 @@ fn toml_values(value: &toml::de::DeValue<'_>, shape: Shape) -> Result<Vec<String
     }
 }
 
-/// A string or a number as text (numbers as the file wrote them, in decimal).
+/// A string or a number as text. A number is the text the file wrote (with its radix
+/// prefix, without `_`), as if typed on the command line: `unix-mode = 0o660` reaches
+/// the flag's parser as `0o660`, never converted to another base.
 fn scalar(value: &toml::de::DeValue<'_>) -> Option<String> {
     use toml::de::DeValue;
     match value {
         DeValue::String(s) => Some(s.to_string()),
-        DeValue::Integer(i) => {
-            let digits = i.as_str().replace('_', "");
-            if i.radix() == 10 {
-                Some(digits)
-            } else {
-                i128::from_str_radix(&digits, i.radix())
-                    .ok()
-                    .map(|n| n.to_string())
-            }
-        }
-        DeValue::Float(f) => Some(f.as_str().replace('_', "")),
+        DeValue::Integer(i) => Some(i.to_string()),
+        DeValue::Float(f) => Some(f.to_string()),
         _ => None,
     }
 }
@@ -921,20 +914,19 @@ mod tests {
 
     #[test]
     fn numbers_may_be_written_as_toml_numbers_or_strings() {
-        for file in [
-            "workers = 7",
-            "workers = \"7\"",
-            "workers = 0x7",
-            "workers = 0b111",
-        ] {
-            assert_eq!(
-                parse(Some(file), &[], &[]).unwrap().run.workers,
-                Some(7),
-                "{file}"
-            );
+        for file in ["workers = 7", "workers = \"7\"", "workers = +7"] {
+            let out = parse(Some(file), &[], &[]).unwrap();
+            assert_eq!(out.run.workers, Some(7), "{file}");
         }
         let out = parse(Some("ready = 1.5"), &[], &[]).unwrap();
         assert_eq!(out.run.ready, "1.5");
+        let out = parse(Some("ready = 1_000"), &[], &[]).unwrap();
+        assert_eq!(out.run.ready, "1000");
+        // Another base is the flag's to read, as on the command line: never converted.
+        let out = parse(Some("ready = 0o660"), &[], &[]).unwrap();
+        assert_eq!(out.run.ready, "0o660");
+        let err = parse(Some("workers = 0x7"), &[], &[]).err().unwrap();
+        assert!(err.to_string().contains("invalid value \"0x7\""), "{err}");
     }
 
     #[test]
