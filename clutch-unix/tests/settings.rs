@@ -271,7 +271,9 @@ fn a_bad_file_or_variable_is_refused_before_anything_is_spawned() {
     );
     let file = dir.path().join("clutch.toml");
     let path = file.display().to_string();
-    let cases: Vec<(String, Vec<(&str, &str)>, String)> = vec![
+    // (the file, the environment, the start of the one line on stderr)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, String);
+    let cases: Vec<Case> = vec![
         (
             format!("{program}workers = 2\nwokers = 3\n"),
             vec![],
@@ -398,9 +400,7 @@ fn the_readme_documents_every_setting() {
     for (key, setting) in effective(&[], &[]) {
         let row = match setting["flag"].as_str() {
             Some(flag) => rows.iter().find(|r| r.contains(&format!("`{flag}`"))),
-            None => rows
-                .iter()
-                .find(|r| r.starts_with(&format!("| `-- PROGRAM"))),
+            None => rows.iter().find(|r| r.starts_with("| `-- PROGRAM")),
         };
         let row = row.unwrap_or_else(|| panic!("the README's settings table has no row for {key}"));
         assert!(

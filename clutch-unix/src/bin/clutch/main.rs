@@ -371,13 +371,24 @@ fn parse(argv: &[OsString]) -> Result<(Cli, Option<RunSettings>), ExitCode> {
         .expect("the run command")
         .clone();
     let mut layer = None;
+    let run_args = argv.get(2..).unwrap_or_default();
+    // (`clutch run --help` is read even when the settings file is not.)
+    let wants_help = run_args
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--help" || a == "-h");
     if argv.get(1).is_some_and(|a| a == "run") {
         let run = command.find_subcommand("run").expect("the run command");
-        let loaded = settings::Layer::load(run, &argv[2..], &|name| std::env::var_os(name))
-            .map_err(|error| {
-                complain(error);
-                ExitCode::from(USAGE)
-            })?;
+        let loaded = if wants_help {
+            settings::Layer::default()
+        } else {
+            settings::Layer::load(run, run_args, &|name| std::env::var_os(name)).map_err(
+                |error| {
+                    complain(error);
+                    ExitCode::from(USAGE)
+                },
+            )?
+        };
         command = command.mut_subcommand("run", |run| loaded.apply(run));
         layer = Some(loaded);
     }
