@@ -313,7 +313,10 @@ fn a_bad_file_or_variable_is_refused_before_anything_is_spawned() {
         (
             format!("{program}crash-window = \"0s\"\n"),
             vec![],
-            "clutch: invalid configuration: --crash-window: must be greater than zero".to_owned(),
+            format!(
+                "clutch: invalid configuration: --crash-window: must be greater than zero \
+                 (--crash-window: file {path}:3)"
+            ),
         ),
     ];
     for (text, envs, needle) in cases {

@@ -355,6 +355,15 @@ struct RunSettings {
     layer: settings::Layer,
 }
 
+impl RunSettings {
+    /// The core's refusal of the settings, in the words of the command line, with where
+    /// the values it names came from if not from the command line.
+    fn refusal(&self, error: &clutch_unix::Error) -> String {
+        let effective = self.layer.report(&self.command, &self.matches);
+        settings::with_sources(&in_flags(&format!("{error:#}")), &effective)
+    }
+}
+
 /// The command line, with `clutch run`'s settings from the environment and the settings
 /// file folded in (see `settings.rs`): the `run` command as parsed, and where each of its
 /// values came from.
@@ -426,7 +435,7 @@ fn main() -> ExitCode {
                 // (Still one thread: nothing has been started yet.)
                 std::env::remove_var(name);
             }
-            run(*args)
+            run(*args, &how)
         }
         Command::Status { control, output } => status(&control.control, output),
         Command::Reload { control, timeout } => {
@@ -508,7 +517,7 @@ fn print_config(run: &RunSettings, args: &RunArgs) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             let code = emit(&text, ExitCode::from(USAGE));
-            complain(in_flags(&format!("{error:#}")));
+            complain(run.refusal(&error));
             return code;
         }
     };
@@ -568,7 +577,7 @@ fn cluster(args: &RunArgs, program: &std::ffi::OsStr) -> clutch_unix::ClusterBui
     cluster
 }
 
-fn run(args: RunArgs) -> ExitCode {
+fn run(args: RunArgs, how: &RunSettings) -> ExitCode {
     let Some((program, program_args)) = args.command.split_first() else {
         complain(
             "the program to supervise is missing: clutch run [OPTIONS] -- PROGRAM [ARGS]... \
@@ -582,7 +591,7 @@ fn run(args: RunArgs) -> ExitCode {
         // An invalid combination of settings (`--ready 90s` with the default 60 s boot
         // timeout, a zero duration): the command line's fault, found before any spawn.
         Err(error) if error.is_usage() => {
-            complain(in_flags(&format!("{error:#}")));
+            complain(how.refusal(&error));
             return ExitCode::from(USAGE);
         }
         // The whole chain, each part once: what failed, why, the OS error.

@@ -381,6 +381,30 @@ impl Layer {
     }
 }
 
+/// `message`, a refusal that names flags (`--ready 90s must be shorter than the
+/// --boot-timeout 60s`), with where each named flag's value came from when that was
+/// not the command line: ` (--ready: file /etc/clutch.toml:3)`.
+pub(crate) fn with_sources(message: &str, effective: &[Effective]) -> String {
+    let named = |flag: &str| {
+        message.match_indices(flag).any(|(at, _)| {
+            !message[at + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+        })
+    };
+    let sources: Vec<String> = effective
+        .iter()
+        .filter(|e| matches!(e.source, Source::Env(_) | Source::File { .. }))
+        .filter_map(|e| {
+            let flag = e.spec.flag.as_deref()?;
+            named(flag).then(|| format!("{flag}: {}", e.source))
+        })
+        .collect();
+    if sources.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{message} ({})", sources.join("; "))
+    }
+}
+
 /// One line of `--print-config`.
 #[derive(Debug, Clone)]
 pub(crate) struct Effective {
@@ -942,6 +966,109 @@ mod tests {
         );
         assert!(split_list("a,").is_err());
         assert!(split_list(",").is_err());
+    }
+
+    #[test]
+    fn a_refusal_says_where_the_values_it_names_came_from() {
+        let out = parse(
+            Some("ready = \"90s\"\n"),
+            &[("CLUTCH_LOG_FORMAT", "json")],
+            &["-w", "2"],
+        )
+        .unwrap();
+        let path = out.run.config.clone().unwrap();
+        let message = "--ready 90s must be shorter than the --readiness-thing; --workers \
+                       and --log-format";
+        assert_eq!(
+            with_sources(message, &out.report),
+            format!(
+                "{message} (--ready: file {}:1; --log-format: env CLUTCH_LOG_FORMAT)",
+                path.display()
+            ),
+            "--workers came from the command line: nothing to add"
+        );
+        assert_eq!(with_sources("nothing named", &out.report), "nothing named");
+    }
+
+    /// The flags other branches are adding (`--env KEY=VALUE`, repeatable; `--env-clear`;
+    /// `--umask`; `--user`) get their variables and keys with no code of their own.
+    #[test]
+    fn flags_added_later_get_a_variable_and_a_key_by_being_declared() {
+        fn key_value(text: &str) -> Result<(String, String), String> {
+            text.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+        }
+        #[derive(Parser, Debug)]
+        struct Later {
+            #[arg(short, long = "env", value_parser = key_value)]
+            env: Vec<(String, String)>,
+            #[arg(long)]
+            env_clear: bool,
+            #[arg(long)]
+            umask: Option<String>,
+            #[arg(long)]
+            user: Option<String>,
+        }
+        let names: Vec<_> = specs(&Later::command())
+            .into_iter()
+            .map(|s| (s.key, s.env.unwrap(), s.shape))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("env".to_owned(), "CLUTCH_ENV".to_owned(), Shape::List),
+                (
+                    "env-clear".to_owned(),
+                    "CLUTCH_ENV_CLEAR".to_owned(),
+                    Shape::Switch
+                ),
+                ("umask".to_owned(), "CLUTCH_UMASK".to_owned(), Shape::Single),
+                ("user".to_owned(), "CLUTCH_USER".to_owned(), Shape::Single),
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clutch.toml");
+        std::fs::write(&file, "env = [\"A=1\", \"LIST=x,y\"]\numask = \"027\"\n").unwrap();
+        let args: Vec<OsString> = vec!["--config".into(), file.into()];
+        let parsed = |env: &[(&str, &str)]| {
+            let env: BTreeMap<String, OsString> = env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+                .collect();
+            let layer = Layer::load(&Later::command(), &args, &|n| env.get(n).cloned())?;
+            let matches = layer
+                .apply(Later::command())
+                .try_get_matches_from(["later"])
+                .unwrap();
+            Ok::<_, SettingsError>(Later::from_arg_matches(&matches).unwrap())
+        };
+        let later = parsed(&[]).unwrap();
+        assert_eq!(
+            later.env,
+            [("A".into(), "1".into()), ("LIST".into(), "x,y".into())]
+        );
+        assert_eq!(later.umask.as_deref(), Some("027"));
+        let later = parsed(&[
+            ("CLUTCH_ENV", r"B=2,PATH=/bin\,/usr/bin"),
+            ("CLUTCH_ENV_CLEAR", "1"),
+            ("CLUTCH_USER", "www"),
+        ])
+        .unwrap();
+        assert_eq!(
+            later.env,
+            [
+                ("B".into(), "2".into()),
+                ("PATH".into(), "/bin,/usr/bin".into())
+            ]
+        );
+        assert!(later.env_clear);
+        assert_eq!(later.user.as_deref(), Some("www"));
+        let err = parsed(&[("CLUTCH_ENV", "B")]).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "CLUTCH_ENV: invalid value \"B\": \"B\" is not KEY=VALUE"
+        );
     }
 
     /// `--print-config`'s text is a settings file: read back, it gives the same values.
