@@ -324,12 +324,7 @@ impl ClusterBuilder {
         program: impl AsRef<std::ffi::OsStr>,
         args: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
     ) -> Result<Master, Error> {
-        self.core
-            .forward_signals(self.forward_signals.unwrap_or(ForwardSignals::NONE));
-        let config = self.config()?;
-        if config.is_in_process() {
-            return Err(Error::Program(ProgramError::NoWorkers));
-        }
+        let config = self.check_exec()?;
         let path = resolve_program(program.as_ref())?;
         self.log.install();
         self.check_fd_limit(&config)?;
@@ -341,6 +336,21 @@ impl ClusterBuilder {
             args: args.into_iter().map(Into::into).collect(),
         };
         self.master(config, program, listeners)
+    }
+}
+
+impl ClusterBuilder {
+    /// The configuration [`supervise`](Self::supervise) would run, validated, without
+    /// looking for the program, binding a socket or starting anything: what the
+    /// `clutch` command's `--print-config` checks.
+    pub fn check_exec(&mut self) -> Result<Config, Error> {
+        self.core
+            .forward_signals(self.forward_signals.unwrap_or(ForwardSignals::NONE));
+        let config = self.config()?;
+        if config.is_in_process() {
+            return Err(Error::Program(ProgramError::NoWorkers));
+        }
+        Ok(config)
     }
 }
 
