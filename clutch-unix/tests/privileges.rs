@@ -610,3 +610,125 @@ fn bad_settings_are_one_line_and_nothing_is_spawned() {
         "needs a master running as root",
     );
 }
+
+/// Where [`library_cluster`] works: set only in the process the test starts.
+const LIBRARY_DIR: &str = "CLUTCH_PRIVILEGES_LIBRARY_DIR";
+
+/// Library mode: the master re-executes its own program for the workers, which call
+/// `Worker::ready()` as `nobody` — through a notify socket that user can reach. The
+/// program is this test binary, run as [`library_cluster`] in a process of its own.
+#[test]
+fn library_mode_workers_say_ready_as_nobody() {
+    if skip_unless_root("library_mode_workers_say_ready_as_nobody") {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let nobody = clutch_unix::credentials::Credentials::resolve(Some("nobody"), None).unwrap();
+    if !nobody.can_enter(exe.parent().unwrap()) {
+        eprintln!(
+            "library_mode_workers_say_ready_as_nobody: skipped: nobody cannot reach {}",
+            exe.display()
+        );
+        return;
+    }
+    let dir = open_dir(0o755);
+    let reports = dir.path().join("reports");
+    std::fs::create_dir(&reports).unwrap();
+    chmod(&reports, 0o777);
+    let mut child = Command::new(&exe)
+        .args([
+            "--ignored",
+            "--exact",
+            "library_cluster",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(LIBRARY_DIR, dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("stderr")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let control = dir.path().join("ctl.sock");
+    let ask = |request| clutch_unix::control::send(&control, request, Some(PATIENCE));
+    let stderr = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    let deadline = Instant::now() + PATIENCE;
+    let pids: Vec<u32> = loop {
+        if let Ok(status) = ask(clutch_unix::control::Request::Status) {
+            let pids: Vec<u32> = status["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|w| w["pid"].as_u64())
+                .map(|p| p as u32)
+                .collect();
+            let reported = pids.iter().all(|p| reports.join(p.to_string()).exists());
+            if status["ready"] == 2 && pids.len() == 2 && reported {
+                break pids;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the library-mode master exited ({status}): {}", stderr());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the workers never became ready: {}", stderr());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for pid in &pids {
+        let status = status_of(*pid);
+        assert_eq!(
+            status["Uid"],
+            format!("{NOBODY} {NOBODY} {NOBODY} {NOBODY}")
+        );
+        let said = std::fs::read_to_string(reports.join(pid.to_string())).unwrap();
+        assert_eq!(said, format!("ready as {NOBODY}"));
+    }
+    let stopped = ask(clutch_unix::control::Request::Stop).unwrap();
+    assert_eq!(stopped["ok"], true, "{stopped}");
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the master did not exit");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(status.success(), "{status}: {}", stderr());
+    assert_eq!(wait_gone(&pids, PATIENCE), Ok(()));
+}
+
+/// The library-mode cluster of [`library_mode_workers_say_ready_as_nobody`]: the same
+/// function is its master and, re-executed, each of its workers.
+#[test]
+#[ignore = "helper process, run by library_mode_workers_say_ready_as_nobody"]
+fn library_cluster() {
+    let dir = PathBuf::from(
+        std::env::var_os(LIBRARY_DIR).expect("run by library_mode_workers_say_ready_as_nobody"),
+    );
+    let mut cluster = clutch_unix::Cluster::builder();
+    cluster
+        .workers(2)
+        .user("nobody")
+        .title(false)
+        .readiness(clutch_unix::Readiness::Notify)
+        .control(dir.join("ctl.sock"))
+        .listen(format!("unix:{}", dir.join("lib.sock").display()));
+    match cluster.start().unwrap() {
+        clutch_unix::Role::Master(master) => {
+            assert_eq!(master.run().unwrap(), clutch_unix::ExitReason::Clean);
+        }
+        clutch_unix::Role::Worker(worker) => {
+            worker.ready().unwrap();
+            let uid = rustix::process::getuid().as_raw();
+            let report = dir.join("reports").join(std::process::id().to_string());
+            std::fs::write(report, format!("ready as {uid}")).unwrap();
+            worker.shutdown().wait();
+        }
+    }
+}
