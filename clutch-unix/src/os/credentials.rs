@@ -54,6 +54,16 @@ impl Credentials {
         Ok(credentials)
     }
 
+    /// [`resolve`](Self::resolve) without the privilege check, for tests of a change
+    /// that must fail.
+    #[cfg(test)]
+    pub(crate) fn lookup_for_tests(
+        user: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Self, CredentialsError> {
+        Self::lookup(user, group)
+    }
+
     /// [`resolve`](Self::resolve) without the privilege check.
     fn lookup(user: Option<&str>, group: Option<&str>) -> Result<Self, CredentialsError> {
         let gid = group.map(lookup_group).transpose()?;

@@ -626,7 +626,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::net::TcpListener;
     use std::os::fd::AsFd;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::os::unix::net::UnixListener;
 
     use clutch_proto::{ExitStatus, Signal};
@@ -791,6 +791,104 @@ mod tests {
         );
         let fds = fds_of(process.pid());
         assert_eq!(fds.len(), 3, "{fds:?}");
+    }
+
+    fn status_line(pid: u32, field: &str) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line[field.len() + 1..]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn the_directory_and_umask_are_the_childs() {
+        let dir = tempfile::tempdir().unwrap();
+        let child = SpawnSpec::new("/bin/sleep")
+            .arg("600")
+            .current_dir(dir.path())
+            .umask(0o027)
+            .spawn()
+            .unwrap();
+        let process = Reaper::new(child);
+        let pid = process.pid();
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+        assert_eq!(status_line(pid, "Umask:"), "0027");
+        let error = SpawnSpec::new("/bin/true")
+            .umask(0o1000)
+            .spawn()
+            .unwrap_err();
+        assert_eq!(error.step(), SpawnStep::Prepare, "{error}");
+        let error = SpawnSpec::new("/bin/true")
+            .current_dir("/no/such/dir")
+            .spawn()
+            .unwrap_err();
+        assert_eq!(error.step(), SpawnStep::WorkingDirectory, "{error}");
+        assert_eq!(
+            crate::error::Chain(&error).to_string(),
+            "cannot start \"/bin/true\": entering the working directory: No such file or \
+             directory (os error 2)"
+        );
+        // As permanent as a program that cannot be executed.
+        assert_eq!(error.to_core().kind, clutch_proto::SpawnErrorKind::Exec);
+    }
+
+    /// Root only: the user, group and groups change, and the directory is entered as the
+    /// new user (a 0700 directory of root's is refused to it).
+    #[test]
+    fn the_credentials_are_the_childs_and_the_directory_is_entered_as_them() {
+        if !rustix::process::getuid().is_root() {
+            return;
+        }
+        let nobody = Credentials::resolve(Some("65534"), Some("65534")).unwrap();
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let child = SpawnSpec::new("/bin/sleep")
+            .arg("600")
+            .credentials(nobody.clone())
+            .current_dir(open.path())
+            .spawn()
+            .unwrap();
+        let process = Reaper::new(child);
+        let pid = process.pid();
+        assert_eq!(status_line(pid, "Uid:"), "65534 65534 65534 65534");
+        assert_eq!(status_line(pid, "Gid:"), "65534 65534 65534 65534");
+        assert_eq!(status_line(pid, "Groups:"), "65534");
+
+        let private = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let error = SpawnSpec::new("/bin/true")
+            .credentials(nobody)
+            .current_dir(private.path())
+            .spawn()
+            .unwrap_err();
+        assert_eq!(error.step(), SpawnStep::WorkingDirectory, "{error}");
+        assert_eq!(error.io_error().kind(), io::ErrorKind::PermissionDenied);
+        // Root's own credentials: no change at all.
+        let root = Credentials::resolve(Some("0"), None).unwrap();
+        let spec = SpawnSpec::new("/bin/true").credentials(root.clone());
+        assert_eq!(spec.credentials.is_none(), root.is_current());
+    }
+
+    /// Not root: asking for another user fails in the child, at its step, permanently.
+    #[test]
+    fn a_credential_change_without_privilege_is_a_permanent_failure() {
+        if rustix::process::getuid().is_root() {
+            return;
+        }
+        let Ok(root) = Credentials::lookup_for_tests(Some("0"), Some("0")) else {
+            return;
+        };
+        let error = SpawnSpec::new("/bin/true")
+            .credentials(root)
+            .spawn()
+            .unwrap_err();
+        assert_eq!(error.step(), SpawnStep::Credentials, "{error}");
+        assert_eq!(error.to_core().kind, clutch_proto::SpawnErrorKind::Exec);
     }
 
     #[test]
