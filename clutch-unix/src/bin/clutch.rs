@@ -38,6 +38,8 @@ struct Cli {
     command: Command,
 }
 
+// One value, parsed once: `run`'s many options make it big, and that costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Supervise PROGRAM as a cluster of workers sharing the listening sockets.
