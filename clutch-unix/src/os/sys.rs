@@ -360,7 +360,9 @@ unsafe fn child(plan: ChildPlan<'_>) -> ! {
     //    the process through a signal broadcast, under a lock that another thread of the
     //    master may have held at `fork` (and after `clone3` glibc does not even know it
     //    forked). A raw syscall changes this thread, which is the whole child.
+    //    (Each id is widened to a whole register, as the kernel reads it.)
     if let Some((uid, gid, groups)) = plan.credentials {
+        let (uid, gid) = (uid as libc::c_long, gid as libc::c_long);
         if libc::syscall(SYS_SETGROUPS, groups.len(), groups.as_ptr()) < 0
             || libc::syscall(SYS_SETRESGID, gid, gid, gid) < 0
             || libc::syscall(SYS_SETRESUID, uid, uid, uid) < 0
