@@ -312,6 +312,7 @@ impl ClusterBuilder {
         }
         let exe = std::env::current_exe()
             .map_err(|e| Error::io("finding this program to re-execute it for workers", e))?;
+        workers.check_program(&exe)?;
         let mut args = std::env::args_os();
         let program = Program {
             path: exe,
@@ -407,6 +408,7 @@ impl ClusterBuilder {
         }
         let workers = self.worker_process()?;
         let path = resolve_program(program.as_ref())?;
+        workers.check_program(&path)?;
         self.log.install();
         self.check_fd_limit(&config)?;
         let listeners = bind_all(&self.listen, &self.listen_options)?;

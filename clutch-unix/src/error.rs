@@ -78,8 +78,9 @@ impl Error {
     }
 
     /// True when the error is in what the caller asked for (an invalid configuration or
-    /// listen address), not in the environment: a command line would report it as a
-    /// usage error.
+    /// listen address, an unknown user or group, a bad umask or environment variable),
+    /// not in the environment (a missing directory, a master without the privilege to
+    /// change users): a command line would report it as a usage error.
     #[must_use]
     pub fn is_usage(&self) -> bool {
         match self {
@@ -270,6 +271,14 @@ pub enum WorkerSettingError {
         /// Who may not (`user "nobody" (uid 65534, gid 65534)`).
         who: String,
     },
+    /// The workers' user may not execute the program (by the mode bits of it or of a
+    /// directory above it).
+    ProgramNotExecutable {
+        /// The program.
+        path: PathBuf,
+        /// Who may not.
+        who: String,
+    },
     /// A umask above `0o777`.
     Umask {
         /// The value given.
@@ -297,7 +306,9 @@ impl WorkerSettingError {
     pub fn is_usage(&self) -> bool {
         !matches!(
             self,
-            Self::Directory { .. } | Self::DirectoryNotEnterable { .. }
+            Self::Directory { .. }
+                | Self::DirectoryNotEnterable { .. }
+                | Self::ProgramNotExecutable { .. }
         )
     }
 }
@@ -311,6 +322,11 @@ impl fmt::Display for WorkerSettingError {
             Self::DirectoryNotEnterable { path, who } => write!(
                 f,
                 "cannot use {} as the workers' directory: {who} may not enter it",
+                path.display()
+            ),
+            Self::ProgramNotExecutable { path, who } => write!(
+                f,
+                "{}: not executable by the workers' user, {who}",
                 path.display()
             ),
             Self::Umask { mask } => write!(f, "umask: {mask:o} is not a mode (at most 777)"),

@@ -551,11 +551,20 @@ fn bad_settings_are_one_line_and_nothing_is_spawned() {
             format!("cannot use {file} as the workers' directory: Not a directory"),
         ),
     ];
+    // A program nobody may not run (behind a 0700 directory): the same kind of mistake.
+    let hidden = format!("{private}/server");
+    std::fs::write(&hidden, format!("#!/bin/sh\n{touch}\n")).unwrap();
+    chmod(Path::new(&hidden), 0o755);
     if is_root() {
         cases.push((
             vec!["--user", "nobody", "--chdir", &private],
             1,
             format!("cannot use {private} as the workers' directory: user \"nobody\""),
+        ));
+        cases.push((
+            vec!["--user", "nobody", "--", &hidden],
+            1,
+            format!("{hidden}: not executable by the workers' user, user \"nobody\""),
         ));
     }
     let run = |prefix: &[&str], args: &[&str]| {
@@ -564,10 +573,11 @@ fn bad_settings_are_one_line_and_nothing_is_spawned() {
         if !prefix.is_empty() {
             command.arg(CLUTCH);
         }
+        command.args(["run", "-l", &listen]).args(args);
+        if !args.contains(&"--") {
+            command.args(["--", "/bin/sh", "-c", &touch]);
+        }
         command
-            .args(["run", "-l", &listen])
-            .args(args)
-            .args(["--", "/bin/sh", "-c", &touch])
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .output()

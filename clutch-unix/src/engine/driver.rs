@@ -125,6 +125,21 @@ pub(crate) struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// With credentials: the workers' user must be able to execute `program` (checked
+    /// by the mode bits, so that the mistake is one line at start, not a failed spawn).
+    pub(crate) fn check_program(&self, program: &std::path::Path) -> Result<(), Error> {
+        match &self.credentials {
+            Some(credentials) if !credentials.can_execute(program) => {
+                Err(crate::error::WorkerSettingError::ProgramNotExecutable {
+                    path: program.to_path_buf(),
+                    who: credentials.describe(),
+                }
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The environment every worker starts from: the master's (or nothing), then the
     /// user's `USER`, `LOGNAME` and `HOME` when the workers run as a user with an entry
     /// in the user database (as `su -`, `runuser` and systemd's `User=` set them: a

@@ -193,18 +193,35 @@ impl Credentials {
         let Ok(dir) = dir.canonicalize() else {
             return false;
         };
-        dir.ancestors().all(|ancestor| {
-            std::fs::metadata(ancestor).is_ok_and(|meta| {
-                let mode = meta.mode();
-                if meta.uid() == self.uid {
-                    mode & 0o100 != 0
-                } else if self.groups.contains(&meta.gid()) {
-                    mode & 0o010 != 0
-                } else {
-                    mode & 0o001 != 0
-                }
-            })
-        })
+        dir.ancestors()
+            .all(|ancestor| std::fs::metadata(ancestor).is_ok_and(|meta| self.may_execute(&meta)))
+    }
+
+    /// Whether a process with these credentials may execute `file`: reach it (see
+    /// [`can_enter`](Self::can_enter)) and have an `x` bit of it, by the mode bits.
+    #[must_use]
+    pub fn can_execute(&self, file: &Path) -> bool {
+        if self.uid == 0 {
+            return true;
+        }
+        let Ok(file) = file.canonicalize() else {
+            return false;
+        };
+        file.parent().is_some_and(|dir| self.can_enter(dir))
+            && std::fs::metadata(&file).is_ok_and(|meta| self.may_execute(&meta))
+    }
+
+    /// The `x` bit that applies to these credentials: the owner's, the group's or the
+    /// others'.
+    fn may_execute(&self, meta: &std::fs::Metadata) -> bool {
+        let mode = meta.mode();
+        if meta.uid() == self.uid {
+            mode & 0o100 != 0
+        } else if self.groups.contains(&meta.gid()) {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        }
     }
 }
 
@@ -430,5 +447,18 @@ mod tests {
         assert!(!nobody.can_enter(&private.path().join("missing")));
         let root = Credentials::lookup(Some("0"), Some("0")).unwrap();
         assert!(root.can_enter(Path::new("/no/such")), "root is not judged");
+        // A program: reachable, and an x bit for them.
+        assert!(nobody.can_execute(Path::new("/bin/sh")));
+        let program = inside.join("program");
+        std::fs::write(&program, "").unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o754)).unwrap();
+        assert!(
+            !nobody.can_execute(&program),
+            "only the owner and group may"
+        );
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(nobody.can_execute(&program));
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!nobody.can_execute(&program), "behind a 0700 directory");
     }
 }
