@@ -425,6 +425,50 @@ mod tests {
         );
     }
 
+    /// The workers' settings: the setting's own mistakes are usage errors, what the
+    /// system says of them is not; a directory's OS error is its cause, said once.
+    #[test]
+    fn worker_settings_say_whose_fault() {
+        let usage = [
+            Error::from(WorkerSettingError::Umask { mask: 0o1000 }),
+            Error::from(WorkerSettingError::EnvName { name: "A=B".into() }),
+            Error::from(WorkerSettingError::EnvManaged {
+                name: "LISTEN_FDS".into(),
+            }),
+            Error::from(WorkerSettingError::InProcess),
+            Error::from(CredentialsError::UnknownUser { user: "x".into() }),
+            Error::from(CredentialsError::UnknownGroup { group: "x".into() }),
+        ];
+        for error in &usage {
+            assert!(error.is_usage(), "{error:#}");
+        }
+        let system = [
+            Error::from(WorkerSettingError::Directory {
+                path: "/no/such".into(),
+                source: io::ErrorKind::NotFound.into(),
+            }),
+            Error::from(WorkerSettingError::DirectoryNotEnterable {
+                path: "/root".into(),
+                who: "uid 1".into(),
+            }),
+            Error::from(CredentialsError::NotRoot {
+                target: "uid 1, gid 1".into(),
+                euid: 1000,
+            }),
+        ];
+        for error in &system {
+            assert!(!error.is_usage(), "{error:#}");
+        }
+        assert_eq!(
+            format!("{:#}", system[0]),
+            "cannot use /no/such as the workers' directory: entity not found"
+        );
+        assert_eq!(
+            format!("{:#}", usage[0]),
+            "umask: 1000 is not a mode (at most 777)"
+        );
+    }
+
     #[test]
     fn queries_still_answer() {
         let would_block = Error::io("reporting READY=1", io::ErrorKind::WouldBlock.into());
