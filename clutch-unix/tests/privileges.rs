@@ -483,6 +483,29 @@ fn a_user_and_group_with_a_directory_and_umask() {
     assert_eq!(master.stop(), 0);
 }
 
+/// `--group` alone: the master's uid, that one group, no other.
+#[test]
+fn a_group_alone_keeps_the_masters_uid() {
+    if skip_unless_root("a_group_alone_keeps_the_masters_uid") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, pid) = sleeper(dir, &["--group", "nogroup"], &[]);
+    let status = status_of(pid);
+    assert_eq!(status["Uid"], "0 0 0 0");
+    assert_eq!(
+        status["Gid"],
+        format!("{NOBODY} {NOBODY} {NOBODY} {NOBODY}")
+    );
+    assert_eq!(status["Groups"], NOBODY.to_string());
+    // No user, so no USER from its entry: what the master had, if anything.
+    assert_eq!(
+        environ_of(pid).get("USER"),
+        std::env::var("USER").ok().as_ref()
+    );
+    assert_eq!(master.stop(), 0);
+}
+
 /// Every mistake: one line on stderr, the exit code the README promises (2 for the
 /// command line's fault, 1 for the system's), and no worker spawned.
 #[test]
