@@ -1,6 +1,6 @@
 //! The one room with `unsafe` in it.
 //!
-//! Three things here cannot be done with safe wrappers:
+//! Four things here cannot be done with safe wrappers:
 //!
 //! 1. [`fork_exec`]: `fork` and everything the child does before `execve`. After `fork` in a
 //!    multi-threaded process the child may only make async-signal-safe calls: other threads'
