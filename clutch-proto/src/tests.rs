@@ -2258,3 +2258,35 @@ fn a_reload_answers_the_generation_whose_rollout_answers_it() {
     h.drain();
     assert!(h.events().contains(&Event::ReloadStarted { generation: 4 }));
 }
+
+#[test]
+fn every_report_is_counted_and_those_after_the_exit_are_ignored() {
+    let mut h = Harness::with_workers(1);
+    let ids = h.boot_all();
+    let before = *h.cluster.stats();
+    let now = h.now;
+    for input in [Input::Heartbeat { id: ids[0] }, Input::Timeout] {
+        h.cluster.handle(now, input).unwrap();
+    }
+    h.drain();
+    assert_eq!(h.cluster.stats().inputs, before.inputs + 2);
+    assert_eq!(h.cluster.stats().ignored_inputs, before.ignored_inputs);
+    h.signal(Signal::Term);
+    h.exited(ids[0], ExitStatus::Code(0));
+    assert!(h.cluster.is_exited());
+    let at_exit = *h.cluster.stats();
+    h.cluster
+        .handle(now, Input::Heartbeat { id: ids[0] })
+        .unwrap();
+    h.cluster.handle(now, Input::Timeout).unwrap();
+    assert_eq!(
+        h.cluster.stats().inputs,
+        at_exit.inputs + 2,
+        "still counted"
+    );
+    assert_eq!(
+        h.cluster.stats().ignored_inputs,
+        at_exit.ignored_inputs + 2,
+        "and ignored"
+    );
+}

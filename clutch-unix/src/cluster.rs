@@ -400,12 +400,7 @@ impl ClusterBuilder {
         program: impl AsRef<std::ffi::OsStr>,
         args: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
     ) -> Result<Master, Error> {
-        self.core
-            .forward_signals(self.forward_signals.unwrap_or(ForwardSignals::NONE));
-        let config = self.config()?;
-        if config.is_in_process() {
-            return Err(Error::Program(ProgramError::NoWorkers));
-        }
+        let config = self.exec_config()?;
         let workers = self.worker_process()?;
         let path = resolve_program(program.as_ref())?;
         workers.check_program(&path)?;
@@ -425,34 +420,10 @@ impl ClusterBuilder {
     /// settings' own mistakes first (usage errors), then what the system says of them
     /// (the user database, the master's privilege, the directory).
     fn worker_process(&self) -> Result<WorkerProcess, Error> {
-        if let Some(mask) = self.umask.filter(|mask| *mask > 0o777) {
-            return Err(WorkerSettingError::Umask { mask }.into());
+        let credentials = self.worker_settings()?;
+        if let Some(credentials) = &credentials {
+            credentials.check_privilege()?;
         }
-        for (name, value) in &self.env {
-            let name_text = name.to_string_lossy().into_owned();
-            let bytes = name.as_bytes();
-            if bytes.is_empty()
-                || bytes.contains(&b'=')
-                || bytes.contains(&0)
-                || value.as_bytes().contains(&0)
-            {
-                return Err(WorkerSettingError::EnvName { name: name_text }.into());
-            }
-            if crate::spawn::MANAGED_ENV_VARS
-                .iter()
-                .any(|managed| name.as_os_str() == std::ffi::OsStr::new(managed))
-            {
-                return Err(WorkerSettingError::EnvManaged { name: name_text }.into());
-            }
-        }
-        let credentials = if self.user.is_some() || self.group.is_some() {
-            Some(Credentials::resolve(
-                self.user.as_deref(),
-                self.group.as_deref(),
-            )?)
-        } else {
-            None
-        };
         let current_dir = match &self.current_dir {
             None => None,
             Some(dir) => {
@@ -484,6 +455,67 @@ impl ClusterBuilder {
             env_clear: self.env_clear,
             env: self.env.clone(),
         })
+    }
+
+    /// The workers' settings that are the caller's to get right: the umask, the
+    /// variables' names, the user and group (looked up, not yet checked against the
+    /// master's privilege).
+    fn worker_settings(&self) -> Result<Option<Credentials>, Error> {
+        if let Some(mask) = self.umask.filter(|mask| *mask > 0o777) {
+            return Err(WorkerSettingError::Umask { mask }.into());
+        }
+        for (name, value) in &self.env {
+            let name_text = name.to_string_lossy().into_owned();
+            let bytes = name.as_bytes();
+            if bytes.is_empty()
+                || bytes.contains(&b'=')
+                || bytes.contains(&0)
+                || value.as_bytes().contains(&0)
+            {
+                return Err(WorkerSettingError::EnvName { name: name_text }.into());
+            }
+            if crate::spawn::MANAGED_ENV_VARS
+                .iter()
+                .any(|managed| name.as_os_str() == std::ffi::OsStr::new(managed))
+            {
+                return Err(WorkerSettingError::EnvManaged { name: name_text }.into());
+            }
+        }
+        if self.user.is_none() && self.group.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Credentials::lookup(
+            self.user.as_deref(),
+            self.group.as_deref(),
+        )?))
+    }
+}
+
+impl ClusterBuilder {
+    /// The configuration [`supervise`](Self::supervise) would run, validated, without
+    /// looking for the program, binding a socket or starting anything: what the
+    /// `clutch` command's `--print-config` checks.
+    ///
+    /// The workers' settings are checked as far as they are the caller's to get right
+    /// (an unknown user or group, a bad umask or variable); what the system says of them
+    /// (the master's privilege to change users, the directory) is for the start to find.
+    pub fn check_exec(&mut self) -> Result<Config, Error> {
+        let config = self.exec_config()?;
+        match self.worker_settings() {
+            Err(error) if error.is_usage() => Err(error),
+            _ => Ok(config),
+        }
+    }
+
+    /// The configuration of exec mode, validated.
+    fn exec_config(&mut self) -> Result<Config, Error> {
+        self.core
+            .forward_signals(self.forward_signals.unwrap_or(ForwardSignals::NONE));
+        let config = self.config()?;
+        if config.is_in_process() {
+            return Err(Error::Program(ProgramError::NoWorkers));
+        }
+        Ok(config)
     }
 }
 

@@ -147,6 +147,7 @@
 // built from.
 mod cluster;
 pub mod control;
+mod doorbell;
 pub mod duration;
 mod error;
 // The fuzz targets' properties: for `fuzz/` (the `fuzzing` feature) and this crate's

@@ -3,13 +3,13 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustix::pipe::{pipe_with, PipeFlags};
+use crate::doorbell::{Bell, Doorbell};
 
 /// A one-shot "shutdown has begun" notice, cheap to clone and share between threads.
 ///
@@ -22,93 +22,50 @@ use rustix::pipe::{pipe_with, PipeFlags};
 /// * async (tokio, async-std, smol — no runtime dependency): `shutdown.requested().await`.
 #[derive(Clone)]
 pub struct Shutdown {
-    inner: Arc<Inner>,
+    bell: Arc<Doorbell<Begun>>,
 }
 
-struct Inner {
-    state: Mutex<State>,
-    changed: Condvar,
-    /// Readable once shutdown begins: one byte is written and never read.
-    read_end: OwnedFd,
-    write_end: OwnedFd,
+/// Whether shutdown has begun: it rings from then on, for good.
+struct Begun(bool);
+
+impl Bell for Begun {
+    fn rings(&self) -> bool {
+        self.0
+    }
 }
 
-#[derive(Default)]
-struct State {
-    requested: bool,
-    wakers: Vec<Waker>,
+fn begun(requested: &mut Begun) -> Option<()> {
+    requested.0.then_some(())
 }
 
 impl Shutdown {
     /// A notice that has not fired.
     pub fn new() -> io::Result<Self> {
-        let (read_end, write_end) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
-                changed: Condvar::new(),
-                read_end,
-                write_end,
-            }),
+            bell: Arc::new(Doorbell::new(Begun(false))?),
         })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic elsewhere while holding this lock leaves a consistent `State` (a bool and
-        // a list): keep going rather than poisoning every waiter.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Fires the notice (idempotent). Returns true the first time.
     pub fn trigger(&self) -> bool {
-        let wakers = {
-            let mut state = self.lock();
-            if state.requested {
-                return false;
-            }
-            state.requested = true;
-            std::mem::take(&mut state.wakers)
-        };
-        self.inner.changed.notify_all();
-        // The pipe has room for one byte; a full pipe (impossible here) would also read
-        // as readable, so the result does not matter.
-        let _ = rustix::io::write(&self.inner.write_end, b"x");
-        for waker in wakers {
-            waker.wake();
-        }
-        true
+        self.bell
+            .with(|requested| !std::mem::replace(&mut requested.0, true))
     }
 
     /// True once shutdown has begun.
     #[must_use]
     pub fn is_requested(&self) -> bool {
-        self.lock().requested
+        self.bell.with(|requested| requested.0)
     }
 
     /// Blocks until shutdown begins.
     pub fn wait(&self) {
-        let mut state = self.lock();
-        while !state.requested {
-            state = self
-                .inner
-                .changed
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
-        }
+        let _ = self.bell.wait(None, begun);
     }
 
     /// Blocks until shutdown begins or `timeout` passes; true if it began.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let state = self.lock();
-        let (state, _) = self
-            .inner
-            .changed
-            .wait_timeout_while(state, timeout, |s| !s.requested)
-            .unwrap_or_else(|p| p.into_inner());
-        state.requested
+        self.bell.wait(Some(timeout), begun).is_some()
     }
 
     /// A future that completes once shutdown begins. Runtime-agnostic.
@@ -123,7 +80,7 @@ impl Shutdown {
 impl AsFd for Shutdown {
     /// A file descriptor that becomes readable once shutdown begins (and stays so).
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.read_end.as_fd()
+        self.bell.as_fd()
     }
 }
 
@@ -145,14 +102,7 @@ impl Future for Requested {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.shutdown.lock();
-        if state.requested {
-            return Poll::Ready(());
-        }
-        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
-        }
-        Poll::Pending
+        self.shutdown.bell.poll(cx, begun)
     }
 }
 
@@ -160,7 +110,7 @@ impl Future for Requested {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
+    use std::task::{Wake, Waker};
 
     #[test]
     fn blocking_waiters_wake_on_trigger() {

@@ -5,14 +5,15 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use clutch_proto::Signal;
-use rustix::pipe::{pipe_with, PipeFlags};
+
+use crate::doorbell::{Bell, Doorbell};
 
 /// Signals kept until they are received; more are dropped (and counted, see
 /// [`UserSignals::dropped`]), as the kernel coalesces a signal that is already pending.
@@ -43,67 +44,45 @@ pub const MAX_PENDING_USER_SIGNALS: usize = 64;
 /// ```
 #[derive(Clone)]
 pub struct UserSignals {
-    inner: Arc<Inner>,
+    bell: Arc<Doorbell<Queue>>,
 }
 
-struct Inner {
-    state: Mutex<State>,
-    arrived: Condvar,
-    /// Readable while `State::pending` is not empty: one byte is in the pipe then.
-    read_end: OwnedFd,
-    write_end: OwnedFd,
-}
-
+/// The signals not received yet; it rings while one waits.
 #[derive(Default)]
-struct State {
+struct Queue {
     pending: VecDeque<Signal>,
     total: u64,
     dropped: u64,
-    /// Tasks awaiting [`UserSignals::next`].
-    wakers: Vec<Waker>,
+}
+
+impl Bell for Queue {
+    fn rings(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+fn oldest(queue: &mut Queue) -> Option<Signal> {
+    queue.pending.pop_front()
 }
 
 impl UserSignals {
     /// An empty queue.
     pub(crate) fn new() -> io::Result<Self> {
-        let (read_end, write_end) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
-                arrived: Condvar::new(),
-                read_end,
-                write_end,
-            }),
+            bell: Arc::new(Doorbell::new(Queue::default())?),
         })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves a consistent queue: keep going.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A signal came (the worker's signal thread calls this).
     pub(crate) fn push(&self, signal: Signal) {
-        let mut state = self.lock();
-        state.total += 1;
-        if state.pending.len() >= MAX_PENDING_USER_SIGNALS {
-            state.dropped += 1;
-            return;
-        }
-        if state.pending.is_empty() {
-            // The pipe is empty now: this byte makes the fd readable, and fits.
-            let _ = rustix::io::write(&self.inner.write_end, b"s");
-        }
-        state.pending.push_back(signal);
-        let wakers = std::mem::take(&mut state.wakers);
-        drop(state);
-        self.inner.arrived.notify_one();
-        for waker in wakers {
-            waker.wake();
-        }
+        self.bell.with(|queue| {
+            queue.total += 1;
+            if queue.pending.len() >= MAX_PENDING_USER_SIGNALS {
+                queue.dropped += 1;
+            } else {
+                queue.pending.push_back(signal);
+            }
+        });
     }
 
     /// A future that completes with the next signal. Runtime-agnostic.
@@ -117,67 +96,33 @@ impl UserSignals {
     /// The oldest signal not received yet, without waiting.
     #[must_use]
     pub fn try_recv(&self) -> Option<Signal> {
-        let mut state = self.lock();
-        self.pop(&mut state)
+        self.bell.with(oldest)
     }
 
     /// Waits for the next signal.
     #[must_use]
     pub fn recv(&self) -> Signal {
-        let mut state = self.lock();
-        loop {
-            if let Some(signal) = self.pop(&mut state) {
-                return signal;
-            }
-            state = self
-                .inner
-                .arrived
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+        self.bell
+            .wait(None, oldest)
+            .expect("a wait without a timeout ends with a signal")
     }
 
     /// Waits up to `timeout` for the next signal.
     #[must_use]
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Signal> {
-        let deadline = Instant::now().checked_add(timeout);
-        let mut state = self.lock();
-        loop {
-            if let Some(signal) = self.pop(&mut state) {
-                return Some(signal);
-            }
-            let left = match deadline {
-                Some(deadline) => deadline.checked_duration_since(Instant::now())?,
-                None => Duration::MAX,
-            };
-            state = self
-                .inner
-                .arrived
-                .wait_timeout(state, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
+        self.bell.wait(Some(timeout), oldest)
     }
 
     /// How many SIGUSR1/SIGUSR2 came so far (received or not, dropped included).
     #[must_use]
     pub fn count(&self) -> u64 {
-        self.lock().total
+        self.bell.with(|queue| queue.total)
     }
 
     /// How many were dropped because [`MAX_PENDING_USER_SIGNALS`] were waiting.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.lock().dropped
-    }
-
-    fn pop(&self, state: &mut State) -> Option<Signal> {
-        let signal = state.pending.pop_front()?;
-        if state.pending.is_empty() {
-            let mut byte = [0u8; 1];
-            let _ = rustix::io::read(&self.inner.read_end, &mut byte);
-        }
-        Some(signal)
+        self.bell.with(|queue| queue.dropped)
     }
 }
 
@@ -191,30 +136,23 @@ impl Future for NextUserSignal {
     type Output = Signal;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Signal> {
-        let mut state = self.signals.lock();
-        if let Some(signal) = self.signals.pop(&mut state) {
-            return Poll::Ready(signal);
-        }
-        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
-        }
-        Poll::Pending
+        self.signals.bell.poll(cx, oldest)
     }
 }
 
 impl AsFd for UserSignals {
     /// Readable while a signal waits to be received.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.read_end.as_fd()
+        self.bell.as_fd()
     }
 }
 
 impl std::fmt::Debug for UserSignals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.lock();
+        let (pending, count) = self.bell.with(|q| (q.pending.clone(), q.total));
         f.debug_struct("UserSignals")
-            .field("pending", &state.pending)
-            .field("count", &state.total)
+            .field("pending", &pending)
+            .field("count", &count)
             .finish()
     }
 }
@@ -222,6 +160,7 @@ impl std::fmt::Debug for UserSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Waker;
 
     fn readable(signals: &UserSignals) -> bool {
         let mut fds = [rustix::event::PollFd::new(

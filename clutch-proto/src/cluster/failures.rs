@@ -5,17 +5,66 @@
 use std::time::Instant;
 
 use super::slots::Role;
-use super::worker::Departure;
+use super::worker::{Death, Departure};
 use super::ClusterState;
-use crate::{Event, ShutdownTrigger};
+use crate::{Event, ReloadFailure, ShutdownTrigger};
+
+/// What a departure leads to, decided from where the worker stood ([`Role`]), how it
+/// departed, and whether it belonged to the rollout under way.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Consequence {
+    /// Nothing: it no longer had a slot, or (a successor) it was proven, hence promoted.
+    None,
+    /// The rollout fails; `refill`: the slot's own worker went too and is replaced
+    /// (a successor's slot keeps its old worker).
+    FailRollout {
+        failure: ReloadFailure,
+        refill: Option<Death>,
+    },
+    /// A failure of the program's own: the breaker counts it, then the slot is refilled
+    /// (unless the breaker shut the cluster down).
+    CountThenRefill(Death),
+    /// Only a refill: a proven worker's one-off death, or one the master could not start.
+    Refill(Death),
+}
+
+impl Consequence {
+    /// `of_rollout`: the worker is of the generation a rollout under way is bringing in.
+    pub(super) fn of(role: Role, departure: Departure, of_rollout: bool) -> Self {
+        let death = departure.death();
+        match (role, departure) {
+            (Role::Detached, _) => Self::None,
+            // A successor is promoted the moment it is proven (`prove`): it never
+            // departs as a successor once proven.
+            (Role::Successor, Departure::Proven) => Self::None,
+            (
+                Role::Successor,
+                Departure::Boot(failure)
+                | Departure::Probation(failure)
+                | Departure::Resource(failure),
+            ) => Self::FailRollout {
+                failure,
+                refill: None,
+            },
+            (Role::Current, Departure::Boot(failure) | Departure::Probation(failure)) => {
+                if of_rollout {
+                    Self::FailRollout {
+                        failure,
+                        refill: Some(death),
+                    }
+                } else {
+                    Self::CountThenRefill(death)
+                }
+            }
+            (Role::Current, Departure::Proven | Departure::Resource(_)) => Self::Refill(death),
+        }
+    }
+}
 
 impl ClusterState {
-    /// A worker left slot `index` without being asked (or was removed for cause). A
-    /// young death (at boot or in probation) fails a rollout it belonged to, or counts
-    /// toward the crash breaker; then the slot is refilled (after a backoff if the
-    /// worker died young). A [`Departure::Resource`] is not the program's: it still
-    /// fails a rollout whose successor it hit, but a current worker's slot is only
-    /// refilled.
+    /// A worker left slot `index` without being asked (or was removed for cause): see
+    /// [`Consequence`]. A [`Departure::Resource`] is not the program's: it still fails a
+    /// rollout whose successor it hit, but a current worker's slot is only refilled.
     pub(super) fn after_departure(
         &mut self,
         now: Instant,
@@ -27,35 +76,22 @@ impl ClusterState {
         if self.lifecycle.is_stopping() {
             return;
         }
-        let rollout_generation = self.lifecycle.rollout().map(|r| r.generation);
-        let death = departure.death();
-        match (role, departure) {
-            (Role::Detached, _) => {}
-            // A successor is promoted the moment it is proven (`prove`): it never
-            // departs as a successor once proven.
-            (Role::Successor, Departure::Proven) => {}
-            (
-                Role::Successor,
-                Departure::Boot(failure)
-                | Departure::Probation(failure)
-                | Departure::Resource(failure),
-            ) => {
-                // The old worker still serves this slot; the rollout stops here.
+        let of_rollout = self.lifecycle.rollout().map(|r| r.generation) == Some(generation);
+        match Consequence::of(role, departure, of_rollout) {
+            Consequence::None => {}
+            Consequence::FailRollout { failure, refill } => {
                 self.rollout_failed(now, failure);
-            }
-            (Role::Current, departure) => {
-                if let Departure::Boot(failure) | Departure::Probation(failure) = departure {
-                    if rollout_generation == Some(generation) {
-                        self.rollout_failed(now, failure);
-                    } else {
-                        self.count_failure(now);
-                        if self.lifecycle.is_stopping() {
-                            return;
-                        }
-                    }
+                if let Some(death) = refill {
+                    self.refill(now, index, death);
                 }
-                self.refill(now, index, death);
             }
+            Consequence::CountThenRefill(death) => {
+                self.count_failure(now);
+                if !self.lifecycle.is_stopping() {
+                    self.refill(now, index, death);
+                }
+            }
+            Consequence::Refill(death) => self.refill(now, index, death),
         }
     }
 
@@ -94,5 +130,77 @@ impl ClusterState {
             window: self.config.crash_budget().window,
         });
         self.begin_shutdown(now, ShutdownTrigger::Breaker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WorkerId;
+
+    fn failure() -> ReloadFailure {
+        ReloadFailure::WorkerStopped { id: WorkerId(7) }
+    }
+
+    #[test]
+    fn every_role_and_departure_has_its_consequence() {
+        use Consequence as C;
+        use Departure as D;
+        let (f, fail) = (failure, |refill| C::FailRollout {
+            failure: failure(),
+            refill,
+        });
+        // (role, departure, of the rollout under way) → consequence
+        let table = [
+            (Role::Detached, D::Boot(f()), true, C::None),
+            (Role::Detached, D::Probation(f()), false, C::None),
+            (Role::Detached, D::Proven, false, C::None),
+            (Role::Detached, D::Resource(f()), true, C::None),
+            (Role::Successor, D::Boot(f()), true, fail(None)),
+            (Role::Successor, D::Probation(f()), true, fail(None)),
+            (Role::Successor, D::Resource(f()), true, fail(None)),
+            (Role::Successor, D::Proven, true, C::None),
+            (Role::Current, D::Boot(f()), true, fail(Some(Death::Boot))),
+            (
+                Role::Current,
+                D::Probation(f()),
+                true,
+                fail(Some(Death::Probation)),
+            ),
+            (
+                Role::Current,
+                D::Boot(f()),
+                false,
+                C::CountThenRefill(Death::Boot),
+            ),
+            (
+                Role::Current,
+                D::Probation(f()),
+                false,
+                C::CountThenRefill(Death::Probation),
+            ),
+            (Role::Current, D::Proven, true, C::Refill(Death::Proven)),
+            (Role::Current, D::Proven, false, C::Refill(Death::Proven)),
+            (
+                Role::Current,
+                D::Resource(f()),
+                true,
+                C::Refill(Death::Boot),
+            ),
+            (
+                Role::Current,
+                D::Resource(f()),
+                false,
+                C::Refill(Death::Boot),
+            ),
+        ];
+        for (role, departure, of_rollout, expected) in table {
+            let what = format!("{role:?} {departure:?} of_rollout={of_rollout}");
+            assert_eq!(
+                Consequence::of(role, departure, of_rollout),
+                expected,
+                "{what}"
+            );
+        }
     }
 }

@@ -74,7 +74,10 @@ impl ClusterState {
                         w.generation == r.generation,
                         "successor {id} of an old generation"
                     );
-                    ensure!(!w.proven, "successor {id} is proven but not promoted");
+                    ensure!(
+                        !w.life.is_proven(),
+                        "successor {id} is proven but not promoted"
+                    );
                     if w.state() == WorkerState::Ready {
                         ready_successors += 1;
                     }
@@ -84,7 +87,7 @@ impl ClusterState {
                     );
                 } else if w.state() == WorkerState::Ready {
                     ready += 1;
-                    if w.proven {
+                    if w.life.is_proven() {
                         proven += 1;
                         if self
                             .lifecycle
@@ -96,14 +99,14 @@ impl ClusterState {
                     }
                 }
                 ensure!(
-                    w.probation_at.is_some()
+                    w.life.probation_at().is_some()
                         == (w.state() == WorkerState::Ready
-                            && !w.proven
+                            && !w.life.is_proven()
                             && !self.lifecycle.is_stopping()),
                     "worker {id}: probation timer {:?}, {} (proven: {})",
-                    w.probation_at,
+                    w.life.probation_at(),
                     w.state(),
-                    w.proven
+                    w.life.is_proven()
                 );
             }
             if slot.consecutive_failures > 0 {
@@ -150,7 +153,7 @@ impl ClusterState {
                 );
             }
             ensure!(
-                w.ready_at.is_some() || w.state() != WorkerState::Ready,
+                w.life.ready_at().is_some() || w.state() != WorkerState::Ready,
                 "ready worker {id} without a ready time"
             );
             if let Some((at, timer)) = w.deadline {
@@ -160,7 +163,7 @@ impl ClusterState {
                     "worker {id}'s {timer:?} timer is missing"
                 );
             }
-            if let Some(at) = w.probation_at {
+            if let Some(at) = w.life.probation_at() {
                 timers += 1;
                 ensure!(role != Role::Detached, "detached worker {id} in probation");
                 ensure!(

@@ -327,8 +327,8 @@ impl ClusterState {
             pid: w.pid(),
             state: w.state(),
             spawned_at: w.spawned_at,
-            ready_at: w.ready_at,
-            last_heartbeat: w.last_heartbeat,
+            ready_at: w.life.ready_at(),
+            last_heartbeat: w.life.last_heartbeat(),
             stop_reason: w.stop_reason(),
             restarts: if role == Role::Detached {
                 0
@@ -336,7 +336,7 @@ impl ClusterState {
                 self.slots[w.slot.0].restarts
             },
             successor: role == Role::Successor,
-            proven: w.proven,
+            proven: w.life.is_proven(),
         }
     }
 
@@ -388,7 +388,7 @@ impl ClusterState {
             return self.ignore("spawned: duplicate report", id);
         };
         w.phase = WorkerPhase::Booting { pid };
-        w.started_at = Some(now);
+        w.life.started(now);
         self.ever_started = true;
         let (slot, generation) = (w.slot, w.generation);
         self.emit(Event::WorkerStarted {
@@ -496,8 +496,7 @@ impl ClusterState {
         self.catch_up_probation(now, id);
         let w = &self.workers[&id];
         let (slot, generation) = (w.slot, w.generation);
-        let departure = Departure::of(
-            w,
+        let departure = w.life.departure(
             now,
             || ReloadFailure::WorkerStopped { id },
             |ready_for| ReloadFailure::LeftInProbation {
@@ -537,14 +536,8 @@ impl ClusterState {
         if w.state().is_leaving() || w.state() == WorkerState::Spawning {
             return self.ignore("heartbeat: worker not running", id);
         }
-        let first = w.last_heartbeat.is_none();
-        w.last_heartbeat = Some(now);
-        // Later heartbeats only move `last_heartbeat`: the pending check re-arms itself
-        // when it fires early (so a heartbeat costs O(1), not a timer-set update).
-        if first && w.state() == WorkerState::Ready {
-            if let Some(timeout) = self.config.hang().timeout {
-                self.set_worker_deadline(id, Some((now + timeout, WorkerTimer::HeartbeatCheck)));
-            }
+        if let Some(at) = w.life.heartbeat(now, self.config.hang().timeout) {
+            self.set_worker_deadline(id, Some((at, WorkerTimer::HeartbeatCheck)));
         }
     }
 
@@ -561,9 +554,8 @@ impl ClusterState {
         }
         let w = &self.workers[&id];
         let (slot, generation, pid) = (w.slot, w.generation, w.pid());
-        let was_ready = w.ready_at.is_some();
-        let departure = Departure::of(
-            w,
+        let was_ready = w.life.ready_at().is_some();
+        let departure = w.life.departure(
             now,
             || ReloadFailure::WorkerDied { id, status },
             |ready_for| ReloadFailure::DiedInProbation {
@@ -572,7 +564,7 @@ impl ClusterState {
                 ready_for,
             },
         );
-        let uptime = now.saturating_duration_since(w.started_at.unwrap_or(w.spawned_at));
+        let uptime = w.life.uptime(now, w.spawned_at);
         let stop_reason = w.stop_reason();
         let role = self.detach(id);
         match stop_reason {
@@ -624,7 +616,8 @@ impl ClusterState {
                     self.workers
                         .get_mut(&id)
                         .expect("probation of a live worker")
-                        .probation_at = None;
+                        .life
+                        .replace_probation(None);
                     self.prove(now, id);
                 }
                 TimerKey::Respawn(index) => {

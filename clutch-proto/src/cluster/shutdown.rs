@@ -120,7 +120,7 @@ impl ClusterState {
         let probations: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.probation_at.is_some())
+            .filter(|(_, w)| w.life.probation_at().is_some())
             .map(|(&id, _)| id)
             .collect();
         for id in probations {

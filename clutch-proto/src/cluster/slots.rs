@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::readiness::Liveness;
 use super::worker::{Death, Worker, WorkerPhase};
 use super::ClusterState;
 use crate::config::{QUICK_REFILL_BURST, QUICK_REFILL_INTERVAL};
@@ -55,12 +56,8 @@ impl ClusterState {
                 generation,
                 phase: WorkerPhase::Spawning { stop: None },
                 spawned_at: now,
-                started_at: None,
-                ready_at: None,
-                last_heartbeat: None,
+                life: Liveness::default(),
                 deadline: None,
-                probation_at: None,
-                proven: false,
             },
         );
         let slot_state = &mut self.slots[index];
@@ -93,7 +90,7 @@ impl ClusterState {
                 slot.current = None;
                 if w.state() == WorkerState::Ready {
                     self.ready_count -= 1;
-                    if w.proven {
+                    if w.life.is_proven() {
                         self.proven_count -= 1;
                         if let Some(r) = self
                             .lifecycle
@@ -137,7 +134,7 @@ impl ClusterState {
         if w.state() == WorkerState::Ready {
             self.ready_count += 1;
             rollout.ready_successors -= 1;
-            if w.proven {
+            if w.life.is_proven() {
                 self.proven_count += 1;
                 if rollout.generation == w.generation {
                     rollout.ready += 1;

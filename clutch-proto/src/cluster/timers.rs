@@ -105,7 +105,7 @@ impl ClusterState {
 
     pub(super) fn set_probation(&mut self, id: WorkerId, at: Option<Instant>) {
         let w = self.workers.get_mut(&id).expect("worker for probation");
-        let old = std::mem::replace(&mut w.probation_at, at);
+        let old = w.life.replace_probation(at);
         self.timers.reschedule(TimerKey::Probation(id), old, at);
     }
 }

@@ -1,8 +1,9 @@
 //! A worker as the core sees it: its [`WorkerPhase`] (what belongs to one stage lives
 //! in its variant), how it departs ([`Departure`]), and how it is asked to go.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::readiness::Liveness;
 use super::timers::{TimerKey, WorkerTimer};
 use super::ClusterState;
 use crate::{Action, Event, Pid, ReloadFailure, Signal, Slot, StopReason, WorkerId, WorkerState};
@@ -14,15 +15,10 @@ pub(super) struct Worker {
     /// Where it is in its life, with what belongs to that stage only.
     pub(super) phase: WorkerPhase,
     pub(super) spawned_at: Instant,
-    pub(super) started_at: Option<Instant>,
-    pub(super) ready_at: Option<Instant>,
-    pub(super) last_heartbeat: Option<Instant>,
+    /// Started, ready, heartbeats, probation.
+    pub(super) life: Liveness,
     /// This worker's entry in `timers`, if any, and which deadline it is.
     pub(super) deadline: Option<(Instant, WorkerTimer)>,
-    /// When its probation ends (ready workers that have not yet passed it).
-    pub(super) probation_at: Option<Instant>,
-    /// Ready for at least `min_uptime`.
-    pub(super) proven: bool,
 }
 
 /// Where a worker is in its life. What belongs to one stage only lives in its variant:
@@ -105,21 +101,6 @@ pub(super) enum Departure {
 }
 
 impl Departure {
-    /// How worker `w` departs at `now`: `at_boot` and `in_probation` (given how long it
-    /// had been ready) say how, for a rollout.
-    pub(super) fn of(
-        w: &Worker,
-        now: Instant,
-        at_boot: impl FnOnce() -> ReloadFailure,
-        in_probation: impl FnOnce(Duration) -> ReloadFailure,
-    ) -> Self {
-        match (w.ready_at, w.proven) {
-            (None, _) => Self::Boot(at_boot()),
-            (Some(at), false) => Self::Probation(in_probation(now.saturating_duration_since(at))),
-            (Some(_), true) => Self::Proven,
-        }
-    }
-
     /// How the life ended, for the backoff.
     pub(super) fn death(&self) -> Death {
         match self {
@@ -206,7 +187,7 @@ impl ClusterState {
             self.timers
                 .reschedule(TimerKey::Worker(id, timer), Some(at), None);
         }
-        if let Some(at) = w.probation_at {
+        if let Some(at) = w.life.probation_at() {
             self.timers
                 .reschedule(TimerKey::Probation(id), Some(at), None);
         }

@@ -65,7 +65,10 @@ impl Credentials {
     }
 
     /// [`resolve`](Self::resolve) without the privilege check.
-    fn lookup(user: Option<&str>, group: Option<&str>) -> Result<Self, CredentialsError> {
+    pub(crate) fn lookup(
+        user: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Self, CredentialsError> {
         let gid = group.map(lookup_group).transpose()?;
         let Some(user) = user else {
             // A group alone: the master's uid, that group and no other.
@@ -121,7 +124,7 @@ impl Credentials {
     }
 
     /// The change must be one this process can make: any, as root; none otherwise.
-    fn check_privilege(&self) -> Result<(), CredentialsError> {
+    pub(crate) fn check_privilege(&self) -> Result<(), CredentialsError> {
         let euid = nix::unistd::geteuid().as_raw();
         if euid == 0 || self.is_current() {
             return Ok(());
