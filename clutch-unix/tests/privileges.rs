@@ -773,3 +773,36 @@ fn library_cluster() {
         }
     }
 }
+
+/// `--print-config` refuses what is the settings' fault (an unknown user, from any
+/// source: exit 2, naming the source) and leaves what the system says (the master's
+/// privilege, the directory) to the start, which it does not attempt.
+#[test]
+fn print_config_refuses_an_unknown_user_and_leaves_the_system_to_the_start() {
+    let print = |args: &[&str], envs: &[(&str, &str)]| {
+        Command::new(CLUTCH)
+            .args(["run", "--print-config"])
+            .args(args)
+            .args(["--", "/bin/true"])
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = print(&[], &[("CLUTCH_USER", "no-such-user-clutch")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--user: no such user \"no-such-user-clutch\" (--user: env CLUTCH_USER)"),
+        "{stderr}"
+    );
+    let out = print(&["--umask", "027", "--chdir", "/no/such/dir"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("umask = \"027\""), "{text}");
+}
