@@ -82,6 +82,12 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("forward-signals", ["USR1", "USR2", "USR1,USR2"]),
     ("kill-mode", ["main", "tree", "main"]),
     ("log-format", ["json", "text", "json"]),
+    // Looked up by --print-config (an unknown one is refused), so ones that exist.
+    ("user", ["root", "0", "nobody"]),
+    ("group", ["root", "0", "1"]),
+    ("chdir", ["/", "/tmp", "/usr"]),
+    ("umask", ["022", "027", "077"]),
+    ("env", ["A=1", "B=2", "C=3"]),
 ];
 
 /// Each setting by flag, by environment and by file: the flag beats the environment,

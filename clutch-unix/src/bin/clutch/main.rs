@@ -212,6 +212,26 @@ struct RunArgs {
     /// Log lines as text, or as JSON (one object per line, each event named).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Run the workers as USER (a name or a uid), with its groups from the user database;
+    /// the master keeps its own credentials (switching needs a master running as root).
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// The workers' group (a name or a gid; default: the --user's primary group).
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// The workers' working directory, entered as their user (default: the master's).
+    #[arg(long, value_name = "DIR")]
+    chdir: Option<PathBuf>,
+    /// The workers' umask, in octal: 022, 027, 077 (default: the master's).
+    #[arg(long, value_name = "MODE", value_parser = parse_umask)]
+    umask: Option<u32>,
+    /// A variable for the workers' environment, repeatable: --env KEY=VALUE.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Start the workers from an empty environment: only --env's variables, USER/LOGNAME/HOME
+    /// with --user, and what clutch sets (LISTEN_FDS, NOTIFY_SOCKET, CLUTCH_WORKER_ID, …).
+    #[arg(long)]
+    env_clear: bool,
     /// Read settings from this TOML file: each key is a long flag (`workers = 4`,
     /// `listen = ["127.0.0.1:5000"]`), and `command` the program with its arguments. A
     /// flag beats its environment variable (CLUTCH_WORKERS, …), which beats the file.
@@ -239,6 +259,20 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         .ok()
         .filter(|mode| *mode <= 0o777)
         .ok_or_else(|| format!("{text:?} is not an octal mode such as 660"))
+}
+
+fn parse_umask(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mask| *mask <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal umask such as 027"))
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 fn parse_signals(text: &str) -> Result<ForwardSignals, String> {
@@ -574,6 +608,24 @@ fn cluster(args: &RunArgs, program: &std::ffi::OsStr) -> clutch_unix::ClusterBui
     if let Some(path) = &args.control {
         cluster.control(path);
     }
+    if let Some(user) = &args.user {
+        cluster.user(user);
+    }
+    if let Some(group) = &args.group {
+        cluster.group(group);
+    }
+    if let Some(dir) = &args.chdir {
+        cluster.current_dir(dir);
+    }
+    if let Some(mask) = args.umask {
+        cluster.umask(mask);
+    }
+    for (key, value) in &args.env {
+        cluster.env(key, value);
+    }
+    if args.env_clear {
+        cluster.env_clear();
+    }
     cluster
 }
 
@@ -639,6 +691,11 @@ fn in_flags(message: &str) -> String {
         ("hang.timeout", "--hang-timeout"),
         ("hang.grace", "--hang-grace"),
         ("name:", "--name:"),
+        ("user:", "--user:"),
+        ("group:", "--group:"),
+        ("give the group too", "give --group too"),
+        ("umask:", "--umask:"),
+        ("env:", "--env:"),
     ]
     .iter()
     .fold(message.to_owned(), |text, (setting, flag)| {

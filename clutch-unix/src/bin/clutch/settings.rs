@@ -419,12 +419,15 @@ impl Effective {
     pub(crate) fn toml(&self) -> Option<String> {
         // Numbers bare (`workers = 4`), the rest as TOML strings (JSON's escapes are
         // TOML's); the file takes either for any setting.
+        // (Not one with a leading zero, `027` or `0660`: TOML refuses those as numbers.)
         let quote = |v: &String| {
+            let leading_zero = v.len() > 1 && v.starts_with('0') && !v.starts_with("0.");
             let number = !v.is_empty()
                 && v.chars().all(|c| c.is_ascii_digit() || c == '.')
                 && v.parse::<f64>().is_ok()
                 && !v.starts_with('.')
-                && !v.ends_with('.');
+                && !v.ends_with('.')
+                && !leading_zero;
             if number {
                 v.clone()
             } else {
@@ -1069,6 +1072,29 @@ mod tests {
             err.to_string(),
             "CLUTCH_ENV: invalid value \"B\": \"B\" is not KEY=VALUE"
         );
+    }
+
+    /// A value with a leading zero (`--umask 027`, `--unix-mode 0660`) is no TOML number:
+    /// the report quotes it, so that it still reads back.
+    #[test]
+    fn a_leading_zero_is_reported_as_a_string() {
+        let out = parse(None, &[("CLUTCH_WORKERS", "3")], &["--ready", "0660"]).unwrap();
+        let shown = |key: &str| {
+            out.report
+                .iter()
+                .find(|e| e.spec.key == key)
+                .and_then(Effective::toml)
+                .unwrap()
+        };
+        assert_eq!(shown("ready"), "\"0660\"");
+        assert_eq!(shown("workers"), "3", "a plain number stays one");
+        let text: String = out
+            .report
+            .iter()
+            .filter_map(|e| e.toml().map(|v| format!("{} = {v}\n", e.spec.key)))
+            .collect();
+        let again = parse(Some(&text), &[], &[]).unwrap();
+        assert_eq!(again.run.ready, "0660", "{text}");
     }
 
     /// `--print-config`'s text is a settings file: read back, it gives the same values.
