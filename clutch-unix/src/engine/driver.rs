@@ -863,11 +863,9 @@ impl Driver {
             )
         })?;
         let program = &self.setup.program;
-        // The generation's pinned program file (see `pin.rs`), argv[0] its path.
+        // The generation's pinned program file, if it has one (see `pin.rs`).
         let generation = self.cluster.worker(id).map_or(1, |w| w.generation);
-        let path = self.pins.exec_path(generation);
-        let pinned = path != program.path;
-        let mut spec = SpawnSpec::new(path)
+        let mut spec = SpawnSpec::new(&program.path)
             .args(program.args.iter().cloned())
             .env(self.env.iter().cloned())
             .notify_socket(notify.path())
@@ -882,10 +880,11 @@ impl Driver {
         if let Some(mask) = workers.umask {
             spec = spec.umask(mask);
         }
+        if let Some(file) = self.pins.file(generation) {
+            spec = spec.program_file(file);
+        }
         if let Some(arg0) = &program.arg0 {
             spec = spec.arg0(arg0.clone());
-        } else if pinned {
-            spec = spec.arg0(program.path.clone().into_os_string());
         }
         if let Some(timeout) = self.setup.config.hang().timeout {
             spec = spec.watchdog_usec(timeout.as_micros() as u64);

@@ -73,6 +73,7 @@ const MAX_FD_NAME_LEN: usize = 255;
 #[must_use = "a SpawnSpec starts nothing until spawn()"]
 pub struct SpawnSpec<'fd> {
     program: PathBuf,
+    program_file: Option<BorrowedFd<'fd>>,
     arg0: Option<OsString>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
@@ -106,6 +107,18 @@ impl<'fd> SpawnSpec<'fd> {
         self
     }
 
+    /// Executes this open file (`execveat` with `AT_EMPTY_PATH`) instead of looking the
+    /// program's path up again: the file the descriptor was opened on, even if the path
+    /// names another one by now. The path is still `argv[0]` and names the program in
+    /// errors; the process is named after the file. For ELF programs only (a `#!` script
+    /// run this way gets a `/dev/fd/N` path its interpreter cannot open once the
+    /// close-on-exec descriptor is gone). It must not be one of the listener slots,
+    /// fds 3 to 3 + the number of listeners.
+    pub fn program_file(mut self, file: BorrowedFd<'fd>) -> Self {
+        self.program_file = Some(file);
+        self
+    }
+
     /// Runs the program with this umask (at most `0o777`).
     pub fn umask(mut self, mask: u32) -> Self {
         self.umask = Some(mask);
@@ -132,6 +145,7 @@ impl<'fd> SpawnSpec<'fd> {
     pub fn new(program: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
+            program_file: None,
             arg0: None,
             args: Vec::new(),
             env: Vec::new(),
@@ -343,6 +357,7 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
         report: report_write.as_fd(),
         cgroup_procs: spec.cgroup_procs,
         cgroup_dir: spec.cgroup_dir,
+        program_file: spec.program_file,
     };
     let pid = sys::fork_exec(&program, &argv, &mut env, &fds, &context)
         .map_err(|source| SpawnError::new(&spec.program, SpawnStep::Fork, source))?;

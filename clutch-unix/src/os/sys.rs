@@ -79,6 +79,9 @@ pub(crate) struct ChildFds<'a> {
     /// (a write lock on every thread group: milliseconds per worker). Where that is
     /// refused, `cgroup_procs` is the way in.
     pub(crate) cgroup_dir: Option<BorrowedFd<'a>>,
+    /// The program as an open file, executed with `execveat(fd, "", AT_EMPTY_PATH)`
+    /// (the path is the fallback where the kernel lacks `execveat`, before 3.19).
+    pub(crate) program_file: Option<BorrowedFd<'a>>,
 }
 
 /// Who the child becomes, and where, before `execve`: everything as plain data, resolved
@@ -183,6 +186,7 @@ pub(crate) fn fork_exec(
     let mut scratch: Vec<RawFd> = vec![-1; listeners.len()];
     let plan = ChildPlan {
         program: program.as_ptr(),
+        program_file: fds.program_file.map(|fd| fd.as_raw_fd()),
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
         pid_slots: &pid_slots,
@@ -253,6 +257,7 @@ const KERNEL_SIGSET_BYTES: usize = 16;
 /// What the child needs, as raw values prepared before `fork`.
 struct ChildPlan<'a> {
     program: *const c_char,
+    program_file: Option<RawFd>,
     argv: *const *const c_char,
     envp: *const *const c_char,
     pid_slots: &'a [*mut u8],
@@ -406,10 +411,24 @@ unsafe fn child(plan: ChildPlan<'_>) -> ! {
         write_decimal(*slot, pid.unsigned_abs());
     }
 
-    // 11. An empty signal mask, then exec.
+    // 11. An empty signal mask, then exec: the pinned file itself where there is one
+    //     (`pin.rs`), else the path.
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+    if let Some(file) = plan.program_file {
+        libc::syscall(
+            libc::SYS_execveat,
+            file,
+            c"".as_ptr(),
+            plan.argv,
+            plan.envp,
+            libc::AT_EMPTY_PATH,
+        );
+        if *libc::__errno_location() != libc::ENOSYS {
+            fail(report, SpawnStep::Exec);
+        }
+    }
     libc::execve(plan.program, plan.argv, plan.envp);
     fail(report, SpawnStep::Exec)
 }
