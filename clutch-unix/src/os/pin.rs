@@ -10,7 +10,8 @@
 //! file and renames it over the old one, as package managers, `install` and most deploy
 //! tools do). `argv[0]` stays the program's path, and the process name (`comm`, what
 //! `ps`, `top` and `pgrep` show) is the file's name — executing `/proc/self/fd/N` by
-//! path would name every worker `N`.
+//! path would name every worker `N`. (Kernels before `execveat` learnt to name the
+//! process after the file — 6.18 here does — name it after the number either way.)
 //!
 //! Only ELF executables are pinned. A `#!` script cannot be: the kernel hands the
 //! interpreter a path for the descriptor, `/dev/fd/N`, which names nothing once the
