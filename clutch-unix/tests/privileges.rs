@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{is_alive, wait_gone, PATIENCE};
+use common::{is_alive, skipped, wait_gone, PATIENCE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::{Master, CLUTCH};
@@ -41,13 +41,6 @@ fn skip_unless_root(test: &str) -> bool {
         "{test}: skipped: not root (switching the workers' user needs a root master)"
     ));
     true
-}
-
-/// Says why a test is skipped where the test harness does not hide it: straight to the
-/// process's stderr (the harness captures only `eprintln!`'s).
-fn skipped(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{why}");
 }
 
 /// A temporary directory anyone may enter (and, with `0o777`, write to).
