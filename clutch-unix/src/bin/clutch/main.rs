@@ -4,6 +4,10 @@
 //! `settings.rs` gives every flag of `clutch run` an environment variable and a key in
 //! a settings file; this file defines the commands and carries them out.
 
+// The doc comments of the clap structs below are `clutch --help`'s text, written for a
+// terminal: `[::1]:5000` there is an address, not a rustdoc link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod settings;
 
 use std::ffi::OsString;
