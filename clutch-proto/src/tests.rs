@@ -1550,6 +1550,7 @@ fn scale_command_validates_its_target() {
     assert_eq!(h.cluster.handle(h.now, Input::Scale(5)).map(|_| ()), Ok(()));
     h.drain();
     assert_eq!(h.spawns().len(), 3);
+    assert_eq!(h.cluster.stats().spawns, 5, "two at start, three now");
     h.cluster.handle(h.now, Input::Shutdown).unwrap();
     assert_eq!(
         h.cluster.handle(h.now, Input::Scale(3)).map(|_| ()),
