@@ -2311,3 +2311,17 @@ fn scaling_to_the_maximum_is_allowed() {
     h.drain();
     assert_eq!(h.cluster.target(), MAX_WORKERS);
 }
+
+#[test]
+fn a_kill_decided_while_spawning_is_not_softened_into_the_earlier_term() {
+    let mut h = Harness::new(Config::builder().workers(1).force_exit_timeout(5 * SEC));
+    let (id, ..) = h.spawns()[0];
+    h.take();
+    // The shutdown begins while the pid is not known yet (TERM pending), and its force
+    // comes before it is (KILL pending).
+    h.signal(Signal::Term);
+    h.advance(6 * SEC);
+    assert!(h.signals().is_empty(), "nothing to signal without a pid");
+    h.spawned(id);
+    assert_eq!(h.signals(), vec![(id, Signal::Kill)]);
+}
