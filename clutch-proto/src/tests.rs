@@ -2080,6 +2080,12 @@ fn event_names_are_distinct_snake_case() {
             status,
             reason: StopReason::Shutdown,
         },
+        Event::WorkerRecycling {
+            id,
+            slot,
+            pid: 1,
+            cause: RecycleCause::Age,
+        },
         Event::RespawnDelayed {
             slot,
             delay: d,
@@ -2290,3 +2296,5 @@ fn every_report_is_counted_and_those_after_the_exit_are_ignored() {
         "and ignored"
     );
 }
+
+mod recycling;

@@ -6,6 +6,7 @@
 //! | `slots` | the places workers serve in: spawning into them, detaching, promoting a successor, refilling (backoff, quick refills) |
 //! | `worker` | a worker's `WorkerPhase` and how it departs; asking it to go |
 //! | `readiness` | readiness, probation, boot timeouts, hang detection |
+//! | `recycle` | recycling a serving worker (memory, age, asked): successor first; the age jitter's seeded numbers |
 //! | `failures` | what a departure leads to: a failed rollout or a breaker count, then a refill |
 //! | `breaker` | the crash breaker's count, pure |
 //! | `rollout` | rolling restarts |
@@ -24,6 +25,7 @@ mod failures;
 mod invariants;
 mod lifecycle;
 mod readiness;
+mod recycle;
 mod rollout;
 mod shutdown;
 mod signals;
@@ -44,6 +46,7 @@ use crate::config::{Config, Readiness};
 use crate::input::{Input, Reply};
 use crate::types::{ExitStatus, Pid, SpawnError, SpawnErrorKind, WorkerId, WorkerState};
 use breaker::Breaker;
+use recycle::Jitter;
 use lifecycle::Lifecycle;
 use shutdown::Shutdown;
 use slots::{Role, SlotState};
@@ -175,6 +178,8 @@ pub struct ClusterState {
     actions: VecDeque<Action>,
     last_status: Option<StatusLine>,
     stats: Stats,
+    /// The age jitter's pseudo-random numbers, seeded from the config.
+    jitter: Jitter,
 }
 
 impl ClusterState {
@@ -183,6 +188,7 @@ impl ClusterState {
     pub fn new(config: Config, now: Instant) -> Self {
         let target = config.workers();
         let watchdog_at = config.service_watchdog().map(|interval| now + interval);
+        let jitter = Jitter::new(config.seed());
         let mut state = Self {
             config,
             slots: Vec::with_capacity(target),
@@ -203,6 +209,7 @@ impl ClusterState {
             actions: VecDeque::new(),
             last_status: None,
             stats: Stats::default(),
+            jitter,
         };
         for index in 0..target {
             state.slots.push(SlotState::default());
@@ -335,8 +342,9 @@ impl ClusterState {
             } else {
                 self.slots[w.slot.0].restarts
             },
-            successor: role == Role::Successor,
+            successor: matches!(role, Role::Successor | Role::Recycler),
             proven: w.life.is_proven(),
+            recycling: w.recycle.cause(),
         }
     }
 
@@ -359,6 +367,7 @@ impl ClusterState {
             Input::Ready { id } => self.handle_ready(now, id),
             Input::Stopping { id } => self.handle_stopping(now, id),
             Input::Heartbeat { id } => self.handle_heartbeat(now, id),
+            Input::Recycle { id, cause } => self.handle_recycle(now, id, cause),
             Input::Exited { id, status } => self.handle_exited(now, id, status),
             Input::Signal(signal) => self.handle_signal(now, signal),
             Input::Timeout => self.handle_timeout(now),
@@ -620,6 +629,7 @@ impl ClusterState {
                         .replace_probation(None);
                     self.prove(now, id);
                 }
+                TimerKey::Recycle(id) => self.recycle_timer(now, id),
                 TimerKey::Respawn(index) => {
                     self.slots[index].respawn_at = None;
                     self.spawn(now, index, Role::Current);
