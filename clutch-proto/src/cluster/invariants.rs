@@ -44,6 +44,7 @@ impl ClusterState {
         let mut rollout_ready = 0;
         let mut successors = 0;
         let mut ready_successors = 0;
+        let mut ready_recyclers = 0;
         let mut failing = 0;
         let mut timers = 0;
         for (index, slot) in self.slots.iter().enumerate() {
@@ -75,6 +76,9 @@ impl ClusterState {
                         !w.life.is_proven(),
                         "recycle successor {id} is proven but not promoted"
                     );
+                    if w.state() == WorkerState::Ready {
+                        ready_recyclers += 1;
+                    }
                     let old = slot.current.map(|old| self.workers[&old].recycle);
                     ensure!(
                         matches!(
@@ -154,6 +158,11 @@ impl ClusterState {
             proven == self.proven_count,
             "proven count {} but {proven} proven slots",
             self.proven_count
+        );
+        ensure!(
+            ready_recyclers == self.ready_recyclers,
+            "ready recycler count {} but {ready_recyclers} ready recycle successors",
+            self.ready_recyclers
         );
         ensure!(
             failing == self.failing_slots,

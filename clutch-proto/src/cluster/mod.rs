@@ -166,6 +166,9 @@ pub struct ClusterState {
     ready_count: usize,
     /// Slots whose current worker is ready and passed probation.
     proven_count: usize,
+    /// Recycle successors that are ready (in probation): they serve beside the worker
+    /// they replace, and alone if it dies.
+    ready_recyclers: usize,
     /// Slots with young deaths since their last worker passed probation.
     failing_slots: usize,
     /// Whether `Degraded` (rather than `Recovered`, or nothing yet) was the last said.
@@ -201,6 +204,7 @@ impl ClusterState {
             ever_started: false,
             ready_count: 0,
             proven_count: 0,
+            ready_recyclers: 0,
             failing_slots: 0,
             degraded: false,
             breaker: Breaker::default(),
@@ -278,10 +282,13 @@ impl ClusterState {
         }
     }
 
-    /// Workers that are ready, successors in probation included: what serves.
+    /// Workers that are ready, successors (a rollout's or a recycle's) in probation
+    /// included: what serves.
     #[must_use]
     pub fn serving_workers(&self) -> usize {
-        self.ready_count + self.lifecycle.rollout().map_or(0, |r| r.ready_successors)
+        self.ready_count
+            + self.ready_recyclers
+            + self.lifecycle.rollout().map_or(0, |r| r.ready_successors)
     }
 
     /// Slots whose workers keep dying young (they died before ready or in probation

@@ -177,9 +177,9 @@ impl ClusterState {
                 self.ready_count += 1;
                 self.arm_age(id);
             }
-            // A recycle's successor serves alongside the worker it replaces, which is
-            // ready (a recycle only begins for a ready worker): nothing to count.
-            Role::Recycler => {}
+            // A recycle's successor serves beside the worker it replaces (and alone if
+            // that one dies first: the breaker must see it).
+            Role::Recycler => self.ready_recyclers += 1,
             Role::Successor => {
                 // The new worker serves, but its old counterpart goes only once it has
                 // passed probation (`prove`).

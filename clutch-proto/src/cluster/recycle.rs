@@ -21,9 +21,10 @@
 //!   ([`StopReason::RecycleSuperseded`]) and defers the recycle the same way;
 //! * **a successor that fails young** (at boot or in probation) is the current
 //!   generation's program failing young: it is counted by the crash breaker like any
-//!   young death and the slot's backoff grows (the slot is failing, the cluster
-//!   degraded), while the old worker serves on; the next successor comes after the
-//!   backoff ([`RecycleStep::RetryAt`]). The breaker never trips on it while the old
+//!   young death, while the old worker serves on; the next successor comes after the
+//!   backoff for the recycle's own failures so far ([`RecycleStep::RetryAt`]; the slot
+//!   is not failing — it serves — so its own backoff count and the cluster's
+//!   `Degraded` are untouched). The breaker never trips on it while the old
 //!   worker serves. A successor the master could not start
 //!   ([`SpawnErrorKind::Resource`](crate::SpawnErrorKind::Resource)) is retried the
 //!   same way, uncounted;
@@ -54,10 +55,13 @@ pub(super) enum Recycle {
     /// Not being recycled yet: its age is up at this time (the `TimerKey::Recycle`
     /// timer, armed when it began serving its slot ready).
     AgeAt(Instant),
-    /// Being recycled, for `cause`; `step` says where.
+    /// Being recycled, for `cause`; `step` says where; `failed`: its successors that
+    /// failed young so far (the retry's backoff grows with them; the slot's own backoff
+    /// count is untouched: the slot keeps serving).
     Due {
         cause: RecycleCause,
         step: RecycleStep,
+        failed: u32,
     },
 }
 
@@ -206,7 +210,14 @@ impl ClusterState {
             self.spawn(now, slot.0, Role::Recycler);
             RecycleStep::Successor
         };
-        self.set_recycle(id, Recycle::Due { cause, step });
+        self.set_recycle(
+            id,
+            Recycle::Due {
+                cause,
+                step,
+                failed: 0,
+            },
+        );
     }
 
     /// Worker `id`'s recycle timer came due (and was taken off the set).
@@ -219,7 +230,8 @@ impl ClusterState {
             Recycle::Due {
                 cause,
                 step: RecycleStep::RetryAt(_),
-            } => self.spawn_recycle_successor(now, id, cause),
+                failed,
+            } => self.spawn_recycle_successor(now, id, cause, failed),
             Recycle::NotDue
             | Recycle::Due {
                 step: RecycleStep::Successor | RecycleStep::AfterRollout,
@@ -228,7 +240,13 @@ impl ClusterState {
         }
     }
 
-    fn spawn_recycle_successor(&mut self, now: Instant, id: WorkerId, cause: RecycleCause) {
+    fn spawn_recycle_successor(
+        &mut self,
+        now: Instant,
+        id: WorkerId,
+        cause: RecycleCause,
+        failed: u32,
+    ) {
         let index = self.workers[&id].slot.0;
         self.spawn(now, index, Role::Recycler);
         self.set_recycle(
@@ -236,29 +254,29 @@ impl ClusterState {
             Recycle::Due {
                 cause,
                 step: RecycleStep::Successor,
+                failed,
             },
         );
     }
 
-    /// Slot `index`'s recycle successor failed young: the old worker serves on, the
-    /// slot's backoff grows, and the next successor comes after it.
+    /// Slot `index`'s recycle successor failed young: the old worker serves on, and
+    /// the next successor comes after the backoff for the recycle's failures so far.
     pub(super) fn retry_recycle(&mut self, now: Instant, index: usize) {
         let id = self.slots[index]
             .current
             .expect("a recycle successor's slot has its old worker");
-        let cause = self.workers[&id]
-            .recycle
-            .cause()
-            .expect("the old worker is being recycled");
-        let failures = self.slots[index].consecutive_failures.saturating_add(1);
-        self.set_failures(index, failures);
-        let at = now + self.config.backoff().delay(failures);
+        let Recycle::Due { cause, failed, .. } = self.workers[&id].recycle else {
+            unreachable!("the old worker is being recycled")
+        };
+        let failed = failed.saturating_add(1);
+        let at = now + self.config.backoff().delay(failed);
         self.stats.recycle_retries += 1;
         self.set_recycle(
             id,
             Recycle::Due {
                 cause,
                 step: RecycleStep::RetryAt(at),
+                failed,
             },
         );
     }
@@ -270,7 +288,7 @@ impl ClusterState {
             let Some(id) = self.slots[index].current else {
                 continue;
             };
-            let Some(cause) = self.workers[&id].recycle.cause() else {
+            let Recycle::Due { cause, failed, .. } = self.workers[&id].recycle else {
                 continue;
             };
             if let Some(successor) = self.slots[index].successor {
@@ -287,6 +305,7 @@ impl ClusterState {
                 Recycle::Due {
                     cause,
                     step: RecycleStep::AfterRollout,
+                    failed,
                 },
             );
         }
@@ -302,9 +321,10 @@ impl ClusterState {
             if let Recycle::Due {
                 cause,
                 step: RecycleStep::AfterRollout,
+                failed,
             } = self.workers[&id].recycle
             {
-                self.spawn_recycle_successor(now, id, cause);
+                self.spawn_recycle_successor(now, id, cause, failed);
             }
         }
     }
@@ -325,6 +345,7 @@ mod tests {
                 Recycle::Due {
                     cause,
                     step: RecycleStep::Successor,
+                    failed: 0,
                 },
                 None,
                 Some(cause),
@@ -333,6 +354,7 @@ mod tests {
                 Recycle::Due {
                     cause,
                     step: RecycleStep::RetryAt(t0),
+                    failed: 1,
                 },
                 Some(t0),
                 Some(cause),
@@ -341,6 +363,7 @@ mod tests {
                 Recycle::Due {
                     cause,
                     step: RecycleStep::AfterRollout,
+                    failed: 0,
                 },
                 None,
                 Some(cause),
@@ -357,6 +380,7 @@ mod tests {
         let due = Recycle::Due {
             cause: RecycleCause::Requested,
             step: RecycleStep::Successor,
+            failed: 0,
         };
         let t0 = crate::test_epoch();
         let table = [

@@ -117,6 +117,7 @@ impl ClusterState {
         }
         self.ready_count = 0;
         self.proven_count = 0;
+        self.ready_recyclers = 0;
         self.breaker.reset();
         let probations: Vec<WorkerId> = self
             .workers

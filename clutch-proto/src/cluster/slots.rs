@@ -153,7 +153,12 @@ impl ClusterState {
                     rollout.ready_successors -= 1;
                 }
             }
-            (Role::Recycler, Some(slot)) => slot.successor = None,
+            (Role::Recycler, Some(slot)) => {
+                slot.successor = None;
+                if w.state() == WorkerState::Ready {
+                    self.ready_recyclers -= 1;
+                }
+            }
             _ => {}
         }
         self.set_probation(id, None);
@@ -175,6 +180,9 @@ impl ClusterState {
             if proven {
                 self.proven_count += 1;
             }
+        }
+        if purpose == Purpose::Recycle && ready {
+            self.ready_recyclers -= 1;
         }
         if purpose == Purpose::Rollout {
             let rollout = self

@@ -278,9 +278,10 @@ fn a_successor_failing_young_is_counted_and_retried_after_the_backoff_while_the_
     assert_eq!(h.cluster.stats().boot_failures, 1, "the program's own failure");
     assert_eq!(h.cluster.stats().recycle_retries, 1);
     assert!(
-        events.iter().any(|e| matches!(e, Event::Degraded { .. })),
-        "{events:?}"
+        !events.iter().any(|e| matches!(e, Event::Degraded { .. })),
+        "the slot serves: not degraded {events:?}"
     );
+    assert!(!h.cluster.is_degraded());
     assert!(h.spawns().is_empty(), "not at once");
     assert_eq!(
         h.cluster.worker(old[0]).unwrap().recycling,
@@ -304,8 +305,25 @@ fn a_successor_failing_young_is_counted_and_retried_after_the_backoff_while_the_
     h.ready(retry);
     h.advance(DEFAULT_MIN_UPTIME);
     assert_eq!(h.signals(), vec![(old[0], Signal::Term)]);
-    assert!(h.events().contains(&Event::Recovered));
-    assert!(!h.cluster.is_degraded());
+}
+
+#[test]
+fn each_failed_successor_lengthens_the_retry_s_backoff() {
+    let mut h = Harness::with_workers(1);
+    let old = h.boot_all();
+    h.advance(DEFAULT_MIN_UPTIME);
+    h.recycle(old[0], MEMORY);
+    for failed in 1..=3 {
+        let (successor, ..) = h.only_spawn();
+        h.take();
+        h.spawn_failed(successor, SpawnErrorKind::Other);
+        let delay = Backoff::default().delay(failed);
+        h.advance(delay - MS);
+        assert!(h.spawns().is_empty(), "failure {failed}: not before {delay:?}");
+        h.advance(MS);
+    }
+    assert_eq!(h.cluster.stats().recycle_retries, 3);
+    assert_eq!(h.cluster.stats().boot_failures, 3);
 }
 
 #[test]
@@ -584,4 +602,34 @@ fn a_retry_pending_when_a_rollout_starts_waits_for_its_end() {
     h.advance(DEFAULT_MIN_UPTIME);
     assert_eq!(h.signals(), vec![(old[0], Signal::Term)]);
     assert!(h.spawns().is_empty(), "the rollout replaced it");
+}
+
+#[test]
+fn a_ready_successor_serves_for_the_breaker_when_the_old_worker_dies_young() {
+    let mut h = Harness::new(
+        Config::builder()
+            .workers(1)
+            .crash_budget(CrashBudget {
+                failures: 1,
+                window: MS,
+            }),
+    );
+    let old = h.boot_all();
+    // Recycled in its probation; its successor is ready when it dies, still young.
+    h.recycle(old[0], RecycleCause::Requested);
+    let (successor, ..) = h.only_spawn();
+    h.take();
+    h.spawned(successor);
+    h.ready(successor);
+    assert_eq!(h.cluster.serving_workers(), 2);
+    h.advance(10 * MS);
+    h.exited(old[0], ExitStatus::Code(70));
+    assert!(!h.cluster.is_exited(), "the successor serves: no trip");
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, Event::BreakerTripped { .. })),
+    );
+    assert_eq!(h.cluster.ready_workers(), 1, "the successor took the slot");
+    assert_eq!(h.cluster.serving_workers(), 1);
 }
