@@ -15,6 +15,7 @@ use crate::engine::handle::{HandleServer, MasterHandle};
 use crate::engine::service::ServiceNotifier;
 use crate::error::ProgramError;
 use crate::os::contain::KillMode;
+use crate::os::memory::MemoryLimit;
 use crate::os::listen::{self, AddrError, ListenAddr, ListenOptions, Listener};
 use crate::worker::Worker;
 use crate::{Error, Log};
@@ -56,6 +57,8 @@ impl Cluster {
             control: None,
             forward_signals: None,
             kill_mode: KillMode::default(),
+            memory: None,
+            memory_check_interval: crate::os::memory::DEFAULT_MEMORY_CHECK_INTERVAL,
         }
     }
 }
@@ -88,6 +91,9 @@ pub struct ClusterBuilder {
     /// Set by [`ClusterBuilder::forward_signals`]; else the mode's default.
     forward_signals: Option<ForwardSignals>,
     kill_mode: KillMode,
+    /// `max_worker_memory`, in bytes.
+    memory: Option<u64>,
+    memory_check_interval: Duration,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -177,6 +183,39 @@ impl ClusterBuilder {
         self.kill_mode = mode;
         self
     }
+    /// Recycle a worker whose memory goes over `bytes` (default: no limit): it is
+    /// replaced the way a rolling restart replaces it — a fresh worker in its slot
+    /// first, then, once that one has passed probation, a graceful stop of the old one.
+    /// Measured every [`memory_check_interval`](Self::memory_check_interval): the
+    /// worker's cgroup's `memory.current` (its whole tree) where the workers' cgroups
+    /// have the memory controller, else its main process's resident set
+    /// (`/proc/<pid>/statm`). Without a limit nothing is measured and the master makes
+    /// no wakeups for it.
+    pub fn max_worker_memory(&mut self, bytes: Option<u64>) -> &mut Self {
+        self.memory = bytes;
+        self
+    }
+    /// How often the workers' memory is measured when
+    /// [`max_worker_memory`](Self::max_worker_memory) is set (default 5 s): one wakeup
+    /// of the master per interval, and one small file read per ready worker.
+    pub fn memory_check_interval(&mut self, interval: Duration) -> &mut Self {
+        self.memory_check_interval = interval;
+        self
+    }
+    /// Recycle every worker after it has run this long (default: never), plus a jitter
+    /// drawn per worker from `0..=`[`max_worker_age_jitter`](Self::max_worker_age_jitter)
+    /// so workers started together are not recycled together. Replaced as for
+    /// [`max_worker_memory`](Self::max_worker_memory): successor first.
+    pub fn max_worker_age(&mut self, age: Option<Duration>) -> &mut Self {
+        self.core.max_worker_age(age);
+        self
+    }
+    /// The most a worker's age limit is lengthened by (default: a tenth of the age; zero
+    /// turns the jitter off).
+    pub fn max_worker_age_jitter(&mut self, jitter: Duration) -> &mut Self {
+        self.core.max_worker_age_jitter(jitter);
+        self
+    }
     /// Workers replaced at once in a rolling restart (default 1).
     pub fn rollout_batch(&mut self, batch: usize) -> &mut Self {
         self.core.rollout_batch(batch);
@@ -254,8 +293,13 @@ impl ClusterBuilder {
     /// (`WATCHDOG_USEC`) folded in.
     fn config(&mut self) -> Result<Config, Error> {
         self.core
-            .service_watchdog(crate::engine::service::watchdog_interval_from_env());
+            .service_watchdog(crate::engine::service::watchdog_interval_from_env())
+            // The core draws its age jitter from this seed: the driver's randomness.
+            .seed(os_random_seed());
         let config = self.core.build()?;
+        if self.memory_check_interval.is_zero() {
+            return Err(clutch_proto::ConfigError::ZeroDuration("memory_check_interval").into());
+        }
         if let Some(error) = self.listen_error.clone() {
             return Err(error.into());
         }
@@ -305,6 +349,10 @@ impl ClusterBuilder {
                 service,
                 control,
                 kill_mode: self.kill_mode,
+                memory: self.memory.map(|bytes| MemoryLimit {
+                    bytes,
+                    interval: self.memory_check_interval,
+                }),
             }),
         })
     }
@@ -548,5 +596,22 @@ mod tests {
         assert_eq!(builder.listen.len(), 3);
         assert_eq!(builder.listen[0], unix);
         assert!(builder.listen_error.is_none());
+    }
+}
+
+/// Eight bytes of the operating system's randomness (`/dev/urandom`), for the core's
+/// seed; should it be unreadable, the time and pid (the jitter only spreads recycles).
+fn os_random_seed() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    match read {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ (u64::from(std::process::id()) << 32)
+        }
     }
 }

@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clutch_proto::{
-    Action, ClusterState, Config, Event, ExitReason, ExitStatus, Input, Phase, Pid, ReloadFailure,
-    Reply, Signal, WorkerId,
+    Action, ClusterState, Config, Event, ExitReason, ExitStatus, Input, Phase, Pid, RecycleCause,
+    ReloadFailure, Reply, Signal, WorkerId, WorkerState,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -43,6 +43,7 @@ use crate::engine::handle::{HandleServer, REQUESTS_PER_TURN};
 use crate::engine::service::ServiceNotifier;
 use crate::os::contain::{Containment, KillMode, Tree};
 use crate::os::listen::Listener;
+use crate::os::memory::MemoryLimit;
 use crate::os::notify::{NotifyDir, NotifyListener, NotifyMessage, Received, Rejection};
 use crate::os::process::{signal_from_number, signal_number, Process};
 use crate::os::spawn::{master_error, SpawnSpec};
@@ -106,6 +107,8 @@ pub(crate) struct Setup {
     pub(crate) service: ServiceNotifier,
     pub(crate) control: Option<ControlServer>,
     pub(crate) kill_mode: KillMode,
+    /// `--max-worker-memory`: measured every interval, only when set.
+    pub(crate) memory: Option<MemoryLimit>,
 }
 
 /// A worker process the driver watches.
@@ -211,6 +214,8 @@ pub(crate) struct Driver {
     /// Workers whose main process ended this turn: their orphans are looked for once,
     /// at the turn's end (without cgroups).
     orphans_of: Vec<u64>,
+    /// When the workers' memory is measured next (only with a memory limit).
+    memory_check_at: Option<Instant>,
 }
 
 impl Driver {
@@ -228,7 +233,8 @@ impl Driver {
         signals
             .add_signal(sig::SIGCHLD)
             .map_err(|e| Error::io("watching SIGCHLD", e))?;
-        let containment = Containment::start(setup.config.workers())?;
+        let containment = Containment::start(setup.config.workers(), setup.memory.is_some())?;
+        let memory_check_at = setup.memory.map(|limit| Instant::now() + limit.interval);
         let notify_dir = NotifyDir::create()
             .map_err(|e| Error::io("creating the notify socket directory", e))?;
         let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
@@ -263,6 +269,7 @@ impl Driver {
             containment,
             by_pid: HashMap::new(),
             orphans_of: Vec::new(),
+            memory_check_at,
         })
     }
 
@@ -291,7 +298,11 @@ impl Driver {
                     .control
                     .as_ref()
                     .and_then(ControlServer::next_deadline);
-                [self.cluster.poll_timeout(), client_deadline]
+                [
+                    self.cluster.poll_timeout(),
+                    client_deadline,
+                    self.memory_check_at,
+                ]
                     .into_iter()
                     .flatten()
                     .min()
@@ -317,6 +328,49 @@ impl Driver {
             if self.cluster.poll_timeout().is_some_and(|at| at <= now) {
                 self.feed_at(now, Input::Timeout);
             }
+            if self.memory_check_at.is_some_and(|at| at <= now) {
+                self.check_memory(now);
+            }
+        }
+    }
+
+    /// Measures every worker that serves its slot and is not being recycled yet (see
+    /// `os/memory.rs` for what is measured); one over the limit is reported to the core,
+    /// which recycles it. Runs once per `--memory-check-interval`, only with a limit set.
+    fn check_memory(&mut self, now: Instant) {
+        let Some(limit) = self.setup.memory else {
+            return;
+        };
+        self.memory_check_at = Some(now + limit.interval);
+        let over: Vec<(WorkerId, u64)> = self
+            .cluster
+            .workers()
+            .filter(|w| {
+                w.state == WorkerState::Ready
+                    && !w.successor
+                    && w.recycling.is_none()
+                    && w.stop_reason.is_none()
+            })
+            .filter_map(|w| {
+                let handle = self.workers.get(&w.id).filter(|h| h.ending.is_none())?;
+                let bytes = match handle.tree.cgroup().filter(|_| {
+                    self.containment.measures_cgroup_memory()
+                }) {
+                    Some(cgroup) => cgroup.memory_current(),
+                    None => crate::os::memory::resident_bytes(handle.process.pid()).ok(),
+                }?;
+                (bytes > limit.bytes).then_some((w.id, bytes))
+            })
+            .collect();
+        for (id, bytes) in over {
+            tracing::debug!(worker = id.0, bytes, limit = limit.bytes, "over the memory limit");
+            self.feed_at(
+                now,
+                Input::Recycle {
+                    id,
+                    cause: RecycleCause::Memory { bytes },
+                },
+            );
         }
     }
 
@@ -541,6 +595,7 @@ impl Driver {
             generation: self.cluster.generation(),
             log_lines_dropped: crate::log::dropped_lines(),
             containment: self.containment.mechanism(),
+            recycles: self.cluster.stats().recycles,
             workers: self
                 .cluster
                 .workers()
@@ -580,6 +635,12 @@ impl Driver {
         }
         if message.stopping {
             self.feed(Input::Stopping { id });
+        }
+        if message.recycle {
+            self.feed(Input::Recycle {
+                id,
+                cause: RecycleCause::Requested,
+            });
         }
         if let Some(status) = &message.status {
             tracing::debug!(worker = id.0, "worker status: {status}");
@@ -1055,6 +1116,23 @@ fn log_event(event: &Event, detail: Option<&str>) {
         } => info!(
             event = name, worker = id.0, slot = slot.0, pid, %status,
             reason = reason.name(), "worker exited"
+        ),
+        Event::WorkerRecycling {
+            id,
+            slot,
+            pid,
+            cause,
+        } => info!(
+            event = name,
+            worker = id.0,
+            slot = slot.0,
+            pid,
+            cause = cause.name(),
+            memory_bytes = match cause {
+                RecycleCause::Memory { bytes } => Some(*bytes),
+                _ => None,
+            },
+            "recycling worker ({cause}): its successor starts first"
         ),
         Event::RespawnDelayed {
             slot,
