@@ -207,7 +207,9 @@ fn at(line: &Value) -> f64 {
     h * 3600.0 + m * 60.0 + s
 }
 
-/// The master's context switches so far (its every thread): its wakeups.
+/// The master's voluntary context switches so far (its every thread): each one a
+/// return from a blocking wait, that is a wakeup. (Preemptions, which a busy machine adds
+/// while the master runs, are no wakeups of its own making.)
 fn wakeups(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
@@ -216,7 +218,7 @@ fn wakeups(pid: u32) -> u64 {
             let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
             status
                 .lines()
-                .filter(|l| l.contains("ctxt_switches"))
+                .filter(|l| l.starts_with("voluntary_ctxt_switches"))
                 .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
                 .sum::<u64>()
         })
@@ -375,7 +377,6 @@ fn the_idle_master_wakes_only_for_memory_sampling_and_only_when_it_is_on() {
         "--memory-check-interval",
         "200ms",
     ]);
-    // One wakeup per interval: about 10 in 2 s (a busy machine may add a preemption or
-    // delay one).
-    assert!((5..=20).contains(&sampled), "{sampled} wakeups in {window:?}");
+    // One wakeup per interval: about 10 in 2 s (a busy machine may delay some).
+    assert!((5..=15).contains(&sampled), "{sampled} wakeups in {window:?}");
 }
