@@ -785,7 +785,11 @@ mod tests {
         assert_eq!(config.max_worker_age_jitter(), Duration::ZERO);
         assert_eq!(config.seed(), 0);
         let age = Some(Duration::from_secs(100));
-        let config = Config::builder().max_worker_age(age).seed(7).build().unwrap();
+        let config = Config::builder()
+            .max_worker_age(age)
+            .seed(7)
+            .build()
+            .unwrap();
         assert_eq!(config.max_worker_age(), age);
         assert_eq!(config.max_worker_age_jitter(), Duration::from_secs(10));
         assert_eq!(config.seed(), 7);
@@ -811,8 +815,12 @@ mod tests {
             .unwrap();
         assert_eq!(config.max_worker_age_jitter(), MAX_DURATION, "the edge");
         for bad in [
-            Config::builder().max_worker_age(Some(Duration::ZERO)).clone(),
-            Config::builder().max_worker_age(Some(MAX_DURATION * 2)).clone(),
+            Config::builder()
+                .max_worker_age(Some(Duration::ZERO))
+                .clone(),
+            Config::builder()
+                .max_worker_age(Some(MAX_DURATION * 2))
+                .clone(),
             Config::builder()
                 .max_worker_age(age)
                 .max_worker_age_jitter(MAX_DURATION + Duration::from_nanos(1))

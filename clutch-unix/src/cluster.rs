@@ -15,8 +15,8 @@ use crate::engine::handle::{HandleServer, MasterHandle};
 use crate::engine::service::ServiceNotifier;
 use crate::error::ProgramError;
 use crate::os::contain::KillMode;
-use crate::os::memory::MemoryLimit;
 use crate::os::listen::{self, AddrError, ListenAddr, ListenOptions, Listener};
+use crate::os::memory::MemoryLimit;
 use crate::worker::Worker;
 use crate::{Error, Log};
 
@@ -556,6 +556,23 @@ impl Master {
     }
 }
 
+/// Eight bytes of the operating system's randomness (`/dev/urandom`), for the core's
+/// seed; should it be unreadable, the time and pid (the jitter only spreads recycles).
+fn os_random_seed() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    match read {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ (u64::from(std::process::id()) << 32)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,22 +613,5 @@ mod tests {
         assert_eq!(builder.listen.len(), 3);
         assert_eq!(builder.listen[0], unix);
         assert!(builder.listen_error.is_none());
-    }
-}
-
-/// Eight bytes of the operating system's randomness (`/dev/urandom`), for the core's
-/// seed; should it be unreadable, the time and pid (the jitter only spreads recycles).
-fn os_random_seed() -> u64 {
-    use std::io::Read;
-    let mut bytes = [0u8; 8];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    match read {
-        Ok(()) => u64::from_le_bytes(bytes),
-        Err(_) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            nanos ^ (u64::from(std::process::id()) << 32)
-        }
     }
 }

@@ -282,7 +282,11 @@ fn a_worker_over_the_memory_limit_is_replaced_successor_first_failing_no_request
     });
     let successor_ready = successor_ready.expect("the successor became ready");
     assert!(at(&successor_ready) <= at(&exit), "{}", clutch.stderr());
-    assert!(clutch.named("worker_died").is_empty(), "{}", clutch.stderr());
+    assert!(
+        clutch.named("worker_died").is_empty(),
+        "{}",
+        clutch.stderr()
+    );
     assert!(clutch.status()["recycles"].as_u64().unwrap() >= 1);
 }
 
@@ -378,5 +382,8 @@ fn the_idle_master_wakes_only_for_memory_sampling_and_only_when_it_is_on() {
         "200ms",
     ]);
     // One wakeup per interval: about 10 in 2 s (a busy machine may delay some).
-    assert!((5..=15).contains(&sampled), "{sampled} wakeups in {window:?}");
+    assert!(
+        (5..=15).contains(&sampled),
+        "{sampled} wakeups in {window:?}"
+    );
 }

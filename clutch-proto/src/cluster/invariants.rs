@@ -215,8 +215,7 @@ impl ClusterState {
                 }
                 Recycle::Due { step, .. } => {
                     let slot = &self.slots[w.slot.0];
-                    let has_successor =
-                        slot.successor.map(|s| s.purpose) == Some(Purpose::Recycle);
+                    let has_successor = slot.successor.map(|s| s.purpose) == Some(Purpose::Recycle);
                     ensure!(
                         has_successor == (step == RecycleStep::Successor),
                         "worker {id} recycling ({step:?}) with successor {:?}",

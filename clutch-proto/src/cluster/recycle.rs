@@ -222,7 +222,10 @@ impl ClusterState {
 
     /// Worker `id`'s recycle timer came due (and was taken off the set).
     pub(super) fn recycle_timer(&mut self, now: Instant, id: WorkerId) {
-        let w = self.workers.get_mut(&id).expect("recycle timer of a live worker");
+        let w = self
+            .workers
+            .get_mut(&id)
+            .expect("recycle timer of a live worker");
         // The timer is already off the set: forget it without touching the set.
         let fired = std::mem::take(&mut w.recycle);
         match fired {
@@ -370,7 +373,11 @@ mod tests {
             ),
         ];
         for (recycle, timer, due) in table {
-            assert_eq!((recycle.timer(), recycle.cause()), (timer, due), "{recycle:?}");
+            assert_eq!(
+                (recycle.timer(), recycle.cause()),
+                (timer, due),
+                "{recycle:?}"
+            );
         }
     }
 
@@ -422,6 +429,8 @@ mod tests {
         assert_eq!(Jitter::new(1).draw(Duration::ZERO), Duration::ZERO);
         // The first SplitMix64 output for seed 0 (the published reference value).
         assert_eq!(Jitter::new(0).next_u64(), 0xe220_a839_7b1d_cdaf);
-        assert!(Jitter::new(5).draw(Duration::from_nanos(u64::MAX)) <= Duration::from_nanos(u64::MAX));
+        assert!(
+            Jitter::new(5).draw(Duration::from_nanos(u64::MAX)) <= Duration::from_nanos(u64::MAX)
+        );
     }
 }

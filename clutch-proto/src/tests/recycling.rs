@@ -47,7 +47,11 @@ fn a_recycled_worker_is_stopped_only_once_its_successor_has_passed_probation() {
     h.take();
     h.recycle(old[1], MEMORY);
     let (successor, slot, generation) = h.only_spawn();
-    assert_eq!((slot, generation), (Slot(1), 1), "same slot, same generation");
+    assert_eq!(
+        (slot, generation),
+        (Slot(1), 1),
+        "same slot, same generation"
+    );
     assert_eq!(
         recycling_event(&h.events()),
         Some((old[1], Slot(1), MEMORY))
@@ -68,7 +72,11 @@ fn a_recycled_worker_is_stopped_only_once_its_successor_has_passed_probation() {
     h.take();
     h.advance(MS);
     assert_eq!(h.signals(), vec![(old[1], Signal::Term)]);
-    assert_eq!(h.cluster.ready_workers(), 2, "the successor serves the slot");
+    assert_eq!(
+        h.cluster.ready_workers(),
+        2,
+        "the successor serves the slot"
+    );
     assert_eq!(h.cluster.stats().recycled, 1);
     let info = h.cluster.worker(successor).unwrap();
     assert!(!info.successor && info.proven);
@@ -132,10 +140,7 @@ fn recycle_requests_that_cannot_apply_are_refused_with_their_reason() {
     h.signal(Signal::Term);
     h.take();
     h.recycle(second, MEMORY);
-    assert_eq!(
-        h.ignored_recycle(),
-        Some(RecycleIgnoreReason::ShuttingDown)
-    );
+    assert_eq!(h.ignored_recycle(), Some(RecycleIgnoreReason::ShuttingDown));
 }
 
 #[test]
@@ -184,11 +189,16 @@ fn each_worker_is_recycled_within_its_age_and_jitter_at_its_own_time() {
     // ...and every one by the age plus the jitter, each at its own time.
     while h.now < started + age + jitter {
         h.advance(10 * MS);
-        if let Some((id, ..)) = recycling_event(&h.log.clone().into_iter().filter_map(|a| match a {
-            Action::Event(e) => Some(e),
-            _ => None,
-        }).collect::<Vec<_>>())
-        {
+        if let Some((id, ..)) = recycling_event(
+            &h.log
+                .clone()
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Event(e) => Some(e),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        ) {
             at.push((id, h.now));
             // Let the successor boot, so the next recycle is seen on its own.
             let (successor, ..) = h.only_spawn();
@@ -275,7 +285,11 @@ fn a_successor_failing_young_is_counted_and_retried_after_the_backoff_while_the_
     let events = h.events();
     assert!(h.signals().is_empty(), "the old worker serves on");
     assert_eq!(h.cluster.ready_workers(), 2);
-    assert_eq!(h.cluster.stats().boot_failures, 1, "the program's own failure");
+    assert_eq!(
+        h.cluster.stats().boot_failures,
+        1,
+        "the program's own failure"
+    );
     assert_eq!(h.cluster.stats().recycle_retries, 1);
     assert!(
         !events.iter().any(|e| matches!(e, Event::Degraded { .. })),
@@ -319,7 +333,10 @@ fn each_failed_successor_lengthens_the_retry_s_backoff() {
         h.spawn_failed(successor, SpawnErrorKind::Other);
         let delay = Backoff::default().delay(failed);
         h.advance(delay - MS);
-        assert!(h.spawns().is_empty(), "failure {failed}: not before {delay:?}");
+        assert!(
+            h.spawns().is_empty(),
+            "failure {failed}: not before {delay:?}"
+        );
         h.advance(MS);
     }
     assert_eq!(h.cluster.stats().recycle_retries, 3);
@@ -328,14 +345,10 @@ fn each_failed_successor_lengthens_the_retry_s_backoff() {
 
 #[test]
 fn a_successor_dying_in_probation_is_retried_too_and_the_breaker_never_stops_the_old() {
-    let mut h = Harness::new(
-        Config::builder()
-            .workers(1)
-            .crash_budget(CrashBudget {
-                failures: 1,
-                window: SEC,
-            }),
-    );
+    let mut h = Harness::new(Config::builder().workers(1).crash_budget(CrashBudget {
+        failures: 1,
+        window: SEC,
+    }));
     let old = h.boot_all();
     h.take();
     // Recycled in its own probation: no worker is proven, a failing period may begin.
@@ -453,10 +466,9 @@ fn a_recycle_during_a_rollout_waits_for_its_end_and_resumes_if_the_worker_remain
     h.ready(new1);
     h.advance(DEFAULT_MIN_UPTIME);
     let actions = h.take();
-    assert!(actions.iter().any(|a| matches!(
-        a,
-        Action::Event(Event::ReloadFinished { .. })
-    )));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::ReloadFinished { .. }))));
     let spawns: Vec<Slot> = actions
         .iter()
         .filter_map(|a| match a {
@@ -485,10 +497,9 @@ fn a_failed_rollout_resumes_the_recycles_it_deferred() {
     h.spawned(new);
     h.exited(new, ExitStatus::Code(1));
     let actions = h.take();
-    assert!(actions.iter().any(|a| matches!(
-        a,
-        Action::Event(Event::ReloadFailed { .. })
-    )));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::ReloadFailed { .. }))));
     let spawns: Vec<(Slot, u64)> = actions
         .iter()
         .filter_map(|a| match a {
@@ -498,8 +509,15 @@ fn a_failed_rollout_resumes_the_recycles_it_deferred() {
             _ => None,
         })
         .collect();
-    assert_eq!(spawns, vec![(Slot(1), 1)], "the recycle resumes, old generation");
-    assert_eq!(h.cluster.worker(old[1]).unwrap().recycling, Some(RecycleCause::Requested));
+    assert_eq!(
+        spawns,
+        vec![(Slot(1), 1)],
+        "the recycle resumes, old generation"
+    );
+    assert_eq!(
+        h.cluster.worker(old[1]).unwrap().recycling,
+        Some(RecycleCause::Requested)
+    );
 }
 
 #[test]
@@ -606,14 +624,10 @@ fn a_retry_pending_when_a_rollout_starts_waits_for_its_end() {
 
 #[test]
 fn a_ready_successor_serves_for_the_breaker_when_the_old_worker_dies_young() {
-    let mut h = Harness::new(
-        Config::builder()
-            .workers(1)
-            .crash_budget(CrashBudget {
-                failures: 1,
-                window: MS,
-            }),
-    );
+    let mut h = Harness::new(Config::builder().workers(1).crash_budget(CrashBudget {
+        failures: 1,
+        window: MS,
+    }));
     let old = h.boot_all();
     // Recycled in its probation; its successor is ready when it dies, still young.
     h.recycle(old[0], RecycleCause::Requested);
@@ -625,11 +639,10 @@ fn a_ready_successor_serves_for_the_breaker_when_the_old_worker_dies_young() {
     h.advance(10 * MS);
     h.exited(old[0], ExitStatus::Code(70));
     assert!(!h.cluster.is_exited(), "the successor serves: no trip");
-    assert!(
-        !h.events()
-            .iter()
-            .any(|e| matches!(e, Event::BreakerTripped { .. })),
-    );
+    assert!(!h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::BreakerTripped { .. })),);
     assert_eq!(h.cluster.ready_workers(), 1, "the successor took the slot");
     assert_eq!(h.cluster.serving_workers(), 1);
 }

@@ -145,11 +145,7 @@ fn agrees(model: &Model, t: &Track, event: &Event) -> bool {
             t.started_at.is_some() && t.slot == slot.0 && t.pid == pid
         }
         Event::WorkerRecycling { slot, pid, .. } => {
-            t.ready
-                && !t.stop_requested
-                && !t.recycling
-                && t.slot == slot.0
-                && t.pid == Some(pid)
+            t.ready && !t.stop_requested && !t.recycling && t.slot == slot.0 && t.pid == Some(pid)
         }
         _ => true,
     }

@@ -39,6 +39,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// `run`'s flags are parsed once per process: their size is no concern.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Supervise PROGRAM as a cluster of workers sharing the listening sockets.
     #[command(after_help = RUN_AFTER_HELP)]
@@ -477,8 +479,8 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
             );
             let _ = writeln!(
                 text,
-                "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8}  {}",
-                "ID", "SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "NOTE"
+                "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8}  NOTE",
+                "ID", "SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS"
             );
             for w in answer["workers"].as_array().into_iter().flatten() {
                 let uptime = Duration::from_millis(w["uptime_ms"].as_u64().unwrap_or(0));

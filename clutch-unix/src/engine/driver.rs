@@ -303,10 +303,10 @@ impl Driver {
                     client_deadline,
                     self.memory_check_at,
                 ]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|at| at.saturating_duration_since(Instant::now()))
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| at.saturating_duration_since(Instant::now()))
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -353,9 +353,11 @@ impl Driver {
             })
             .filter_map(|w| {
                 let handle = self.workers.get(&w.id).filter(|h| h.ending.is_none())?;
-                let bytes = match handle.tree.cgroup().filter(|_| {
-                    self.containment.measures_cgroup_memory()
-                }) {
+                let bytes = match handle
+                    .tree
+                    .cgroup()
+                    .filter(|_| self.containment.measures_cgroup_memory())
+                {
                     Some(cgroup) => cgroup.memory_current(),
                     None => crate::os::memory::resident_bytes(handle.process.pid()).ok(),
                 }?;
@@ -363,7 +365,12 @@ impl Driver {
             })
             .collect();
         for (id, bytes) in over {
-            tracing::debug!(worker = id.0, bytes, limit = limit.bytes, "over the memory limit");
+            tracing::debug!(
+                worker = id.0,
+                bytes,
+                limit = limit.bytes,
+                "over the memory limit"
+            );
             self.feed_at(
                 now,
                 Input::Recycle {

@@ -25,7 +25,8 @@ pub(crate) struct MemoryLimit {
 /// The default [`MemoryLimit::interval`]: 5 s, a wakeup the master can afford that still
 /// catches a leak long before it matters (a worker leaking 10 MB/s is seen at most 50 MB
 /// past its limit).
-pub(crate) const DEFAULT_MEMORY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const DEFAULT_MEMORY_CHECK_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(5);
 
 /// The resident set of process `pid`, in bytes (`/proc/<pid>/statm`).
 pub(crate) fn resident_bytes(pid: u32) -> io::Result<u64> {
