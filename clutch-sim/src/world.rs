@@ -153,10 +153,16 @@ impl World {
         };
         faults.cancel_stopped = rng.one_in(2);
         // Recycling, drawn after everything older. A maximum age in a third of the
-        // worlds (some far below the probation: workers recycled as soon as they serve),
-        // its jitter the default tenth, none, or anything up to twice the age.
+        // worlds: mostly seconds to minutes; one in eight far below any probation, so
+        // that workers are recycled as soon as they serve, without pause (a stress, and
+        // a costly one: such worlds simulate many times the events). Its jitter the
+        // default tenth, none, or anything up to twice the age.
         if rng.one_in(3) {
-            let age = rng.log_millis(5, 60_000);
+            let age = if rng.one_in(8) {
+                rng.log_millis(5, 500)
+            } else {
+                rng.log_millis(1_000, 120_000)
+            };
             builder.max_worker_age(Some(age));
             match rng.below(3) {
                 0 => {}

@@ -14,7 +14,7 @@ use std::path::Path;
 /// 11), and checked to fail (`zero-ready-window`, or `time-advances`) with the breaker's
 /// check after every input removed. Re-found again when the world generator learned
 /// recycling (issue 13), and checked the same way.
-const BREAKER_ON_SCALE_DOWN: &[u64] = &[253, 1581, 2210, 2600, 4342];
+const BREAKER_ON_SCALE_DOWN: &[u64] = &[24, 1021, 1581, 1625, 2600, 4342];
 
 #[test]
 fn seeds_that_found_bugs_pass_and_still_exercise_the_fixed_path() {
