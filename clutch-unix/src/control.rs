@@ -168,7 +168,7 @@ pub struct WorkerStatus {
     pub uptime: Duration,
     /// How many times its slot was refilled before it.
     pub restarts: u64,
-    /// A rolling restart's new worker, not yet in its slot.
+    /// A rolling restart's or a recycle's new worker, not yet in its slot.
     pub successor: bool,
     /// Past its probation.
     pub proven: bool,
