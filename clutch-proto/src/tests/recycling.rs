@@ -557,7 +557,11 @@ fn shutdown_stops_a_recycle_and_its_successor() {
     h.ready(successor);
     assert_eq!(h.cluster.serving_workers(), 2);
     h.signal(Signal::Term);
-    assert_eq!(h.cluster.serving_workers(), 0, "nothing serves a slot any more");
+    assert_eq!(
+        h.cluster.serving_workers(),
+        0,
+        "nothing serves a slot any more"
+    );
     let signals = h.signals();
     assert!(signals.contains(&(old[0], Signal::Term)));
     assert!(signals.contains(&(successor, Signal::Term)));
