@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::{ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId};
+use crate::{ExitStatus, Pid, RecycleCause, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId};
 
 /// One thing the driver must do. Drained with
 /// [`ClusterState::poll_action`](crate::ClusterState::poll_action), in order.
@@ -165,6 +165,21 @@ pub enum Event {
         /// Why it was asked to go.
         reason: StopReason,
     },
+    /// A worker is being recycled: a successor is spawned in its slot (at once, or when
+    /// the rolling restart under way ends, if that has not replaced it), and the worker
+    /// is stopped gracefully (its exit's reason: [`StopReason::Recycled`]) only once
+    /// the successor has passed probation. Emitted once per recycle; a successor that
+    /// fails young is retried after the slot's backoff while the old worker serves on.
+    WorkerRecycling {
+        /// Worker id.
+        id: WorkerId,
+        /// Its slot.
+        slot: Slot,
+        /// Its pid.
+        pid: Pid,
+        /// Why.
+        cause: RecycleCause,
+    },
     /// A slot will be refilled after a backoff delay (its worker died young).
     RespawnDelayed {
         /// The slot.
@@ -287,6 +302,7 @@ impl Event {
             Self::WorkerHung { .. } => "worker_hung",
             Self::WorkerDied { .. } => "worker_died",
             Self::WorkerExit { .. } => "worker_exit",
+            Self::WorkerRecycling { .. } => "worker_recycling",
             Self::RespawnDelayed { .. } => "respawn_delayed",
             Self::NoWorkers => "no_workers",
             Self::ShutdownStarted { .. } => "shutdown_started",
@@ -324,6 +340,37 @@ pub enum IgnoreReason {
     Meaningless(Signal),
     /// A shutdown command while the shutdown is under way.
     AlreadyShuttingDown,
+    /// A request to recycle a worker ([`Input::Recycle`](crate::Input::Recycle)) that
+    /// could not apply.
+    Recycle {
+        /// The worker.
+        id: WorkerId,
+        /// Why it was not recycled.
+        why: RecycleIgnoreReason,
+    },
+}
+
+/// Why a request to recycle a worker had no effect ([`IgnoreReason::Recycle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecycleIgnoreReason {
+    /// It is being recycled already (a repeated memory report, say).
+    AlreadyRecycling,
+    /// It does not serve a slot: booting, a successor in a rolling restart or a
+    /// recycle, or leaving.
+    NotServing,
+    /// The cluster is shutting down.
+    ShuttingDown,
+}
+
+impl fmt::Display for RecycleIgnoreReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::AlreadyRecycling => "it is being recycled already",
+            Self::NotServing => "it does not serve a slot (booting, a successor, or leaving)",
+            Self::ShuttingDown => "the cluster is shutting down",
+        })
+    }
 }
 
 impl fmt::Display for IgnoreReason {
@@ -344,6 +391,7 @@ impl fmt::Display for IgnoreReason {
             Self::Refused { signal, error } => write!(f, "{signal}: {error}"),
             Self::Meaningless(signal) => write!(f, "{signal} has no meaning for the master"),
             Self::AlreadyShuttingDown => f.write_str("shutdown already in progress"),
+            Self::Recycle { id, why } => write!(f, "worker {id} not recycled: {why}"),
         }
     }
 }
@@ -387,6 +435,12 @@ pub enum StopReason {
     Hung,
     /// It announced `STOPPING=1` itself.
     Announced,
+    /// Recycled: its successor in the slot passed probation.
+    Recycled,
+    /// A recycle successor stopped because a rolling restart began (the rollout replaces
+    /// the worker it was to replace; the recycle resumes after the rollout if the
+    /// rollout did not).
+    RecycleSuperseded,
 }
 
 impl StopReason {
@@ -401,6 +455,8 @@ impl StopReason {
             Self::BootTimeout => "boot timeout",
             Self::Hung => "hung",
             Self::Announced => "announced stopping",
+            Self::Recycled => "recycled",
+            Self::RecycleSuperseded => "recycle superseded",
         }
     }
 }
@@ -688,6 +744,8 @@ mod tests {
             (StopReason::BootTimeout, "boot timeout"),
             (StopReason::Hung, "hung"),
             (StopReason::Announced, "announced stopping"),
+            (StopReason::Recycled, "recycled"),
+            (StopReason::RecycleSuperseded, "recycle superseded"),
         ];
         for (reason, text) in stop_reasons {
             assert_eq!(reason.name(), text);
@@ -853,6 +911,27 @@ mod tests {
             (
                 IgnoreReason::AlreadyShuttingDown,
                 "shutdown already in progress",
+            ),
+            (
+                IgnoreReason::Recycle {
+                    id: WorkerId(4),
+                    why: RecycleIgnoreReason::AlreadyRecycling,
+                },
+                "worker 4 not recycled: it is being recycled already",
+            ),
+            (
+                IgnoreReason::Recycle {
+                    id: WorkerId(4),
+                    why: RecycleIgnoreReason::NotServing,
+                },
+                "worker 4 not recycled: it does not serve a slot (booting, a successor, or leaving)",
+            ),
+            (
+                IgnoreReason::Recycle {
+                    id: WorkerId(4),
+                    why: RecycleIgnoreReason::ShuttingDown,
+                },
+                "worker 4 not recycled: the cluster is shutting down",
             ),
         ];
         for (reason, text) in ignored {

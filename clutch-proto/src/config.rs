@@ -276,6 +276,9 @@ pub struct Config {
     title: bool,
     service_watchdog: Option<Duration>,
     forward_signals: ForwardSignals,
+    max_worker_age: Option<Duration>,
+    max_worker_age_jitter: Duration,
+    seed: u64,
 }
 
 impl Config {
@@ -360,6 +363,29 @@ impl Config {
     pub fn forward_signals(&self) -> ForwardSignals {
         self.forward_signals
     }
+    /// How long a worker serves before it is recycled (replaced the way a rolling
+    /// restart replaces it: successor first), counted from its start; `None` (the
+    /// default): no age limit. Each worker's limit is this plus its own draw from
+    /// `0..=`[`max_worker_age_jitter`](Self::max_worker_age_jitter).
+    #[must_use]
+    pub fn max_worker_age(&self) -> Option<Duration> {
+        self.max_worker_age
+    }
+    /// The most a worker's age limit is lengthened by, drawn uniformly per worker so
+    /// that workers started together are not recycled together (Gunicorn's
+    /// `max_requests_jitter`). Default: a tenth of [`max_worker_age`](Self::max_worker_age)
+    /// (zero without an age limit).
+    #[must_use]
+    pub fn max_worker_age_jitter(&self) -> Duration {
+        self.max_worker_age_jitter
+    }
+    /// The seed of the core's own pseudo-random numbers (only the age jitter draws
+    /// them). The core reads no randomness: the driver fills this from the OS, the
+    /// simulator from its seed, so a run is a pure function of its config and inputs.
+    #[must_use]
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
 }
 
 /// Builds a [`Config`]; every setting has a default, [`build`](Self::build) validates.
@@ -379,6 +405,9 @@ pub struct ConfigBuilder {
     title: bool,
     service_watchdog: Option<Duration>,
     forward_signals: ForwardSignals,
+    max_worker_age: Option<Duration>,
+    max_worker_age_jitter: Option<Duration>,
+    seed: u64,
 }
 
 /// The default [`Config::min_uptime`]: 2 s.
@@ -401,6 +430,9 @@ impl Default for ConfigBuilder {
             title: true,
             service_watchdog: None,
             forward_signals: ForwardSignals::ALL,
+            max_worker_age: None,
+            max_worker_age_jitter: None,
+            seed: 0,
         }
     }
 }
@@ -479,6 +511,24 @@ impl ConfigBuilder {
         self
     }
 
+    /// Recycle every worker after it has run this long (default: never); see
+    /// [`Config::max_worker_age`].
+    pub fn max_worker_age(&mut self, age: Option<Duration>) -> &mut Self {
+        self.max_worker_age = age;
+        self
+    }
+    /// The most each worker's age limit is lengthened by (default: a tenth of the age);
+    /// see [`Config::max_worker_age_jitter`]. Zero turns the jitter off.
+    pub fn max_worker_age_jitter(&mut self, jitter: Duration) -> &mut Self {
+        self.max_worker_age_jitter = Some(jitter);
+        self
+    }
+    /// The seed of the core's pseudo-random numbers (default 0); see [`Config::seed`].
+    pub fn seed(&mut self, seed: u64) -> &mut Self {
+        self.seed = seed;
+        self
+    }
+
     /// Validates every setting and returns the configuration, or the first problem found.
     pub fn build(&self) -> Result<Config, ConfigError> {
         let workers = self.workers.unwrap_or(self.cpus);
@@ -532,6 +582,20 @@ impl ConfigBuilder {
         if let Some(interval) = self.service_watchdog {
             check_duration("service_watchdog", interval)?;
         }
+        if let Some(age) = self.max_worker_age {
+            check_duration("max_worker_age", age)?;
+        }
+        let max_worker_age_jitter = match (self.max_worker_age, self.max_worker_age_jitter) {
+            (_, Some(jitter)) if jitter > MAX_DURATION => {
+                return Err(ConfigError::DurationTooLong {
+                    setting: "max_worker_age_jitter",
+                    value: jitter,
+                });
+            }
+            (Some(_), Some(jitter)) => jitter,
+            (Some(age), None) => age / 10,
+            (None, _) => Duration::ZERO,
+        };
         Ok(Config {
             workers,
             force_exit_timeout: self.force_exit_timeout,
@@ -546,6 +610,9 @@ impl ConfigBuilder {
             title: self.title,
             service_watchdog: self.service_watchdog,
             forward_signals: self.forward_signals,
+            max_worker_age: self.max_worker_age,
+            max_worker_age_jitter,
+            seed: self.seed,
         })
     }
 }
@@ -709,6 +776,62 @@ mod tests {
             .build()
             .unwrap();
         assert!(config.forward_signals().is_empty());
+    }
+
+    #[test]
+    fn the_age_jitter_defaults_to_a_tenth_of_the_age_and_is_bounded() {
+        let config = Config::builder().build().unwrap();
+        assert_eq!(config.max_worker_age(), None, "no age limit by default");
+        assert_eq!(config.max_worker_age_jitter(), Duration::ZERO);
+        assert_eq!(config.seed(), 0);
+        let age = Some(Duration::from_secs(100));
+        let config = Config::builder()
+            .max_worker_age(age)
+            .seed(7)
+            .build()
+            .unwrap();
+        assert_eq!(config.max_worker_age(), age);
+        assert_eq!(config.max_worker_age_jitter(), Duration::from_secs(10));
+        assert_eq!(config.seed(), 7);
+        let config = Config::builder()
+            .max_worker_age(age)
+            .max_worker_age_jitter(Duration::ZERO)
+            .build()
+            .unwrap();
+        assert_eq!(config.max_worker_age_jitter(), Duration::ZERO, "off");
+        let config = Config::builder()
+            .max_worker_age_jitter(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        assert_eq!(
+            config.max_worker_age_jitter(),
+            Duration::ZERO,
+            "no jitter without an age"
+        );
+        let config = Config::builder()
+            .max_worker_age(age)
+            .max_worker_age_jitter(MAX_DURATION)
+            .build()
+            .unwrap();
+        assert_eq!(config.max_worker_age_jitter(), MAX_DURATION, "the edge");
+        for bad in [
+            Config::builder()
+                .max_worker_age(Some(Duration::ZERO))
+                .clone(),
+            Config::builder()
+                .max_worker_age(Some(MAX_DURATION * 2))
+                .clone(),
+            Config::builder()
+                .max_worker_age(age)
+                .max_worker_age_jitter(MAX_DURATION + Duration::from_nanos(1))
+                .clone(),
+            Config::builder()
+                .max_worker_age_jitter(MAX_DURATION * 2)
+                .clone(),
+        ] {
+            let err = bad.build().expect_err("refused");
+            assert!(err.to_string().contains("max_worker_age"), "{err}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::{ExitStatus, Pid, Signal, SpawnError, WorkerId};
+use crate::{ExitStatus, Pid, RecycleCause, Signal, SpawnError, WorkerId};
 
 /// One fact from the world or command from the application, delivered with
 /// [`ClusterState::handle`](crate::ClusterState::handle).
@@ -71,6 +71,25 @@ pub enum Input {
         /// The worker.
         id: WorkerId,
     },
+    /// The worker should be recycled: the driver found it over the memory limit
+    /// ([`RecycleCause::Memory`]), or it asked itself (`X_CLUTCH_RECYCLE=1`,
+    /// [`RecycleCause::Requested`]). Age recycles come from the core's own timer.
+    ///
+    /// A successor is spawned in its slot and the worker is stopped gracefully once the
+    /// successor has passed probation ([`Event::WorkerRecycling`]); during a rolling
+    /// restart the recycle waits for the rollout's end (which may replace the worker
+    /// anyway). Refused ([`IgnoreReason::Recycle`]) for a worker already being
+    /// recycled, one that does not serve a slot (booting, a successor, leaving), and
+    /// during a shutdown.
+    ///
+    /// [`Event::WorkerRecycling`]: crate::Event::WorkerRecycling
+    /// [`IgnoreReason::Recycle`]: crate::IgnoreReason::Recycle
+    Recycle {
+        /// The worker.
+        id: WorkerId,
+        /// Why.
+        cause: RecycleCause,
+    },
     /// The worker's process (its whole tree) ended.
     Exited {
         /// The worker.
@@ -120,6 +139,7 @@ impl Input {
             | Self::Ready { id }
             | Self::Stopping { id }
             | Self::Heartbeat { id }
+            | Self::Recycle { id, .. }
             | Self::Exited { id, .. } => Some(id),
             Self::Signal(_)
             | Self::Timeout
@@ -150,6 +170,7 @@ impl fmt::Display for Input {
             Self::Ready { id } => write!(f, "READY=1 from w{id}"),
             Self::Stopping { id } => write!(f, "STOPPING=1 from w{id}"),
             Self::Heartbeat { id } => write!(f, "WATCHDOG=1 from w{id}"),
+            Self::Recycle { id, cause } => write!(f, "recycle w{id} ({})", cause.name()),
             Self::Exited { id, status } => write!(f, "exited w{id} ({status})"),
             Self::Signal(signal) => write!(f, "master got {signal}"),
             Self::Timeout => write!(f, "timeout"),
@@ -187,7 +208,7 @@ mod tests {
     //! The trace's words for each input, and which inputs are about a worker.
 
     use super::*;
-    use crate::{ExitStatus, Signal, SpawnError, SpawnErrorKind, WorkerId};
+    use crate::{ExitStatus, RecycleCause, Signal, SpawnError, SpawnErrorKind, WorkerId};
 
     #[test]
     fn inputs_read_as_the_trace_writes_them_and_name_their_worker() {
@@ -208,6 +229,14 @@ mod tests {
             (Input::Ready { id }, "READY=1 from w3", Some(id)),
             (Input::Stopping { id }, "STOPPING=1 from w3", Some(id)),
             (Input::Heartbeat { id }, "WATCHDOG=1 from w3", Some(id)),
+            (
+                Input::Recycle {
+                    id,
+                    cause: RecycleCause::Memory { bytes: 1 },
+                },
+                "recycle w3 (memory)",
+                Some(id),
+            ),
             (
                 Input::Exited { id, status },
                 "exited w3 (exit code 1)",

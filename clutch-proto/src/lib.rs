@@ -46,8 +46,9 @@ mod input;
 mod types;
 
 pub use action::{
-    Action, CommandError, Event, ExitReason, IgnoreReason, Notice, ProbationLeave, ReloadFailure,
-    ShutdownTrigger, SignalIgnoreReason, StatusLine, StopReason,
+    Action, CommandError, Event, ExitReason, IgnoreReason, Notice, ProbationLeave,
+    RecycleIgnoreReason, ReloadFailure, ShutdownTrigger, SignalIgnoreReason, StatusLine,
+    StopReason,
 };
 pub use cluster::{ClusterState, Phase, Stats, WorkerInfo, SIGNAL_REPEAT_WINDOW};
 pub use config::{
@@ -56,7 +57,9 @@ pub use config::{
     QUICK_REFILL_INTERVAL,
 };
 pub use input::{Input, Reply};
-pub use types::{ExitStatus, Pid, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState};
+pub use types::{
+    ExitStatus, Pid, RecycleCause, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState,
+};
 
 #[cfg(test)]
 mod tests;

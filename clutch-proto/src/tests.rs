@@ -2087,6 +2087,12 @@ fn event_names_are_distinct_snake_case() {
             status,
             reason: StopReason::Shutdown,
         },
+        Event::WorkerRecycling {
+            id,
+            slot,
+            pid: 1,
+            cause: RecycleCause::Age,
+        },
         Event::RespawnDelayed {
             slot,
             delay: d,
@@ -2325,3 +2331,5 @@ fn a_kill_decided_while_spawning_is_not_softened_into_the_earlier_term() {
     h.spawned(id);
     assert_eq!(h.signals(), vec![(id, Signal::Kill)]);
 }
+
+mod recycling;

@@ -195,6 +195,49 @@ impl fmt::Display for WorkerState {
     }
 }
 
+/// Why a worker is recycled: replaced by a fresh worker in its slot the way a rolling
+/// restart replaces it (the successor first; the old worker is stopped gracefully only
+/// once the successor has passed probation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecycleCause {
+    /// Its memory use went over the driver's limit (`--max-worker-memory`).
+    Memory {
+        /// What the driver measured, in bytes.
+        bytes: u64,
+    },
+    /// It reached its maximum age ([`Config::max_worker_age`](crate::Config::max_worker_age)
+    /// plus its jitter).
+    Age,
+    /// It asked to be recycled itself (`X_CLUTCH_RECYCLE=1` over sd_notify).
+    Requested,
+}
+
+impl RecycleCause {
+    /// Lowercase name for logs and status output.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory { .. } => "memory",
+            Self::Age => "age",
+            Self::Requested => "requested",
+        }
+    }
+}
+
+impl fmt::Display for RecycleCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory { bytes } => write!(
+                f,
+                "memory over the limit ({:.1} MiB)",
+                *bytes as f64 / (1024.0 * 1024.0)
+            ),
+            Self::Age => f.write_str("maximum age reached"),
+            Self::Requested => f.write_str("the worker asked to be recycled"),
+        }
+    }
+}
+
 /// Why the driver could not start a worker: decides whether the failure is the
 /// program's fault (a boot failure), the master's (retried, never counted), fatal at
 /// startup, or no failure at all.
@@ -290,6 +333,26 @@ mod tests {
     //! The texts users read and the names the command line parses, each variant's once.
 
     use super::*;
+
+    #[test]
+    fn recycle_causes_read_as_documented() {
+        let table = [
+            (
+                RecycleCause::Memory { bytes: 3 << 19 },
+                "memory",
+                "memory over the limit (1.5 MiB)",
+            ),
+            (RecycleCause::Age, "age", "maximum age reached"),
+            (
+                RecycleCause::Requested,
+                "requested",
+                "the worker asked to be recycled",
+            ),
+        ];
+        for (cause, name, text) in table {
+            assert_eq!((cause.name(), cause.to_string()), (name, text.to_owned()));
+        }
+    }
 
     #[test]
     fn signals_are_named_and_parsed_back_with_or_without_sig_in_any_case() {

@@ -195,7 +195,9 @@ impl ReferenceStateMachine for Reference {
                     }
                 }
             }
+            // Recycling (successors in a slot) is the unit tests' and the simulator's.
             Input::Signal(_)
+            | Input::Recycle { .. }
             | Input::Timeout
             | Input::Shutdown
             | Input::ShutdownNow

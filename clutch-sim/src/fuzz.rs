@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use clutch_proto::{
     Action, Backoff, ClusterState, Config, CrashBudget, Event, ExitReason, ExitStatus,
-    ForwardSignals, HangPolicy, Readiness, Signal, SpawnError, SpawnErrorKind, WorkerId,
-    MAX_WORKERS,
+    ForwardSignals, HangPolicy, Readiness, RecycleCause, Signal, SpawnError, SpawnErrorKind,
+    WorkerId, MAX_WORKERS,
 };
 
 use crate::input::Input;
@@ -81,8 +81,17 @@ fn decode_config(bytes: &mut Bytes<'_>) -> Config {
                 Some(Signal::Usr1),
             ]),
             grace: millis(bytes.pick(&[1, 10, 1000])),
+        });
+    let batch = bytes.byte();
+    b.rollout_batch(usize::from(batch % 4) + 1)
+        // A maximum age from the batch byte's high part (no extra byte, so the corpus
+        // decodes as before): none, or a few probations' worth, with its jitter.
+        .max_worker_age(match batch / 4 % 3 {
+            0 => None,
+            1 => Some(millis(5)),
+            _ => Some(millis(300)),
         })
-        .rollout_batch(usize::from(bytes.byte() % 4) + 1)
+        .seed(u64::from(batch))
         .service_watchdog(bytes.pick(&[None, Some(millis(3)), Some(millis(1000))]))
         .forward_signals(match workers / 6 % 3 {
             0 => ForwardSignals::ALL,
@@ -231,6 +240,18 @@ pub fn cluster_inputs(data: &[u8]) -> Result<usize, String> {
                 201..=250 => MAX_WORKERS + 1,
                 _ => usize::MAX,
             }),
+            // The cause from the id byte's top bits, as for spawn failures (no extra
+            // byte); an age recycle is the core's own, but any input is legal.
+            14 => Input::Recycle {
+                id,
+                cause: match arg >> 6 {
+                    0 => RecycleCause::Memory {
+                        bytes: u64::from(arg) << 20,
+                    },
+                    1 => RecycleCause::Requested,
+                    _ => RecycleCause::Age,
+                },
+            },
             _ => Input::Timeout,
         };
         let deadline = cluster.poll_timeout();

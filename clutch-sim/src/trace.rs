@@ -112,6 +112,7 @@ impl Fingerprint {
                 id, status, reason, ..
             } => (id, status, reason).hash(self),
             Event::RespawnDelayed { slot, delay, .. } => (slot, delay).hash(self),
+            Event::WorkerRecycling { id, cause, .. } => (id, cause).hash(self),
             Event::ShutdownStarted { trigger } => trigger.hash(self),
             Event::ShutdownForced { killed } => killed.hash(self),
             Event::ShutDown { reason } => reason.hash(self),

@@ -79,6 +79,9 @@ pub struct Faults {
     pub commands: Option<Duration>,
     /// Mean gap between late, duplicate or stale reports (`None`: none).
     pub stale_reports: Option<Duration>,
+    /// Workers that ask to be recycled at some point after boot (over the memory limit,
+    /// or asking themselves), some of them repeatedly.
+    pub recycle: u32,
 }
 
 /// How the run unfolds in time.
@@ -136,9 +139,6 @@ impl World {
                 ),
             ]),
         );
-        let config = builder
-            .build()
-            .expect("the generator only builds valid configs");
         faults.resource_fail = if rng.one_in(2) {
             0
         } else {
@@ -152,6 +152,37 @@ impl World {
             0
         };
         faults.cancel_stopped = rng.one_in(2);
+        // Recycling, drawn after everything older. A maximum age in a third of the
+        // worlds: mostly seconds to minutes; one in eight far below any probation, so
+        // that workers are recycled as soon as they serve, without pause (a stress, and
+        // a costly one: such worlds simulate many times the events). Its jitter the
+        // default tenth, none, or anything up to twice the age.
+        if rng.one_in(3) {
+            let age = if rng.one_in(8) {
+                rng.log_millis(5, 500)
+            } else {
+                rng.log_millis(1_000, 120_000)
+            };
+            builder.max_worker_age(Some(age));
+            match rng.below(3) {
+                0 => {}
+                1 => {
+                    builder.max_worker_age_jitter(Duration::ZERO);
+                }
+                _ => {
+                    builder.max_worker_age_jitter(rng.duration_upto(age * 2));
+                }
+            }
+        }
+        builder.seed(rng.u64());
+        let config = builder
+            .build()
+            .expect("the generator only builds valid configs");
+        faults.recycle = if rng.one_in(2) {
+            0
+        } else {
+            rng.range(5, 600) as u32
+        };
         Self {
             config,
             faults,
@@ -278,6 +309,8 @@ fn generate_faults<E: Entropy>(rng: &mut Rng<E>, config: &Config) -> Faults {
         storms: gap(rng, 5, 20_000),
         commands: gap(rng, 5, 20_000),
         stale_reports: gap(rng, 5, 5_000),
+        // Drawn at the end of `World::generate`.
+        recycle: 0,
     }
 }
 
@@ -298,7 +331,8 @@ impl fmt::Display for World {
         )?;
         writeln!(
             f,
-            "        backoff={:?}×{}≤{:?} min_uptime={:?} budget={}/{:?} hang={:?} watchdog={:?}",
+            "        backoff={:?}×{}≤{:?} min_uptime={:?} budget={}/{:?} hang={:?} watchdog={:?} \
+             max_age={:?}+{:?}",
             b.initial,
             b.factor,
             b.max,
@@ -306,7 +340,9 @@ impl fmt::Display for World {
             c.crash_budget().failures,
             c.crash_budget().window,
             c.hang(),
-            c.service_watchdog()
+            c.service_watchdog(),
+            c.max_worker_age(),
+            c.max_worker_age_jitter()
         )?;
         writeln!(f, "faults: {:?}", self.faults)?;
         write!(f, "plan:   {:?}", self.plan)

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use clutch_proto::{
     Action, ClusterState, Config, ConfigBuilder, CrashBudget, Event, ExitReason, ExitStatus,
-    ForwardSignals, HangPolicy, Notice, ShutdownTrigger, Signal, Slot, SpawnError, SpawnErrorKind,
-    WorkerId,
+    ForwardSignals, HangPolicy, Notice, RecycleCause, ShutdownTrigger, Signal, Slot, SpawnError,
+    SpawnErrorKind, WorkerId,
 };
 use clutch_sim::checker::check;
 use clutch_sim::{Bounds, Checker, Input};
@@ -843,4 +843,48 @@ fn zero_ready_window_fires_when_a_cluster_that_cannot_serve_does_not_exit() {
     failing_twice(&mut rig);
     rig.raw(SEC + MS, Input::Timeout, true, |_| {});
     rig.assert_fired(check::ZERO_READY_WINDOW);
+}
+
+#[test]
+fn recycle_before_stop_fires_when_the_old_worker_goes_at_its_successor_s_readiness() {
+    let mut rig = Rig::new(&mut one(1));
+    let booted = rig.boot_all();
+    let (old, old_pid) = booted[0];
+    let cause = RecycleCause::Memory { bytes: 1 << 30 };
+    rig.step(MS, Input::Recycle { id: old, cause });
+    let successor = spawned_ids(&rig.last)[0];
+    rig.spawned(2 * MS, successor);
+    // A core that stops the old worker as soon as its successor is ready.
+    rig.tampered(3 * MS, Input::Ready { id: successor }, |a| {
+        a.push(Action::Signal {
+            id: old,
+            pid: old_pid,
+            signal: Signal::Term,
+        });
+    });
+    // The real core stops it after the probation; its exit says recycled.
+    rig.raw(3 * MS + 2 * SEC, Input::Timeout, true, |_| {});
+    rig.raw(
+        3 * MS + 3 * SEC,
+        Input::Exited {
+            id: old,
+            status: ExitStatus::Code(0),
+        },
+        true,
+        |_| {},
+    );
+    rig.assert_fired(check::RECYCLE_BEFORE_STOP);
+}
+
+#[test]
+fn recycle_age_fires_when_a_worker_outlives_its_age_and_jitter() {
+    let mut rig = Rig::new(
+        one(1)
+            .max_worker_age(Some(SEC))
+            .max_worker_age_jitter(Duration::ZERO),
+    );
+    rig.boot_all();
+    // The core's age deadline at 1 s is never honoured.
+    let _ = rig.checker.run_probes(SEC, &rig.cluster);
+    rig.assert_fired(check::RECYCLE_AGE);
 }

@@ -21,6 +21,7 @@ use crate::error::{ProgramError, WorkerSettingError};
 use crate::os::contain::KillMode;
 use crate::os::credentials::Credentials;
 use crate::os::listen::{self, AddrError, ListenAddr, ListenOptions, Listener};
+use crate::os::memory::MemoryLimit;
 use crate::worker::Worker;
 use crate::{Error, Log};
 
@@ -67,6 +68,8 @@ impl Cluster {
             umask: None,
             env: Vec::new(),
             env_clear: false,
+            memory: None,
+            memory_check_interval: crate::os::memory::DEFAULT_MEMORY_CHECK_INTERVAL,
         }
     }
 }
@@ -105,6 +108,9 @@ pub struct ClusterBuilder {
     umask: Option<u32>,
     env: Vec<(OsString, OsString)>,
     env_clear: bool,
+    /// `max_worker_memory`, in bytes.
+    memory: Option<u64>,
+    memory_check_interval: Duration,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -197,6 +203,39 @@ impl ClusterBuilder {
     /// a worker's tree when its main process exits is SIGKILLed.
     pub fn kill_mode(&mut self, mode: KillMode) -> &mut Self {
         self.kill_mode = mode;
+        self
+    }
+    /// Recycle a worker whose memory goes over `bytes` (default: no limit): it is
+    /// replaced the way a rolling restart replaces it — a fresh worker in its slot
+    /// first, then, once that one has passed probation, a graceful stop of the old one.
+    /// Measured every [`memory_check_interval`](Self::memory_check_interval): the
+    /// worker's cgroup's `memory.current` (its whole tree) where the workers' cgroups
+    /// have the memory controller, else its main process's resident set
+    /// (`/proc/<pid>/statm`). Without a limit nothing is measured and the master makes
+    /// no wakeups for it.
+    pub fn max_worker_memory(&mut self, bytes: Option<u64>) -> &mut Self {
+        self.memory = bytes;
+        self
+    }
+    /// How often the workers' memory is measured when
+    /// [`max_worker_memory`](Self::max_worker_memory) is set (default 5 s): one wakeup
+    /// of the master per interval, and one small file read per ready worker.
+    pub fn memory_check_interval(&mut self, interval: Duration) -> &mut Self {
+        self.memory_check_interval = interval;
+        self
+    }
+    /// Recycle every worker after it has run this long (default: never), plus a jitter
+    /// drawn per worker from `0..=`[`max_worker_age_jitter`](Self::max_worker_age_jitter)
+    /// so workers started together are not recycled together. Replaced as for
+    /// [`max_worker_memory`](Self::max_worker_memory): successor first.
+    pub fn max_worker_age(&mut self, age: Option<Duration>) -> &mut Self {
+        self.core.max_worker_age(age);
+        self
+    }
+    /// The most a worker's age limit is lengthened by (default: a tenth of the age; zero
+    /// turns the jitter off).
+    pub fn max_worker_age_jitter(&mut self, jitter: Duration) -> &mut Self {
+        self.core.max_worker_age_jitter(jitter);
         self
     }
     /// Workers replaced at once in a rolling restart (default 1).
@@ -328,8 +367,13 @@ impl ClusterBuilder {
     /// (`WATCHDOG_USEC`) folded in.
     fn config(&mut self) -> Result<Config, Error> {
         self.core
-            .service_watchdog(crate::engine::service::watchdog_interval_from_env());
+            .service_watchdog(crate::engine::service::watchdog_interval_from_env())
+            // The core draws its age jitter from this seed: the driver's randomness.
+            .seed(os_random_seed());
         let config = self.core.build()?;
+        if self.memory_check_interval.is_zero() {
+            return Err(clutch_proto::ConfigError::ZeroDuration("memory_check_interval").into());
+        }
         if let Some(error) = self.listen_error.clone() {
             return Err(error.into());
         }
@@ -381,6 +425,10 @@ impl ClusterBuilder {
                 control,
                 kill_mode: self.kill_mode,
                 workers,
+                memory: self.memory.map(|bytes| MemoryLimit {
+                    bytes,
+                    interval: self.memory_check_interval,
+                }),
             }),
         })
     }
@@ -679,6 +727,23 @@ impl Master {
                 eprintln!("clutch: {error:#}");
                 std::process::exit(1)
             }
+        }
+    }
+}
+
+/// Eight bytes of the operating system's randomness (`/dev/urandom`), for the core's
+/// seed; should it be unreadable, the time and pid (the jitter only spreads recycles).
+fn os_random_seed() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    match read {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ (u64::from(std::process::id()) << 32)
         }
     }
 }

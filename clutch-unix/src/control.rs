@@ -28,7 +28,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use clutch_proto::{Phase, Pid, Slot, StopReason, WorkerId, WorkerInfo, WorkerState};
+use clutch_proto::{Phase, Pid, RecycleCause, Slot, StopReason, WorkerId, WorkerInfo, WorkerState};
 use serde_json::{json, Value};
 
 /// The longest request line accepted.
@@ -144,6 +144,8 @@ pub struct Status {
     pub log_lines_dropped: u64,
     /// How workers are contained: `"cgroup"` or `"group"` (process groups).
     pub containment: &'static str,
+    /// Recycles begun (a worker replaced for its memory, its age, or at its request).
+    pub recycles: u64,
     /// Every worker process, leaving ones included.
     pub workers: Vec<WorkerStatus>,
 }
@@ -166,12 +168,14 @@ pub struct WorkerStatus {
     pub uptime: Duration,
     /// How many times its slot was refilled before it.
     pub restarts: u64,
-    /// A rolling restart's new worker, not yet in its slot.
+    /// A rolling restart's or a recycle's new worker, not yet in its slot.
     pub successor: bool,
     /// Past its probation.
     pub proven: bool,
     /// Why the master asked it to go, if it did.
     pub stop_reason: Option<StopReason>,
+    /// Why it is being recycled, while it is (its successor boots, or waits).
+    pub recycling: Option<RecycleCause>,
 }
 
 impl WorkerStatus {
@@ -188,6 +192,7 @@ impl WorkerStatus {
             successor: worker.successor,
             proven: worker.proven,
             stop_reason: worker.stop_reason,
+            recycling: worker.recycling,
         }
     }
 }
@@ -227,6 +232,7 @@ impl Response {
                             "successor": w.successor,
                             "proven": w.proven,
                             "stop_reason": w.stop_reason.map(StopReason::name),
+                            "recycling": w.recycling.map(RecycleCause::name),
                         })
                     })
                     .collect();
@@ -242,6 +248,7 @@ impl Response {
                     "generation": status.generation,
                     "log_lines_dropped": status.log_lines_dropped,
                     "containment": status.containment,
+                    "recycles": status.recycles,
                     "workers": workers,
                 })
             }
@@ -458,6 +465,7 @@ mod tests {
             successor: false,
             proven: true,
             stop_reason: Some(StopReason::Reload),
+            recycling: Some(RecycleCause::Age),
         };
         let status = Status {
             pid: 99,
@@ -470,12 +478,13 @@ mod tests {
             generation: 2,
             log_lines_dropped: 0,
             containment: "group",
+            recycles: 5,
             workers: vec![worker],
         };
         for (response, line) in [
             (
                 Response::Status(status),
-                r#"{"containment":"group","degraded":false,"failing_slots":0,"generation":2,"live":2,"log_lines_dropped":0,"ok":true,"phase":"running","pid":99,"ready":1,"target":2,"workers":[{"generation":2,"id":7,"pid":4242,"proven":true,"restarts":3,"slot":1,"state":"ready","stop_reason":"reload","successor":false,"uptime_ms":1500}]}"#,
+                r#"{"containment":"group","degraded":false,"failing_slots":0,"generation":2,"live":2,"log_lines_dropped":0,"ok":true,"phase":"running","pid":99,"ready":1,"recycles":5,"target":2,"workers":[{"generation":2,"id":7,"pid":4242,"proven":true,"recycling":"age","restarts":3,"slot":1,"state":"ready","stop_reason":"reload","successor":false,"uptime_ms":1500}]}"#,
             ),
             (
                 Response::Scaled { workers: 4 },

@@ -63,6 +63,24 @@ pub fn duration(data: &[u8]) {
     }
 }
 
+/// Memory sizes (from the command line, `--max-worker-memory`): parsing never panics,
+/// never answers zero, and a whole number with a suffix is that many units exactly
+/// (`NK` is 1024 times `N` bytes).
+pub fn size(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(bytes) = crate::size::parse_size(text) {
+        assert_ne!(bytes, 0, "{text:?}");
+        let trimmed = text.trim();
+        if let Some(number) = trimmed.strip_suffix('K').filter(|n| !n.contains('.')) {
+            if let Ok(plain) = crate::size::parse_size(number) {
+                assert_eq!(plain.checked_mul(1024), Some(bytes), "{text:?}");
+            }
+        }
+    }
+}
+
 /// Replays the checked-in inputs of the parser fuzz targets (`fuzz/regressions/<target>/`)
 /// through the same property functions, so CI keeps old findings dead without libFuzzer.
 #[cfg(test)]
@@ -116,5 +134,10 @@ mod regressions {
     #[test]
     fn duration_regressions_pass() {
         replay("duration", super::duration);
+    }
+
+    #[test]
+    fn size_regressions_pass() {
+        replay("size", super::size);
     }
 }

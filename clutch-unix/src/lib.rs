@@ -157,6 +157,7 @@ mod error;
 pub mod fuzz;
 mod log;
 mod shutdown;
+pub mod size;
 mod user_signals;
 mod worker;
 

@@ -191,6 +191,31 @@ impl Worker {
             .map_err(|e| Error::io("reporting STOPPING=1", e))
     }
 
+    /// Asks the master to recycle this worker (`X_CLUTCH_RECYCLE=1`): a fresh worker is
+    /// started in its slot and, once that one has been ready for the minimum uptime,
+    /// this one gets the graceful stop ([`shutdown`](Self::shutdown) fires) — so no
+    /// request is refused meanwhile. For a worker that knows it should be renewed: after
+    /// serving N requests (Gunicorn's `max_requests`), or when it finds its own heap
+    /// fragmented. Keep serving until the shutdown notice comes.
+    ///
+    /// Asking again while the recycle is under way changes nothing (the master ignores
+    /// the repeat); a request from a worker that is not yet ready, or during a rolling
+    /// restart's replacement of it, is ignored or deferred as the master's log says. In
+    /// process (`workers = 0`) there is no master to replace the application: this
+    /// returns `Ok` and does nothing.
+    ///
+    /// Never blocks; like [`ready`](Self::ready), a message the master's full socket
+    /// cannot take now is an error with [`Error::is_would_block`] true: retry a little
+    /// later.
+    pub fn request_recycle(&self) -> Result<(), Error> {
+        if self.in_process {
+            return Ok(());
+        }
+        self.notifier
+            .send_raw("X_CLUTCH_RECYCLE=1")
+            .map_err(|e| Error::io("asking to be recycled", e))
+    }
+
     /// A free-form status line (`STATUS=…`), shown in the master's debug log.
     ///
     /// Never blocks: a status line the master's full socket cannot take now is dropped

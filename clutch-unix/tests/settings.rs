@@ -75,6 +75,10 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("hang-timeout", ["5s", "off", "15s"]),
     ("hang-signal", ["QUIT", "none", "USR1"]),
     ("hang-grace", ["3s", "4s", "5s"]),
+    ("max-worker-memory", ["512M", "1G", "1536K"]),
+    ("memory-check-interval", ["1s", "2s", "10s"]),
+    ("max-worker-age", ["1h", "2h", "30m"]),
+    ("max-worker-age-jitter", ["1m", "0s", "5m"]),
     (
         "control",
         ["/run/file.sock", "/run/env.sock", "/run/flag.sock"],

@@ -379,3 +379,56 @@ fn a_worker_receives_each_forwarded_user_signal() {
     assert_eq!(forwarded[0]["signal"], "SIGUSR1");
     assert_eq!(forwarded[1]["workers"], 2);
 }
+
+/// A library-mode worker that asks to be recycled (`Worker::request_recycle`, after five
+/// answers) is replaced successor first: a fresh worker in its slot, then the graceful
+/// stop, while steady requests all succeed.
+#[test]
+fn a_worker_asking_to_be_recycled_is_replaced_under_steady_requests_failing_none() {
+    let mut cluster = Fixture::start(&[
+        ("WORKERS", "2"),
+        ("FIXTURE_RECYCLE_AFTER", "5"),
+        ("MIN_UPTIME_MS", "500"),
+    ]);
+    cluster.wait_ready(2);
+    let first = cluster.live_worker_pids();
+    let load = Load::start(cluster.port, 2);
+    cluster.wait_until("a worker asked and was recycled", |f| {
+        f.named("worker_exit")
+            .iter()
+            .any(|e| e["reason"] == "recycled")
+    });
+    let at_recycle = load.ok();
+    cluster.wait_until("requests are answered after the recycle", |_| {
+        load.ok() > at_recycle + 10
+    });
+    let (ok, failed) = load.finish();
+    assert_eq!(failed, 0, "{ok} ok");
+    let recycling = cluster.named("worker_recycling");
+    assert!(
+        recycling.iter().all(|e| e["cause"] == "requested"),
+        "{recycling:?}"
+    );
+    let recycled = cluster
+        .named("worker_exit")
+        .into_iter()
+        .find(|e| e["reason"] == "recycled")
+        .unwrap();
+    assert!(first.contains(&(recycled["pid"].as_u64().unwrap() as u32)));
+    // Its slot was served by its successor before it went: the successor's ready event
+    // came first.
+    let events = cluster.events();
+    let slot = &recycled["slot"];
+    let successor_ready = events.iter().position(|e| {
+        e["event"] == "worker_ready" && e["slot"] == *slot && e["pid"] != recycled["pid"]
+    });
+    let exit = events
+        .iter()
+        .position(|e| e["event"] == "worker_exit" && e["pid"] == recycled["pid"]);
+    assert!(
+        successor_ready.is_some() && successor_ready < exit,
+        "{}",
+        cluster.events_text()
+    );
+    assert_eq!(cluster.count("worker_died"), 0, "{}", cluster.events_text());
+}

@@ -26,6 +26,11 @@ pub(super) enum Consequence {
     CountThenRefill(Death),
     /// Only a refill: a proven worker's one-off death, or one the master could not start.
     Refill(Death),
+    /// A recycle's successor failed young: the old worker serves on and the next
+    /// successor comes after the slot's backoff. `counted`: the program's own failure
+    /// (at boot or in probation), counted by the breaker first; not a spawn the master
+    /// could not carry out.
+    RetryRecycle { counted: bool },
 }
 
 impl Consequence {
@@ -57,6 +62,12 @@ impl Consequence {
                 }
             }
             (Role::Current, Departure::Proven | Departure::Resource(_)) => Self::Refill(death),
+            // Like a rollout's successor, a recycle's is promoted the moment it is proven.
+            (Role::Recycler, Departure::Proven) => Self::None,
+            (Role::Recycler, Departure::Boot(_) | Departure::Probation(_)) => {
+                Self::RetryRecycle { counted: true }
+            }
+            (Role::Recycler, Departure::Resource(_)) => Self::RetryRecycle { counted: false },
         }
     }
 }
@@ -92,6 +103,14 @@ impl ClusterState {
                 }
             }
             Consequence::Refill(death) => self.refill(now, index, death),
+            Consequence::RetryRecycle { counted } => {
+                if counted {
+                    self.count_failure(now);
+                }
+                if !self.lifecycle.is_stopping() {
+                    self.retry_recycle(now, index);
+                }
+            }
         }
     }
 
@@ -178,6 +197,25 @@ mod tests {
                 D::Probation(f()),
                 false,
                 C::CountThenRefill(Death::Probation),
+            ),
+            (Role::Recycler, D::Proven, false, C::None),
+            (
+                Role::Recycler,
+                D::Boot(f()),
+                false,
+                C::RetryRecycle { counted: true },
+            ),
+            (
+                Role::Recycler,
+                D::Probation(f()),
+                false,
+                C::RetryRecycle { counted: true },
+            ),
+            (
+                Role::Recycler,
+                D::Resource(f()),
+                false,
+                C::RetryRecycle { counted: false },
             ),
             (Role::Current, D::Proven, true, C::Refill(Death::Proven)),
             (Role::Current, D::Proven, false, C::Refill(Death::Proven)),

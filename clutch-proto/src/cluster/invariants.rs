@@ -4,7 +4,8 @@
 //! spawning, a pending signal with a pid, failures counted outside a failing period)
 //! is not checked here: it cannot happen.
 
-use super::slots::Role;
+use super::recycle::{Recycle, RecycleStep};
+use super::slots::{Purpose, Role};
 use super::timers::TimerKey;
 use super::ClusterState;
 use crate::config::MAX_WORKERS;
@@ -43,14 +44,15 @@ impl ClusterState {
         let mut rollout_ready = 0;
         let mut successors = 0;
         let mut ready_successors = 0;
+        let mut ready_recyclers = 0;
         let mut failing = 0;
         let mut timers = 0;
         for (index, slot) in self.slots.iter().enumerate() {
-            for (id, is_successor) in slot
+            for (id, successor) in slot
                 .current
                 .iter()
-                .map(|&id| (id, false))
-                .chain(slot.successor.iter().map(|&id| (id, true)))
+                .map(|&id| (id, None))
+                .chain(slot.successor.iter().map(|s| (s.id, Some(s.purpose))))
             {
                 let Some(w) = self.workers.get(&id) else {
                     return Err(format!("slot {index} holds unknown worker {id}"));
@@ -65,7 +67,30 @@ impl ClusterState {
                     w.stop_reason().is_none(),
                     "leaving worker {id} still holds slot {index}"
                 );
-                if is_successor {
+                if successor == Some(Purpose::Recycle) {
+                    ensure!(
+                        self.lifecycle.rollout().is_none(),
+                        "recycle successor {id} during a rollout"
+                    );
+                    ensure!(
+                        !w.life.is_proven(),
+                        "recycle successor {id} is proven but not promoted"
+                    );
+                    if w.state() == WorkerState::Ready {
+                        ready_recyclers += 1;
+                    }
+                    let old = slot.current.map(|old| self.workers[&old].recycle);
+                    ensure!(
+                        matches!(
+                            old,
+                            Some(Recycle::Due {
+                                step: RecycleStep::Successor,
+                                ..
+                            })
+                        ),
+                        "recycle successor {id} in slot {index}, whose worker is {old:?}"
+                    );
+                } else if successor == Some(Purpose::Rollout) {
                     successors += 1;
                     let Some(r) = self.lifecycle.rollout() else {
                         return Err(format!("successor {id} outside a rollout"));
@@ -135,6 +160,11 @@ impl ClusterState {
             self.proven_count
         );
         ensure!(
+            ready_recyclers == self.ready_recyclers,
+            "ready recycler count {} but {ready_recyclers} ready recycle successors",
+            self.ready_recyclers
+        );
+        ensure!(
             failing == self.failing_slots,
             "failing-slot count {} but {failing} failing slots",
             self.failing_slots
@@ -161,6 +191,49 @@ impl ClusterState {
                 ensure!(
                     self.timers.contains(at, TimerKey::Worker(id, timer)),
                     "worker {id}'s {timer:?} timer is missing"
+                );
+            }
+            if w.recycle != Recycle::NotDue {
+                ensure!(
+                    role == Role::Current && w.state() == WorkerState::Ready,
+                    "worker {id} ({}, {role:?}) has recycle record {:?}",
+                    w.state(),
+                    w.recycle
+                );
+            }
+            match w.recycle {
+                Recycle::AgeAt(at) => {
+                    let age = self.config.max_worker_age();
+                    let started = w.life.started_at();
+                    ensure!(
+                        age.zip(started).is_some_and(|(age, started)| {
+                            let from = started + age;
+                            (from..=from + self.config.max_worker_age_jitter()).contains(&at)
+                        }),
+                        "worker {id}'s age timer {at:?} out of its bounds (age {age:?}, started {started:?})"
+                    );
+                }
+                Recycle::Due { step, .. } => {
+                    let slot = &self.slots[w.slot.0];
+                    let has_successor = slot.successor.map(|s| s.purpose) == Some(Purpose::Recycle);
+                    ensure!(
+                        has_successor == (step == RecycleStep::Successor),
+                        "worker {id} recycling ({step:?}) with successor {:?}",
+                        slot.successor
+                    );
+                    ensure!(
+                        (step == RecycleStep::AfterRollout) == self.lifecycle.rollout().is_some(),
+                        "worker {id} recycling ({step:?}) and a rollout: {}",
+                        self.lifecycle.rollout().is_some()
+                    );
+                }
+                Recycle::NotDue => {}
+            }
+            if let Some(at) = w.recycle.timer() {
+                timers += 1;
+                ensure!(
+                    self.timers.contains(at, TimerKey::Recycle(id)),
+                    "worker {id}'s recycle timer is missing"
                 );
             }
             if let Some(at) = w.life.probation_at() {

@@ -6,6 +6,7 @@
 //! | `slots` | the places workers serve in: spawning into them, detaching, promoting a successor, refilling (backoff, quick refills) |
 //! | `worker` | a worker's `WorkerPhase` and how it departs; asking it to go |
 //! | `readiness` | readiness, probation, boot timeouts, hang detection |
+//! | `recycle` | recycling a serving worker (memory, age, asked): successor first; the age jitter's seeded numbers |
 //! | `failures` | what a departure leads to: a failed rollout or a breaker count, then a refill |
 //! | `breaker` | the crash breaker's count, pure |
 //! | `rollout` | rolling restarts |
@@ -24,6 +25,7 @@ mod failures;
 mod invariants;
 mod lifecycle;
 mod readiness;
+mod recycle;
 mod rollout;
 mod shutdown;
 mod signals;
@@ -45,6 +47,7 @@ use crate::input::{Input, Reply};
 use crate::types::{ExitStatus, Pid, SpawnError, SpawnErrorKind, WorkerId, WorkerState};
 use breaker::Breaker;
 use lifecycle::Lifecycle;
+use recycle::Jitter;
 use shutdown::Shutdown;
 use slots::{Role, SlotState};
 pub use status::{Phase, Stats, WorkerInfo};
@@ -163,6 +166,9 @@ pub struct ClusterState {
     ready_count: usize,
     /// Slots whose current worker is ready and passed probation.
     proven_count: usize,
+    /// Recycle successors that are ready (in probation): they serve beside the worker
+    /// they replace, and alone if it dies.
+    ready_recyclers: usize,
     /// Slots with young deaths since their last worker passed probation.
     failing_slots: usize,
     /// Whether `Degraded` (rather than `Recovered`, or nothing yet) was the last said.
@@ -175,6 +181,8 @@ pub struct ClusterState {
     actions: VecDeque<Action>,
     last_status: Option<StatusLine>,
     stats: Stats,
+    /// The age jitter's pseudo-random numbers, seeded from the config.
+    jitter: Jitter,
 }
 
 impl ClusterState {
@@ -183,6 +191,7 @@ impl ClusterState {
     pub fn new(config: Config, now: Instant) -> Self {
         let target = config.workers();
         let watchdog_at = config.service_watchdog().map(|interval| now + interval);
+        let jitter = Jitter::new(config.seed());
         let mut state = Self {
             config,
             slots: Vec::with_capacity(target),
@@ -195,6 +204,7 @@ impl ClusterState {
             ever_started: false,
             ready_count: 0,
             proven_count: 0,
+            ready_recyclers: 0,
             failing_slots: 0,
             degraded: false,
             breaker: Breaker::default(),
@@ -203,6 +213,7 @@ impl ClusterState {
             actions: VecDeque::new(),
             last_status: None,
             stats: Stats::default(),
+            jitter,
         };
         for index in 0..target {
             state.slots.push(SlotState::default());
@@ -271,10 +282,13 @@ impl ClusterState {
         }
     }
 
-    /// Workers that are ready, successors in probation included: what serves.
+    /// Workers that are ready, successors (a rollout's or a recycle's) in probation
+    /// included: what serves.
     #[must_use]
     pub fn serving_workers(&self) -> usize {
-        self.ready_count + self.lifecycle.rollout().map_or(0, |r| r.ready_successors)
+        self.ready_count
+            + self.ready_recyclers
+            + self.lifecycle.rollout().map_or(0, |r| r.ready_successors)
     }
 
     /// Slots whose workers keep dying young (they died before ready or in probation
@@ -335,8 +349,9 @@ impl ClusterState {
             } else {
                 self.slots[w.slot.0].restarts
             },
-            successor: role == Role::Successor,
+            successor: matches!(role, Role::Successor | Role::Recycler),
             proven: w.life.is_proven(),
+            recycling: w.recycle.cause(),
         }
     }
 
@@ -359,6 +374,7 @@ impl ClusterState {
             Input::Ready { id } => self.handle_ready(now, id),
             Input::Stopping { id } => self.handle_stopping(now, id),
             Input::Heartbeat { id } => self.handle_heartbeat(now, id),
+            Input::Recycle { id, cause } => self.handle_recycle(now, id, cause),
             Input::Exited { id, status } => self.handle_exited(now, id, status),
             Input::Signal(signal) => self.handle_signal(now, signal),
             Input::Timeout => self.handle_timeout(now),
@@ -620,6 +636,7 @@ impl ClusterState {
                         .replace_probation(None);
                     self.prove(now, id);
                 }
+                TimerKey::Recycle(id) => self.recycle_timer(now, id),
                 TimerKey::Respawn(index) => {
                     self.slots[index].respawn_at = None;
                     self.spawn(now, index, Role::Current);

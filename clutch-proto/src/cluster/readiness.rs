@@ -44,6 +44,10 @@ impl Liveness {
         self.ready_at
     }
 
+    pub(super) fn started_at(&self) -> Option<Instant> {
+        self.started_at
+    }
+
     pub(super) fn last_heartbeat(&self) -> Option<Instant> {
         self.last_heartbeat
     }
@@ -169,7 +173,13 @@ impl ClusterState {
         self.set_probation(id, Some(now + self.config.min_uptime()));
         self.emit(Event::WorkerReady { id, slot, pid });
         match self.role(id, &self.workers[&id]) {
-            Role::Current => self.ready_count += 1,
+            Role::Current => {
+                self.ready_count += 1;
+                self.arm_age(id);
+            }
+            // A recycle's successor serves beside the worker it replaces (and alone if
+            // that one dies first: the breaker must see it).
+            Role::Recycler => self.ready_recyclers += 1,
             Role::Successor => {
                 // The new worker serves, but its old counterpart goes only once it has
                 // passed probation (`prove`).
@@ -298,6 +308,17 @@ impl ClusterState {
                     self.detach(old);
                     self.stop_worker(now, old, StopReason::Reload, Signal::Term);
                 }
+                self.promote(slot.0);
+            }
+            Role::Recycler => {
+                // The recycle's point: the old worker goes only now, its successor
+                // proven, so the slot never serves with fewer workers because of it.
+                let old = self.slots[slot.0]
+                    .current
+                    .expect("a recycle successor's slot has its old worker");
+                self.detach(old);
+                self.stop_worker(now, old, StopReason::Recycled, Signal::Term);
+                self.stats.recycled += 1;
                 self.promote(slot.0);
             }
         }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::lifecycle::Lifecycle;
-use super::slots::Role;
+use super::slots::{Role, Successor};
 use super::ClusterState;
 use crate::{Action, CommandError, Event, Notice, ReloadFailure, Signal, StopReason};
 
@@ -88,6 +88,8 @@ impl ClusterState {
     }
 
     pub(super) fn start_rollout(&mut self, now: Instant) {
+        // Before the rollout is under way: a recycle's successor is no rollout's.
+        self.defer_recycles(now);
         let generation = self.next_generation;
         self.next_generation += 1;
         self.lifecycle = Lifecycle::Serving(Some(Rollout::new(generation, self.generation, now)));
@@ -108,7 +110,8 @@ impl ClusterState {
             reason,
         });
         for index in 0..self.slots.len() {
-            if let Some(id) = self.slots[index].successor.take() {
+            // (During a rollout every successor is the rollout's: see `defer_recycles`.)
+            if let Some(Successor { id, .. }) = self.slots[index].successor.take() {
                 self.set_probation(id, None);
                 self.stop_worker(now, id, StopReason::ReloadAborted, Signal::Term);
             }
@@ -117,6 +120,8 @@ impl ClusterState {
         if rollout.queued {
             // A reload asked for after this one started may carry the fix: run it.
             self.start_rollout(now);
+        } else {
+            self.resume_recycles(now);
         }
     }
 
@@ -142,6 +147,7 @@ impl ClusterState {
                     self.start_rollout(now);
                     continue;
                 }
+                self.resume_recycles(now);
                 return;
             }
             let Some(index) = rollout.next_slot(batch, self.slots.len()) else {

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::lifecycle::Lifecycle;
+use super::recycle::Recycle;
 use super::worker::{Leaving, WorkerPhase};
 use super::ClusterState;
 use crate::{Action, Event, IgnoreReason, Notice, ReloadFailure, Signal, StopReason, WorkerId};
@@ -116,6 +117,7 @@ impl ClusterState {
         }
         self.ready_count = 0;
         self.proven_count = 0;
+        self.ready_recyclers = 0;
         self.breaker.reset();
         let probations: Vec<WorkerId> = self
             .workers
@@ -125,6 +127,16 @@ impl ClusterState {
             .collect();
         for id in probations {
             self.set_probation(id, None);
+        }
+        // No slot is served any more: no age is watched, no recycle goes on.
+        let recycling: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.recycle != Recycle::NotDue)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in recycling {
+            self.set_recycle(id, Recycle::NotDue);
         }
         if trigger == ShutdownTrigger::Signal(Signal::Quit) {
             // QUIT means now: no TERM first.

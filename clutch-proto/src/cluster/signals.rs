@@ -103,7 +103,12 @@ impl ClusterState {
             self.set_respawn(index, None);
             self.set_failures(index, 0);
             let slot = &self.slots[index];
-            let leaving: Vec<WorkerId> = slot.successor.into_iter().chain(slot.current).collect();
+            let leaving: Vec<WorkerId> = slot
+                .successor
+                .map(|s| s.id)
+                .into_iter()
+                .chain(slot.current)
+                .collect();
             for id in leaving {
                 self.detach(id);
                 self.stop_worker(now, id, StopReason::ScaleDown, Signal::Term);

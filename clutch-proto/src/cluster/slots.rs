@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::readiness::Liveness;
+use super::recycle::Recycle;
 use super::worker::{Death, Worker, WorkerPhase};
 use super::ClusterState;
 use crate::config::{QUICK_REFILL_BURST, QUICK_REFILL_INTERVAL};
@@ -14,8 +15,9 @@ use crate::{Action, Event, Slot, WorkerId, WorkerState};
 pub(super) struct SlotState {
     /// The worker serving (or booting to serve) this slot.
     pub(super) current: Option<WorkerId>,
-    /// During a rolling restart: the new-generation worker booting to replace `current`.
-    pub(super) successor: Option<WorkerId>,
+    /// The worker booting (or in probation) to replace `current`: in a rolling restart,
+    /// or recycling `current`.
+    pub(super) successor: Option<Successor>,
     /// Young deaths since the slot's last worker passed probation (drives the backoff).
     pub(super) consecutive_failures: u32,
     /// Quick refills after deaths in probation: the theoretical time at which the slot's
@@ -27,11 +29,30 @@ pub(super) struct SlotState {
     pub(super) restarts: u64,
 }
 
+/// A slot's successor: the worker and what it replaces its slot's worker for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Successor {
+    pub(super) id: WorkerId,
+    pub(super) purpose: Purpose,
+}
+
+/// Why a slot has a successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// A rolling restart's new-generation worker (counted by the rollout).
+    Rollout,
+    /// Recycling the slot's worker (only outside a rollout: one starting stops it).
+    Recycle,
+}
+
 /// Where a worker stood relative to its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Role {
     Current,
+    /// A rolling restart's successor.
     Successor,
+    /// A recycle's successor.
+    Recycler,
     Detached,
 }
 
@@ -39,8 +60,17 @@ impl ClusterState {
     pub(super) fn role(&self, id: WorkerId, w: &Worker) -> Role {
         match self.slots.get(w.slot.0) {
             Some(slot) if slot.current == Some(id) => Role::Current,
-            Some(slot) if slot.successor == Some(id) => Role::Successor,
-            _ => Role::Detached,
+            Some(slot) => match slot.successor {
+                Some(Successor {
+                    id: successor,
+                    purpose,
+                }) if successor == id => match purpose {
+                    Purpose::Rollout => Role::Successor,
+                    Purpose::Recycle => Role::Recycler,
+                },
+                _ => Role::Detached,
+            },
+            None => Role::Detached,
         }
     }
 
@@ -58,13 +88,23 @@ impl ClusterState {
                 spawned_at: now,
                 life: Liveness::default(),
                 deadline: None,
+                recycle: Recycle::NotDue,
             },
         );
         let slot_state = &mut self.slots[index];
         match role {
             Role::Current => slot_state.current = Some(id),
+            Role::Recycler => {
+                slot_state.successor = Some(Successor {
+                    id,
+                    purpose: Purpose::Recycle,
+                });
+            }
             Role::Successor => {
-                slot_state.successor = Some(id);
+                slot_state.successor = Some(Successor {
+                    id,
+                    purpose: Purpose::Rollout,
+                });
                 self.lifecycle
                     .rollout_mut()
                     .expect("successor only in a rollout")
@@ -113,33 +153,53 @@ impl ClusterState {
                     rollout.ready_successors -= 1;
                 }
             }
+            (Role::Recycler, Some(slot)) => {
+                slot.successor = None;
+                if w.state() == WorkerState::Ready {
+                    self.ready_recyclers -= 1;
+                }
+            }
             _ => {}
         }
         self.set_probation(id, None);
+        // Out of its slot, nothing is recycled and no age is watched.
+        self.set_recycle(id, Recycle::NotDue);
         role
     }
 
     /// Makes `index`'s successor its current worker.
     pub(super) fn promote(&mut self, index: usize) {
         let slot = &mut self.slots[index];
-        let id = slot.successor.take().expect("a successor to promote");
+        let Successor { id, purpose } = slot.successor.take().expect("a successor to promote");
         debug_assert!(slot.current.is_none());
         slot.current = Some(id);
-        let rollout = self
-            .lifecycle
-            .rollout_mut()
-            .expect("successor only in a rollout");
-        rollout.in_flight -= 1;
         let w = &self.workers[&id];
-        if w.state() == WorkerState::Ready {
+        let (ready, proven) = (w.state() == WorkerState::Ready, w.life.is_proven());
+        if ready {
             self.ready_count += 1;
-            rollout.ready_successors -= 1;
-            if w.life.is_proven() {
+            if proven {
                 self.proven_count += 1;
-                if rollout.generation == w.generation {
+            }
+        }
+        if purpose == Purpose::Recycle && ready {
+            self.ready_recyclers -= 1;
+        }
+        if purpose == Purpose::Rollout {
+            let rollout = self
+                .lifecycle
+                .rollout_mut()
+                .expect("successor only in a rollout");
+            rollout.in_flight -= 1;
+            if ready {
+                rollout.ready_successors -= 1;
+                if proven && rollout.generation == w.generation {
                     rollout.ready += 1;
                 }
             }
+        }
+        if ready {
+            // It serves its slot now: its age counts.
+            self.arm_age(id);
         }
     }
 

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use crate::{Pid, Slot, StopReason, WorkerId, WorkerState};
+use crate::{Pid, RecycleCause, Slot, StopReason, WorkerId, WorkerState};
 
 /// The cluster's phase, derived from its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +69,12 @@ pub struct Stats {
     pub reloads_finished: u64,
     /// Rolling restarts that failed.
     pub reloads_failed: u64,
+    /// Recycles begun ([`Event::WorkerRecycling`](crate::Event::WorkerRecycling)).
+    pub recycles: u64,
+    /// Recycled workers stopped because their successor passed probation.
+    pub recycled: u64,
+    /// Recycle successors that failed young and were retried after a backoff.
+    pub recycle_retries: u64,
 }
 
 /// A snapshot of one worker, for status output.
@@ -94,9 +100,11 @@ pub struct WorkerInfo {
     pub stop_reason: Option<StopReason>,
     /// Refills of its slot so far (only for workers attached to a slot).
     pub restarts: u64,
-    /// Whether it is the successor of its slot's worker in a rolling restart (booting,
-    /// or ready and in probation).
+    /// Whether it is the successor of its slot's worker in a rolling restart or a
+    /// recycle (booting, or ready and in probation).
     pub successor: bool,
+    /// Why it is being recycled, while it is (its successor boots, or waits).
+    pub recycling: Option<RecycleCause>,
     /// Whether it has been ready for at least [`Config::min_uptime`](crate::Config::min_uptime) (passed probation).
     pub proven: bool,
 }

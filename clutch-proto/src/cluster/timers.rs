@@ -60,6 +60,9 @@ pub(super) enum TimerKey {
     Probation(WorkerId),
     /// A worker's own deadline, and which one it is.
     Worker(WorkerId, WorkerTimer),
+    /// A serving worker's age is up, or its recycle's next successor is due (a ready
+    /// worker's own deadline is its heartbeat check: this one is apart).
+    Recycle(WorkerId),
     Respawn(usize),
 }
 

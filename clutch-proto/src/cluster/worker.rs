@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::readiness::Liveness;
+use super::recycle::Recycle;
 use super::timers::{TimerKey, WorkerTimer};
 use super::ClusterState;
 use crate::{Action, Event, Pid, ReloadFailure, Signal, Slot, StopReason, WorkerId, WorkerState};
@@ -19,6 +20,8 @@ pub(super) struct Worker {
     pub(super) life: Liveness,
     /// This worker's entry in `timers`, if any, and which deadline it is.
     pub(super) deadline: Option<(Instant, WorkerTimer)>,
+    /// Its age timer, or the recycle under way (only while it serves its slot ready).
+    pub(super) recycle: Recycle,
 }
 
 /// Where a worker is in its life. What belongs to one stage only lives in its variant:
@@ -191,6 +194,8 @@ impl ClusterState {
             self.timers
                 .reschedule(TimerKey::Probation(id), Some(at), None);
         }
+        self.timers
+            .reschedule(TimerKey::Recycle(id), w.recycle.timer(), None);
         if self.workers.is_empty() {
             self.emit(Event::NoWorkers);
         }

@@ -24,6 +24,7 @@
 //! | `rollout.rs` | spawn generations, a finished rollout's result, probation before an old worker stops |
 //! | `slots.rs` | serving workers within target plus surge; a healed world reaches its target |
 //! | `breaker.rs` | what the crash breaker may count and when it must (and must not) trip; startup failures |
+//! | `recycle.rs` | a recycled worker goes only once its successor is proven; age recycles within age + jitter |
 //!
 //! Driving order, per step: [`begin_step`](Checker::begin_step) with the input,
 //! [`command_result`](Checker::command_result) with the core's answer,
@@ -56,6 +57,7 @@ mod contract;
 mod hang;
 mod model;
 mod readiness;
+mod recycle;
 mod respawn;
 mod rollout;
 mod shutdown;
@@ -160,6 +162,16 @@ pub mod check {
     /// The cluster never sits at zero ready workers, with enough failures of the
     /// program's own counted, past the breaker's window without shutting down.
     pub const ZERO_READY_WINDOW: &str = "zero-ready-window";
+
+    // recycle.rs
+    /// A worker stopped for its recycle is stopped only while a successor in its slot
+    /// has passed probation and serves: a slot never has fewer ready workers because of
+    /// a recycle.
+    pub const RECYCLE_BEFORE_STOP: &str = "recycle-before-stop";
+    /// An age recycle begins no sooner than `max_worker_age` after the worker started
+    /// and, for a worker that served its slot from its readiness, no later than
+    /// `max_worker_age + max_worker_age_jitter`.
+    pub const RECYCLE_AGE: &str = "recycle-age";
 }
 
 /// One broken rule.
@@ -280,6 +292,7 @@ macro_rules! on_every_checker {
         on_every_checker!(
             @each checkers, $method $args;
             shutdown contract story commands stops readiness hang respawn rollout slots breaker
+            recycle
         )
     }};
     (@each $checkers:ident, $method:ident $args:tt; $($field:ident)*) => {{
@@ -313,6 +326,7 @@ struct Checkers {
     rollout: rollout::RolloutChecker,
     slots: slots::SlotsChecker,
     breaker: breaker::BreakerChecker,
+    recycle: recycle::RecycleChecker,
     /// Every violation seen (the first few dozen), in order; a run reports the first.
     found: Vec<Violation>,
 }
@@ -332,13 +346,14 @@ impl Checkers {
             rollout: rollout::RolloutChecker,
             slots: slots::SlotsChecker,
             breaker: breaker::BreakerChecker::default(),
+            recycle: recycle::RecycleChecker::default(),
             found: Vec::new(),
         }
     }
 
     /// Every checker, in the order they judge.
     #[cfg(test)]
-    fn all(&self) -> [&dyn Concern; 11] {
+    fn all(&self) -> [&dyn Concern; 12] {
         [
             &self.shutdown,
             &self.contract,
@@ -351,6 +366,7 @@ impl Checkers {
             &self.rollout,
             &self.slots,
             &self.breaker,
+            &self.recycle,
         ]
     }
 
@@ -369,6 +385,7 @@ impl Checkers {
             self.rollout.next_probe(),
             self.slots.next_probe(),
             self.breaker.next_probe(),
+            self.recycle.next_probe(),
         ]
         .into_iter()
         .flatten()
@@ -525,6 +542,7 @@ pub(crate) fn event_worker(event: &Event) -> Option<WorkerId> {
         | Event::WorkerBootTimedOut { id, .. }
         | Event::WorkerHung { id, .. }
         | Event::WorkerDied { id, .. }
+        | Event::WorkerRecycling { id, .. }
         | Event::WorkerExit { id, .. } => Some(id),
         _ => None,
     }
@@ -578,7 +596,7 @@ mod tests {
     use super::check::*;
     use super::harness::config;
 
-    const ALL: [&str; 30] = [
+    const ALL: [&str; 32] = [
         SPAWN_AFTER_SHUTDOWN,
         EXIT_ONCE_LAST,
         EXIT_DEADLINE,
@@ -609,6 +627,8 @@ mod tests {
         STARTUP_FAILED,
         BREAKER_SPARES_SERVING,
         ZERO_READY_WINDOW,
+        RECYCLE_BEFORE_STOP,
+        RECYCLE_AGE,
     ];
 
     #[test]

@@ -46,6 +46,13 @@ pub(crate) struct Track {
     pub(crate) killed: bool,
     /// Spawned as a rollout's successor (the core says so, checked at the step's end).
     pub(crate) successor: bool,
+    /// Spawned as a recycle's successor (a successor spawned outside a rollout).
+    pub(crate) recycler: bool,
+    /// `WorkerRecycling` was seen for it.
+    pub(crate) recycling: bool,
+    /// Its first stop signal came while it was being recycled: whether a recycle
+    /// successor in its slot had passed probation then and still served.
+    pub(crate) recycle_stop: Option<bool>,
     /// Stopped or departed: whether it passed probation is settled.
     retired: bool,
 }
@@ -55,6 +62,8 @@ pub(crate) struct Track {
 struct SlotTrack {
     /// A rollout's new worker in this slot became ready at this time.
     successor_ready: Option<(WorkerId, Duration)>,
+    /// A recycle's successor in this slot became ready at this time.
+    recycler_ready: Option<(WorkerId, Duration)>,
 }
 
 /// The rollout under way.
@@ -229,6 +238,20 @@ impl Model {
             })
     }
 
+    /// The ready recycle successor in recycling worker `id`'s slot (still serving) and
+    /// when it became ready: stopping `id` is legitimate once that one has passed
+    /// probation (the recycle checker judges when).
+    pub(crate) fn recycled_by(&self, id: WorkerId) -> Option<(WorkerId, Duration)> {
+        let t = self.track(id).filter(|t| t.recycling)?;
+        self.slots
+            .get(t.slot)
+            .and_then(|s| s.recycler_ready)
+            .filter(|&(new, _)| {
+                let n = &self.workers[new.0 as usize];
+                new != id && !n.departed && !n.stop_requested
+            })
+    }
+
     /// When the exit is due at the latest, once a shutdown began.
     pub(crate) fn exit_deadline(&self) -> Option<Duration> {
         self.shutdown_at.map(|at| {
@@ -344,11 +367,20 @@ impl Model {
                     return;
                 }
                 let first_stop = !t.stop_requested;
+                let recycling = t.recycling;
                 match signal {
                     Signal::Usr1 | Signal::Usr2 => self.step.usr_signals.push((id, signal)),
                     _ => {
                         if first_stop {
                             self.step.stop_signals.push((id, signal));
+                            if recycling {
+                                let min_uptime = self.config.min_uptime();
+                                let now = self.step.now;
+                                let proven = self
+                                    .recycled_by(id)
+                                    .is_some_and(|(_, ready_at)| ready_at + min_uptime <= now);
+                                self.workers[id.0 as usize].recycle_stop = Some(proven);
+                            }
                         }
                         let t = &mut self.workers[id.0 as usize];
                         t.stop_requested = true;
@@ -389,6 +421,7 @@ impl Model {
                 self.depart(id);
             }
             Event::WorkerReady { id, slot, .. } => self.ready(id, slot.0),
+            Event::WorkerRecycling { id, .. } => self.workers[id.0 as usize].recycling = true,
             Event::WorkerStopping { id, .. } | Event::WorkerBootTimedOut { id, .. } => {
                 self.asked_to_go(id);
             }
@@ -424,6 +457,8 @@ impl Model {
                 self.generation = generation;
                 self.max_generation = generation;
                 self.step.reload_started = true;
+                // A rollout supersedes the recycles under way: their successors go.
+                self.justify(|_, t| t.recycler);
                 self.step.reload_finished = None;
             }
             Event::ReloadQueued => self.step.reload_queued = true,
@@ -458,7 +493,13 @@ impl Model {
     pub(crate) fn end_step(&mut self, cluster: &ClusterState) {
         for &(id, _) in &self.step.spawns {
             if cluster.worker(id).is_some_and(|w| w.successor) {
-                self.workers[id.0 as usize].successor = true;
+                // Outside a rollout, a successor is a recycle's.
+                let t = &mut self.workers[id.0 as usize];
+                if self.rollout.is_some() {
+                    t.successor = true;
+                } else {
+                    t.recycler = true;
+                }
             }
         }
     }
@@ -471,6 +512,11 @@ impl Model {
         t.ready_at = Some(now);
         let generation = t.generation;
         self.step.ready_seen = true;
+        if t.recycler {
+            if let Some(s) = self.slots.get_mut(slot) {
+                s.recycler_ready = Some((id, now));
+            }
+        }
         // A ready new worker of a rollout makes stopping the worker it replaces
         // legitimate once it has passed probation (see the rollout checker).
         if self.rollout.is_some_and(|r| r.generation == generation) {

@@ -126,9 +126,9 @@ impl RespawnChecker {
             .min(model.config.min_uptime());
         for &(id, slot) in &model.step.spawns {
             let t = model.track(id).expect("spawned workers are tracked");
-            if slot >= self.slots.len() || t.successor {
-                // A spawn outside the slots is the story checker's; a successor is no
-                // refill.
+            if slot >= self.slots.len() || t.successor || t.recycler {
+                // A spawn outside the slots is the story checker's; a successor (a
+                // rollout's or a recycle's) is no refill.
                 continue;
             }
             if t.generation != model.generation {

@@ -47,7 +47,12 @@ impl RolloutChecker {
 
     fn check_finished(generation: u64, cluster: &ClusterState, out: &mut Findings<'_>) {
         let mut serving = 0;
-        for w in cluster.workers().filter(|w| w.stop_reason.is_none()) {
+        // A recycle deferred by the rollout resumes as it ends: its successor (the only
+        // kind of successor once the rollout is over) is no slot's worker yet.
+        for w in cluster
+            .workers()
+            .filter(|w| w.stop_reason.is_none() && !w.successor)
+        {
             serving += 1;
             if w.state != WorkerState::Ready || w.generation != generation || !w.proven {
                 out.fail(

@@ -1,4 +1,5 @@
-//! The target: at most target plus the rollout's surge workers serve (are not leaving),
+//! The target: at most target plus the rollout's surge (or the recycles' successors)
+//! workers serve (are not leaving),
 //! and once the world has healed, a cluster that is not shutting down serves its target
 //! with ready workers and no rollout is stuck.
 //!
@@ -34,7 +35,15 @@ impl Concern for SlotsChecker {
         let surge = if model.rollout.is_some() {
             model.config.rollout_batch().min(target)
         } else {
-            0
+            // Outside a rollout, a recycle's successor serves beside the worker it
+            // replaces (one per slot at most).
+            model
+                .live()
+                .iter()
+                .filter_map(|&id| model.track(id))
+                .filter(|t| t.recycler && !t.stop_requested && t.slot < target)
+                .count()
+                .min(target)
         };
         let serving = cluster
             .workers()

@@ -101,8 +101,9 @@ impl Concern for StopChecker {
         for &(id, signal) in &step.stop_signals {
             let t = model.track(id).expect("signalled workers are tracked");
             if !t.justified {
-                // Replaced by a rollout's ready successor: the rollout checker's to judge.
-                if model.replaced_by(id).is_some() {
+                // Replaced by a rollout's ready successor: the rollout checker's to judge;
+                // by a recycle's, the recycle checker's.
+                if model.replaced_by(id).is_some() || model.recycled_by(id).is_some() {
                     continue;
                 }
                 let message = format!(

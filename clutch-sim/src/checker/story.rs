@@ -8,8 +8,8 @@
 //! Owns no state: the story is the shared model's.
 
 use clutch_proto::{
-    Action, ClusterState, Event, Readiness, ShutdownTrigger, Signal, SpawnError, SpawnErrorKind,
-    WorkerId,
+    Action, ClusterState, Event, Readiness, RecycleCause, ShutdownTrigger, Signal, SpawnError,
+    SpawnErrorKind, WorkerId,
 };
 
 use super::check::STORY;
@@ -69,6 +69,12 @@ fn driven_by_input(model: &Model, event: &Event) -> bool {
             _ => false,
         },
         Event::SignalIgnored { signal, .. } => input == Some(Input::Signal(signal)),
+        // Asked for (by its report), or the age timer.
+        Event::WorkerRecycling { id, cause, .. } => match (cause, input) {
+            (RecycleCause::Age, i) => i == Some(Input::Timeout),
+            (_, Some(Input::Recycle { id: i, cause: c })) => i == id && c == cause,
+            _ => false,
+        },
         _ => true,
     }
 }
@@ -137,6 +143,9 @@ fn agrees(model: &Model, t: &Track, event: &Event) -> bool {
         }
         Event::WorkerExit { slot, pid, .. } => {
             t.started_at.is_some() && t.slot == slot.0 && t.pid == pid
+        }
+        Event::WorkerRecycling { slot, pid, .. } => {
+            t.ready && !t.stop_requested && !t.recycling && t.slot == slot.0 && t.pid == Some(pid)
         }
         _ => true,
     }

@@ -7,7 +7,9 @@
 
 use std::fmt;
 
-use clutch_proto::{Event, ExitReason, Signal, SpawnErrorKind};
+use clutch_proto::{
+    Event, ExitReason, IgnoreReason, RecycleCause, Signal, SpawnErrorKind, StopReason,
+};
 
 use super::Input;
 
@@ -36,6 +38,11 @@ pub struct Coverage {
     pub startup_failures: u64,
     pub spawns_cancelled: u64,
     pub signals_ignored: u64,
+    pub recycle_reports: u64,
+    pub recycles: u64,
+    pub age_recycles: u64,
+    pub recycled: u64,
+    pub recycles_refused: u64,
 }
 
 impl Coverage {
@@ -61,11 +68,16 @@ impl Coverage {
         self.startup_failures += other.startup_failures;
         self.spawns_cancelled += other.spawns_cancelled;
         self.signals_ignored += other.signals_ignored;
+        self.recycle_reports += other.recycle_reports;
+        self.recycles += other.recycles;
+        self.age_recycles += other.age_recycles;
+        self.recycled += other.recycled;
+        self.recycles_refused += other.recycles_refused;
     }
 
     /// Every counter with its name.
     #[must_use]
-    pub fn named(&self) -> [(&'static str, u64); 20] {
+    pub fn named(&self) -> [(&'static str, u64); 25] {
         [
             ("spawns", self.spawns),
             ("spawn failures", self.spawn_failures),
@@ -90,6 +102,11 @@ impl Coverage {
             ("startup failures", self.startup_failures),
             ("cancelled spawns", self.spawns_cancelled),
             ("ignored signals", self.signals_ignored),
+            ("recycle reports", self.recycle_reports),
+            ("recycles", self.recycles),
+            ("age recycles", self.age_recycles),
+            ("workers recycled", self.recycled),
+            ("refused recycles", self.recycles_refused),
         ]
     }
 
@@ -105,6 +122,19 @@ impl Coverage {
             Event::WorkerSpawnCancelled { .. } => self.spawns_cancelled += 1,
             Event::SignalIgnored { .. } => self.signals_ignored += 1,
             Event::WorkerDied { .. } => self.deaths += 1,
+            Event::WorkerRecycling { cause, .. } => {
+                self.recycles += 1;
+                if *cause == RecycleCause::Age {
+                    self.age_recycles += 1;
+                }
+            }
+            Event::WorkerExit {
+                reason: StopReason::Recycled,
+                ..
+            } => self.recycled += 1,
+            Event::Ignored {
+                reason: IgnoreReason::Recycle { .. },
+            } => self.recycles_refused += 1,
             Event::WorkerBootTimedOut { .. } => self.boot_timeouts += 1,
             Event::WorkerHung { .. } => self.hangs += 1,
             Event::WorkerStopping { .. } => self.announced += 1,

@@ -11,7 +11,8 @@ use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use clutch_proto::{
-    ExitStatus, Pid, Readiness, Signal, SpawnError, SpawnErrorKind, WorkerId, MAX_WORKERS,
+    ExitStatus, Pid, Readiness, RecycleCause, Signal, SpawnError, SpawnErrorKind, WorkerId,
+    MAX_WORKERS,
 };
 
 use super::Input;
@@ -30,6 +31,9 @@ pub(super) enum Happening {
     Crash(WorkerId, ExitStatus),
     Hang(WorkerId),
     Announce(WorkerId),
+    /// It asks to be recycled (over the memory limit, or by itself); this many more
+    /// reports follow, as a driver sampling memory would repeat them.
+    Recycle(WorkerId, RecycleCause, u8),
     Exit(WorkerId, ExitStatus),
     // The scheduler's.
     Storm(u8),
@@ -52,6 +56,7 @@ impl Happening {
                 | Self::Crash(..)
                 | Self::Hang(_)
                 | Self::Announce(_)
+                | Self::Recycle(..)
                 | Self::Exit(..)
         )
     }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use clutch_proto::{ExitStatus, Pid, Signal, SpawnError, SpawnErrorKind, WorkerId};
+use clutch_proto::{ExitStatus, Pid, RecycleCause, Signal, SpawnError, SpawnErrorKind, WorkerId};
 
 use super::faults::Happening;
 use super::Input;
@@ -40,6 +40,8 @@ pub(super) struct Proc {
     run_crash: Option<Duration>,
     hang_at: Option<Duration>,
     announce_at: Option<Duration>,
+    /// When it asks to be recycled, why, and how many repeats follow.
+    recycle_at: Option<(Duration, RecycleCause, u8)>,
     heartbeat: Option<Duration>,
     ignores_term: bool,
     exit_delay: Duration,
@@ -59,6 +61,7 @@ impl Proc {
             run_crash: None,
             hang_at: None,
             announce_at: None,
+            recycle_at: None,
             heartbeat: None,
             ignores_term: false,
             exit_delay: Duration::ZERO,
@@ -162,6 +165,7 @@ impl<E: Entropy> Sim<'_, E> {
         // Drawn after the older knobs (a rate of zero draws nothing).
         let fails_resource = !healthy && rng.chance(f.resource_fail);
         let fails_exec = !healthy && rng.chance(f.exec_fail);
+        let recycle = !healthy && rng.chance(f.recycle);
         let spawn_fails = if fails_exec {
             Some(SpawnErrorKind::Exec)
         } else if fails_resource {
@@ -175,6 +179,17 @@ impl<E: Entropy> Sim<'_, E> {
             f.boot_time
         };
         let boot = rng.duration_upto(boot_max);
+        let recycle_at = recycle.then(|| {
+            let at = boot + rng.duration_upto(f.run_crash_window);
+            let cause = if rng.one_in(2) {
+                RecycleCause::Memory {
+                    bytes: rng.range(1 << 20, 1 << 34),
+                }
+            } else {
+                RecycleCause::Requested
+            };
+            (at, cause, rng.range(0, 3) as u8)
+        });
         let exit_delay = if healthy {
             rng.duration_upto(Duration::from_millis(5))
         } else {
@@ -189,6 +204,7 @@ impl<E: Entropy> Sim<'_, E> {
             run_crash: run_crash.then(|| boot + rng.duration_upto(f.run_crash_window)),
             hang_at: hang.then(|| rng.duration_upto(boot + f.run_crash_window)),
             announce_at: announce.then(|| rng.duration_upto(boot + f.run_crash_window)),
+            recycle_at,
             heartbeat: heartbeat.then_some(f.heartbeat_interval),
             ignores_term,
             exit_delay,
@@ -287,6 +303,16 @@ impl<E: Entropy> Sim<'_, E> {
                     self.schedule_exit(id, delay, ExitStatus::Code(0));
                 }
             }
+            Happening::Recycle(id, cause, repeats) => {
+                if self.procs.running(id).is_some_and(|p| !p.hung) && !self.healed() {
+                    self.coverage.recycle_reports += 1;
+                    self.step(Input::Recycle { id, cause })?;
+                    if repeats > 0 {
+                        let gap = self.rng.duration_upto(Duration::from_millis(500));
+                        self.schedule(self.now + gap, Happening::Recycle(id, cause, repeats - 1));
+                    }
+                }
+            }
             Happening::Exit(id, status) => {
                 if self.procs.running(id).is_some() {
                     self.process_exited(id, status)?;
@@ -345,6 +371,9 @@ impl<E: Entropy> Sim<'_, E> {
         }
         if let Some(after) = proc.announce_at {
             self.schedule(now + after, Happening::Announce(id));
+        }
+        if let Some((after, cause, repeats)) = proc.recycle_at {
+            self.schedule(now + after, Happening::Recycle(id, cause, repeats));
         }
         if let Some(interval) = proc.heartbeat {
             let first = self.rng.duration_upto(interval);

@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clutch_proto::{
-    Action, ClusterState, Config, Event, ExitReason, ExitStatus, Input, Phase, Pid, ReloadFailure,
-    Reply, Signal, WorkerId,
+    Action, ClusterState, Config, Event, ExitReason, ExitStatus, Input, Phase, Pid, RecycleCause,
+    ReloadFailure, Reply, Signal, WorkerId, WorkerState,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -44,6 +44,7 @@ use crate::engine::service::ServiceNotifier;
 use crate::os::contain::{Containment, KillMode, Tree};
 use crate::os::credentials::Credentials;
 use crate::os::listen::Listener;
+use crate::os::memory::MemoryLimit;
 use crate::os::notify::{NotifyDir, NotifyListener, NotifyMessage, Received, Rejection};
 use crate::os::process::{signal_from_number, signal_number, Process};
 use crate::os::spawn::{master_error, SpawnSpec};
@@ -108,6 +109,8 @@ pub(crate) struct Setup {
     pub(crate) control: Option<ControlServer>,
     pub(crate) kill_mode: KillMode,
     pub(crate) workers: WorkerProcess,
+    /// `--max-worker-memory`: measured every interval, only when set.
+    pub(crate) memory: Option<MemoryLimit>,
 }
 
 /// How every worker process is set up besides its program: who it runs as, where, with
@@ -264,6 +267,8 @@ pub(crate) struct Driver {
     /// Workers whose main process ended this turn: their orphans are looked for once,
     /// at the turn's end (without cgroups).
     orphans_of: Vec<u64>,
+    /// When the workers' memory is measured next (only with a memory limit).
+    memory_check_at: Option<Instant>,
 }
 
 impl Driver {
@@ -281,7 +286,8 @@ impl Driver {
         signals
             .add_signal(sig::SIGCHLD)
             .map_err(|e| Error::io("watching SIGCHLD", e))?;
-        let containment = Containment::start(setup.config.workers())?;
+        let containment = Containment::start(setup.config.workers(), setup.memory.is_some())?;
+        let memory_check_at = setup.memory.map(|limit| Instant::now() + limit.interval);
         let notify_dir = NotifyDir::create_for(setup.workers.credentials.as_ref())
             .map_err(|e| Error::io("creating the notify socket directory", e))?;
         let env = setup.workers.base_env();
@@ -316,6 +322,7 @@ impl Driver {
             containment,
             by_pid: HashMap::new(),
             orphans_of: Vec::new(),
+            memory_check_at,
         })
     }
 
@@ -344,11 +351,15 @@ impl Driver {
                     .control
                     .as_ref()
                     .and_then(ControlServer::next_deadline);
-                [self.cluster.poll_timeout(), client_deadline]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|at| at.saturating_duration_since(Instant::now()))
+                [
+                    self.cluster.poll_timeout(),
+                    client_deadline,
+                    self.memory_check_at,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| at.saturating_duration_since(Instant::now()))
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -370,6 +381,56 @@ impl Driver {
             if self.cluster.poll_timeout().is_some_and(|at| at <= now) {
                 self.feed_at(now, Input::Timeout);
             }
+            if self.memory_check_at.is_some_and(|at| at <= now) {
+                self.check_memory(now);
+            }
+        }
+    }
+
+    /// Measures every worker that serves its slot and is not being recycled yet (see
+    /// `os/memory.rs` for what is measured); one over the limit is reported to the core,
+    /// which recycles it. Runs once per `--memory-check-interval`, only with a limit set.
+    fn check_memory(&mut self, now: Instant) {
+        let Some(limit) = self.setup.memory else {
+            return;
+        };
+        self.memory_check_at = Some(now + limit.interval);
+        let over: Vec<(WorkerId, u64)> = self
+            .cluster
+            .workers()
+            .filter(|w| {
+                w.state == WorkerState::Ready
+                    && !w.successor
+                    && w.recycling.is_none()
+                    && w.stop_reason.is_none()
+            })
+            .filter_map(|w| {
+                let handle = self.workers.get(&w.id).filter(|h| h.ending.is_none())?;
+                let bytes = match handle
+                    .tree
+                    .cgroup()
+                    .filter(|_| self.containment.measures_cgroup_memory())
+                {
+                    Some(cgroup) => cgroup.memory_current(),
+                    None => crate::os::memory::resident_bytes(handle.process.pid()).ok(),
+                }?;
+                (bytes > limit.bytes).then_some((w.id, bytes))
+            })
+            .collect();
+        for (id, bytes) in over {
+            tracing::debug!(
+                worker = id.0,
+                bytes,
+                limit = limit.bytes,
+                "over the memory limit"
+            );
+            self.feed_at(
+                now,
+                Input::Recycle {
+                    id,
+                    cause: RecycleCause::Memory { bytes },
+                },
+            );
         }
     }
 
@@ -594,6 +655,7 @@ impl Driver {
             generation: self.cluster.generation(),
             log_lines_dropped: crate::log::dropped_lines(),
             containment: self.containment.mechanism(),
+            recycles: self.cluster.stats().recycles,
             workers: self
                 .cluster
                 .workers()
@@ -633,6 +695,12 @@ impl Driver {
         }
         if message.stopping {
             self.feed(Input::Stopping { id });
+        }
+        if message.recycle {
+            self.feed(Input::Recycle {
+                id,
+                cause: RecycleCause::Requested,
+            });
         }
         if let Some(status) = &message.status {
             tracing::debug!(worker = id.0, "worker status: {status}");
@@ -1117,6 +1185,23 @@ fn log_event(event: &Event, detail: Option<&str>) {
         } => info!(
             event = name, worker = id.0, slot = slot.0, pid, %status,
             reason = reason.name(), "worker exited"
+        ),
+        Event::WorkerRecycling {
+            id,
+            slot,
+            pid,
+            cause,
+        } => info!(
+            event = name,
+            worker = id.0,
+            slot = slot.0,
+            pid,
+            cause = cause.name(),
+            memory_bytes = match cause {
+                RecycleCause::Memory { bytes } => Some(*bytes),
+                _ => None,
+            },
+            "recycling worker ({cause}): its successor starts first"
         ),
         Event::RespawnDelayed {
             slot,

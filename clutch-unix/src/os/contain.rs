@@ -8,8 +8,11 @@
 //!   `<the master's cgroup>/clutch-<pid>/worker-<id>`, entered by the child before
 //!   `execve` (it writes `0` to `cgroup.procs`). No descendant can leave it — not by
 //!   `setsid`, not by changing its uid — and `cgroup.kill` ends all of it at once. The
-//!   workers' cgroups enable no controllers, so the "no internal processes" rule is never
-//!   in the way.
+//!   workers' cgroups are leaves, so the "no internal processes" rule is never in the
+//!   way. They enable no controllers, except the memory controller when a memory limit
+//!   is set (`--max-worker-memory`) and the master's cgroup hands it down (see
+//!   [`Containment::start`]): then a worker's memory is its whole tree's
+//!   (`memory.current`).
 //! - **A process group per worker** (the fallback, and always alongside): every worker
 //!   is the leader of its own group; signals go to the group.
 //! - **The master is a child subreaper** (`PR_SET_CHILD_SUBREAPER`): orphans of a worker's
@@ -71,13 +74,25 @@ pub const CONTAINMENT_ENV: &str = "CLUTCH_CONTAINMENT";
 pub(crate) struct Containment {
     /// `<master's cgroup>/clutch-<pid>`, when cgroups are usable.
     base: Option<PathBuf>,
+    /// The workers' cgroups have the memory controller (`memory.current`).
+    memory: bool,
     keeper: Option<Keeper>,
 }
 
 impl Containment {
     /// Becomes a subreaper, finds a usable cgroup hierarchy (or falls back to process
     /// groups, as `CLUTCH_CONTAINMENT` allows) and starts the keeper.
-    pub(crate) fn start(workers: usize) -> Result<Self, Error> {
+    ///
+    /// With `memory` (a memory limit is set), the workers' cgroups get the memory
+    /// controller where that is possible: when the master's own cgroup lists `memory`
+    /// in its `cgroup.subtree_control` (systemd with `Delegate=yes` and
+    /// `MemoryAccounting=yes` on a parent, a container runtime that enabled it, or a
+    /// master in the root cgroup, where it is switched on here: the root cgroup is
+    /// exempt from the "no internal processes" rule). Then `clutch-<pid>`, which holds no
+    /// process, enables it for the workers' cgroups. Anywhere else (the master shares a
+    /// non-root cgroup with its own process, cgroup v1, no cgroups) it cannot be, and a
+    /// worker's memory is its main process's resident set.
+    pub(crate) fn start(workers: usize, memory: bool) -> Result<Self, Error> {
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
             .map_err(|e| Error::io("becoming a child subreaper", e.into()))?;
         let wanted = std::env::var(CONTAINMENT_ENV).unwrap_or_default();
@@ -103,6 +118,7 @@ impl Containment {
         if let Some(base) = &base {
             tracing::debug!(cgroup = %base.display(), "workers run in cgroups of their own");
         }
+        let memory = memory && base.as_deref().is_some_and(enable_memory_controller);
         let keeper = match Keeper::start(base.as_deref(), workers) {
             Ok(keeper) => Some(keeper),
             Err(e) => {
@@ -112,7 +128,17 @@ impl Containment {
                 None
             }
         };
-        Ok(Self { base, keeper })
+        Ok(Self {
+            base,
+            memory,
+            keeper,
+        })
+    }
+
+    /// Whether a worker's memory is measured in its cgroup (`memory.current`, its whole
+    /// tree) rather than as its main process's resident set.
+    pub(crate) fn measures_cgroup_memory(&self) -> bool {
+        self.memory
     }
 
     /// How workers are contained: `"cgroup"` or `"group"` (for `status`).
@@ -279,6 +305,43 @@ fn make_base() -> Result<PathBuf, String> {
     Ok(base)
 }
 
+/// Enables the memory controller for the workers' cgroups under `base`, if the master's
+/// cgroup hands it down (or can: the root cgroup). Answers whether it is on.
+fn enable_memory_controller(base: &Path) -> bool {
+    let has_memory = |file: &Path| {
+        std::fs::read_to_string(file)
+            .is_ok_and(|text| text.split_whitespace().any(|c| c == "memory"))
+    };
+    let Some(parent) = base.parent() else {
+        return false;
+    };
+    if !has_memory(&base.join("cgroup.controllers")) {
+        // Only the root cgroup may enable it with processes of its own in it (the
+        // master's); elsewhere this write fails with EBUSY, and that is the answer.
+        let root = parent.join("cgroup.subtree_control");
+        if !has_memory(&parent.join("cgroup.controllers"))
+            || std::fs::write(&root, "+memory").is_err()
+            || !has_memory(&base.join("cgroup.controllers"))
+        {
+            tracing::debug!(
+                "the memory controller is not handed down to the workers' cgroups: \
+                 measuring each worker's resident set instead"
+            );
+            return false;
+        }
+    }
+    match std::fs::write(base.join("cgroup.subtree_control"), "+memory") {
+        Ok(()) => {
+            tracing::debug!("workers' cgroups have the memory controller");
+            true
+        }
+        Err(e) => {
+            tracing::debug!("enabling the memory controller for the workers' cgroups: {e}");
+            false
+        }
+    }
+}
+
 /// Whether this process is outside the initial pid namespace (a container, `unshare
 /// --pid`): then the pids in other masters' cgroup names are not ours to check. The
 /// initial namespace's inode is a kernel constant (`PROC_PID_INIT_INO`); `NSpid:` is no
@@ -389,6 +452,13 @@ impl WorkerCgroup {
     /// `cgroup.events`: pollable for `PRIORITY`, which fires when `populated` changes.
     pub(crate) fn events(&self) -> BorrowedFd<'_> {
         self.events.as_fd()
+    }
+
+    /// `memory.current`: the memory charged to the whole tree, in bytes, when the
+    /// memory controller is on for the workers' cgroups.
+    pub(crate) fn memory_current(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.dir.join("memory.current")).ok()?;
+        text.trim().parse().ok()
     }
 
     /// Whether any process is left in it.

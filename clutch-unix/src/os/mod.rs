@@ -5,6 +5,7 @@
 pub(crate) mod contain;
 pub mod credentials;
 pub mod listen;
+pub(crate) mod memory;
 pub mod notify;
 pub(crate) mod pin;
 pub mod process;

@@ -68,6 +68,10 @@ pub struct NotifyMessage {
     pub monotonic_usec: Option<u64>,
     /// `WATCHDOG_USEC=…`: the service changes its own watchdog interval.
     pub watchdog_usec: Option<u64>,
+    /// `X_CLUTCH_RECYCLE=1` (clutch's own, in the `X_` space sd_notify leaves to
+    /// applications): the worker asks to be recycled — replaced by a fresh worker in its
+    /// slot, successor first, then stopped gracefully.
+    pub recycle: bool,
 }
 
 impl NotifyMessage {
@@ -104,6 +108,7 @@ pub fn parse_notify(datagram: &[u8]) -> NotifyMessage {
             b"EXTEND_TIMEOUT_USEC" => set(&mut message.extend_timeout_usec, number(value)),
             b"MONOTONIC_USEC" => set(&mut message.monotonic_usec, number(value)),
             b"WATCHDOG_USEC" => set(&mut message.watchdog_usec, number(value)),
+            b"X_CLUTCH_RECYCLE" => message.recycle |= value == b"1",
             _ => {}
         }
     }
@@ -798,7 +803,7 @@ mod tests {
         let message = parse_notify(
             b"READY=1\nSTOPPING=1\nRELOADING=1\nWATCHDOG=1\nBARRIER=1\nSTATUS=serving 3 clients\n\
               MAINPID=42\nERRNO=2\nEXTEND_TIMEOUT_USEC=5000000\nMONOTONIC_USEC=123\n\
-              WATCHDOG_USEC=9\n",
+              WATCHDOG_USEC=9\nX_CLUTCH_RECYCLE=1\n",
         );
         assert_eq!(
             message,
@@ -815,6 +820,7 @@ mod tests {
                 extend_timeout_usec: Some(5_000_000),
                 monotonic_usec: Some(123),
                 watchdog_usec: Some(9),
+                recycle: true,
             }
         );
         assert!(parse_notify(b"WATCHDOG=trigger").watchdog_trigger);
@@ -828,6 +834,8 @@ mod tests {
             b"\n\n",
             b"READY",
             b"READY=0",
+            b"X_CLUTCH_RECYCLE=0",
+            b"X_CLUTCH_RECYCLE=yes",
             b"READY=1 ",
             b"ready=1",
             b" READY=1",

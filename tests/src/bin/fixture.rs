@@ -26,6 +26,9 @@
 //!   (`Worker::user_signals`) and appends `usr1 <count>` / `usr2 <count>` to
 //!   `FIXTURE_DIR/usr-<pid>` for each, `<count>` being `user_signal_count()` then.
 //!
+//! - `FIXTURE_RECYCLE_AFTER=N`: each worker asks to be recycled
+//!   (`Worker::request_recycle`) once it has answered N requests, and serves on.
+//!
 //! `fixture -- PROGRAM ARGS…` supervises that program instead (exec mode).
 
 use std::fs::{File, OpenOptions};
@@ -180,6 +183,14 @@ fn event_json(event: &Event) -> Value {
         Event::WorkerReady { id, slot, pid } => {
             json!({"event": event.name(), "id": id.0, "slot": slot.0, "pid": pid})
         }
+        Event::WorkerRecycling {
+            id,
+            slot,
+            pid,
+            cause,
+        } => json!({
+            "event": event.name(), "id": id.0, "slot": slot.0, "pid": pid, "cause": cause.name(),
+        }),
         Event::WorkerDied {
             id,
             slot,
@@ -304,10 +315,20 @@ fn serve(mut worker: Worker) {
     }
     let shutdown = worker.shutdown().clone();
     let id = worker.id();
+    let recycle_after: Option<u64> = std::env::var("FIXTURE_RECYCLE_AFTER")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let mut answered = 0u64;
     let mut handlers = Vec::new();
     while !shutdown.is_requested() {
         match listener.accept() {
             Ok((stream, _)) => {
+                answered += 1;
+                if recycle_after == Some(answered) {
+                    if let Err(e) = worker.request_recycle() {
+                        eprintln!("fixture worker: request_recycle: {e:#}");
+                    }
+                }
                 stream.set_nonblocking(false).expect("blocking stream");
                 handlers.push(std::thread::spawn(move || {
                     let _ = answer(stream, id);

@@ -48,6 +48,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// `run`'s flags are parsed once per process: their size is no concern.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Supervise PROGRAM as a cluster of workers sharing the listening sockets.
     #[command(
@@ -213,6 +215,26 @@ struct RunArgs {
     /// stop their own children). Either way what is left when the worker exits is killed.
     #[arg(long, value_name = "MODE", default_value = "tree")]
     kill_mode: clutch_unix::KillMode,
+    /// Recycle a worker whose memory goes over SIZE (512M, 1.5G, 800K: powers of 1024):
+    /// a fresh worker starts in its slot first, and the old one gets SIGTERM only once
+    /// the new one has passed its probation (--min-uptime). Measured every
+    /// --memory-check-interval: the worker's cgroup (its whole tree) where the memory
+    /// controller reaches it, else its main process's resident set.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_worker_memory: Option<u64>,
+    /// How often --max-worker-memory measures the workers (one wakeup of the master per
+    /// interval; none at all without a memory limit).
+    #[arg(long, value_name = "D", default_value = "5s", value_parser = parse_duration)]
+    memory_check_interval: Duration,
+    /// Recycle every worker after it has run for D (plus its jitter), replaced as for
+    /// --max-worker-memory: successor first.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    max_worker_age: Option<Duration>,
+    /// The most each worker's age limit is lengthened by, drawn at random per worker so
+    /// workers started together are not recycled together (default: a tenth of
+    /// --max-worker-age; 0s turns it off).
+    #[arg(long, value_name = "D", value_parser = parse_jitter)]
+    max_worker_age_jitter: Option<Duration>,
     /// Log lines as text, or as JSON (one object per line, each event named).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -320,6 +342,18 @@ fn parse_factor(text: &str) -> Result<f64, String> {
         .ok()
         .filter(|f| f.is_finite() && (1.0..=100.0).contains(f))
         .ok_or_else(|| format!("{text:?} is not a number from 1 to 100"))
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    clutch_unix::size::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// A duration that may be zero (`0s` or `0`: no jitter).
+fn parse_jitter(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn parse_ready(text: &str) -> Result<Readiness, String> {
@@ -595,12 +629,18 @@ fn cluster(args: &RunArgs, program: &std::ffi::OsStr) -> clutch_unix::ClusterBui
         })
         .forward_signals(args.forward_signals)
         .kill_mode(args.kill_mode)
+        .max_worker_memory(args.max_worker_memory)
+        .memory_check_interval(args.memory_check_interval)
+        .max_worker_age(args.max_worker_age)
         .log(match args.log_format {
             LogFormat::Text => Log::Stderr,
             LogFormat::Json => Log::Json,
         });
     if let Some(workers) = args.workers {
         cluster.workers(workers as usize);
+    }
+    if let Some(jitter) = args.max_worker_age_jitter {
+        cluster.max_worker_age_jitter(jitter);
     }
     for addr in &args.listen {
         cluster.listen(addr.clone());
@@ -687,6 +727,9 @@ fn in_flags(message: &str) -> String {
         ("readiness delay", "--ready"),
         ("boot timeout", "--boot-timeout"),
         ("rollout batch", "--rollout-batch"),
+        ("max_worker_age_jitter", "--max-worker-age-jitter"),
+        ("max_worker_age", "--max-worker-age"),
+        ("memory_check_interval", "--memory-check-interval"),
         ("backoff.initial", "--backoff-initial"),
         ("backoff.max", "--backoff-max"),
         ("backoff: the cap", "--backoff-max"),
@@ -751,7 +794,7 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
         Output::Text => {
             let _ = writeln!(
                 text,
-                "master {}: {}, {}/{} workers ready, generation {}{}",
+                "master {}: {}, {}/{} workers ready, generation {}{}{}",
                 answer["pid"],
                 answer["phase"].as_str().unwrap_or("?"),
                 answer["ready"],
@@ -761,11 +804,15 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
                     format!(", degraded: {} slots failing", answer["failing_slots"])
                 } else {
                     String::new()
+                },
+                match answer["recycles"].as_u64() {
+                    Some(n) if n > 0 => format!(", {n} recycles"),
+                    _ => String::new(),
                 }
             );
             let _ = writeln!(
                 text,
-                "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8}",
+                "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8}  NOTE",
                 "ID", "SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS"
             );
             for w in answer["workers"].as_array().into_iter().flatten() {
@@ -773,16 +820,22 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
                 // (serde_json's Display ignores widths: format plain strings.)
                 let number =
                     |v: &Value| v.as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string());
+                let note = match (w["recycling"].as_str(), w["successor"] == true) {
+                    (Some(cause), _) => format!("recycling ({cause})"),
+                    (None, true) => "successor".to_owned(),
+                    (None, false) => String::new(),
+                };
                 let _ = writeln!(
                     text,
-                    "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8}",
+                    "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8}  {}",
                     number(&w["id"]),
                     number(&w["slot"]),
                     number(&w["pid"]),
                     w["state"].as_str().unwrap_or("?"),
                     number(&w["generation"]),
                     format!("{:.1}s", uptime.as_secs_f64()),
-                    number(&w["restarts"])
+                    number(&w["restarts"]),
+                    note
                 );
             }
         }
