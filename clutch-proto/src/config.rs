@@ -276,6 +276,8 @@ pub struct Config {
     title: bool,
     service_watchdog: Option<Duration>,
     forward_signals: ForwardSignals,
+    upgrades: bool,
+    successor: bool,
 }
 
 impl Config {
@@ -360,7 +362,34 @@ impl Config {
     pub fn forward_signals(&self) -> ForwardSignals {
         self.forward_signals
     }
+    /// Whether the driver can start a successor master (the upgrade of the master
+    /// itself): then `SIGUSR2`, when it is not forwarded, and [`Input::Upgrade`] start
+    /// one. Default false (a driver that cannot fork a successor says nothing).
+    ///
+    /// [`Input::Upgrade`]: crate::Input::Upgrade
+    #[must_use]
+    pub fn upgrades(&self) -> bool {
+        self.upgrades
+    }
+    /// Whether this master is a successor started by an upgrade: it then tells the
+    /// master that started it [`Notice::Serving`](crate::Notice::Serving) once every
+    /// slot's worker is proven, and leaves the first `READY=1` to the service manager to
+    /// that master (which sends it with `MAINPID=`). Default false.
+    #[must_use]
+    pub fn successor(&self) -> bool {
+        self.successor
+    }
+    /// How long a successor master may take to say it serves: its workers' boot
+    /// timeout and probation, and [`UPGRADE_ALLOWANCE`] for its own start.
+    #[must_use]
+    pub fn upgrade_timeout(&self) -> Duration {
+        self.boot_timeout + self.min_uptime + UPGRADE_ALLOWANCE
+    }
 }
+
+/// What a successor master may take to start (exec, adopt the sockets, fork its workers)
+/// on top of its workers' boot timeout and probation: see [`Config::upgrade_timeout`].
+pub const UPGRADE_ALLOWANCE: Duration = Duration::from_secs(5);
 
 /// Builds a [`Config`]; every setting has a default, [`build`](Self::build) validates.
 #[derive(Debug, Clone)]
@@ -379,6 +408,8 @@ pub struct ConfigBuilder {
     title: bool,
     service_watchdog: Option<Duration>,
     forward_signals: ForwardSignals,
+    upgrades: bool,
+    successor: bool,
 }
 
 /// The default [`Config::min_uptime`]: 2 s.
@@ -401,6 +432,8 @@ impl Default for ConfigBuilder {
             title: true,
             service_watchdog: None,
             forward_signals: ForwardSignals::ALL,
+            upgrades: false,
+            successor: false,
         }
     }
 }
@@ -478,6 +511,18 @@ impl ConfigBuilder {
         self.forward_signals = signals;
         self
     }
+    /// Whether the driver can start a successor master ([`Config::upgrades`]; default
+    /// false).
+    pub fn upgrades(&mut self, upgrades: bool) -> &mut Self {
+        self.upgrades = upgrades;
+        self
+    }
+    /// Whether this master is an upgrade's successor ([`Config::successor`]; default
+    /// false).
+    pub fn successor(&mut self, successor: bool) -> &mut Self {
+        self.successor = successor;
+        self
+    }
 
     /// Validates every setting and returns the configuration, or the first problem found.
     pub fn build(&self) -> Result<Config, ConfigError> {
@@ -546,6 +591,8 @@ impl ConfigBuilder {
             title: self.title,
             service_watchdog: self.service_watchdog,
             forward_signals: self.forward_signals,
+            upgrades: self.upgrades,
+            successor: self.successor,
         })
     }
 }

@@ -2290,3 +2290,8 @@ fn every_report_is_counted_and_those_after_the_exit_are_ignored() {
         "and ignored"
     );
 }
+
+// ----- the upgrade of the master itself ----------------------------------------------------
+
+#[path = "tests_upgrade.rs"]
+mod upgrade;

@@ -69,6 +69,10 @@ pub struct Stats {
     pub reloads_finished: u64,
     /// Rolling restarts that failed.
     pub reloads_failed: u64,
+    /// Upgrades of the master that handed over to the successor.
+    pub upgrades_handed_over: u64,
+    /// Upgrades of the master that failed.
+    pub upgrades_failed: u64,
 }
 
 /// A snapshot of one worker, for status output.
