@@ -79,6 +79,11 @@ pub struct Faults {
     pub commands: Option<Duration>,
     /// Mean gap between late, duplicate or stale reports (`None`: none).
     pub stale_reports: Option<Duration>,
+    /// Successor masters of an upgrade that fail at one of its phases: their spawn
+    /// fails, they die before serving, they never serve, or they die after it.
+    pub successor_fail: u32,
+    /// Successor masters that ignore SIGTERM (a failed upgrade must kill them).
+    pub successor_ignores_term: u32,
 }
 
 /// How the run unfolds in time.
@@ -136,9 +141,6 @@ impl World {
                 ),
             ]),
         );
-        let config = builder
-            .build()
-            .expect("the generator only builds valid configs");
         faults.resource_fail = if rng.one_in(2) {
             0
         } else {
@@ -152,6 +154,24 @@ impl World {
             0
         };
         faults.cancel_stopped = rng.one_in(2);
+        // The upgrade of the master: drawn after everything else.
+        let upgrades = rng.one_in(2);
+        builder.upgrades(upgrades);
+        let config = builder
+            .build()
+            .expect("the generator only builds valid configs");
+        if upgrades {
+            faults.successor_fail = if rng.one_in(4) {
+                0
+            } else {
+                rng.range(100, 1000) as u32
+            };
+            faults.successor_ignores_term = if rng.one_in(2) {
+                0
+            } else {
+                rng.range(100, 1000) as u32
+            };
+        }
         Self {
             config,
             faults,
@@ -278,6 +298,9 @@ fn generate_faults<E: Entropy>(rng: &mut Rng<E>, config: &Config) -> Faults {
         storms: gap(rng, 5, 20_000),
         commands: gap(rng, 5, 20_000),
         stale_reports: gap(rng, 5, 5_000),
+        // Drawn at the end of `World::generate`.
+        successor_fail: 0,
+        successor_ignores_term: 0,
     }
 }
 
@@ -288,13 +311,14 @@ impl fmt::Display for World {
         writeln!(
             f,
             "config: workers={} readiness={:?} boot_timeout={:?} force_exit={:?} batch={} \
-             forward={}",
+             forward={} upgrades={}",
             c.workers(),
             c.readiness(),
             c.boot_timeout(),
             c.force_exit_timeout(),
             c.rollout_batch(),
-            c.forward_signals()
+            c.forward_signals(),
+            c.upgrades()
         )?;
         writeln!(
             f,

@@ -11,9 +11,10 @@ use std::path::Path;
 /// Seeds where scaling down trips the crash breaker: before clutch-proto re-checked the
 /// breaker on scale-down, every one failed `core-invariants` ("breaker should have
 /// tripped"). Re-found after the breaker became "no worker ready for the window" (issue
-/// 11), and checked to fail (`zero-ready-window`, or `time-advances`) with the breaker's
-/// check after every input removed.
-const BREAKER_ON_SCALE_DOWN: &[u64] = &[24, 863, 1237, 3310, 3789, 3861];
+/// 11), and again after issue 14's upgrade knobs joined the world, each checked to fail
+/// (`zero-ready-window`, or `time-advances`) with the breaker's check after every input
+/// removed.
+const BREAKER_ON_SCALE_DOWN: &[u64] = &[24, 96, 254, 863, 3267, 3310];
 
 #[test]
 fn seeds_that_found_bugs_pass_and_still_exercise_the_fixed_path() {

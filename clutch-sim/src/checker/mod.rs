@@ -24,6 +24,7 @@
 //! | `rollout.rs` | spawn generations, a finished rollout's result, probation before an old worker stops |
 //! | `slots.rs` | serving workers within target plus surge; a healed world reaches its target |
 //! | `breaker.rs` | what the crash breaker may count and when it must (and must not) trip; startup failures |
+//! | `upgrade.rs` | the upgrade of the master: the old generation serves until the successor is ready; one master when it ends; one successor at a time |
 //!
 //! Driving order, per step: [`begin_step`](Checker::begin_step) with the input,
 //! [`command_result`](Checker::command_result) with the core's answer,
@@ -62,6 +63,7 @@ mod shutdown;
 mod slots;
 mod stops;
 mod story;
+mod upgrade;
 
 use model::Model;
 
@@ -160,6 +162,18 @@ pub mod check {
     /// The cluster never sits at zero ready workers, with enough failures of the
     /// program's own counted, past the breaker's window without shutting down.
     pub const ZERO_READY_WINDOW: &str = "zero-ready-window";
+
+    // upgrade.rs
+    /// The old generation serves until the successor's workers are ready: the handover
+    /// (and the old workers' stop) comes only with the running successor's `READY=1`,
+    /// during an upgrade and outside a shutdown.
+    pub const SERVES_UNTIL_SUCCESSOR_READY: &str = "serves-until-successor-ready";
+    /// Exactly one master owns the sockets when this one ends: an `Upgraded` exit leaves
+    /// the successor running, any other none (not even one being started).
+    pub const ONE_MASTER: &str = "one-master";
+    /// One successor at a time, none once shutting down, signalled only by its pid and
+    /// never after the handover.
+    pub const ONE_SUCCESSOR: &str = "one-successor";
 }
 
 /// One broken rule.
@@ -280,6 +294,7 @@ macro_rules! on_every_checker {
         on_every_checker!(
             @each checkers, $method $args;
             shutdown contract story commands stops readiness hang respawn rollout slots breaker
+            upgrade
         )
     }};
     (@each $checkers:ident, $method:ident $args:tt; $($field:ident)*) => {{
@@ -313,6 +328,7 @@ struct Checkers {
     rollout: rollout::RolloutChecker,
     slots: slots::SlotsChecker,
     breaker: breaker::BreakerChecker,
+    upgrade: upgrade::UpgradeChecker,
     /// Every violation seen (the first few dozen), in order; a run reports the first.
     found: Vec<Violation>,
 }
@@ -332,13 +348,14 @@ impl Checkers {
             rollout: rollout::RolloutChecker,
             slots: slots::SlotsChecker,
             breaker: breaker::BreakerChecker::default(),
+            upgrade: upgrade::UpgradeChecker,
             found: Vec::new(),
         }
     }
 
     /// Every checker, in the order they judge.
     #[cfg(test)]
-    fn all(&self) -> [&dyn Concern; 11] {
+    fn all(&self) -> [&dyn Concern; 12] {
         [
             &self.shutdown,
             &self.contract,
@@ -351,6 +368,7 @@ impl Checkers {
             &self.rollout,
             &self.slots,
             &self.breaker,
+            &self.upgrade,
         ]
     }
 
@@ -369,6 +387,7 @@ impl Checkers {
             self.rollout.next_probe(),
             self.slots.next_probe(),
             self.breaker.next_probe(),
+            self.upgrade.next_probe(),
         ]
         .into_iter()
         .flatten()
@@ -578,7 +597,7 @@ mod tests {
     use super::check::*;
     use super::harness::config;
 
-    const ALL: [&str; 30] = [
+    const ALL: [&str; 33] = [
         SPAWN_AFTER_SHUTDOWN,
         EXIT_ONCE_LAST,
         EXIT_DEADLINE,
@@ -609,6 +628,9 @@ mod tests {
         STARTUP_FAILED,
         BREAKER_SPARES_SERVING,
         ZERO_READY_WINDOW,
+        SERVES_UNTIL_SUCCESSOR_READY,
+        ONE_MASTER,
+        ONE_SUCCESSOR,
     ];
 
     #[test]

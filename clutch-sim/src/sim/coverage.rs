@@ -36,6 +36,10 @@ pub struct Coverage {
     pub startup_failures: u64,
     pub spawns_cancelled: u64,
     pub signals_ignored: u64,
+    pub successors: u64,
+    pub upgrades_handed_over: u64,
+    pub upgrades_failed: u64,
+    pub successors_lost: u64,
 }
 
 impl Coverage {
@@ -61,11 +65,15 @@ impl Coverage {
         self.startup_failures += other.startup_failures;
         self.spawns_cancelled += other.spawns_cancelled;
         self.signals_ignored += other.signals_ignored;
+        self.successors += other.successors;
+        self.upgrades_handed_over += other.upgrades_handed_over;
+        self.upgrades_failed += other.upgrades_failed;
+        self.successors_lost += other.successors_lost;
     }
 
     /// Every counter with its name.
     #[must_use]
-    pub fn named(&self) -> [(&'static str, u64); 20] {
+    pub fn named(&self) -> [(&'static str, u64); 24] {
         [
             ("spawns", self.spawns),
             ("spawn failures", self.spawn_failures),
@@ -90,6 +98,10 @@ impl Coverage {
             ("startup failures", self.startup_failures),
             ("cancelled spawns", self.spawns_cancelled),
             ("ignored signals", self.signals_ignored),
+            ("successor masters", self.successors),
+            ("upgrades handed over", self.upgrades_handed_over),
+            ("upgrades failed", self.upgrades_failed),
+            ("successors lost after the handover", self.successors_lost),
         ]
     }
 
@@ -104,6 +116,9 @@ impl Coverage {
             }
             Event::WorkerSpawnCancelled { .. } => self.spawns_cancelled += 1,
             Event::SignalIgnored { .. } => self.signals_ignored += 1,
+            Event::UpgradeHandedOver { .. } => self.upgrades_handed_over += 1,
+            Event::UpgradeFailed { .. } => self.upgrades_failed += 1,
+            Event::SuccessorLost { .. } => self.successors_lost += 1,
             Event::WorkerDied { .. } => self.deaths += 1,
             Event::WorkerBootTimedOut { .. } => self.boot_timeouts += 1,
             Event::WorkerHung { .. } => self.hangs += 1,

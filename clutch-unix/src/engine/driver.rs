@@ -768,6 +768,10 @@ impl Driver {
             }
             Action::Notify(notice) => self.setup.service.send(&notice),
             Action::Exit(reason) => self.exit = Some(reason),
+            // (This driver does not enable upgrades yet: the core never asks.)
+            Action::SpawnSuccessor | Action::SignalSuccessor { .. } => {
+                tracing::warn!(?action, "no upgrade support in this driver");
+            }
         }
     }
 
@@ -1122,6 +1126,26 @@ fn log_event(event: &Event, detail: Option<&str>) {
             "signal forwarded to workers"
         ),
         Event::Ignored { reason } => info!(event = name, what = %reason, "ignored"),
+        Event::UpgradeStarted => info!(event = name, "upgrade: starting a new master"),
+        Event::UpgradeSpawned { pid } => info!(
+            event = name,
+            pid, "upgrade: the new master runs and starts its workers"
+        ),
+        Event::UpgradeHandedOver { pid } => info!(
+            event = name,
+            pid, "upgrade: the new master serves; handing over and stopping the old workers"
+        ),
+        Event::UpgradeFailed { cause } => error!(
+            event = name,
+            %cause,
+            "upgrade failed; this master keeps serving"
+        ),
+        Event::SuccessorLost { pid, status } => error!(
+            event = name,
+            pid,
+            %status,
+            "the new master exited after the handover; nobody serves once the old workers are gone"
+        ),
     }
 }
 
