@@ -48,6 +48,9 @@ use crate::os::process::{signal_from_number, signal_number, Process};
 use crate::os::spawn::{master_error, SpawnSpec};
 use crate::Error;
 
+#[path = "upgrade.rs"]
+pub(crate) mod upgrade;
+
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
 /// Worker tokens start here: `FIRST_WORKER + 3·id` is its pidfd, `+ 1` its notify socket,
@@ -106,6 +109,10 @@ pub(crate) struct Setup {
     pub(crate) service: ServiceNotifier,
     pub(crate) control: Option<ControlServer>,
     pub(crate) kill_mode: KillMode,
+    /// This process's own program as it was started: what an upgrade executes.
+    pub(crate) own_program: Option<Program>,
+    /// In a new master an upgrade started: the old master.
+    pub(crate) predecessor: Option<upgrade::Predecessor>,
 }
 
 /// A worker process the driver watches.
@@ -211,6 +218,16 @@ pub(crate) struct Driver {
     /// Workers whose main process ended this turn: their orphans are looked for once,
     /// at the turn's end (without cgroups).
     orphans_of: Vec<u64>,
+    /// The new master of the upgrade under way, if one was started.
+    successor: Option<upgrade::Successor>,
+    /// New masters started so far (names their channels).
+    successors: u64,
+    /// The detailed text of the new master's spawn failure, for the `upgrade` answer.
+    upgrade_detail: Option<String>,
+    /// The new master's channel may hold more than this turn read.
+    unread_successor: bool,
+    /// This master handed over to a new one.
+    handed_over: bool,
 }
 
 impl Driver {
@@ -263,6 +280,11 @@ impl Driver {
             containment,
             by_pid: HashMap::new(),
             orphans_of: Vec::new(),
+            successor: None,
+            successors: 0,
+            upgrade_detail: None,
+            unread_successor: false,
+            handed_over: false,
         })
     }
 
@@ -327,6 +349,7 @@ impl Driver {
             || self.accept_pending
             || self.handles_pending
             || self.sweep_pending
+            || self.unread_successor
     }
 
     /// Goes on with what earlier turns left over, within this turn's bounds.
@@ -339,6 +362,9 @@ impl Driver {
         }
         if self.sweep_pending {
             self.sweep();
+        }
+        if std::mem::take(&mut self.unread_successor) {
+            self.successor_event(upgrade::SUCCESSOR_NOTIFY);
         }
         // Each worker once per turn, in id order; a flood stays in the set.
         let unread: Vec<WorkerId> = std::mem::take(&mut self.unread).into_iter().collect();
@@ -393,6 +419,9 @@ impl Driver {
         }
         if token == HANDLES {
             self.handle_requests();
+            return;
+        }
+        if self.successor_event(token) {
             return;
         }
         if token.0 >= FIRST_CLIENT {
@@ -520,6 +549,15 @@ impl Driver {
                 self.wait(asker, Waiting::Stop);
                 self.feed(Input::Shutdown);
             }
+            Request::Upgrade => {
+                // Waiting first: a new master that cannot even be started fails the
+                // upgrade inside the drain that follows.
+                match self.cluster.handle(Instant::now(), Input::Upgrade) {
+                    Ok(_) => self.wait(asker, Waiting::Upgrade),
+                    Err(e) => outcome = Some(Response::failed(format!("no upgrade: {e}"))),
+                }
+                self.drain();
+            }
         }
         if let Some(answer) = outcome {
             self.answer(asker, &answer);
@@ -619,7 +657,11 @@ impl Driver {
                             }
                         }
                     }
-                    None => tracing::debug!(pid, %status, "reaped an orphan"),
+                    None => {
+                        if !self.successor_reaped(pid, status) {
+                            tracing::debug!(pid, %status, "reaped an orphan");
+                        }
+                    }
                 },
                 Ok(None) => return,
                 Err(e) => {
@@ -764,14 +806,15 @@ impl Driver {
                     }
                     self.handles.reload_ended(generation, &answer);
                 }
+                self.upgrade_event(&event);
                 (self.setup.on_event)(&event);
             }
+            // For the old master that started this one, not the service manager.
+            Action::Notify(clutch_proto::Notice::Serving) => self.tell_predecessor(),
             Action::Notify(notice) => self.setup.service.send(&notice),
             Action::Exit(reason) => self.exit = Some(reason),
-            // (This driver does not enable upgrades yet: the core never asks.)
-            Action::SpawnSuccessor | Action::SignalSuccessor { .. } => {
-                tracing::warn!(?action, "no upgrade support in this driver");
-            }
+            Action::SpawnSuccessor => self.spawn_successor(),
+            Action::SignalSuccessor { signal, .. } => self.signal_successor(signal),
         }
     }
 
@@ -923,6 +966,7 @@ impl Driver {
         }
         let name = self.setup.config.name();
         let title = match self.cluster.phase() {
+            _ if self.handed_over => format!("{name}: master process (old) <shutting down>"),
             Phase::Stopping | Phase::Exited => format!("{name}: master process <shutting down>"),
             _ => format!(
                 "{name}: master process [numworkers: {}]",

@@ -25,6 +25,18 @@ impl ServiceNotifier {
         }
     }
 
+    /// Messages to `socket` (an upgrade's old master's channel).
+    pub(crate) fn to(socket: OsString) -> Self {
+        Self {
+            socket: Some(socket),
+        }
+    }
+
+    /// The socket, if there is one (an upgrade's new master gets the same).
+    pub(crate) fn socket(&self) -> Option<&OsString> {
+        self.socket.as_ref()
+    }
+
     /// Sends one sd_notify datagram (`KEY=VALUE` lines), never blocking: a manager whose
     /// socket is full is a `WouldBlock` error at once.
     pub(crate) fn send_raw(&self, state: &str) -> io::Result<()> {
@@ -47,6 +59,9 @@ impl ServiceNotifier {
             Notice::Stopping => "STOPPING=1".to_owned(),
             Notice::Watchdog => "WATCHDOG=1".to_owned(),
             Notice::Status(line) => format!("STATUS={line}"),
+            // The upgrade's new master is the main process now (NotifyAccess=main
+            // accepts this from the old one, the main process until now).
+            Notice::MainPid(pid) => format!("MAINPID={pid}"),
             other => {
                 tracing::debug!(?other, "no sd_notify form for this notice");
                 return;

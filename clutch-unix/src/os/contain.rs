@@ -72,6 +72,8 @@ pub(crate) struct Containment {
     /// `<master's cgroup>/clutch-<pid>`, when cgroups are usable.
     base: Option<PathBuf>,
     keeper: Option<Keeper>,
+    /// A child that is not a worker's and outlives the master: an upgrade's new master.
+    spared: Option<u32>,
 }
 
 impl Containment {
@@ -112,7 +114,17 @@ impl Containment {
                 None
             }
         };
-        Ok(Self { base, keeper })
+        Ok(Self {
+            base,
+            keeper,
+            spared: None,
+        })
+    }
+
+    /// Leaves child `pid` alone at the end: the new master an upgrade handed over to is
+    /// a child of this one, not an orphan of a worker's tree.
+    pub(crate) fn spare(&mut self, pid: Option<u32>) {
+        self.spared = pid;
     }
 
     /// How workers are contained: `"cgroup"` or `"group"` (for `status`).
@@ -196,7 +208,7 @@ impl Containment {
         // every child still here now is such an orphan (or the keeper).
         let keeper = self.keeper.as_ref().map(|k| k.pid);
         for pid in children() {
-            if Some(pid) != keeper {
+            if Some(pid) != keeper && Some(pid) != self.spared {
                 if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                 }

@@ -79,6 +79,9 @@ pub(crate) struct ChildFds<'a> {
     /// (a write lock on every thread group: milliseconds per worker). Where that is
     /// refused, `cgroup_procs` is the way in.
     pub(crate) cgroup_dir: Option<BorrowedFd<'a>>,
+    /// Whether the child gets `PR_SET_PDEATHSIG` (every worker does; an upgrade's
+    /// successor master, which must outlive the master that starts it, does not).
+    pub(crate) parent_death_signal: bool,
 }
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h), which the libc crate does not name.
@@ -161,6 +164,7 @@ pub(crate) fn fork_exec(
         stdin: fds.stdin.map(|fd| fd.as_raw_fd()),
         report: fds.report.as_raw_fd(),
         cgroup_procs: fds.cgroup_procs.map(|fd| fd.as_raw_fd()),
+        parent_death_signal: fds.parent_death_signal,
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
     };
@@ -228,6 +232,7 @@ struct ChildPlan<'a> {
     stdin: Option<RawFd>,
     report: RawFd,
     cgroup_procs: Option<RawFd>,
+    parent_death_signal: bool,
     parent: libc::pid_t,
 }
 
@@ -319,18 +324,20 @@ unsafe fn child(plan: ChildPlan<'_>) -> ! {
 
     // 7. Never outlive the master. If the master died before the prctl, no signal will
     //    come, so check the parent afterwards (we were then re-parented).
-    if libc::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        0,
-        0,
-        0,
-    ) < 0
-    {
-        fail(report, SpawnStep::ParentDeathSignal);
-    }
-    if libc::getppid() != plan.parent {
-        libc::_exit(127);
+    if plan.parent_death_signal {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) < 0
+        {
+            fail(report, SpawnStep::ParentDeathSignal);
+        }
+        if libc::getppid() != plan.parent {
+            libc::_exit(127);
+        }
     }
 
     // 8. Our own pid into LISTEN_PID= / WATCHDOG_PID=.
