@@ -1,0 +1,561 @@
+//! The upgrade of the master itself (issue 14), exec mode, end to end: `clutch run`
+//! under a bounded HTTP load (connection-per-request and keep-alive clients), upgraded
+//! with SIGUSR2 or `clutch upgrade`, to a good release and to bad ones.
+//!
+//! The workers are a Python server that stops gracefully on SIGTERM (it stops
+//! accepting, answers what it is reading with `connection: close`, closes idle
+//! connections) and names its release in an `x-build` header: the release is the
+//! script's file, replaced (atomically, by rename) before the upgrade, as a deploy does.
+//!
+//! Every wait is on a condition with a deadline ([`PATIENCE`]); sockets are on loopback
+//! ports the OS chooses; whatever the tests start is killed by pid, if it is still
+//! theirs (the `UPGRADE_DIR=<dir>` variable in its environment), when they end.
+
+#[path = "../../tests/tests/common/procs.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{is_alive, kill_if_ours, PATIENCE};
+use serde_json::Value;
+
+const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
+
+/// The worker, release `{build}`: it writes its port to `$UPGRADE_DIR/port-<pid>`, says
+/// READY=1, and serves until SIGTERM; then it finishes gracefully.
+const WORKER: &str = r#"
+import os, signal, socket, threading
+BUILD = "{build}"
+stopping = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+s = socket.socket(fileno=3)
+s.settimeout(0.05)
+d = os.environ["UPGRADE_DIR"]
+tmp = os.path.join(d, "port.%d" % os.getpid())
+with open(tmp, "w") as f:
+    f.write(str(s.getsockname()[1]))
+os.rename(tmp, os.path.join(d, "port-%d" % os.getpid()))
+n = os.environ.get("NOTIFY_SOCKET")
+if n:
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
+def serve(c):
+    c.settimeout(0.05)
+    data = b""
+    idle = 0
+    while True:
+        if b"\r\n\r\n" not in data:
+            try:
+                chunk = c.recv(65536)
+            except socket.timeout:
+                if not data and stopping.is_set():
+                    break
+                idle += 1
+                if idle > 100:
+                    break
+                continue
+            if not chunk:
+                break
+            idle = 0
+            data += chunk
+            continue
+        head, data = data.split(b"\r\n\r\n", 1)
+        close = b"connection: close" in head.lower() or stopping.is_set()
+        body = b"ok"
+        c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-build: " + BUILD.encode()
+            + b"\r\nconnection: " + (b"close" if close else b"keep-alive") + b"\r\n\r\n" + body)
+        if close:
+            break
+    c.close()
+threads = []
+while not stopping.is_set():
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    t = threading.Thread(target=serve, args=(c,))
+    t.start()
+    threads.append(t)
+s.close()
+for t in threads:
+    t.join()
+"#;
+
+/// A worker release that never says READY=1 (it only sleeps).
+const NEVER_READY: &str = "import time\nwhile True:\n    time.sleep(1)\n";
+
+/// Writes `text` to `path` by rename, as a deploy replaces a file.
+fn deploy(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+struct Cluster {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// The `clutch` file the master runs (a copy, when the test replaces it).
+    port: u16,
+    exited: bool,
+}
+
+impl Cluster {
+    /// `CLUTCH_PATH run --workers 2 --ready notify … -- python3 DIR/worker.py`, the
+    /// worker being release v1.
+    fn start(clutch: &Path, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_owned();
+        deploy(
+            &d.join("worker.py"),
+            &WORKER.replace("{build}", "v1"),
+            0o644,
+        );
+        let stderr = std::fs::File::create(d.join("stderr")).unwrap();
+        let mut args: Vec<String> = [
+            "run",
+            "--workers",
+            "2",
+            "--ready",
+            "notify",
+            "--min-uptime",
+            "500ms",
+            "--log-format",
+            "json",
+            "-l",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push("--control".into());
+        args.push(d.join("ctl.sock").display().to_string());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push("--".into());
+        args.push("python3".into());
+        args.push(d.join("worker.py").display().to_string());
+        let child = Command::new(clutch)
+            .args(&args)
+            .env("UPGRADE_DIR", &d)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut cluster = Self {
+            child,
+            dir,
+            port: 0,
+            exited: false,
+        };
+        cluster.wait_until("two workers proven", |c| {
+            let s = c.status();
+            s["ready"] == 2
+                && s["workers"]
+                    .as_array()
+                    .is_some_and(|w| w.iter().all(|w| w["proven"] == true))
+        });
+        cluster.port = cluster.ports()[0];
+        cluster
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn marker(&self) -> String {
+        format!("UPGRADE_DIR={}", self.dir.path().display())
+    }
+
+    /// The ports the workers wrote (one socket: all the same).
+    fn ports(&self) -> Vec<u16> {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("port-"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+            .collect()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.path("stderr")).unwrap_or_default()
+    }
+
+    fn logs(&self) -> Vec<Value> {
+        self.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn events(&self, name: &str) -> Vec<Value> {
+        self.logs()
+            .into_iter()
+            .filter(|l| l["fields"]["event"] == name || l["event"] == name)
+            .collect()
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(CLUTCH)
+            .args(args)
+            .arg("--control")
+            .arg(self.path("ctl.sock"))
+            .output()
+            .unwrap()
+    }
+
+    /// The status answer, or null while there is none.
+    fn status(&self) -> Value {
+        let out = self.ctl(&["status", "--output", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(self) {
+            if !self.exited {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    self.exited = true;
+                    // The first master exiting is what an upgrade does: keep waiting.
+                    let _ = status;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every pid any master of this test logged: masters, workers.
+    fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .logs()
+            .iter()
+            .filter_map(|l| l["fields"]["pid"].as_u64().or(l["pid"].as_u64()))
+            .map(|p| p as u32)
+            .collect();
+        pids.push(self.child.id());
+        pids
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let ours = self.marker();
+        for pid in self.pids() {
+            kill_if_ours(pid, &ours);
+        }
+    }
+}
+
+/// One `GET /` on `stream`; the `x-build` of the answer and whether it closes.
+fn exchange(stream: &mut TcpStream, close: bool) -> std::io::Result<(String, bool)> {
+    let request = if close {
+        "GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    } else {
+        "GET / HTTP/1.1\r\nhost: t\r\n\r\n"
+    };
+    stream.write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(&mut *stream);
+    let mut status = String::new();
+    if reader.read_line(&mut status)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed before an answer",
+        ));
+    }
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("bad status {status:?}")));
+    }
+    let (mut build, mut closes, mut length) = (String::new(), false, 0);
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let lower = line.to_ascii_lowercase();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        } else if let Some(v) = lower.strip_prefix("x-build:") {
+            build = v.trim().to_owned();
+        } else if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        } else if lower.starts_with("connection:") {
+            closes = lower.contains("close");
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((build, closes))
+}
+
+fn connect(port: u16) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(stream)
+}
+
+/// Clients sending `GET /` back to back until [`Load::finish`] (or [`PATIENCE`]): half
+/// of them a connection per request, half keep-alive. A keep-alive client whose reused
+/// connection closes before any byte of an answer retries on a new one (RFC 9112
+/// §9.3.1: the request was not answered, and GET is idempotent); any other error is a
+/// failed request.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    errors: Arc<Mutex<Vec<String>>>,
+    /// The build of the last answers, per build.
+    builds: Arc<Mutex<std::collections::BTreeMap<String, usize>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let builds = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+        let threads = (0..clients)
+            .map(|n| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let (errors, builds) = (errors.clone(), builds.clone());
+                let keep_alive = n % 2 == 1;
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + 3 * PATIENCE;
+                    let mut reused: Option<TcpStream> = None;
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        let fresh = reused.is_none();
+                        let result = match reused.take() {
+                            Some(stream) => Ok(stream),
+                            None => connect(port),
+                        }
+                        .and_then(|mut stream| {
+                            let answer = exchange(&mut stream, !keep_alive)?;
+                            Ok((stream, answer))
+                        });
+                        match result {
+                            Ok((stream, (build, closes))) => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                                *builds.lock().unwrap().entry(build).or_default() += 1;
+                                if keep_alive && !closes {
+                                    reused = Some(stream);
+                                }
+                            }
+                            // An idle keep-alive connection the server closed: retry.
+                            Err(_) if !fresh => {}
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                                errors.lock().unwrap().push(e.to_string());
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            errors,
+            builds,
+            threads,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self, build: &str) -> usize {
+        self.builds.lock().unwrap().get(build).copied().unwrap_or(0)
+    }
+
+    /// Waits until `n` more answers came; false at the deadline.
+    fn more(&self, n: usize) -> bool {
+        let target = self.ok() + n;
+        let deadline = Instant::now() + PATIENCE;
+        while self.ok() < target {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Stops the clients; returns (answers, failures, the failures' errors).
+    fn finish(self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads {
+            thread.join().expect("a load client panicked");
+        }
+        let errors = self.errors.lock().unwrap().clone();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            errors,
+        )
+    }
+}
+
+/// The pid of the master answering the control socket now.
+fn master_pid(cluster: &Cluster) -> Option<u32> {
+    cluster.status()["pid"].as_u64().map(|p| p as u32)
+}
+
+/// A good release, upgraded to by SIGUSR2: the new workers serve release v2, the old
+/// master is gone, the control socket answers from the new one, and not one request
+/// failed on the way.
+#[test]
+fn sigusr2_upgrades_to_the_new_release_with_no_failed_request() {
+    let mut cluster = Cluster::start(Path::new(CLUTCH), &[]);
+    let old = cluster.child.id();
+    let load = Load::start(cluster.port, 4);
+    assert!(load.more(50), "the load is answered");
+    deploy(
+        &cluster.path("worker.py"),
+        &WORKER.replace("{build}", "v2"),
+        0o644,
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    cluster.wait_until("the old master is gone", |_| !is_alive(old));
+    let new = master_pid(&cluster).expect("the control socket answers");
+    assert_ne!(new, old, "the new master answers");
+    assert!(load.more(100), "the load is answered after the upgrade");
+    let before = load.seen("v1");
+    assert!(load.more(100));
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(
+        failed,
+        0,
+        "failed requests: {errors:?}\n{}",
+        cluster.stderr()
+    );
+    assert!(ok > 250);
+    let logs = cluster.stderr();
+    assert!(before > 0, "v1 served before");
+    assert!(logs.contains("upgrade_handed_over"), "{logs}");
+    // After the old master's exit, only the new release answers.
+    for _ in 0..20 {
+        let (build, _) = exchange(&mut connect(cluster.port).unwrap(), true).unwrap();
+        assert_eq!(build, "v2");
+    }
+    let status = cluster.status();
+    assert_eq!(status["ready"], 2, "{status}");
+    // The new master stops cleanly when asked, and the socket file goes with it.
+    let out = cluster.ctl(&["stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.wait_until("the new master is gone", |_| !is_alive(new));
+    assert!(!cluster.path("ctl.sock").exists());
+}
+
+/// An upgrade to a `clutch` file that exits at start: `clutch upgrade` exits 1 with the
+/// cause, the old master keeps serving, no request failed.
+#[test]
+fn an_upgrade_to_a_binary_that_exits_at_start_changes_nothing() {
+    let bin = tempfile::tempdir().unwrap();
+    let copy = bin.path().join("clutch");
+    std::fs::copy(CLUTCH, &copy).unwrap();
+    let cluster = Cluster::start(&copy, &[]);
+    let old = cluster.child.id();
+    let load = Load::start(cluster.port, 4);
+    assert!(load.more(50));
+    deploy(&copy, "#!/bin/sh\necho broken release >&2\nexit 1\n", 0o755);
+    let out = cluster.ctl(&["upgrade"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "clutch upgrade: {stderr}");
+    assert!(
+        stderr.contains("exited before its workers served (exit code 1)"),
+        "the cause: {stderr}"
+    );
+    assert!(load.more(100), "still served");
+    let (_, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "failed requests: {errors:?}");
+    assert_eq!(master_pid(&cluster), Some(old), "the old master answers");
+    assert!(is_alive(old));
+    assert_eq!(cluster.status()["ready"], 2);
+    assert_eq!(cluster.events("worker_exit").len(), 0, "no worker stopped");
+}
+
+/// An upgrade whose new workers never become ready: the new master is stopped at the
+/// upgrade's timeout (boot timeout + probation + 5 s), `clutch upgrade` exits 1 with the
+/// cause, a second USR2 meanwhile is refused with a log line, the old master keeps
+/// serving, no request failed, and nothing the new master started is left.
+#[test]
+fn an_upgrade_whose_workers_never_become_ready_changes_nothing() {
+    let mut cluster = Cluster::start(Path::new(CLUTCH), &["--boot-timeout", "1s"]);
+    let old = cluster.child.id();
+    let load = Load::start(cluster.port, 4);
+    assert!(load.more(50));
+    deploy(&cluster.path("worker.py"), NEVER_READY, 0o644);
+    let control = cluster.path("ctl.sock");
+    let upgrade = std::thread::spawn(move || {
+        Command::new(CLUTCH)
+            .args(["upgrade", "--control"])
+            .arg(control)
+            .output()
+            .unwrap()
+    });
+    cluster.wait_until("the new master runs", |c| {
+        !c.events("upgrade_spawned").is_empty()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    cluster.wait_until("the second USR2 is refused", |c| {
+        c.stderr().contains("an upgrade is already under way")
+    });
+    let out = upgrade.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "clutch upgrade: {stderr}");
+    assert!(
+        stderr.contains("did not all become ready and pass probation"),
+        "the cause: {stderr}"
+    );
+    assert!(load.more(100));
+    let (_, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "failed requests: {errors:?}");
+    assert_eq!(master_pid(&cluster), Some(old));
+    let new = cluster.events("upgrade_spawned")[0]["fields"]["pid"]
+        .as_u64()
+        .or(cluster.events("upgrade_spawned")[0]["pid"].as_u64())
+        .unwrap() as u32;
+    assert!(!is_alive(new), "the new master is gone");
+    // Every worker the new master started is gone too: only the old two are ours.
+    let ours = cluster.marker();
+    let started: Vec<u32> = cluster
+        .events("worker_started")
+        .iter()
+        .filter_map(|l| l["fields"]["pid"].as_u64().or(l["pid"].as_u64()))
+        .map(|p| p as u32)
+        .collect();
+    let live: Vec<u32> = started
+        .into_iter()
+        .filter(|&p| common::is_ours(p, &ours))
+        .collect();
+    assert_eq!(live.len(), 2, "only the old workers: {live:?}");
+    assert_eq!(cluster.status()["ready"], 2);
+}
