@@ -655,8 +655,10 @@ pub enum Notice {
     Watchdog,
     /// `STATUS=…`: the live counts changed.
     Status(StatusLine),
-    /// `MAINPID=…`: an upgrade handed over to this successor master (sent with the
-    /// [`Ready`](Self::Ready) that ends the upgrade's `RELOADING=1`).
+    /// `MAINPID=…` and `READY=1`, in one message: an upgrade handed over to this new
+    /// master, and the `RELOADING=1` it began with ends. One message, because once
+    /// `MAINPID=` is taken this master is no longer the main process, and with
+    /// `NotifyAccess=main` systemd would refuse a `READY=1` sent after it.
     MainPid(Pid),
     /// For the master that started this one ([`Config::successor`]), not the service
     /// manager: every slot's worker is ready and past probation, so it may hand over.

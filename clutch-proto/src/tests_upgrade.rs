@@ -163,7 +163,7 @@ fn a_successor_that_serves_takes_over_and_the_old_workers_stop() {
     h.log = actions;
     assert_eq!(
         h.notices(),
-        vec![Notice::MainPid(SUCCESSOR), Notice::Ready],
+        vec![Notice::MainPid(SUCCESSOR)],
         "no STOPPING=1: the service is not stopping"
     );
     assert_eq!(
@@ -514,4 +514,85 @@ fn the_upgrade_timeout_covers_boot_probation_and_the_start() {
         .unwrap();
     assert_eq!(config.upgrade_timeout(), 4 * SEC + UPGRADE_ALLOWANCE);
     assert!(!config.upgrades() && !config.successor(), "off by default");
+}
+
+#[test]
+fn a_spurious_timeout_before_the_deadline_stops_nothing() {
+    let mut h = booting(1);
+    let timeout = h.cluster.config().upgrade_timeout();
+    let early = h.now + timeout - MS;
+    h.cluster.handle(early, Input::Timeout).unwrap();
+    h.drain();
+    assert!(h.successor_signals().is_empty());
+    h.cluster.handle(h.now + timeout, Input::Timeout).unwrap();
+    h.drain();
+    assert_eq!(h.successor_signals(), vec![Signal::Term]);
+}
+
+#[test]
+fn a_successor_never_reported_spawned_by_the_deadline_is_stopped_once_it_is() {
+    let mut h = started(1);
+    let force = h.cluster.config().force_exit_timeout();
+    h.advance(h.cluster.config().upgrade_timeout());
+    assert!(h.successor_signals().is_empty(), "no pid to signal yet");
+    h.successor(SuccessorFact::Spawned { pid: SUCCESSOR });
+    assert_eq!(
+        h.successor_signals(),
+        vec![Signal::Term],
+        "late, so stopped"
+    );
+    assert!(
+        h.events().is_empty(),
+        "not UpgradeSpawned: it failed already"
+    );
+    h.advance(force);
+    assert_eq!(h.successor_signals(), vec![Signal::Kill]);
+    h.take();
+    h.successor(SuccessorFact::Exited(ExitStatus::Signaled(9)));
+    assert!(matches!(
+        h.events()[..],
+        [Event::UpgradeFailed {
+            cause: UpgradeFailure::TimedOut { .. }
+        }]
+    ));
+}
+
+#[test]
+fn a_successor_out_of_time_to_stop_before_its_spawn_report_is_killed_at_once() {
+    let mut h = started(1);
+    let timeout = h.cluster.config().upgrade_timeout();
+    let force = h.cluster.config().force_exit_timeout();
+    h.advance(timeout + force);
+    h.take();
+    h.successor(SuccessorFact::Spawned { pid: SUCCESSOR });
+    assert_eq!(h.successor_signals(), vec![Signal::Kill]);
+}
+
+#[test]
+fn an_in_process_or_rolling_successor_does_not_say_it_serves() {
+    let mut h = Harness::new(Config::builder().workers(0).successor(true));
+    h.advance(DEFAULT_MIN_UPTIME);
+    assert!(
+        !h.notices().contains(&Notice::Serving),
+        "no slot, no cluster"
+    );
+
+    let mut h = Harness::new(Config::builder().workers(1).successor(true));
+    h.boot_all();
+    h.signal(Signal::Hup);
+    let (id, ..) = h.spawns()[0];
+    h.take();
+    h.advance(DEFAULT_MIN_UPTIME);
+    assert!(
+        !h.notices().contains(&Notice::Serving),
+        "every slot proven, but a rollout runs"
+    );
+    h.take();
+    h.spawned(id);
+    h.ready(id);
+    h.advance(DEFAULT_MIN_UPTIME);
+    assert!(
+        h.notices().contains(&Notice::Serving),
+        "the rollout is over"
+    );
 }

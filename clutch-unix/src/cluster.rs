@@ -265,7 +265,9 @@ impl ClusterBuilder {
         }
         self.core
             .service_watchdog(crate::engine::service::watchdog_interval_from_env())
-            .upgrades(true)
+            // As PID 1 (a container), this master's exit would end every process of its
+            // pid namespace, the new master too: no upgrade in place there.
+            .upgrades(std::process::id() != 1)
             .successor(self.predecessor.is_some());
         let config = self.core.build()?;
         if let Some(error) = self.listen_error.clone() {

@@ -189,8 +189,8 @@ impl ClusterState {
         self.upgrade = Some(Upgrade::HandedOver { pid, lost: false });
         self.stats.upgrades_handed_over += 1;
         self.emit(Event::UpgradeHandedOver { pid });
+        // MAINPID= with READY=1: the service manager follows the new master now.
         self.actions.push_back(Action::Notify(Notice::MainPid(pid)));
-        self.actions.push_back(Action::Notify(Notice::Ready));
         self.begin_shutdown(now, ShutdownTrigger::Upgrade);
     }
 

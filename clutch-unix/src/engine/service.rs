@@ -59,9 +59,10 @@ impl ServiceNotifier {
             Notice::Stopping => "STOPPING=1".to_owned(),
             Notice::Watchdog => "WATCHDOG=1".to_owned(),
             Notice::Status(line) => format!("STATUS={line}"),
-            // The upgrade's new master is the main process now (NotifyAccess=main
-            // accepts this from the old one, the main process until now).
-            Notice::MainPid(pid) => format!("MAINPID={pid}"),
+            // The upgrade's new master is the main process now, and the reload ends: in
+            // one message, which NotifyAccess=main accepts from the old master (the main
+            // process until this very message).
+            Notice::MainPid(pid) => format!("MAINPID={pid}\nREADY=1"),
             other => {
                 tracing::debug!(?other, "no sd_notify form for this notice");
                 return;
@@ -71,9 +72,10 @@ impl ServiceNotifier {
         // READY=1 that ends a reload); a ping or a status line is not. Either way the
         // master's loop is never held for long.
         let sent = match (&self.socket, notice) {
-            (Some(socket), Notice::Ready | Notice::Reloading | Notice::Stopping) => {
-                crate::os::notify::send_to_within(socket, &state, STATE_CHANGE_WAIT)
-            }
+            (
+                Some(socket),
+                Notice::Ready | Notice::Reloading | Notice::Stopping | Notice::MainPid(_),
+            ) => crate::os::notify::send_to_within(socket, &state, STATE_CHANGE_WAIT),
             _ => self.send_raw(&state),
         };
         match sent {
