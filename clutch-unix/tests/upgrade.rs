@@ -109,6 +109,10 @@ impl Cluster {
     /// `CLUTCH_PATH run --workers 2 --ready notify … -- python3 DIR/worker.py`, the
     /// worker being release v1.
     fn start(clutch: &Path, extra: &[&str]) -> Self {
+        Self::start_with(clutch, extra, &[])
+    }
+
+    fn start_with(clutch: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_owned();
         deploy(
@@ -143,6 +147,7 @@ impl Cluster {
             .args(&args)
             .env("UPGRADE_DIR", &d)
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -408,4 +413,88 @@ fn an_upgrade_whose_workers_never_become_ready_changes_nothing() {
         .collect();
     assert_eq!(live.len(), 2, "only the old workers: {live:?}");
     assert_eq!(cluster.status()["ready"], 2);
+}
+
+/// Under a service manager (a fake one: a datagram socket as `NOTIFY_SOCKET`, read all
+/// the time as systemd does): `RELOADING=1` when the upgrade begins, then one message
+/// `MAINPID=<the new master>` with `READY=1`, no `STOPPING=1` from the old master, and
+/// from then on the new master speaks to the service manager itself (its watchdog pings
+/// go on after the old master is gone).
+#[test]
+fn under_a_service_manager_the_unit_follows_the_new_master() {
+    use std::os::unix::net::UnixDatagram;
+    let sockets = tempfile::tempdir().unwrap();
+    let notify_path = sockets.path().join("notify.sock");
+    let systemd = UnixDatagram::bind(&notify_path).unwrap();
+    let (sender, notifications) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = systemd.recv(&mut buf) {
+            if sender
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let notify = notify_path.display().to_string();
+    let mut cluster = Cluster::start_with(
+        Path::new(CLUTCH),
+        &[],
+        &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "400000")],
+    );
+    let old = cluster.child.id();
+    let mut received: Vec<String> = Vec::new();
+    let expect = |what: &dyn Fn(&str) -> bool, received: &mut Vec<String>| {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(i) = received.iter().position(|m| what(m)) {
+                return received.drain(..=i).next_back().unwrap();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match notifications.recv_timeout(left) {
+                Ok(message) => received.push(message),
+                Err(_) => panic!("not received; got {received:?}"),
+            }
+        }
+    };
+    expect(&|m| m.contains("READY=1"), &mut received);
+    let out = cluster.ctl(&["upgrade"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new: u32 = stdout
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("a pid in {stdout:?}"));
+    let reloading = expect(&|m| m.contains("RELOADING=1"), &mut received);
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let handover = expect(&|m| m.contains("MAINPID="), &mut received);
+    assert_eq!(
+        handover,
+        format!("MAINPID={new}\nREADY=1"),
+        "one message, naming the new master"
+    );
+    cluster.wait_until("the old master is gone", |_| !is_alive(old));
+    while let Ok(message) = notifications.try_recv() {
+        received.push(message);
+    }
+    assert!(
+        !received.iter().any(|m| m.contains("STOPPING=1")),
+        "the old master's stop is not the service's: {received:?}"
+    );
+    // Pings after the old master's exit can only be the new master's.
+    received.clear();
+    expect(&|m| m == "WATCHDOG=1", &mut received);
+    let out = cluster.ctl(&["stop"]);
+    assert!(out.status.success());
+    let stopping = expect(&|m| m.contains("STOPPING=1"), &mut received);
+    assert_eq!(stopping, "STOPPING=1", "the new master's own stop");
+    cluster.wait_until("the new master is gone", |_| !is_alive(new));
 }

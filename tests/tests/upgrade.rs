@@ -49,19 +49,21 @@ struct Upgradable {
 
 impl Upgradable {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(envs: &[(&str, &str)]) -> Self {
         let bin = tempfile::tempdir().unwrap();
         let app = bin.path().join("app");
         deploy(&app, &release("v1"));
         let control = bin.path().join("ctl.sock").display().to_string();
-        let mut fixture = Fixture::start_program(
-            app.to_str().unwrap(),
-            &[],
-            &[
-                ("WORKERS", "2"),
-                ("MIN_UPTIME_MS", "500"),
-                ("FIXTURE_CONTROL", &control),
-            ],
-        );
+        let mut all = vec![
+            ("WORKERS", "2"),
+            ("MIN_UPTIME_MS", "500"),
+            ("FIXTURE_CONTROL", control.as_str()),
+        ];
+        all.extend_from_slice(envs);
+        let mut fixture = Fixture::start_program(app.to_str().unwrap(), &[], &all);
         fixture.wait_ready(2);
         Self { fixture, bin }
     }
@@ -156,4 +158,56 @@ fn an_upgrade_to_a_binary_that_exits_at_start_changes_nothing() {
     assert_eq!(status["pid"].as_u64(), Some(u64::from(old)));
     assert_eq!(status["ready"], 2);
     assert_eq!(cluster.fixture.count("worker_exit"), 0, "no worker stopped");
+}
+
+#[test]
+fn an_upgrade_whose_workers_never_become_ready_changes_nothing() {
+    let mut cluster = Upgradable::start_with(&[("BOOT_TIMEOUT_MS", "2000")]);
+    let old = cluster.fixture.pid();
+    let load = Load::start(cluster.fixture.port, 4);
+    assert!(load.more(50));
+    deploy(&cluster.app(), &release("nr"));
+    let answer = cluster.ask(Request::Upgrade);
+    assert_eq!(answer["ok"], false, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("did not all become ready and pass probation"),
+        "{error}"
+    );
+    assert!(load.more(100));
+    let (_, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "failed requests: {errors:?}");
+    let status = cluster.ask(Request::Status);
+    assert_eq!(status["pid"].as_u64(), Some(u64::from(old)));
+    assert_eq!(status["ready"], 2);
+    // The new master and every worker it started are gone; the old two serve on. (By
+    // liveness: a worker's title overwrites its environment, where a marker would be.)
+    let by = |f: &Fixture, new: bool| -> Vec<u32> {
+        f.named("worker_started")
+            .iter()
+            .filter(|e| (e["master"].as_u64() != Some(u64::from(old))) == new)
+            .filter_map(common::pid_of)
+            .collect()
+    };
+    cluster
+        .fixture
+        .wait_until("what the new master started is gone", |f| {
+            let new_masters: Vec<u32> = f
+                .events()
+                .iter()
+                .filter_map(|e| e["master"].as_u64())
+                .filter(|&m| m != u64::from(old))
+                .map(|m| m as u32)
+                .collect();
+            !new_masters.is_empty()
+                && new_masters.iter().all(|&m| !is_alive(m))
+                && by(f, true).iter().all(|&p| !is_alive(p))
+        });
+    let old_workers = by(&cluster.fixture, false);
+    assert_eq!(old_workers.len(), 2);
+    assert!(
+        old_workers.iter().all(|&p| is_alive(p)),
+        "the old workers serve"
+    );
+    assert_eq!(cluster.fixture.count("upgrade_failed"), 1);
 }

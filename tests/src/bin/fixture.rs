@@ -32,7 +32,8 @@
 //! Every worker writes its TCP port to `FIXTURE_DIR/port-<pid>` (for exec mode, where
 //! the `clutch` master writes none), and answers with an `x-build` header: the two
 //! characters of [`BUILD`] after its prefix, which the upgrade tests patch in a copy of
-//! this binary (`v1` → `v2`) to tell a new build from the old. Connections are
+//! this binary (`v1` → `v2`) to tell a new build from the old; build `nr` is a release
+//! whose workers never become ready (they wait for their stop). Connections are
 //! keep-alive unless the request says `connection: close`; a worker that is stopping
 //! answers the request it is reading with `connection: close`, and closes idle
 //! connections.
@@ -308,6 +309,11 @@ fn write_atomically(path: &std::path::Path, text: &str) {
 fn serve(mut worker: Worker) {
     let listener: TcpListener = worker.take_tcp_listener().expect("a TCP listener");
     listener.set_nonblocking(true).expect("non-blocking");
+    if build() == "nr" {
+        // The release whose workers never become ready: wait for the stop, say nothing.
+        worker.shutdown().wait();
+        return;
+    }
     if let Some(dir) = std::env::var_os("FIXTURE_DIR") {
         let port = listener.local_addr().expect("a local address").port();
         let path = PathBuf::from(dir).join(format!("port-{}", std::process::id()));
