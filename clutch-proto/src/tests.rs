@@ -1245,6 +1245,7 @@ fn a_new_worker_failing_to_boot_aborts_the_rollout_and_keeps_the_old_ones() {
         0,
         "rollout failures do not feed the breaker"
     );
+    assert_eq!(h.cluster.stats().reloads_failed, 1);
     // A later crash is refilled with the old generation.
     h.advance(60 * SEC);
     h.exited(old[1], ExitStatus::Signaled(9));
@@ -1450,6 +1451,11 @@ fn term_mid_rollout_shuts_everything_down() {
         3
     );
     assert_eq!(h.cluster.phase(), Phase::Stopping);
+    assert_eq!(
+        h.cluster.stats().reloads_failed,
+        1,
+        "the shutdown failed it"
+    );
 }
 
 #[test]
@@ -1544,6 +1550,7 @@ fn scale_command_validates_its_target() {
     assert_eq!(h.cluster.handle(h.now, Input::Scale(5)).map(|_| ()), Ok(()));
     h.drain();
     assert_eq!(h.spawns().len(), 3);
+    assert_eq!(h.cluster.stats().spawns, 5, "two at start, three now");
     h.cluster.handle(h.now, Input::Shutdown).unwrap();
     assert_eq!(
         h.cluster.handle(h.now, Input::Scale(3)).map(|_| ()),
@@ -2289,6 +2296,34 @@ fn every_report_is_counted_and_those_after_the_exit_are_ignored() {
         at_exit.ignored_inputs + 2,
         "and ignored"
     );
+}
+
+#[test]
+fn scaling_to_the_maximum_is_allowed() {
+    let mut h = Harness::with_workers(1);
+    h.boot_all();
+    assert_eq!(
+        h.cluster
+            .handle(h.now, Input::Scale(MAX_WORKERS))
+            .map(|_| ()),
+        Ok(())
+    );
+    h.drain();
+    assert_eq!(h.cluster.target(), MAX_WORKERS);
+}
+
+#[test]
+fn a_kill_decided_while_spawning_is_not_softened_into_the_earlier_term() {
+    let mut h = Harness::new(Config::builder().workers(1).force_exit_timeout(5 * SEC));
+    let (id, ..) = h.spawns()[0];
+    h.take();
+    // The shutdown begins while the pid is not known yet (TERM pending), and its force
+    // comes before it is (KILL pending).
+    h.signal(Signal::Term);
+    h.advance(6 * SEC);
+    assert!(h.signals().is_empty(), "nothing to signal without a pid");
+    h.spawned(id);
+    assert_eq!(h.signals(), vec![(id, Signal::Kill)]);
 }
 
 // ----- the upgrade of the master itself ----------------------------------------------------

@@ -2,6 +2,10 @@
 //! for its workers (as Node's cluster does); [`ClusterBuilder::start`] tells each process
 //! which role it plays.
 
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clutch_proto::{
@@ -11,11 +15,12 @@ use clutch_proto::{
 
 use crate::engine::control_server::ControlServer;
 use crate::engine::driver::upgrade::{own_program, Predecessor, CONTROL_FD_NAME};
-use crate::engine::driver::{Driver, EventHandler, Program, Setup};
+use crate::engine::driver::{Driver, EventHandler, Program, Setup, WorkerProcess};
 use crate::engine::handle::{HandleServer, MasterHandle};
 use crate::engine::service::ServiceNotifier;
-use crate::error::ProgramError;
+use crate::error::{ProgramError, WorkerSettingError};
 use crate::os::contain::KillMode;
+use crate::os::credentials::Credentials;
 use crate::os::listen::{self, AddrError, ListenAddr, ListenOptions, Listener};
 use crate::worker::Worker;
 use crate::{Error, Log};
@@ -59,6 +64,12 @@ impl Cluster {
             kill_mode: KillMode::default(),
             predecessor: None,
             adopted_control: None,
+            user: None,
+            group: None,
+            current_dir: None,
+            umask: None,
+            env: Vec::new(),
+            env_clear: false,
         }
     }
 }
@@ -95,6 +106,12 @@ pub struct ClusterBuilder {
     predecessor: Option<Predecessor>,
     /// The control socket the old master handed over with the listeners.
     adopted_control: Option<Listener>,
+    user: Option<String>,
+    group: Option<String>,
+    current_dir: Option<PathBuf>,
+    umask: Option<u32>,
+    env: Vec<(OsString, OsString)>,
+    env_clear: bool,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -104,6 +121,11 @@ impl std::fmt::Debug for ClusterBuilder {
             .field("listen", &self.listen)
             .field("log", &self.log)
             .field("control", &self.control)
+            .field("user", &self.user)
+            .field("group", &self.group)
+            .field("current_dir", &self.current_dir)
+            .field("umask", &self.umask)
+            .field("env_clear", &self.env_clear)
             .finish_non_exhaustive()
     }
 }
@@ -217,6 +239,51 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs every worker as `user`, a name or a numeric uid (`clutch run --user`), with
+    /// that user's groups from the user database (`initgroups`), and its primary group
+    /// unless [`group`](Self::group) says otherwise. The master keeps its own
+    /// credentials, to bind and to supervise; changing them needs a master running as
+    /// root. The names are resolved at [`start`](Self::start) (or
+    /// [`supervise`](Self::supervise)): an unknown one fails it, before anything runs.
+    pub fn user(&mut self, user: impl Into<String>) -> &mut Self {
+        self.user = Some(user.into());
+        self
+    }
+    /// The workers' group, a name or a numeric gid (`clutch run --group`; default: the
+    /// [`user`](Self::user)'s primary group). Without a user, the workers keep the
+    /// master's uid and have this one group.
+    pub fn group(&mut self, group: impl Into<String>) -> &mut Self {
+        self.group = Some(group.into());
+        self
+    }
+    /// The workers' working directory (`clutch run --chdir`; default: the master's),
+    /// entered as the workers' user. It must exist when the cluster starts.
+    pub fn current_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+    /// The workers' umask (`clutch run --umask`; default: the master's), at most `0o777`.
+    pub fn umask(&mut self, mask: u32) -> &mut Self {
+        self.umask = Some(mask);
+        self
+    }
+    /// Sets a variable in every worker's environment (`clutch run --env`; repeatable, a
+    /// later value wins). The variables clutch sets itself (`LISTEN_FDS`,
+    /// `NOTIFY_SOCKET`, `CLUTCH_WORKER_ID`, … see [`crate::spawn::MANAGED_ENV_VARS`])
+    /// are refused at start.
+    pub fn env(&mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> &mut Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+    /// Starts every worker from an empty environment (`clutch run --env-clear`): only
+    /// what [`env`](Self::env) sets, `USER`/`LOGNAME`/`HOME` with a [`user`](Self::user),
+    /// and what clutch sets for each worker (`LISTEN_FDS`, `NOTIFY_SOCKET`, …). By
+    /// default workers inherit the master's environment.
+    pub fn env_clear(&mut self) -> &mut Self {
+        self.env_clear = true;
+        self
+    }
+
     /// Called in the master for every event (gs-clutch's `clutch.on(...)`).
     pub fn on_event(&mut self, handler: impl FnMut(&Event) + 'static) -> &mut Self {
         self.on_event = Some(Box::new(handler));
@@ -239,6 +306,10 @@ impl ClusterBuilder {
         if std::env::var_os(crate::worker::WORKER_ID_ENV).is_some() {
             return Ok(Role::Worker(Worker::from_env(&config)?));
         }
+        if config.is_in_process() && (self.user.is_some() || self.group.is_some()) {
+            return Err(WorkerSettingError::InProcess.into());
+        }
+        let workers = self.worker_process()?;
         if !config.is_in_process() {
             self.check_fd_limit(&config)?;
         }
@@ -248,13 +319,16 @@ impl ClusterBuilder {
         }
         let exe = std::env::current_exe()
             .map_err(|e| Error::io("finding this program to re-execute it for workers", e))?;
+        workers.check_program(&exe)?;
         let mut args = std::env::args_os();
         let program = Program {
             path: exe,
             arg0: args.next(),
             args: args.collect(),
         };
-        Ok(Role::Master(self.master(config, program, listeners)?))
+        Ok(Role::Master(
+            self.master(config, program, listeners, workers)?,
+        ))
     }
 
     /// The validated configuration, with what the service manager says in the environment
@@ -294,6 +368,7 @@ impl ClusterBuilder {
         config: Config,
         program: Program,
         listeners: Vec<Listener>,
+        workers: WorkerProcess,
     ) -> Result<Master, Error> {
         let adopted = self.adopted_control.take();
         let control = match (self.control.as_deref(), adopted) {
@@ -334,6 +409,7 @@ impl ClusterBuilder {
                 kill_mode: self.kill_mode,
                 own_program: own_program(),
                 predecessor: self.predecessor.take(),
+                workers,
             }),
         })
     }
@@ -353,13 +429,10 @@ impl ClusterBuilder {
         program: impl AsRef<std::ffi::OsStr>,
         args: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
     ) -> Result<Master, Error> {
-        self.core
-            .forward_signals(self.forward_signals.unwrap_or(ForwardSignals::NONE));
-        let config = self.config()?;
-        if config.is_in_process() {
-            return Err(Error::Program(ProgramError::NoWorkers));
-        }
+        let config = self.exec_config()?;
+        let workers = self.worker_process()?;
         let path = resolve_program(program.as_ref())?;
+        workers.check_program(&path)?;
         self.log.install();
         self.check_fd_limit(&config)?;
         let listeners = self.bind_all()?;
@@ -369,7 +442,109 @@ impl ClusterBuilder {
             arg0: name,
             args: args.into_iter().map(Into::into).collect(),
         };
-        self.master(config, program, listeners)
+        self.master(config, program, listeners, workers)
+    }
+
+    /// The workers' user, directory, umask and environment settings, checked: the
+    /// settings' own mistakes first (usage errors), then what the system says of them
+    /// (the user database, the master's privilege, the directory).
+    fn worker_process(&self) -> Result<WorkerProcess, Error> {
+        let credentials = self.worker_settings()?;
+        if let Some(credentials) = &credentials {
+            credentials.check_privilege()?;
+        }
+        let current_dir = match &self.current_dir {
+            None => None,
+            Some(dir) => {
+                let unusable = |source| WorkerSettingError::Directory {
+                    path: dir.clone(),
+                    source,
+                };
+                let absolute = std::path::absolute(dir).map_err(unusable)?;
+                let meta = std::fs::metadata(&absolute).map_err(unusable)?;
+                if !meta.is_dir() {
+                    return Err(unusable(io::Error::from_raw_os_error(libc::ENOTDIR)).into());
+                }
+                if let Some(credentials) = &credentials {
+                    if !credentials.can_enter(&absolute) {
+                        return Err(WorkerSettingError::DirectoryNotEnterable {
+                            path: dir.clone(),
+                            who: credentials.describe(),
+                        }
+                        .into());
+                    }
+                }
+                Some(absolute)
+            }
+        };
+        Ok(WorkerProcess {
+            credentials,
+            current_dir,
+            umask: self.umask,
+            env_clear: self.env_clear,
+            env: self.env.clone(),
+        })
+    }
+
+    /// The workers' settings that are the caller's to get right: the umask, the
+    /// variables' names, the user and group (looked up, not yet checked against the
+    /// master's privilege).
+    fn worker_settings(&self) -> Result<Option<Credentials>, Error> {
+        if let Some(mask) = self.umask.filter(|mask| *mask > 0o777) {
+            return Err(WorkerSettingError::Umask { mask }.into());
+        }
+        for (name, value) in &self.env {
+            let name_text = name.to_string_lossy().into_owned();
+            let bytes = name.as_bytes();
+            if bytes.is_empty()
+                || bytes.contains(&b'=')
+                || bytes.contains(&0)
+                || value.as_bytes().contains(&0)
+            {
+                return Err(WorkerSettingError::EnvName { name: name_text }.into());
+            }
+            if crate::spawn::MANAGED_ENV_VARS
+                .iter()
+                .any(|managed| name.as_os_str() == std::ffi::OsStr::new(managed))
+            {
+                return Err(WorkerSettingError::EnvManaged { name: name_text }.into());
+            }
+        }
+        if self.user.is_none() && self.group.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Credentials::lookup(
+            self.user.as_deref(),
+            self.group.as_deref(),
+        )?))
+    }
+}
+
+impl ClusterBuilder {
+    /// The configuration [`supervise`](Self::supervise) would run, validated, without
+    /// looking for the program, binding a socket or starting anything: what the
+    /// `clutch` command's `--print-config` checks.
+    ///
+    /// The workers' settings are checked as far as they are the caller's to get right
+    /// (an unknown user or group, a bad umask or variable); what the system says of them
+    /// (the master's privilege to change users, the directory) is for the start to find.
+    pub fn check_exec(&mut self) -> Result<Config, Error> {
+        let config = self.exec_config()?;
+        match self.worker_settings() {
+            Err(error) if error.is_usage() => Err(error),
+            _ => Ok(config),
+        }
+    }
+
+    /// The configuration of exec mode, validated.
+    fn exec_config(&mut self) -> Result<Config, Error> {
+        self.core
+            .forward_signals(self.forward_signals.unwrap_or(ForwardSignals::NONE));
+        let config = self.config()?;
+        if config.is_in_process() {
+            return Err(Error::Program(ProgramError::NoWorkers));
+        }
+        Ok(config)
     }
 }
 

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use clutch_proto::ConfigError;
 
+pub use crate::os::credentials::CredentialsError;
 use crate::os::listen::{AddrError, BindError};
 
 /// Why clutch could not start or keep running a cluster. Raised before anything is
@@ -54,6 +55,11 @@ pub enum Error {
     /// The environment handed to a worker is not what clutch sets (a worker started by
     /// hand, say).
     Environment(EnvironmentError),
+    /// The user or group the workers are to run as cannot be had.
+    Credentials(CredentialsError),
+    /// A setting of the workers' processes (their directory, umask, environment) cannot
+    /// be used.
+    WorkerSetting(WorkerSettingError),
     /// A system call failed.
     Io {
         /// What clutch was doing.
@@ -72,11 +78,17 @@ impl Error {
     }
 
     /// True when the error is in what the caller asked for (an invalid configuration or
-    /// listen address), not in the environment: a command line would report it as a
-    /// usage error.
+    /// listen address, an unknown user or group, a bad umask or environment variable),
+    /// not in the environment (a missing directory, a master without the privilege to
+    /// change users): a command line would report it as a usage error.
     #[must_use]
     pub fn is_usage(&self) -> bool {
-        matches!(self, Self::Config(_) | Self::ListenAddr(_))
+        match self {
+            Self::Config(_) | Self::ListenAddr(_) => true,
+            Self::Credentials(err) => err.is_usage(),
+            Self::WorkerSetting(err) => err.is_usage(),
+            _ => false,
+        }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
@@ -111,6 +123,8 @@ impl fmt::Display for Error {
             ),
             Self::Containment(err) => err.fmt(f),
             Self::Environment(err) => err.fmt(f),
+            Self::Credentials(err) => err.fmt(f),
+            Self::WorkerSetting(err) => err.fmt(f),
             Self::Io { context, .. } => f.write_str(context),
         }
     }
@@ -124,9 +138,23 @@ impl std::error::Error for Error {
             Self::Bind(err) => err.source(),
             Self::Program(err) => err.source(),
             Self::Control(err) => Some(err),
+            Self::Credentials(err) => err.source(),
+            Self::WorkerSetting(err) => err.source(),
             Self::ListenFds(source) | Self::Io { source, .. } => Some(source),
             Self::FdLimit { .. } | Self::Containment(_) | Self::Environment(_) => None,
         }
+    }
+}
+
+impl From<CredentialsError> for Error {
+    fn from(err: CredentialsError) -> Self {
+        Self::Credentials(err)
+    }
+}
+
+impl From<WorkerSettingError> for Error {
+    fn from(err: WorkerSettingError) -> Self {
+        Self::WorkerSetting(err)
     }
 }
 
@@ -223,6 +251,106 @@ impl fmt::Display for ContainmentError {
 
 impl std::error::Error for ContainmentError {}
 
+/// A setting of the workers' processes that cannot be used: found at start, before
+/// anything is spawned.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WorkerSettingError {
+    /// The working directory cannot be used (it does not exist, or is not a directory).
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The workers' user may not enter the working directory (by the mode bits of it or
+    /// of a directory above it).
+    DirectoryNotEnterable {
+        /// The directory.
+        path: PathBuf,
+        /// Who may not (`user "nobody" (uid 65534, gid 65534)`).
+        who: String,
+    },
+    /// The workers' user may not execute the program (by the mode bits of it or of a
+    /// directory above it).
+    ProgramNotExecutable {
+        /// The program.
+        path: PathBuf,
+        /// Who may not.
+        who: String,
+    },
+    /// A umask above `0o777`.
+    Umask {
+        /// The value given.
+        mask: u32,
+    },
+    /// An environment variable name that is empty or holds `=` or NUL (or a value with a
+    /// NUL).
+    EnvName {
+        /// The name given.
+        name: String,
+    },
+    /// A variable clutch sets itself (`LISTEN_FDS`, `NOTIFY_SOCKET`, …).
+    EnvManaged {
+        /// The name given.
+        name: String,
+    },
+    /// A user or group for workers that do not exist: with `workers(0)` the application
+    /// runs in the master's own process.
+    InProcess,
+}
+
+impl WorkerSettingError {
+    /// True when the mistake is in the setting itself, not in the system.
+    #[must_use]
+    pub fn is_usage(&self) -> bool {
+        !matches!(
+            self,
+            Self::Directory { .. }
+                | Self::DirectoryNotEnterable { .. }
+                | Self::ProgramNotExecutable { .. }
+        )
+    }
+}
+
+impl fmt::Display for WorkerSettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Directory { path, .. } => {
+                write!(f, "cannot use {} as the workers' directory", path.display())
+            }
+            Self::DirectoryNotEnterable { path, who } => write!(
+                f,
+                "cannot use {} as the workers' directory: {who} may not enter it",
+                path.display()
+            ),
+            Self::ProgramNotExecutable { path, who } => write!(
+                f,
+                "{}: not executable by the workers' user, {who}",
+                path.display()
+            ),
+            Self::Umask { mask } => write!(f, "umask: {mask:o} is not a mode (at most 777)"),
+            Self::EnvName { name } => write!(f, "env: {name:?} is not a variable name"),
+            Self::EnvManaged { name } => {
+                write!(f, "env: {name} is set by clutch itself, for each worker")
+            }
+            Self::InProcess => f.write_str(
+                "user: with no workers the application runs in the master's own process, \
+                 whose user does not change",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WorkerSettingError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Directory { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// A worker's environment lacks what its master sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -294,6 +422,50 @@ mod tests {
         assert_eq!(
             root.downcast_ref::<io::Error>().unwrap().kind(),
             io::ErrorKind::NotFound
+        );
+    }
+
+    /// The workers' settings: the setting's own mistakes are usage errors, what the
+    /// system says of them is not; a directory's OS error is its cause, said once.
+    #[test]
+    fn worker_settings_say_whose_fault() {
+        let usage = [
+            Error::from(WorkerSettingError::Umask { mask: 0o1000 }),
+            Error::from(WorkerSettingError::EnvName { name: "A=B".into() }),
+            Error::from(WorkerSettingError::EnvManaged {
+                name: "LISTEN_FDS".into(),
+            }),
+            Error::from(WorkerSettingError::InProcess),
+            Error::from(CredentialsError::UnknownUser { user: "x".into() }),
+            Error::from(CredentialsError::UnknownGroup { group: "x".into() }),
+        ];
+        for error in &usage {
+            assert!(error.is_usage(), "{error:#}");
+        }
+        let system = [
+            Error::from(WorkerSettingError::Directory {
+                path: "/no/such".into(),
+                source: io::ErrorKind::NotFound.into(),
+            }),
+            Error::from(WorkerSettingError::DirectoryNotEnterable {
+                path: "/root".into(),
+                who: "uid 1".into(),
+            }),
+            Error::from(CredentialsError::NotRoot {
+                target: "uid 1, gid 1".into(),
+                euid: 1000,
+            }),
+        ];
+        for error in &system {
+            assert!(!error.is_usage(), "{error:#}");
+        }
+        assert_eq!(
+            format!("{:#}", system[0]),
+            "cannot use /no/such as the workers' directory: entity not found"
+        );
+        assert_eq!(
+            format!("{:#}", usage[0]),
+            "umask: 1000 is not a mode (at most 777)"
         );
     }
 

@@ -165,7 +165,7 @@ mod engine;
 
 // The OS toolkit: each module does one thing with real processes and sockets.
 mod os;
-pub use os::{listen, notify, process, rlimit, spawn, title};
+pub use os::{credentials, listen, notify, process, rlimit, spawn, title};
 
 #[cfg(test)]
 mod testutil;
@@ -179,7 +179,9 @@ pub use clutch_proto::{
     Slot, SpawnError, SpawnErrorKind, StopReason, WorkerId, WorkerState,
 };
 pub use engine::handle::{HandleError, MasterHandle};
-pub use error::{ContainmentError, EnvironmentError, Error, ProgramError};
+pub use error::{
+    ContainmentError, CredentialsError, EnvironmentError, Error, ProgramError, WorkerSettingError,
+};
 pub use log::{stderr_line, Log};
 pub use os::contain::{KillMode, CONTAINMENT_ENV};
 pub use shutdown::{Requested, Shutdown};

@@ -640,6 +640,51 @@ fn bad_input_is_refused_before_anything_is_spawned() {
             2,
             "--name",
         ),
+        // The core's knobs, by their flags.
+        (
+            vec![
+                "run",
+                "--hang-signal",
+                "KILL",
+                "--",
+                "sh",
+                "-c",
+                &spawn_marker,
+            ],
+            2,
+            "KILL leaves nothing to diagnose",
+        ),
+        (
+            vec![
+                "run",
+                "--backoff-max",
+                "50ms",
+                "--",
+                "sh",
+                "-c",
+                &spawn_marker,
+            ],
+            2,
+            "--backoff-max 50ms is below the --backoff-initial 100ms",
+        ),
+        (
+            vec!["run", "--hang-grace", "0s", "--", "sh", "-c", &spawn_marker],
+            2,
+            "--hang-grace: must be greater than zero",
+        ),
+        (
+            vec![
+                "run",
+                "--config",
+                "/no/such.toml",
+                "--",
+                "sh",
+                "-c",
+                &spawn_marker,
+            ],
+            2,
+            "cannot read the settings file /no/such.toml",
+        ),
         // A usage error wins over a missing program: the command line is checked first.
         (
             vec!["run", "--boot-timeout", "0s", "--", "/no/such/program"],

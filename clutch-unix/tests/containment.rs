@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clutch_unix::control::{self, Request};
-use common::{is_ours, kill_if_ours, PATIENCE};
+use common::{is_ours, kill_if_ours, skipped, PATIENCE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::{Master, CLUTCH};
@@ -197,8 +197,8 @@ fn modes() -> Vec<&'static str> {
     if is_root() {
         MODES.to_vec()
     } else {
-        eprintln!(
-            "not root: the cgroup cases are skipped (they need a writable cgroup v2 hierarchy)"
+        skipped(
+            "not root: the cgroup cases are skipped (they need a writable cgroup v2 hierarchy)",
         );
         vec!["group"]
     }
@@ -370,7 +370,7 @@ fn zombie_children(pid: u32) -> usize {
 #[test]
 fn as_pid_1_of_a_pid_namespace_no_zombie_remains() {
     if !is_root() {
-        eprintln!("not root: skipped (unshare --pid needs root)");
+        skipped("as_pid_1_of_a_pid_namespace_no_zombie_remains: skipped: not root (unshare --pid needs root)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

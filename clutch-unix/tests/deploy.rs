@@ -563,6 +563,12 @@ fn refills_after_a_failed_reload_run_the_pinned_program_not_the_file_on_disk() {
     let cmdline = std::fs::read(format!("/proc/{refill}/cmdline")).unwrap();
     let argv0 = String::from_utf8_lossy(cmdline.split(|&b| b == 0).next().unwrap()).into_owned();
     assert!(argv0.ends_with("server"), "argv[0] {argv0:?}");
+    // And `ps`, `top` and `pgrep` know it by the file's name, not as a descriptor
+    // number: the refill, and a worker of the start.
+    for pid in [refill, old[1]] {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim_end(), "server", "worker {pid}'s process name");
+    }
 }
 
 fn which(name: &str) -> PathBuf {

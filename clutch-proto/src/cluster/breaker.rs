@@ -69,6 +69,7 @@ mod tests {
         let mut b = Breaker::default();
         assert_eq!(b.due_at(1, WINDOW), None, "nothing counted");
         b.count(t0, false);
+        assert!(b.is_failing(), "the first failure begins the period");
         b.count(t0 + Duration::from_secs(3), false);
         assert_eq!(b.due_at(3, WINDOW), None, "two of three");
         b.count(t0 + Duration::from_secs(4), false);
@@ -102,6 +103,7 @@ mod tests {
         b.count(t0, false);
         b.count(t0, false);
         b.reset();
+        assert!(!b.is_failing(), "the period ended");
         b.count(t0 + WINDOW, false);
         assert_eq!(b.due_at(2, WINDOW), None, "counting starts over");
         assert_eq!(b.due_at(1, WINDOW), Some(t0 + WINDOW + WINDOW));

@@ -146,6 +146,7 @@ mod tests {
         assert!(!timers.contains(t0, key));
         assert!(timers.contains(later, key));
         assert_eq!(timers.len(), 1);
+        assert!(!timers.is_empty());
         timers.reschedule(key, Some(later), None);
         assert!(timers.is_empty());
     }

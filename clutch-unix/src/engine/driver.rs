@@ -42,6 +42,7 @@ use crate::engine::control_server::{ControlServer, Waiting};
 use crate::engine::handle::{HandleServer, REQUESTS_PER_TURN};
 use crate::engine::service::ServiceNotifier;
 use crate::os::contain::{Containment, KillMode, Tree};
+use crate::os::credentials::Credentials;
 use crate::os::listen::Listener;
 use crate::os::notify::{NotifyDir, NotifyListener, NotifyMessage, Received, Rejection};
 use crate::os::process::{signal_from_number, signal_number, Process};
@@ -113,6 +114,58 @@ pub(crate) struct Setup {
     pub(crate) own_program: Option<Program>,
     /// In a new master an upgrade started: the old master.
     pub(crate) predecessor: Option<upgrade::Predecessor>,
+    pub(crate) workers: WorkerProcess,
+}
+
+/// How every worker process is set up besides its program: who it runs as, where, with
+/// which umask and environment. Checked by the builder, before anything is spawned.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerProcess {
+    pub(crate) credentials: Option<Credentials>,
+    /// Absolute.
+    pub(crate) current_dir: Option<PathBuf>,
+    pub(crate) umask: Option<u32>,
+    /// Start from an empty environment instead of the master's.
+    pub(crate) env_clear: bool,
+    /// Set on top (names checked: none of [`crate::spawn::MANAGED_ENV_VARS`]).
+    pub(crate) env: Vec<(OsString, OsString)>,
+}
+
+impl WorkerProcess {
+    /// With credentials: the workers' user must be able to execute `program` (checked
+    /// by the mode bits, so that the mistake is one line at start, not a failed spawn).
+    pub(crate) fn check_program(&self, program: &std::path::Path) -> Result<(), Error> {
+        match &self.credentials {
+            Some(credentials) if !credentials.can_execute(program) => {
+                Err(crate::error::WorkerSettingError::ProgramNotExecutable {
+                    path: program.to_path_buf(),
+                    who: credentials.describe(),
+                }
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The environment every worker starts from: the master's (or nothing), then the
+    /// user's `USER`, `LOGNAME` and `HOME` when the workers run as a user with an entry
+    /// in the user database (as `su -`, `runuser` and systemd's `User=` set them: a
+    /// worker must not take root's home for its own), then the explicit settings. The
+    /// variables clutch sets for each worker come on top, in `spawn`.
+    fn base_env(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = if self.env_clear {
+            Vec::new()
+        } else {
+            std::env::vars_os().collect()
+        };
+        if let Some((name, home)) = self.credentials.as_ref().and_then(Credentials::user_entry) {
+            env.push(("USER".into(), name.into()));
+            env.push(("LOGNAME".into(), name.into()));
+            env.push(("HOME".into(), home.as_os_str().to_owned()));
+        }
+        env.extend(self.env.iter().cloned());
+        env
+    }
 }
 
 /// A worker process the driver watches.
@@ -246,9 +299,9 @@ impl Driver {
             .add_signal(sig::SIGCHLD)
             .map_err(|e| Error::io("watching SIGCHLD", e))?;
         let containment = Containment::start(setup.config.workers())?;
-        let notify_dir = NotifyDir::create()
+        let notify_dir = NotifyDir::create_for(setup.workers.credentials.as_ref())
             .map_err(|e| Error::io("creating the notify socket directory", e))?;
-        let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let env = setup.workers.base_env();
         let mut setup = setup;
         if let Some(control) = setup.control.as_mut() {
             control
@@ -857,19 +910,28 @@ impl Driver {
             )
         })?;
         let program = &self.setup.program;
-        // The generation's pinned program file (see `pin.rs`), argv[0] its path.
+        // The generation's pinned program file, if it has one (see `pin.rs`).
         let generation = self.cluster.worker(id).map_or(1, |w| w.generation);
-        let path = self.pins.exec_path(generation);
-        let pinned = path != program.path;
-        let mut spec = SpawnSpec::new(path)
+        let mut spec = SpawnSpec::new(&program.path)
             .args(program.args.iter().cloned())
             .env(self.env.iter().cloned())
             .notify_socket(notify.path())
             .worker(id.0, slot);
+        let workers = &self.setup.workers;
+        if let Some(credentials) = &workers.credentials {
+            spec = spec.credentials(credentials.clone());
+        }
+        if let Some(dir) = &workers.current_dir {
+            spec = spec.current_dir(dir);
+        }
+        if let Some(mask) = workers.umask {
+            spec = spec.umask(mask);
+        }
+        if let Some(file) = self.pins.file(generation) {
+            spec = spec.program_file(file);
+        }
         if let Some(arg0) = &program.arg0 {
             spec = spec.arg0(arg0.clone());
-        } else if pinned {
-            spec = spec.arg0(program.path.clone().into_os_string());
         }
         if let Some(timeout) = self.setup.config.hang().timeout {
             spec = spec.watchdog_usec(timeout.as_micros() as u64);

@@ -119,7 +119,8 @@ impl Driver {
             .join(format!("successor-{}.sock", self.successors));
         let notify = NotifyListener::bind(path)
             .map_err(|e| master_error(&e, "creating the new master's notify socket"))?;
-        let mut env = self.env.clone();
+        // The master's own environment (the workers' may be cleared or changed: --env).
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
         env.push((UPGRADE_NOTIFY_ENV.into(), notify.path().into()));
         env.push((
             UPGRADE_FROM_ENV.into(),

@@ -3,6 +3,7 @@
 //! others' policy; [`crate::engine`] puts them together.
 
 pub(crate) mod contain;
+pub mod credentials;
 pub mod listen;
 pub mod notify;
 pub(crate) mod pin;

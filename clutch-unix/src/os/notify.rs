@@ -10,6 +10,10 @@
 //!   for the right worker even when a helper process of that worker (`systemd-notify` run
 //!   from a shell script) sends it; and since only our user can enter the directory, and
 //!   the socket checks the sender's credentials, nobody else can speak for a worker.
+//!   When the workers run as another user ([`NotifyDir::create_for`]), the directory is
+//!   0710 with the workers' group, so that only they (and we) can pass through it, and
+//!   each socket is the workers' user's, mode 0600, and accepts only that user (and
+//!   root): a worker can reach its socket, nobody else but root can.
 //! - **as a service itself**: [`notify`] and [`notify_barrier`] are the client side, for a
 //!   worker, or for a master reporting to its own service manager.
 //!
@@ -30,6 +34,8 @@ use rustix::net::{
     self as rn, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
 };
+
+use crate::os::credentials::Credentials;
 
 /// What one notification datagram said. Every field is the protocol's key of the same
 /// name; keys absent from the datagram are `false` / `None`. When a key repeats, the last
@@ -129,6 +135,8 @@ const FDS_MAX: usize = 16;
 #[derive(Debug)]
 pub struct NotifyDir {
     path: PathBuf,
+    /// The workers' uid and gid, when they run as another user than ours.
+    workers: Option<(u32, u32)>,
 }
 
 impl NotifyDir {
@@ -138,6 +146,18 @@ impl NotifyDir {
     /// on ext4, creating a socket file allocates an inode, and the allocator's search past
     /// recently freed ones cost a 1024-worker mass respawn 39% of the master's time.
     pub fn create() -> io::Result<Self> {
+        Self::create_for(None)
+    }
+
+    /// [`create`](Self::create), for workers that run with `workers`' credentials: the
+    /// parent must then be one their user can pass through (by its mode bits, and every
+    /// ancestor's), which root's `$XDG_RUNTIME_DIR` (`/run/user/0`, 0700) is not; the
+    /// directory is made theirs to enter and each socket theirs to write to (see the
+    /// module docs). `None`, or the credentials of our own user: as [`create`](Self::create).
+    pub fn create_for(workers: Option<&Credentials>) -> io::Result<Self> {
+        let own_uid = rustix::process::geteuid().as_raw();
+        let workers = workers.filter(|c| c.uid() != own_uid);
+        let reachable = |parent: &Path| workers.map_or(true, |c| c.can_enter(parent));
         let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
         let tmpfs = [runtime, Some(PathBuf::from("/dev/shm"))];
         for parent in tmpfs
@@ -145,12 +165,31 @@ impl NotifyDir {
             .flatten()
             .filter(|p| p.is_absolute() && p.is_dir())
         {
-            match Self::create_in(&parent) {
+            if !reachable(&parent) {
+                tracing::debug!(
+                    "{} not usable: the workers cannot enter it",
+                    parent.display()
+                );
+                continue;
+            }
+            match Self::create_in_for(&parent, workers) {
                 Ok(dir) => return Ok(dir),
                 Err(error) => tracing::debug!(%error, "{} not usable", parent.display()),
             }
         }
-        Self::create_in(&std::env::temp_dir())
+        let temp = std::env::temp_dir();
+        if !reachable(&temp) {
+            let who = workers.map(Credentials::describe).unwrap_or_default();
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "no directory for the workers' notify sockets that {who} can enter: not \
+                     $XDG_RUNTIME_DIR, /dev/shm nor {}",
+                    temp.display()
+                ),
+            ));
+        }
+        Self::create_in_for(&temp, workers)
     }
 
     /// Creates the directory, `clutch-<pid>-<n>` with mode 0700, inside `parent`.
@@ -158,7 +197,15 @@ impl NotifyDir {
     /// First removes from `parent` the directories that dead masters left there (a
     /// master that was SIGKILLed cannot remove its own): see [`remove_stale_dirs`].
     pub fn create_in(parent: &Path) -> io::Result<Self> {
+        Self::create_in_for(parent, None)
+    }
+
+    /// [`create_in`](Self::create_in); with `workers`, the directory is 0710 and its group
+    /// theirs, and [`bind_worker`](Self::bind_worker) gives each socket to their user.
+    pub fn create_in_for(parent: &Path, workers: Option<&Credentials>) -> io::Result<Self> {
         remove_stale_dirs(parent);
+        let workers = workers.map(|c| (c.uid(), c.gid()));
+        let mode = if workers.is_some() { 0o710 } else { 0o700 };
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let salt = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -170,9 +217,14 @@ impl NotifyDir {
             let path = parent.join(format!("clutch-{}-{salt:x}{n}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => {
+                    let dir = Self { path, workers };
+                    if let Some((_, gid)) = workers {
+                        // Still 0700 while it changes hands: nobody else is in it yet.
+                        std::os::unix::fs::lchown(&dir.path, None, Some(gid))
+                            .map_err(|e| context(e, "cannot give the workers' group", &dir.path))?;
+                    }
                     // mkdir's mode is filtered by the umask: say exactly what we mean.
-                    let dir = Self { path };
-                    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o700))
+                    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(mode))
                         .map_err(|e| context(e, "cannot set the mode of", &dir.path))?;
                     return Ok(dir);
                 }
@@ -196,9 +248,19 @@ impl NotifyDir {
     }
 
     /// Binds the notification socket of worker `worker_id` (ids are never reused), at
-    /// `<dir>/worker-<id>.sock`.
+    /// `<dir>/worker-<id>.sock`. For workers of another user, the socket is theirs, mode
+    /// 0600, and only their datagrams (and root's) count.
     pub fn bind_worker(&self, worker_id: u64) -> io::Result<NotifyListener> {
-        NotifyListener::bind(self.path.join(format!("worker-{worker_id}.sock")))
+        let mut listener =
+            NotifyListener::bind(self.path.join(format!("worker-{worker_id}.sock")))?;
+        if let Some((uid, gid)) = self.workers {
+            std::os::unix::fs::lchown(&listener.path, Some(uid), Some(gid))
+                .map_err(|e| context(e, "cannot give the workers' user", &listener.path))?;
+            std::fs::set_permissions(&listener.path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| context(e, "cannot set the mode of", &listener.path))?;
+            listener.uid = rustix::process::Uid::from_raw(uid);
+        }
+        Ok(listener)
     }
 }
 
@@ -221,7 +283,7 @@ const PID_REUSE_SLACK: Duration = Duration::from_secs(2);
 ///
 /// - its name is clutch's, `clutch-<pid>-<hex digits>`, and `<pid>` is not ours;
 /// - `symlink_metadata` says it is a directory (not a symlink), owned by our effective
-///   uid, with mode exactly 0700 (as [`NotifyDir::create_in`] makes them);
+///   uid, with mode exactly 0700 or 0710 (as [`NotifyDir::create_in_for`] makes them);
 /// - its master is gone: no process has that pid, or the process is a zombie, or it
 ///   started (`/proc/<pid>/stat`'s start time) more than `PID_REUSE_SLACK` after the
 ///   directory last changed (its ctime: set when the master made it and each time it
@@ -268,7 +330,7 @@ fn remove_stale_dirs_from(parent: &Path, nested: bool) -> usize {
         };
         if !metadata.file_type().is_dir()
             || metadata.uid() != uid
-            || metadata.mode() & 0o7777 != 0o700
+            || !matches!(metadata.mode() & 0o7777, 0o700 | 0o710)
         {
             continue;
         }
@@ -904,6 +966,10 @@ mod tests {
         let stale = fake_dir(parent.path(), dead, "abc0");
         drop(std::os::unix::net::UnixDatagram::bind(stale.join("worker-1.sock")).unwrap());
         std::fs::write(stale.join("other"), "x").unwrap();
+        // One made for workers of another user (0710).
+        let stale_shared = fake_dir(parent.path(), dead, "abc6");
+        std::fs::set_permissions(&stale_shared, std::fs::Permissions::from_mode(0o710)).unwrap();
+        drop(std::os::unix::net::UnixDatagram::bind(stale_shared.join("worker-2.sock")).unwrap());
         // Zombie-free live "master" that made its directory after it started.
         let owned = fake_dir(parent.path(), live.id(), "abc1");
         // A dead pid, but a socket in it answers (a master in another pid namespace).
@@ -928,7 +994,7 @@ mod tests {
         let dir = NotifyDir::create_in(parent.path()).unwrap();
 
         assert!(
-            !stale.exists(),
+            !stale.exists() && !stale_shared.exists(),
             "the dead master's directory is still there"
         );
         for kept in [&owned, &answering, &open_mode, &file, &link, &foreign] {
@@ -1157,6 +1223,54 @@ mod tests {
             clutch_proto::ExitStatus::Code(0)
         );
         // The datagram is queued (the sender has exited): recv drops it.
+        assert_eq!(listener.recv().unwrap(), None);
+    }
+
+    /// Workers of another user: the directory lets only their group (and us) through, the
+    /// socket is theirs alone, and their messages count. Root only, as above.
+    #[test]
+    fn workers_of_another_user_reach_their_socket_and_nobody_else_does() {
+        if !rustix::process::getuid().is_root() {
+            return;
+        }
+        let parent = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = Credentials::resolve(Some("65534"), Some("65534")).unwrap();
+        let dir = NotifyDir::create_in_for(parent.path(), Some(&nobody)).unwrap();
+        let meta = std::fs::metadata(dir.path()).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o710, 0, 65534)
+        );
+        let listener = dir.bind_worker(1).unwrap();
+        let meta = std::fs::symlink_metadata(listener.path()).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o777, meta.uid(), meta.gid()),
+            (0o600, 65534, 65534)
+        );
+        // As the worker's user: it gets through, and counts. As another user (in the
+        // workers' group even): refused by the socket's mode.
+        let send_as = |uid: u32| {
+            let script = format!(
+                "import os, socket, sys; os.setgroups([]); os.setgid(65534); os.setuid({uid}); \
+                 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
+                 s.sendto(b'READY=1', sys.argv[1])"
+            );
+            let child = SpawnSpec::new("/usr/bin/python3")
+                .args(["-c", &script])
+                .arg(listener.path())
+                .spawn()
+                .unwrap();
+            Reaper::new(child).wait().unwrap()
+        };
+        assert_eq!(send_as(65534), clutch_proto::ExitStatus::Code(0));
+        wait_readable(&listener);
+        assert!(listener.recv().unwrap().unwrap().ready);
+        assert_eq!(
+            send_as(65533),
+            clutch_proto::ExitStatus::Code(1),
+            "another user"
+        );
         assert_eq!(listener.recv().unwrap(), None);
     }
 }

@@ -4,15 +4,18 @@
 //! The master opens the program at start (generation 1) and again when a rolling restart
 //! begins (the new generation: what the path holds then), and keeps the descriptor while
 //! a live generation may still spawn: a failed rollout drops its pin, a finished one drops
-//! the older pins. Workers of a pinned generation are executed through
-//! `/proc/self/fd/N` — in the forked child, before `execve`, that names the very file the
-//! master opened, even if the path was since replaced by a new file (a deploy that writes
-//! a new file and renames it over the old one, as package managers, `install` and most
-//! deploy tools do). `argv[0]` stays the program's path.
+//! the older pins. Workers of a pinned generation execute the descriptor itself
+//! (`execveat(fd, "", AT_EMPTY_PATH)` in the forked child): the very file the master
+//! opened, even if the path was since replaced by a new file (a deploy that writes a new
+//! file and renames it over the old one, as package managers, `install` and most deploy
+//! tools do). `argv[0]` stays the program's path, and the process name (`comm`, what
+//! `ps`, `top` and `pgrep` show) is the file's name — executing `/proc/self/fd/N` by
+//! path would name every worker `N`. (Kernels before `execveat` learnt to name the
+//! process after the file — 6.18 here does — name it after the number either way.)
 //!
 //! Only ELF executables are pinned. A `#!` script cannot be: the kernel hands the
-//! interpreter the path it was executed by, `/proc/self/fd/N`, which names nothing once
-//! the close-on-exec descriptor is gone; and what a script runs (its modules, its
+//! interpreter a path for the descriptor, `/dev/fd/N`, which names nothing once the
+//! close-on-exec descriptor is gone; and what a script runs (its modules, its
 //! interpreter) is not pinned by pinning the script anyway. Scripts (and anything not
 //! ELF, or not readable, or a system without `/proc`) run by path: their "last working
 //! generation" is whatever is on disk. A file overwritten in place (same inode) is not
@@ -21,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use clutch_proto::Event;
@@ -63,12 +66,9 @@ impl Pins {
         }
     }
 
-    /// The path to execute for `generation`: its pinned file, or the program's path.
-    pub(crate) fn exec_path(&self, generation: u64) -> PathBuf {
-        match self.pins.get(&generation) {
-            Some(file) => PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
-            None => self.path.clone(),
-        }
+    /// The file to execute for `generation`, if it is pinned (else the path is run).
+    pub(crate) fn file(&self, generation: u64) -> Option<BorrowedFd<'_>> {
+        self.pins.get(&generation).map(AsFd::as_fd)
     }
 
     /// Whether `generation` runs a pinned file.
@@ -121,22 +121,13 @@ mod tests {
         let elf = std::env::current_exe().unwrap();
         let pins = Pins::new(&elf, 40);
         assert!(pins.is_pinned(1));
-        let path = pins.exec_path(1);
-        let fd: i32 = path
-            .to_str()
-            .unwrap()
-            .strip_prefix("/proc/self/fd/")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let file = pins.file(1).unwrap();
+        let fd = file.as_raw_fd();
         assert!(fd >= 43, "fd {fd} is among the listener slots");
-        // The pinned path names the same file.
-        let a = std::fs::metadata(&path).unwrap();
+        // The pinned descriptor is the same file.
+        let a = rustix::fs::fstat(file).unwrap();
         let b = std::fs::metadata(&elf).unwrap();
-        assert_eq!(
-            std::os::unix::fs::MetadataExt::ino(&a),
-            std::os::unix::fs::MetadataExt::ino(&b)
-        );
+        assert_eq!(a.st_ino, std::os::unix::fs::MetadataExt::ino(&b));
 
         let dir = std::env::temp_dir().join(format!("clutch-pin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -145,7 +136,7 @@ mod tests {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let pins = Pins::new(&script, 1);
         assert!(!pins.is_pinned(1));
-        assert_eq!(pins.exec_path(1), script);
+        assert!(pins.file(1).is_none(), "run by path");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -160,9 +151,8 @@ mod tests {
             reason: clutch_proto::ReloadFailure::ShuttingDown,
         });
         assert!(pins.is_pinned(1) && !pins.is_pinned(2));
-        assert_eq!(
-            pins.exec_path(2),
-            elf,
+        assert!(
+            pins.file(2).is_none(),
             "an unpinned generation runs the path"
         );
         pins.on_event(&Event::ReloadStarted { generation: 3 });

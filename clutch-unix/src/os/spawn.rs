@@ -18,7 +18,9 @@
 //! | `CLUTCH_WORKER_ID`, `CLUTCH_WORKER_SLOT` | the core's worker id and slot (like Node's `cluster.worker.id`) |
 //! | signals | every disposition at its default, an empty mask (the master's handlers, and Rust's ignored SIGPIPE, do not leak) |
 //! | process group | its own, so a terminal's Ctrl-C reaches only the master |
-//! | parent death | `SIGKILL` when the master dies (`PR_SET_PDEATHSIG`) |
+//! | user and groups | the master's, or [`SpawnSpec::credentials`]: set before anything of the program runs |
+//! | parent death | `SIGKILL` when the master dies (`PR_SET_PDEATHSIG`, set after the credential change, which clears it) |
+//! | working directory, umask | the master's, or [`SpawnSpec::current_dir`] (entered as the worker's user) and [`SpawnSpec::umask`] |
 //!
 //! Every other variable of the given environment is passed through; the ones above are
 //! always removed from it first, so a worker never sees stale values from the master's
@@ -34,7 +36,8 @@ use std::path::{Path, PathBuf};
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::{pidfd_open, waitpid, Pid, PidfdFlags, WaitOptions};
 
-use crate::os::sys::{self, ChildFds, EnvEntry};
+use crate::os::credentials::Credentials;
+use crate::os::sys::{self, ChildContext, ChildFds, EnvEntry};
 
 /// The variables [`spawn`] owns: removed from the given environment, then set as needed.
 pub const MANAGED_ENV_VARS: [&str; 8] = [
@@ -70,6 +73,7 @@ const MAX_FD_NAME_LEN: usize = 255;
 #[must_use = "a SpawnSpec starts nothing until spawn()"]
 pub struct SpawnSpec<'fd> {
     program: PathBuf,
+    program_file: Option<BorrowedFd<'fd>>,
     arg0: Option<OsString>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
@@ -82,9 +86,46 @@ pub struct SpawnSpec<'fd> {
     cgroup_procs: Option<BorrowedFd<'fd>>,
     cgroup_dir: Option<BorrowedFd<'fd>>,
     master: bool,
+    credentials: Option<Credentials>,
+    current_dir: Option<PathBuf>,
+    umask: Option<u32>,
 }
 
 impl<'fd> SpawnSpec<'fd> {
+    /// Runs the program with these credentials (user, group, supplementary groups),
+    /// changed in the child before `execve`; the spawning process needs the privilege to
+    /// make the change (see [`Credentials::resolve`]). Credentials that are this
+    /// process's own already change nothing.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = (!credentials.is_current()).then_some(credentials);
+        self
+    }
+
+    /// Runs the program in `dir`, entered after the credential change (so `dir` must be
+    /// one the new user may enter).
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Executes this open file (`execveat` with `AT_EMPTY_PATH`) instead of looking the
+    /// program's path up again: the file the descriptor was opened on, even if the path
+    /// names another one by now. The path is still `argv[0]` and names the program in
+    /// errors; the process is named after the file. For ELF programs only (a `#!` script
+    /// run this way gets a `/dev/fd/N` path its interpreter cannot open once the
+    /// close-on-exec descriptor is gone). It must not be one of the listener slots,
+    /// fds 3 to 3 + the number of listeners.
+    pub fn program_file(mut self, file: BorrowedFd<'fd>) -> Self {
+        self.program_file = Some(file);
+        self
+    }
+
+    /// Runs the program with this umask (at most `0o777`).
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.umask = Some(mask);
+        self
+    }
+
     /// Puts the worker into the cgroup whose `cgroup.procs` this is (open for writing),
     /// before it runs anything: all it starts then belongs to that cgroup.
     pub fn cgroup_procs(mut self, procs: BorrowedFd<'fd>) -> Self {
@@ -105,6 +146,7 @@ impl<'fd> SpawnSpec<'fd> {
     pub fn new(program: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
+            program_file: None,
             arg0: None,
             args: Vec::new(),
             env: Vec::new(),
@@ -117,6 +159,9 @@ impl<'fd> SpawnSpec<'fd> {
             cgroup_procs: None,
             cgroup_dir: None,
             master: false,
+            credentials: None,
+            current_dir: None,
+            umask: None,
         }
     }
 
@@ -289,6 +334,25 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
         argv.push(c_string(arg.as_bytes().to_vec(), "an argument").map_err(prepare)?);
     }
     let mut env = spec.environment().map_err(prepare)?;
+    let chdir = spec
+        .current_dir
+        .as_ref()
+        .map(|dir| c_string(dir.as_os_str().as_bytes().to_vec(), "the working directory"))
+        .transpose()
+        .map_err(prepare)?;
+    if let Some(mask) = spec.umask.filter(|mask| *mask > 0o777) {
+        return Err(prepare(invalid_input(format!(
+            "umask {mask:#o} is not a mode (at most 0o777)"
+        ))));
+    }
+    let context = ChildContext {
+        credentials: spec
+            .credentials
+            .as_ref()
+            .map(|c| (c.uid(), c.gid(), c.groups())),
+        chdir: chdir.as_deref(),
+        umask: spec.umask,
+    };
     // std opens files close-on-exec, so this one only survives as fd 0.
     let dev_null = if spec.stdin_null {
         Some(std::fs::File::open("/dev/null").map_err(prepare)?)
@@ -306,8 +370,9 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
         cgroup_procs: spec.cgroup_procs,
         cgroup_dir: spec.cgroup_dir,
         parent_death_signal: !spec.master,
+        program_file: spec.program_file,
     };
-    let pid = sys::fork_exec(&program, &argv, &mut env, &fds)
+    let pid = sys::fork_exec(&program, &argv, &mut env, &fds, &context)
         .map_err(|source| SpawnError::new(&spec.program, SpawnStep::Fork, source))?;
     // Before anything else, so the pidfd refers to our child: it cannot have been reaped
     // (and its pid reused) yet, since only we reap it.
@@ -430,6 +495,10 @@ pub enum SpawnStep {
     Exec = 8,
     /// In the child: entering the worker's cgroup.
     Cgroup = 9,
+    /// In the child: `setgroups`, `setresgid`, `setresuid`.
+    Credentials = 10,
+    /// In the child: `chdir`.
+    WorkingDirectory = 11,
 }
 
 impl SpawnStep {
@@ -444,6 +513,8 @@ impl SpawnStep {
             Self::ParentDeathSignal,
             Self::Exec,
             Self::Cgroup,
+            Self::Credentials,
+            Self::WorkingDirectory,
         ]
         .into_iter()
         .find(|step| *step as i32 == code)
@@ -461,6 +532,8 @@ impl SpawnStep {
             Self::ParentDeathSignal => "prctl(PR_SET_PDEATHSIG)",
             Self::Exec => "execve",
             Self::Cgroup => "entering the worker's cgroup",
+            Self::Credentials => "changing the user and groups",
+            Self::WorkingDirectory => "entering the working directory",
         }
     }
 }
@@ -508,7 +581,13 @@ impl SpawnError {
     /// anything else [`Other`](clutch_proto::SpawnErrorKind::Other).
     #[must_use]
     pub fn to_core(&self) -> clutch_proto::SpawnError {
-        let kind = error_kind(&self.source, self.step == SpawnStep::Exec);
+        // A user, group or directory that cannot be had is as permanent as a program
+        // that cannot be executed: the program cannot start as it is configured.
+        let permanent = matches!(
+            self.step,
+            SpawnStep::Exec | SpawnStep::Credentials | SpawnStep::WorkingDirectory
+        );
+        let kind = error_kind(&self.source, permanent);
         clutch_proto::SpawnError {
             kind,
             errno: self.source.raw_os_error(),
@@ -531,8 +610,8 @@ pub(crate) fn master_error(
 
 /// The core's kind for an I/O failure while starting a worker: exhausted fds, processes
 /// or memory are the master's ([`Resource`](clutch_proto::SpawnErrorKind::Resource));
-/// what `execve` says of a program that cannot run is
-/// [`Exec`](clutch_proto::SpawnErrorKind::Exec); the rest is
+/// what `execve` (or the credential change, or `chdir`, before it) says of a program that
+/// cannot run as configured is [`Exec`](clutch_proto::SpawnErrorKind::Exec); the rest is
 /// [`Other`](clutch_proto::SpawnErrorKind::Other).
 fn error_kind(error: &io::Error, exec: bool) -> clutch_proto::SpawnErrorKind {
     use clutch_proto::SpawnErrorKind as Kind;
@@ -545,7 +624,9 @@ fn error_kind(error: &io::Error, exec: bool) -> clutch_proto::SpawnErrorKind {
             | libc::ENOTDIR
             | libc::ELOOP
             | libc::ENAMETOOLONG
-            | libc::ELIBBAD,
+            | libc::ELIBBAD
+            | libc::EPERM
+            | libc::EINVAL,
         ) if exec => Kind::Exec,
         _ => Kind::Other,
     }
@@ -573,7 +654,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::net::TcpListener;
     use std::os::fd::AsFd;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::os::unix::net::UnixListener;
 
     use clutch_proto::{ExitStatus, Signal};
@@ -738,6 +819,104 @@ mod tests {
         );
         let fds = fds_of(process.pid());
         assert_eq!(fds.len(), 3, "{fds:?}");
+    }
+
+    fn status_line(pid: u32, field: &str) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line[field.len() + 1..]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn the_directory_and_umask_are_the_childs() {
+        let dir = tempfile::tempdir().unwrap();
+        let child = SpawnSpec::new("/bin/sleep")
+            .arg("600")
+            .current_dir(dir.path())
+            .umask(0o027)
+            .spawn()
+            .unwrap();
+        let process = Reaper::new(child);
+        let pid = process.pid();
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+        assert_eq!(status_line(pid, "Umask:"), "0027");
+        let error = SpawnSpec::new("/bin/true")
+            .umask(0o1000)
+            .spawn()
+            .unwrap_err();
+        assert_eq!(error.step(), SpawnStep::Prepare, "{error}");
+        let error = SpawnSpec::new("/bin/true")
+            .current_dir("/no/such/dir")
+            .spawn()
+            .unwrap_err();
+        assert_eq!(error.step(), SpawnStep::WorkingDirectory, "{error}");
+        assert_eq!(
+            crate::error::Chain(&error).to_string(),
+            "cannot start \"/bin/true\": entering the working directory: No such file or \
+             directory (os error 2)"
+        );
+        // As permanent as a program that cannot be executed.
+        assert_eq!(error.to_core().kind, clutch_proto::SpawnErrorKind::Exec);
+    }
+
+    /// Root only: the user, group and groups change, and the directory is entered as the
+    /// new user (a 0700 directory of root's is refused to it).
+    #[test]
+    fn the_credentials_are_the_childs_and_the_directory_is_entered_as_them() {
+        if !rustix::process::getuid().is_root() {
+            return;
+        }
+        let nobody = Credentials::resolve(Some("65534"), Some("65534")).unwrap();
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let child = SpawnSpec::new("/bin/sleep")
+            .arg("600")
+            .credentials(nobody.clone())
+            .current_dir(open.path())
+            .spawn()
+            .unwrap();
+        let process = Reaper::new(child);
+        let pid = process.pid();
+        assert_eq!(status_line(pid, "Uid:"), "65534 65534 65534 65534");
+        assert_eq!(status_line(pid, "Gid:"), "65534 65534 65534 65534");
+        assert_eq!(status_line(pid, "Groups:"), "65534");
+
+        let private = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let error = SpawnSpec::new("/bin/true")
+            .credentials(nobody)
+            .current_dir(private.path())
+            .spawn()
+            .unwrap_err();
+        assert_eq!(error.step(), SpawnStep::WorkingDirectory, "{error}");
+        assert_eq!(error.io_error().kind(), io::ErrorKind::PermissionDenied);
+        // Root's own credentials: no change at all.
+        let root = Credentials::resolve(Some("0"), None).unwrap();
+        let spec = SpawnSpec::new("/bin/true").credentials(root.clone());
+        assert_eq!(spec.credentials.is_none(), root.is_current());
+    }
+
+    /// Not root: asking for another user fails in the child, at its step, permanently.
+    #[test]
+    fn a_credential_change_without_privilege_is_a_permanent_failure() {
+        if rustix::process::getuid().is_root() {
+            return;
+        }
+        let Ok(root) = Credentials::lookup_for_tests(Some("0"), Some("0")) else {
+            return;
+        };
+        let error = SpawnSpec::new("/bin/true")
+            .credentials(root)
+            .spawn()
+            .unwrap_err();
+        assert_eq!(error.step(), SpawnStep::Credentials, "{error}");
+        assert_eq!(error.to_core().kind, clutch_proto::SpawnErrorKind::Exec);
     }
 
     #[test]

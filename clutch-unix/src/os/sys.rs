@@ -1,6 +1,6 @@
 //! The one room with `unsafe` in it.
 //!
-//! Three things here cannot be done with safe wrappers:
+//! Four things here cannot be done with safe wrappers:
 //!
 //! 1. [`fork_exec`]: `fork` and everything the child does before `execve`. After `fork` in a
 //!    multi-threaded process the child may only make async-signal-safe calls: other threads'
@@ -18,7 +18,7 @@
 //! Everything else in the crate is `#![deny(unsafe_code)]`.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, c_int, CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
@@ -82,7 +82,39 @@ pub(crate) struct ChildFds<'a> {
     /// Whether the child gets `PR_SET_PDEATHSIG` (every worker does; an upgrade's
     /// successor master, which must outlive the master that starts it, does not).
     pub(crate) parent_death_signal: bool,
+    /// The program as an open file, executed with `execveat(fd, "", AT_EMPTY_PATH)`
+    /// (the path is the fallback where the kernel lacks `execveat`, before 3.19).
+    pub(crate) program_file: Option<BorrowedFd<'a>>,
 }
+
+/// Who the child becomes, and where, before `execve`: everything as plain data, resolved
+/// by the master before `fork` (see `credentials.rs`).
+#[derive(Default)]
+pub(crate) struct ChildContext<'a> {
+    /// `(uid, gid, supplementary groups)`: set with `setgroups`, `setresgid`,
+    /// `setresuid`, in that order.
+    pub(crate) credentials: Option<(u32, u32, &'a [u32])>,
+    /// The working directory, entered after the credential change (so with the
+    /// worker's own permissions).
+    pub(crate) chdir: Option<&'a CStr>,
+    /// The umask.
+    pub(crate) umask: Option<u32>,
+}
+
+/// The raw credential syscalls that take 32-bit ids (on 32-bit x86 and ARM the plain
+/// numbers are the 16-bit legacy calls).
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid;
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid32;
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid32;
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h), which the libc crate does not name.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -133,6 +165,7 @@ pub(crate) fn fork_exec(
     argv: &[CString],
     env: &mut [EnvEntry],
     fds: &ChildFds<'_>,
+    context: &ChildContext<'_>,
 ) -> io::Result<u32> {
     // Everything the child touches is prepared here, before fork.
     let argv_ptrs: Vec<*const c_char> = argv
@@ -156,6 +189,7 @@ pub(crate) fn fork_exec(
     let mut scratch: Vec<RawFd> = vec![-1; listeners.len()];
     let plan = ChildPlan {
         program: program.as_ptr(),
+        program_file: fds.program_file.map(|fd| fd.as_raw_fd()),
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
         pid_slots: &pid_slots,
@@ -165,6 +199,9 @@ pub(crate) fn fork_exec(
         report: fds.report.as_raw_fd(),
         cgroup_procs: fds.cgroup_procs.map(|fd| fd.as_raw_fd()),
         parent_death_signal: fds.parent_death_signal,
+        credentials: context.credentials,
+        chdir: context.chdir.map(CStr::as_ptr),
+        umask: context.umask.map(|mask| mask as libc::mode_t),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
     };
@@ -224,6 +261,7 @@ const KERNEL_SIGSET_BYTES: usize = 16;
 /// What the child needs, as raw values prepared before `fork`.
 struct ChildPlan<'a> {
     program: *const c_char,
+    program_file: Option<RawFd>,
     argv: *const *const c_char,
     envp: *const *const c_char,
     pid_slots: &'a [*mut u8],
@@ -233,6 +271,9 @@ struct ChildPlan<'a> {
     report: RawFd,
     cgroup_procs: Option<RawFd>,
     parent_death_signal: bool,
+    credentials: Option<(u32, u32, &'a [u32])>,
+    chdir: Option<*const c_char>,
+    umask: Option<libc::mode_t>,
     parent: libc::pid_t,
 }
 
@@ -322,8 +363,29 @@ unsafe fn child(plan: ChildPlan<'_>) -> ! {
         fail(report, SpawnStep::ProcessGroup);
     }
 
-    // 7. Never outlive the master. If the master died before the prctl, no signal will
-    //    come, so check the parent afterwards (we were then re-parented).
+    // 7. The worker's credentials, in the only order that works: the supplementary
+    //    groups and the group while we still have the privilege to set them, the user
+    //    last (after it, none is left: a uid change from root clears every capability).
+    //    Raw syscalls, not glibc's wrappers: those apply the change to every thread of
+    //    the process through a signal broadcast, under a lock that another thread of the
+    //    master may have held at `fork` (and after `clone3` glibc does not even know it
+    //    forked). A raw syscall changes this thread, which is the whole child.
+    //    (Each id is widened to a whole register, as the kernel reads it.)
+    if let Some((uid, gid, groups)) = plan.credentials {
+        let (uid, gid) = (uid as libc::c_long, gid as libc::c_long);
+        if libc::syscall(SYS_SETGROUPS, groups.len(), groups.as_ptr()) < 0
+            || libc::syscall(SYS_SETRESGID, gid, gid, gid) < 0
+            || libc::syscall(SYS_SETRESUID, uid, uid, uid) < 0
+        {
+            fail(report, SpawnStep::Credentials);
+        }
+    }
+
+    // 8. Never outlive the master. After the credential change, which clears the
+    //    parent-death signal (the kernel does so on any change of uid or gid). If the
+    //    master died before the prctl, no signal will come, so check the parent
+    //    afterwards (we were then re-parented).
+    //    (Not for an upgrade's new master, which must outlive the master that starts it.)
     if plan.parent_death_signal {
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
@@ -340,16 +402,41 @@ unsafe fn child(plan: ChildPlan<'_>) -> ! {
         }
     }
 
-    // 8. Our own pid into LISTEN_PID= / WATCHDOG_PID=.
+    // 9. The working directory, as the worker (its permissions, not the master's), and
+    //    the umask.
+    if let Some(dir) = plan.chdir {
+        if libc::chdir(dir) < 0 {
+            fail(report, SpawnStep::WorkingDirectory);
+        }
+    }
+    if let Some(mask) = plan.umask {
+        libc::umask(mask);
+    }
+
+    // 10. Our own pid into LISTEN_PID= / WATCHDOG_PID=.
     let pid = libc::getpid();
     for slot in plan.pid_slots {
         write_decimal(*slot, pid.unsigned_abs());
     }
 
-    // 9. An empty signal mask, then exec.
+    // 11. An empty signal mask, then exec: the pinned file itself where there is one
+    //     (`pin.rs`), else the path.
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+    if let Some(file) = plan.program_file {
+        libc::syscall(
+            libc::SYS_execveat,
+            file,
+            c"".as_ptr(),
+            plan.argv,
+            plan.envp,
+            libc::AT_EMPTY_PATH,
+        );
+        if *libc::__errno_location() != libc::ENOSYS {
+            fail(report, SpawnStep::Exec);
+        }
+    }
     libc::execve(plan.program, plan.argv, plan.envp);
     fail(report, SpawnStep::Exec)
 }

@@ -173,3 +173,11 @@ while True:
     c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
     c.close()
 "#;
+
+/// Says why a test is skipped where the test harness does not hide it: straight to the
+/// process's stderr (the harness captures only what `eprintln!` and `println!` write), so
+/// a user who is not root sees what did not run.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{why}");
+}
