@@ -359,7 +359,9 @@ fn an_upgrade_to_a_binary_that_exits_at_start_changes_nothing() {
 /// serving, no request failed, and nothing the new master started is left.
 #[test]
 fn an_upgrade_whose_workers_never_become_ready_changes_nothing() {
-    let mut cluster = Cluster::start(Path::new(CLUTCH), &["--boot-timeout", "1s"]);
+    // Long enough for Python to boot on a loaded machine; the upgrade then times out after
+    // 8 s + the 0.5 s probation + 5 s.
+    let mut cluster = Cluster::start(Path::new(CLUTCH), &["--boot-timeout", "8s"]);
     let old = cluster.child.id();
     let load = Load::start(cluster.port, 4);
     assert!(load.more(50));

@@ -162,7 +162,7 @@ fn an_upgrade_to_a_binary_that_exits_at_start_changes_nothing() {
 
 #[test]
 fn an_upgrade_whose_workers_never_become_ready_changes_nothing() {
-    let mut cluster = Upgradable::start_with(&[("BOOT_TIMEOUT_MS", "2000")]);
+    let mut cluster = Upgradable::start_with(&[("BOOT_TIMEOUT_MS", "5000")]);
     let old = cluster.fixture.pid();
     let load = Load::start(cluster.fixture.port, 4);
     assert!(load.more(50));
