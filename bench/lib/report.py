@@ -85,6 +85,19 @@ def rolling(mode):
     return cell
 
 
+def upgrade(mode):
+    def cell(r):
+        if "upgrade" in r and r["upgrade"] is None:
+            return "n/a"
+        c = _get(r, "upgrade", mode)
+        if not c:
+            return "—"
+        ready = f"{c['new_ready_ms']:.0f} ms" if c.get("new_ready_ms") is not None else "never"
+        gone = f"{c['old_gone_ms']:.0f} ms" if c.get("old_gone_ms") is not None else "not gone"
+        return f"{c['errors']:.0f} (max {c['max_errors']:.0f}); {ready}; {gone}"
+    return cell
+
+
 def throughput(key):
     def cell(r):
         t = _get(r, "throughput", key)
@@ -130,6 +143,9 @@ ROWS = [
     ("chaos, close per request: same", chaos("close")),
     ("rolling restart, keep-alive: errors; all replaced in", rolling("keepalive")),
     ("rolling restart, close per request: same", rolling("close")),
+    ("upgrade of the master, keep-alive: errors; new workers ready in; old master gone in",
+     upgrade("keepalive")),
+    ("upgrade of the master, close per request: same", upgrade("close")),
     ("1 worker, keep-alive: req/s (master CPU)", throughput("1-keepalive")),
     ("1 worker, close: req/s (master CPU)", throughput("1-close")),
     ("2 workers, keep-alive: req/s (master CPU)", throughput("2-keepalive")),

@@ -369,6 +369,51 @@ def rolling(run, system):
     run.record(system, "rolling", row)
 
 
+def upgrade(run, system):
+    """wrk against 2 workers while the master itself is upgraded: clutch's `upgrade`
+    (the old master hands over once the new one's workers are ready and proven, then
+    exits), Unicorn's USR2 then QUIT to the old master once the new workers are ready
+    (what its docs tell an operator to do). Errors under load, time until the new workers
+    serve, time until the old master is gone."""
+    if not system.has_upgrade():
+        run.record(system, "upgrade", None)
+        return
+    row = {}
+    for mode, close in MODES:
+        repeats = []
+        for _ in range(run.p.rolling_repeats):
+            with run.cluster(system, 2) as c:
+                time.sleep(1.0)
+                old_master, old = c.master, c.workers()
+                wrk = probe.start_wrk(c.port, run.p.rolling_s + 4, run.p.connections, close)
+                time.sleep(1.0)
+                t0 = time.monotonic()
+                new_master = system.upgrade(c)
+                if new_master is None:
+                    wrk.kill()
+                    probe.finish_wrk(wrk, 0)
+                    run.record(system, "upgrade", None)
+                    return
+                c.master = new_master  # the new workers are its children
+                t_ready = procfs.wait_until(lambda: c.all_ready(exclude=old), 30, 0.001)
+                if t_ready is not None:
+                    system.retire_old_master(old_master)
+                t_gone = procfs.wait_until(lambda: not procfs.alive(old_master), 30, 0.001)
+                result = probe.finish_wrk(wrk, run.p.rolling_s + 4)
+                result.pop("raw")
+                result["new_ready_ms"] = ms(t_ready - t0) if t_ready else None
+                result["old_gone_ms"] = ms(t_gone - t0) if t_gone else None
+                result["errors"] = sum(result[k] for k in ("connect", "read", "write", "timeout",
+                                                           "non2xx"))
+                repeats.append(result)
+        if any(r["old_gone_ms"] is None for r in repeats):
+            run.note(f"{system.name}: an upgrade ({mode}) did not end within 30 s")
+        ok = [r for r in repeats if r["old_gone_ms"] is not None] or repeats
+        row[mode] = median_result(ok)
+        row[mode]["max_errors"] = max(r["errors"] for r in repeats)
+    run.record(system, "upgrade", row)
+
+
 # --- 7: throughput ---------------------------------------------------------------------
 
 def throughput(run, system):
@@ -473,7 +518,8 @@ def scale(run, system, n):
 def scenario_list(params):
     """(name, function) in the order they run: lightest first, heaviest last."""
     items = [("idle", idle), ("stop", stop), ("orphans", orphans), ("kill", None),
-             ("throughput", throughput), ("chaos", chaos), ("rolling", rolling)]
+             ("throughput", throughput), ("chaos", chaos), ("rolling", rolling),
+             ("upgrade", upgrade)]
     for n in params.scale:
         items.append((f"scale{n}", lambda run, system, n=n: scale(run, system, n)))
     return items

@@ -150,6 +150,18 @@ class System:
         """Starts a rolling restart and returns at once (None: the system has none)."""
         return None
 
+    def upgrade(self, cluster):
+        """Starts an upgrade of the master itself; returns the new master's pid once it
+        exists (None: the system has none)."""
+        return None
+
+    def has_upgrade(self):
+        return type(self).upgrade is not System.upgrade
+
+    def retire_old_master(self, pid):
+        """What an operator does once the new master's workers serve (nothing, where
+        the old master goes by itself)."""
+
     def cleanup(self, cluster):
         pass
 
@@ -171,21 +183,62 @@ class Clutch(System):
 
     def launch(self, cluster):
         # The master logs every event at info level, named and with its fields.
-        env = cluster.env({"RUST_LOG": "clutch_unix=info"})
+        env = cluster.env({"RUST_LOG": "clutch_unix=info",
+                           "CONTROL": str(cluster.tmp / "control.sock")})
         cluster.popen([str(self.binary)], env)
         cluster.master = cluster.proc.pid
+
+    upgrade_note = "clutch upgrade (hands over once the new workers are ready and proven)"
+
+    def upgrade(self, cluster):
+        """`{"command":"upgrade"}` on the control socket, answered at the handover; the
+        new master's pid is its `upgrade_spawned` log line."""
+        import json
+        import socket
+
+        def ask():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(str(cluster.tmp / "control.sock"))
+                s.sendall(b'{"command":"upgrade"}\n')
+                answer = b""
+                while not answer.endswith(b"\n"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+                cluster.upgrade_answer = json.loads(answer or b"null")
+            finally:
+                s.close()
+
+        threading.Thread(target=ask, daemon=True).start()
+        spawned = re.compile(r'event="upgrade_spawned" pid=(\d+)')
+        found = []
+
+        def new_master():
+            for line in cluster.new_log_lines():
+                self._scan_line(cluster, line)
+                m = spawned.search(line)
+                if m:
+                    found.append(int(m.group(1)))
+            return bool(found)
+
+        return found[0] if procfs.wait_until(new_master, 30, 0.001) else None
 
     _STARTED = re.compile(r'event="worker_started" worker=(\d+) slot=\d+ pid=(\d+)')
     _READY = re.compile(r'event="worker_ready" worker=(\d+) slot=\d+ pid=(\d+)')
 
     def _scan(self, cluster):
         for line in cluster.new_log_lines():
-            m = self._STARTED.search(line)
-            if m:
-                cluster.id_to_pid[int(m.group(1))] = int(m.group(2))
-            m = self._READY.search(line)
-            if m:
-                cluster.ready_from_log.add(int(m.group(2)))
+            self._scan_line(cluster, line)
+
+    def _scan_line(self, cluster, line):
+        m = self._STARTED.search(line)
+        if m:
+            cluster.id_to_pid[int(m.group(1))] = int(m.group(2))
+        m = self._READY.search(line)
+        if m:
+            cluster.ready_from_log.add(int(m.group(2)))
 
     def ready_pids(self, cluster):
         self._scan(cluster)
@@ -324,6 +377,24 @@ class Unicorn(System):
     def rolling_restart(self, cluster):
         os.kill(cluster.master, signal.SIGHUP)
         return True
+
+    upgrade_note = "USR2, then QUIT to the old master once the new workers are ready"
+
+    def upgrade(self, cluster):
+        """USR2: the old master forks and execs a new one (its child), which starts its
+        own workers."""
+        old, workers = cluster.master, cluster.workers()
+        os.kill(old, signal.SIGUSR2)
+        found = []
+
+        def new_master():
+            found[:] = sorted(procfs.children(old) - workers)
+            return bool(found)
+
+        return found[0] if procfs.wait_until(new_master, 30, 0.001) else None
+
+    def retire_old_master(self, pid):
+        procfs.kill(pid, signal.SIGQUIT)
 
 
 def all_systems(clutch_binary):

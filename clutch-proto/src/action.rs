@@ -38,6 +38,21 @@ pub enum Action {
     /// Exit the master with this reason's [`code`](ExitReason::code). Always the last
     /// action: the state accepts no more input afterwards.
     Exit(ExitReason),
+    /// Start the successor master of an upgrade: this master's program again (its path
+    /// as started, so a freshly deployed file is what runs), with the listening sockets
+    /// and the control socket handed over and a channel to say it serves on; then report
+    /// [`SuccessorFact::Spawned`](crate::SuccessorFact::Spawned) or
+    /// [`SuccessorFact::SpawnFailed`](crate::SuccessorFact::SpawnFailed). It must not
+    /// die with this master, nor be contained as a worker.
+    SpawnSuccessor,
+    /// Send `signal` to the successor master (process `pid`, the one last reported
+    /// spawned): an upgrade that failed, or this master's shutdown, stops it.
+    SignalSuccessor {
+        /// Its pid.
+        pid: Pid,
+        /// What to send.
+        signal: Signal,
+    },
 }
 
 /// What the application hears about (the master's events).
@@ -285,6 +300,36 @@ pub enum Event {
         /// Why it was ignored.
         why: SignalIgnoreReason,
     },
+    /// An upgrade of the master began: a successor master is being started.
+    UpgradeStarted,
+    /// The successor master runs as `pid` and starts its own workers.
+    UpgradeSpawned {
+        /// Its pid.
+        pid: Pid,
+    },
+    /// The successor said it serves (its workers ready and past probation): this master
+    /// hands over to it — it stops its workers gracefully and exits
+    /// ([`ExitReason::Upgraded`]).
+    UpgradeHandedOver {
+        /// The new master's pid.
+        pid: Pid,
+    },
+    /// The upgrade failed and changed nothing: this master keeps serving with its
+    /// workers, and whatever the successor started is gone (emitted once the successor
+    /// has exited).
+    UpgradeFailed {
+        /// Why.
+        cause: UpgradeFailure,
+    },
+    /// The successor this master handed over to exited while this master was still
+    /// stopping its workers: nobody serves once they are gone, and this master's exit
+    /// says so ([`ExitReason::SuccessorLost`]).
+    SuccessorLost {
+        /// Its pid.
+        pid: Pid,
+        /// How it ended.
+        status: ExitStatus,
+    },
 }
 
 impl Event {
@@ -319,6 +364,11 @@ impl Event {
             Self::SignalForwarded { .. } => "signal_forwarded",
             Self::Ignored { .. } => "ignored",
             Self::SignalIgnored { .. } => "signal_ignored",
+            Self::UpgradeStarted => "upgrade_started",
+            Self::UpgradeSpawned { .. } => "upgrade_spawned",
+            Self::UpgradeHandedOver { .. } => "upgrade_handed_over",
+            Self::UpgradeFailed { .. } => "upgrade_failed",
+            Self::SuccessorLost { .. } => "successor_lost",
         }
     }
 }
@@ -388,6 +438,10 @@ impl fmt::Display for IgnoreReason {
                 signal: signal @ Signal::Ttou,
                 error,
             } => write!(f, "{signal}: cannot remove a worker now: {error}"),
+            Self::Refused {
+                signal: signal @ Signal::Usr2,
+                error,
+            } => write!(f, "{signal}: no upgrade: {error}"),
             Self::Refused { signal, error } => write!(f, "{signal}: {error}"),
             Self::Meaningless(signal) => write!(f, "{signal} has no meaning for the master"),
             Self::AlreadyShuttingDown => f.write_str("shutdown already in progress"),
@@ -473,6 +527,9 @@ pub enum ShutdownTrigger {
     /// The program could not be executed before any worker ever started
     /// ([`SpawnErrorKind::Exec`]): the exit is [`ExitReason::StartupFailed`].
     StartupFailed,
+    /// An upgrade's successor master serves: this master hands over to it. The exit is
+    /// [`ExitReason::Upgraded`].
+    Upgrade,
 }
 
 impl fmt::Display for ShutdownTrigger {
@@ -482,6 +539,7 @@ impl fmt::Display for ShutdownTrigger {
             Self::Command => f.write_str("command"),
             Self::Breaker => f.write_str("breaker"),
             Self::StartupFailed => f.write_str("startup_failed"),
+            Self::Upgrade => f.write_str("upgrade"),
         }
     }
 }
@@ -582,6 +640,43 @@ impl fmt::Display for ReloadFailure {
     }
 }
 
+/// Why an upgrade of the master failed ([`Event::UpgradeFailed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UpgradeFailure {
+    /// The successor master could not be started.
+    SpawnFailed(SpawnError),
+    /// The successor master exited before it said it serves (it could not adopt the
+    /// sockets, its workers could not be executed, its crash breaker tripped, …).
+    Exited(ExitStatus),
+    /// The successor master did not say it serves within
+    /// [`Config::upgrade_timeout`](crate::Config::upgrade_timeout) (its workers never
+    /// became ready, or not for their probation): it was stopped.
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
+    /// This master began shutting down: the successor was stopped.
+    ShuttingDown,
+}
+
+impl fmt::Display for UpgradeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SpawnFailed(error) => write!(f, "the new master could not be started: {error}"),
+            Self::Exited(status) => {
+                write!(f, "the new master exited before its workers served ({status})")
+            }
+            Self::TimedOut { after } => write!(
+                f,
+                "the new master's workers did not all become ready and pass probation within {:.1} s",
+                after.as_secs_f64()
+            ),
+            Self::ShuttingDown => f.write_str("the master is shutting down"),
+        }
+    }
+}
+
 /// How a new-generation worker in probation left without dying
 /// ([`ReloadFailure::LeftInProbation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -616,6 +711,17 @@ pub enum Notice {
     Watchdog,
     /// `STATUS=…`: the live counts changed.
     Status(StatusLine),
+    /// `MAINPID=…` and `READY=1`, in one message: an upgrade handed over to this new
+    /// master, and the `RELOADING=1` it began with ends. One message, because once
+    /// `MAINPID=` is taken this master is no longer the main process, and with
+    /// `NotifyAccess=main` systemd would refuse a `READY=1` sent after it.
+    MainPid(Pid),
+    /// For the master that started this one ([`Config::successor`]), not the service
+    /// manager: every slot's worker is ready and past probation, so it may hand over.
+    /// Sent once.
+    ///
+    /// [`Config::successor`]: crate::Config::successor
+    Serving,
 }
 
 /// The counts behind a `STATUS=` line.
@@ -668,6 +774,12 @@ pub enum ExitReason {
     /// The program could not be executed ([`SpawnErrorKind::Exec`]) before any worker
     /// ever started: a configuration error, not a crash. Code 1.
     StartupFailed,
+    /// An upgrade handed over to the successor master, and this master's workers
+    /// stopped. Code 0.
+    Upgraded,
+    /// An upgrade handed over to a successor master that exited before this master's
+    /// workers had stopped: nobody serves now. Code 1.
+    SuccessorLost,
 }
 
 impl ExitReason {
@@ -676,7 +788,8 @@ impl ExitReason {
     pub fn code(self) -> u8 {
         match self {
             Self::Clean => 0,
-            Self::StartupFailed => 1,
+            Self::StartupFailed | Self::SuccessorLost => 1,
+            Self::Upgraded => 0,
             Self::BreakerTripped => 3,
             Self::Forced => 4,
         }
@@ -690,6 +803,8 @@ impl ExitReason {
             Self::BreakerTripped => "no worker could stay up (every slot kept failing at boot or in probation); the crash breaker tripped",
             Self::Forced => "some workers did not stop in time and were killed",
             Self::StartupFailed => "the program could not be executed at start",
+            Self::Upgraded => "handed over to the new master; the old workers stopped",
+            Self::SuccessorLost => "handed over to a new master that then exited; nobody serves",
         }
     }
 }
@@ -704,6 +819,12 @@ pub enum CommandError {
     InProcess,
     /// A scale target outside `1..=MAX_WORKERS`.
     BadWorkerCount(usize),
+    /// An upgrade is under way (its successor is starting, or being stopped).
+    UpgradeUnderWay,
+    /// This master's driver cannot start a successor ([`Config::upgrades`]).
+    ///
+    /// [`Config::upgrades`]: crate::Config::upgrades
+    NoUpgrades,
 }
 
 impl fmt::Display for CommandError {
@@ -721,6 +842,8 @@ impl fmt::Display for CommandError {
                     crate::MAX_WORKERS
                 )
             }
+            Self::UpgradeUnderWay => write!(f, "an upgrade is already under way"),
+            Self::NoUpgrades => write!(f, "this master cannot start a new master"),
         }
     }
 }
@@ -760,6 +883,7 @@ mod tests {
             (ShutdownTrigger::Command, "command"),
             (ShutdownTrigger::Breaker, "breaker"),
             (ShutdownTrigger::StartupFailed, "startup_failed"),
+            (ShutdownTrigger::Upgrade, "upgrade"),
         ];
         for (trigger, text) in triggers {
             assert_eq!(trigger.to_string(), text);
@@ -854,6 +978,16 @@ mod tests {
                 4,
                 "some workers did not stop in time and were killed",
             ),
+            (
+                ExitReason::Upgraded,
+                0,
+                "handed over to the new master; the old workers stopped",
+            ),
+            (
+                ExitReason::SuccessorLost,
+                1,
+                "handed over to a new master that then exited; nobody serves",
+            ),
         ];
         for (reason, code, text) in exits {
             assert_eq!((reason.code(), reason.describe()), (code, text));
@@ -872,6 +1006,16 @@ mod tests {
                 format!("worker count 0 is not from 1 to {}", crate::MAX_WORKERS),
             ),
         ];
+        let refusals = refusals.into_iter().chain([
+            (
+                CommandError::UpgradeUnderWay,
+                "an upgrade is already under way".to_owned(),
+            ),
+            (
+                CommandError::NoUpgrades,
+                "this master cannot start a new master".to_owned(),
+            ),
+        ]);
         for (error, text) in refusals {
             assert_eq!(error.to_string(), text);
         }
@@ -903,6 +1047,13 @@ mod tests {
                     error: CommandError::InProcess,
                 },
                 "SIGUSR1: no cluster: the application runs in-process (workers = 0)",
+            ),
+            (
+                IgnoreReason::Refused {
+                    signal: Signal::Usr2,
+                    error: CommandError::UpgradeUnderWay,
+                },
+                "SIGUSR2: no upgrade: an upgrade is already under way",
             ),
             (
                 IgnoreReason::Meaningless(Signal::Winch),
@@ -945,5 +1096,57 @@ mod tests {
             SignalIgnoreReason::NotForwarded.to_string(),
             "not among the signals forwarded to workers"
         );
+    }
+}
+
+#[cfg(test)]
+mod upgrade_texts {
+    //! The upgrade's texts, each variant's once.
+
+    use super::*;
+
+    #[test]
+    fn upgrade_failures_read_as_documented() {
+        let table = [
+            (
+                UpgradeFailure::SpawnFailed(SpawnError::new(SpawnErrorKind::Exec)),
+                "the new master could not be started: the program could not be executed",
+            ),
+            (
+                UpgradeFailure::Exited(ExitStatus::Code(1)),
+                "the new master exited before its workers served (exit code 1)",
+            ),
+            (
+                UpgradeFailure::TimedOut {
+                    after: Duration::from_millis(7200),
+                },
+                "the new master's workers did not all become ready and pass probation within 7.2 s",
+            ),
+            (UpgradeFailure::ShuttingDown, "the master is shutting down"),
+        ];
+        for (failure, text) in table {
+            assert_eq!(failure.to_string(), text);
+        }
+        let names = [
+            (Event::UpgradeStarted, "upgrade_started"),
+            (Event::UpgradeSpawned { pid: 1 }, "upgrade_spawned"),
+            (Event::UpgradeHandedOver { pid: 1 }, "upgrade_handed_over"),
+            (
+                Event::UpgradeFailed {
+                    cause: UpgradeFailure::ShuttingDown,
+                },
+                "upgrade_failed",
+            ),
+            (
+                Event::SuccessorLost {
+                    pid: 1,
+                    status: ExitStatus::Code(0),
+                },
+                "successor_lost",
+            ),
+        ];
+        for (event, name) in names {
+            assert_eq!(event.name(), name);
+        }
     }
 }

@@ -279,6 +279,8 @@ pub struct Config {
     max_worker_age: Option<Duration>,
     max_worker_age_jitter: Duration,
     seed: u64,
+    upgrades: bool,
+    successor: bool,
 }
 
 impl Config {
@@ -386,7 +388,35 @@ impl Config {
     pub fn seed(&self) -> u64 {
         self.seed
     }
+
+    /// Whether the driver can start a successor master (the upgrade of the master
+    /// itself): then `SIGUSR2`, when it is not forwarded, and [`Input::Upgrade`] start
+    /// one. Default false (a driver that cannot fork a successor says nothing).
+    ///
+    /// [`Input::Upgrade`]: crate::Input::Upgrade
+    #[must_use]
+    pub fn upgrades(&self) -> bool {
+        self.upgrades
+    }
+    /// Whether this master is a successor started by an upgrade: it then tells the
+    /// master that started it [`Notice::Serving`](crate::Notice::Serving) once every
+    /// slot's worker is proven, and leaves the first `READY=1` to the service manager to
+    /// that master (which sends it with `MAINPID=`). Default false.
+    #[must_use]
+    pub fn successor(&self) -> bool {
+        self.successor
+    }
+    /// How long a successor master may take to say it serves: its workers' boot
+    /// timeout and probation, and [`UPGRADE_ALLOWANCE`] for its own start.
+    #[must_use]
+    pub fn upgrade_timeout(&self) -> Duration {
+        self.boot_timeout + self.min_uptime + UPGRADE_ALLOWANCE
+    }
 }
+
+/// What a successor master may take to start (exec, adopt the sockets, fork its workers)
+/// on top of its workers' boot timeout and probation: see [`Config::upgrade_timeout`].
+pub const UPGRADE_ALLOWANCE: Duration = Duration::from_secs(5);
 
 /// Builds a [`Config`]; every setting has a default, [`build`](Self::build) validates.
 #[derive(Debug, Clone)]
@@ -408,6 +438,8 @@ pub struct ConfigBuilder {
     max_worker_age: Option<Duration>,
     max_worker_age_jitter: Option<Duration>,
     seed: u64,
+    upgrades: bool,
+    successor: bool,
 }
 
 /// The default [`Config::min_uptime`]: 2 s.
@@ -433,6 +465,8 @@ impl Default for ConfigBuilder {
             max_worker_age: None,
             max_worker_age_jitter: None,
             seed: 0,
+            upgrades: false,
+            successor: false,
         }
     }
 }
@@ -508,6 +542,18 @@ impl ConfigBuilder {
     /// and `SIGUSR2`; the `clutch` command's default is [`ForwardSignals::NONE`]).
     pub fn forward_signals(&mut self, signals: ForwardSignals) -> &mut Self {
         self.forward_signals = signals;
+        self
+    }
+    /// Whether the driver can start a successor master ([`Config::upgrades`]; default
+    /// false).
+    pub fn upgrades(&mut self, upgrades: bool) -> &mut Self {
+        self.upgrades = upgrades;
+        self
+    }
+    /// Whether this master is an upgrade's successor ([`Config::successor`]; default
+    /// false).
+    pub fn successor(&mut self, successor: bool) -> &mut Self {
+        self.successor = successor;
         self
     }
 
@@ -613,6 +659,8 @@ impl ConfigBuilder {
             max_worker_age: self.max_worker_age,
             max_worker_age_jitter,
             seed: self.seed,
+            upgrades: self.upgrades,
+            successor: self.successor,
         })
     }
 }

@@ -127,6 +127,35 @@ pub enum Input {
     /// The application asked for this many workers (1 to
     /// [`MAX_WORKERS`](crate::MAX_WORKERS)).
     Scale(usize),
+    /// The application asked to upgrade the master itself (as `SIGUSR2` when it is not
+    /// forwarded): start a successor master, hand over once it serves. Refused when
+    /// the driver cannot ([`Config::upgrades`](crate::Config::upgrades)), while one is
+    /// under way and during a shutdown. Its end is [`Event::UpgradeHandedOver`] or
+    /// [`Event::UpgradeFailed`].
+    ///
+    /// [`Event::UpgradeHandedOver`]: crate::Event::UpgradeHandedOver
+    /// [`Event::UpgradeFailed`]: crate::Event::UpgradeFailed
+    Upgrade,
+    /// A fact about the successor master of an upgrade (after an
+    /// [`Action::SpawnSuccessor`](crate::Action::SpawnSuccessor)).
+    Successor(SuccessorFact),
+}
+
+/// What the driver learned about an upgrade's successor master ([`Input::Successor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SuccessorFact {
+    /// It was started as process `pid`.
+    Spawned {
+        /// Its process id.
+        pid: Pid,
+    },
+    /// It could not be started (fork or exec failed).
+    SpawnFailed(SpawnError),
+    /// It said `READY=1` on the channel the driver gave it: its workers are ready and
+    /// past their probation.
+    Ready,
+    /// It exited.
+    Exited(ExitStatus),
 }
 
 impl Input {
@@ -146,7 +175,9 @@ impl Input {
             | Self::Shutdown
             | Self::ShutdownNow
             | Self::Reload
-            | Self::Scale(_) => None,
+            | Self::Scale(_)
+            | Self::Upgrade
+            | Self::Successor(_) => None,
         }
     }
 
@@ -157,7 +188,7 @@ impl Input {
     pub fn is_command(self) -> bool {
         matches!(
             self,
-            Self::Shutdown | Self::ShutdownNow | Self::Reload | Self::Scale(_)
+            Self::Shutdown | Self::ShutdownNow | Self::Reload | Self::Scale(_) | Self::Upgrade
         )
     }
 }
@@ -178,6 +209,17 @@ impl fmt::Display for Input {
             Self::ShutdownNow => write!(f, "command shutdown-now"),
             Self::Reload => write!(f, "command reload"),
             Self::Scale(n) => write!(f, "command scale {n}"),
+            Self::Upgrade => write!(f, "command upgrade"),
+            Self::Successor(SuccessorFact::Spawned { pid }) => {
+                write!(f, "successor spawned pid {pid}")
+            }
+            Self::Successor(SuccessorFact::SpawnFailed(error)) => {
+                write!(f, "successor spawn failed ({})", error.kind)
+            }
+            Self::Successor(SuccessorFact::Ready) => write!(f, "READY=1 from the successor"),
+            Self::Successor(SuccessorFact::Exited(status)) => {
+                write!(f, "successor exited ({status})")
+            }
         }
     }
 }
@@ -248,6 +290,27 @@ mod tests {
             (Input::ShutdownNow, "command shutdown-now", None),
             (Input::Reload, "command reload", None),
             (Input::Scale(4), "command scale 4", None),
+            (Input::Upgrade, "command upgrade", None),
+            (
+                Input::Successor(SuccessorFact::Spawned { pid: 9 }),
+                "successor spawned pid 9",
+                None,
+            ),
+            (
+                Input::Successor(SuccessorFact::SpawnFailed(error)),
+                "successor spawn failed (exec)",
+                None,
+            ),
+            (
+                Input::Successor(SuccessorFact::Ready),
+                "READY=1 from the successor",
+                None,
+            ),
+            (
+                Input::Successor(SuccessorFact::Exited(status)),
+                "successor exited (exit code 1)",
+                None,
+            ),
         ];
         for (input, text, worker) in table {
             assert_eq!(input.to_string(), text);

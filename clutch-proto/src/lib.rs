@@ -48,15 +48,15 @@ mod types;
 pub use action::{
     Action, CommandError, Event, ExitReason, IgnoreReason, Notice, ProbationLeave,
     RecycleIgnoreReason, ReloadFailure, ShutdownTrigger, SignalIgnoreReason, StatusLine,
-    StopReason,
+    StopReason, UpgradeFailure,
 };
 pub use cluster::{ClusterState, Phase, Stats, WorkerInfo, SIGNAL_REPEAT_WINDOW};
 pub use config::{
     Backoff, Config, ConfigBuilder, ConfigError, CrashBudget, ForwardSignals, HangPolicy,
     Readiness, DEFAULT_MIN_UPTIME, MAX_DURATION, MAX_WORKERS, QUICK_REFILL_BURST,
-    QUICK_REFILL_INTERVAL,
+    QUICK_REFILL_INTERVAL, UPGRADE_ALLOWANCE,
 };
-pub use input::{Input, Reply};
+pub use input::{Input, Reply, SuccessorFact};
 pub use types::{
     ExitStatus, Pid, RecycleCause, Signal, Slot, SpawnError, SpawnErrorKind, WorkerId, WorkerState,
 };

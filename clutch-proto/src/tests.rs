@@ -2333,3 +2333,7 @@ fn a_kill_decided_while_spawning_is_not_softened_into_the_earlier_term() {
 }
 
 mod recycling;
+// ----- the upgrade of the master itself ----------------------------------------------------
+
+#[path = "tests_upgrade.rs"]
+mod upgrade;

@@ -202,7 +202,9 @@ impl ReferenceStateMachine for Reference {
             | Input::Shutdown
             | Input::ShutdownNow
             | Input::Reload
-            | Input::Scale(_) => unreachable!("not generated"),
+            | Input::Scale(_)
+            | Input::Upgrade
+            | Input::Successor(_) => unreachable!("not generated"),
         }
         if m.stopping && m.workers.is_empty() {
             m.exited = true;

@@ -91,6 +91,8 @@ impl Fingerprint {
                 }
             }
             Action::Exit(reason) => (5u8, reason).hash(self),
+            Action::SpawnSuccessor => 6u8.hash(self),
+            Action::SignalSuccessor { pid, signal } => (7u8, pid, signal).hash(self),
         }
     }
 
@@ -122,6 +124,9 @@ impl Fingerprint {
             Event::Scaled { from, to } => (from, to).hash(self),
             Event::SignalForwarded { signal, workers } => (signal, workers).hash(self),
             Event::SignalIgnored { signal, .. } => signal.hash(self),
+            Event::UpgradeSpawned { pid } | Event::UpgradeHandedOver { pid } => pid.hash(self),
+            Event::UpgradeFailed { cause } => cause.hash(self),
+            Event::SuccessorLost { pid, status } => (pid, status).hash(self),
             _ => {}
         }
     }

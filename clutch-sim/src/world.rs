@@ -82,6 +82,11 @@ pub struct Faults {
     /// Workers that ask to be recycled at some point after boot (over the memory limit,
     /// or asking themselves), some of them repeatedly.
     pub recycle: u32,
+    /// Successor masters of an upgrade that fail at one of its phases: their spawn
+    /// fails, they die before serving, they never serve, or they die after it.
+    pub successor_fail: u32,
+    /// Successor masters that ignore SIGTERM (a failed upgrade must kill them).
+    pub successor_ignores_term: u32,
 }
 
 /// How the run unfolds in time.
@@ -175,6 +180,9 @@ impl World {
             }
         }
         builder.seed(rng.u64());
+        // The upgrade of the master: drawn after recycling.
+        let upgrades = rng.one_in(2);
+        builder.upgrades(upgrades);
         let config = builder
             .build()
             .expect("the generator only builds valid configs");
@@ -183,6 +191,18 @@ impl World {
         } else {
             rng.range(5, 600) as u32
         };
+        if upgrades {
+            faults.successor_fail = if rng.one_in(4) {
+                0
+            } else {
+                rng.range(100, 1000) as u32
+            };
+            faults.successor_ignores_term = if rng.one_in(2) {
+                0
+            } else {
+                rng.range(100, 1000) as u32
+            };
+        }
         Self {
             config,
             faults,
@@ -311,6 +331,8 @@ fn generate_faults<E: Entropy>(rng: &mut Rng<E>, config: &Config) -> Faults {
         stale_reports: gap(rng, 5, 5_000),
         // Drawn at the end of `World::generate`.
         recycle: 0,
+        successor_fail: 0,
+        successor_ignores_term: 0,
     }
 }
 
@@ -321,13 +343,14 @@ impl fmt::Display for World {
         writeln!(
             f,
             "config: workers={} readiness={:?} boot_timeout={:?} force_exit={:?} batch={} \
-             forward={}",
+             forward={} upgrades={}",
             c.workers(),
             c.readiness(),
             c.boot_timeout(),
             c.force_exit_timeout(),
             c.rollout_batch(),
-            c.forward_signals()
+            c.forward_signals(),
+            c.upgrades()
         )?;
         writeln!(
             f,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clutch_proto::{
     Action, ClusterState, Config, ConfigBuilder, CrashBudget, Event, ExitReason, ExitStatus,
     ForwardSignals, HangPolicy, Notice, RecycleCause, ShutdownTrigger, Signal, Slot, SpawnError,
-    SpawnErrorKind, WorkerId,
+    SpawnErrorKind, SuccessorFact, WorkerId,
 };
 use clutch_sim::checker::check;
 use clutch_sim::{Bounds, Checker, Input};
@@ -887,4 +887,72 @@ fn recycle_age_fires_when_a_worker_outlives_its_age_and_jitter() {
     // The core's age deadline at 1 s is never honoured.
     let _ = rig.checker.run_probes(SEC, &rig.cluster);
     rig.assert_fired(check::RECYCLE_AGE);
+}
+
+/// One worker serving, an upgrade asked for, its successor running as pid 9000.
+fn upgrading() -> (Rig, WorkerId) {
+    let mut rig = Rig::new(one(1).upgrades(true).forward_signals(ForwardSignals::NONE));
+    let (worker, _) = rig.boot_all()[0];
+    rig.step(MS, Input::Signal(Signal::Usr2));
+    assert!(rig.last.contains(&Action::SpawnSuccessor));
+    rig.step(
+        2 * MS,
+        Input::Successor(SuccessorFact::Spawned { pid: 9000 }),
+    );
+    (rig, worker)
+}
+
+#[test]
+fn a_real_upgrade_is_clean_from_start_to_the_old_masters_exit() {
+    let (mut rig, worker) = upgrading();
+    rig.step(3 * MS, Input::Successor(SuccessorFact::Ready));
+    assert!(rig.last.contains(&Action::Notify(Notice::MainPid(9000))));
+    rig.step(
+        4 * MS,
+        Input::Exited {
+            id: worker,
+            status: ExitStatus::Code(0),
+        },
+    );
+    assert_eq!(rig.last.last(), Some(&Action::Exit(ExitReason::Upgraded)));
+}
+
+#[test]
+fn serves_until_successor_ready_fires_on_a_handover_before_ready() {
+    let (mut rig, _) = upgrading();
+    rig.tampered(3 * MS, Input::Timeout, |a| {
+        a.push(Action::Event(Event::UpgradeHandedOver { pid: 9000 }));
+        a.push(Action::Event(Event::ShutdownStarted {
+            trigger: ShutdownTrigger::Upgrade,
+        }));
+    });
+    rig.assert_fired(check::SERVES_UNTIL_SUCCESSOR_READY);
+}
+
+#[test]
+fn one_master_fires_when_the_old_master_leaves_its_successor_behind() {
+    let (mut rig, worker) = upgrading();
+    rig.step(3 * MS, Input::Signal(Signal::Term));
+    // A core that exits with its workers gone, forgetting the successor it stopped.
+    rig.tampered(
+        4 * MS,
+        Input::Exited {
+            id: worker,
+            status: ExitStatus::Code(0),
+        },
+        |a| {
+            a.push(Action::Event(Event::ShutDown {
+                reason: ExitReason::Clean,
+            }));
+            a.push(Action::Exit(ExitReason::Clean));
+        },
+    );
+    rig.assert_fired(check::ONE_MASTER);
+}
+
+#[test]
+fn one_successor_fires_on_a_second_successor_while_one_runs() {
+    let (mut rig, _) = upgrading();
+    rig.tampered(3 * MS, Input::Upgrade, |a| a.push(Action::SpawnSuccessor));
+    rig.assert_fired(check::ONE_SUCCESSOR);
 }

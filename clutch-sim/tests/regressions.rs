@@ -13,8 +13,9 @@ use std::path::Path;
 /// tripped"). Re-found after the breaker became "no worker ready for the window" (issue
 /// 11), and checked to fail (`zero-ready-window`, or `time-advances`) with the breaker's
 /// check after every input removed. Re-found again when the world generator learned
-/// recycling (issue 13), and checked the same way.
-const BREAKER_ON_SCALE_DOWN: &[u64] = &[24, 1021, 1581, 1625, 2600, 4342];
+/// recycling (issue 13) and the upgrade of the master (issue 14), and checked the same
+/// way.
+const BREAKER_ON_SCALE_DOWN: &[u64] = &[521, 1625, 3196, 3267, 4493, 10168];
 
 #[test]
 fn seeds_that_found_bugs_pass_and_still_exercise_the_fixed_path() {

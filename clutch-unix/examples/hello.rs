@@ -6,7 +6,8 @@
 //! ```
 //!
 //! `PORT` (default 5000), `HOST` (default 0.0.0.0) and `WORKERS` (default: the number of
-//! CPUs; 0 runs the server in-process) come from the environment. Ctrl-C (or SIGTERM)
+//! CPUs; 0 runs the server in-process) come from the environment, and `CONTROL`, a path
+//! for the control socket (`clutch status|reload|upgrade --control PATH`). Ctrl-C (or SIGTERM)
 //! shuts everything down: each worker stops accepting, answers every request it has
 //! received (with `connection: close`), closes keep-alive connections once they are idle,
 //! and exits; the master exits once every worker is gone.
@@ -38,6 +39,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .parse()
             .map_err(|_| format!("WORKERS={workers:?} is not a number"))?;
         cluster.workers(workers);
+    }
+    if let Some(path) = std::env::var_os("CONTROL") {
+        cluster.control(std::path::PathBuf::from(path));
     }
     match cluster.start()? {
         Role::Master(master) => master.run_and_exit(),

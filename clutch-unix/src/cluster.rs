@@ -14,6 +14,7 @@ use clutch_proto::{
 };
 
 use crate::engine::control_server::ControlServer;
+use crate::engine::driver::upgrade::{own_program, Predecessor, CONTROL_FD_NAME};
 use crate::engine::driver::{Driver, EventHandler, Program, Setup, WorkerProcess};
 use crate::engine::handle::{HandleServer, MasterHandle};
 use crate::engine::service::ServiceNotifier;
@@ -62,6 +63,8 @@ impl Cluster {
             control: None,
             forward_signals: None,
             kill_mode: KillMode::default(),
+            predecessor: None,
+            adopted_control: None,
             user: None,
             group: None,
             current_dir: None,
@@ -102,6 +105,10 @@ pub struct ClusterBuilder {
     /// Set by [`ClusterBuilder::forward_signals`]; else the mode's default.
     forward_signals: Option<ForwardSignals>,
     kill_mode: KillMode,
+    /// In a new master an upgrade started: the old master (from the environment).
+    predecessor: Option<Predecessor>,
+    /// The control socket the old master handed over with the listeners.
+    adopted_control: Option<Listener>,
     user: Option<String>,
     group: Option<String>,
     current_dir: Option<PathBuf>,
@@ -345,7 +352,7 @@ impl ClusterBuilder {
         if !config.is_in_process() {
             self.check_fd_limit(&config)?;
         }
-        let listeners = bind_all(&self.listen, &self.listen_options)?;
+        let listeners = self.bind_all()?;
         if config.is_in_process() {
             return Ok(Role::Worker(Worker::in_process(&config, listeners)?));
         }
@@ -366,10 +373,17 @@ impl ClusterBuilder {
     /// The validated configuration, with what the service manager says in the environment
     /// (`WATCHDOG_USEC`) folded in.
     fn config(&mut self) -> Result<Config, Error> {
+        if self.predecessor.is_none() {
+            self.predecessor = Predecessor::from_env();
+        }
         self.core
             .service_watchdog(crate::engine::service::watchdog_interval_from_env())
             // The core draws its age jitter from this seed: the driver's randomness.
-            .seed(os_random_seed());
+            .seed(os_random_seed())
+            // As PID 1 (a container), this master's exit would end every process of its
+            // pid namespace, the new master too: no upgrade in place there.
+            .upgrades(std::process::id() != 1)
+            .successor(self.predecessor.is_some());
         let config = self.core.build()?;
         if self.memory_check_interval.is_zero() {
             return Err(clutch_proto::ConfigError::ZeroDuration("memory_check_interval").into());
@@ -400,11 +414,24 @@ impl ClusterBuilder {
         listeners: Vec<Listener>,
         workers: WorkerProcess,
     ) -> Result<Master, Error> {
-        let control = self
-            .control
-            .as_deref()
-            .map(ControlServer::bind)
-            .transpose()?;
+        let adopted = self.adopted_control.take();
+        let control = match (self.control.as_deref(), adopted) {
+            (Some(path), Some(adopted)) => {
+                tracing::info!(
+                    path = %path.display(),
+                    "using the control socket the old master handed over"
+                );
+                let from = self.predecessor.as_ref().and_then(Predecessor::pid);
+                Some(ControlServer::adopt(adopted, path, from)?)
+            }
+            (Some(path), None) => Some(ControlServer::bind(path)?),
+            (None, adopted) => {
+                if adopted.is_some() {
+                    tracing::warn!("a control socket was passed, but no --control path is set");
+                }
+                None
+            }
+        };
         let on_event = self
             .on_event
             .take()
@@ -424,6 +451,8 @@ impl ClusterBuilder {
                 service,
                 control,
                 kill_mode: self.kill_mode,
+                own_program: own_program(),
+                predecessor: self.predecessor.take(),
                 workers,
                 memory: self.memory.map(|bytes| MemoryLimit {
                     bytes,
@@ -454,7 +483,7 @@ impl ClusterBuilder {
         workers.check_program(&path)?;
         self.log.install();
         self.check_fd_limit(&config)?;
-        let listeners = bind_all(&self.listen, &self.listen_options)?;
+        let listeners = self.bind_all()?;
         let name = path.file_name().map(|n| n.to_os_string());
         let program = Program {
             path,
@@ -567,6 +596,11 @@ impl ClusterBuilder {
     }
 }
 
+/// `program` (a bare name) found in `PATH`, if it is there and executable.
+pub(crate) fn find_in_path(program: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    resolve_program(program).ok()
+}
+
 /// Finds `program` as `execvp` would, and checks it can be executed.
 fn resolve_program(program: &std::ffi::OsStr) -> Result<std::path::PathBuf, Error> {
     use std::os::unix::ffi::OsStrExt;
@@ -597,6 +631,17 @@ fn resolve_program(program: &std::ffi::OsStr) -> Result<std::path::PathBuf, Erro
     Err(Error::Program(ProgramError::NotFound {
         program: program.into(),
     }))
+}
+
+impl ClusterBuilder {
+    /// [`bind_all`], keeping apart the control socket an upgrade's old master passed.
+    fn bind_all(&mut self) -> Result<Vec<Listener>, Error> {
+        let mut listeners = bind_all(&self.listen, &self.listen_options)?;
+        if let Some(at) = listeners.iter().position(|l| l.name() == CONTROL_FD_NAME) {
+            self.adopted_control = Some(listeners.remove(at));
+        }
+        Ok(listeners)
+    }
 }
 
 /// Binds every address, or adopts the sockets systemd passed (`LISTEN_FDS`).

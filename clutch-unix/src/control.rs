@@ -55,6 +55,9 @@ pub enum Request {
     },
     /// A graceful shutdown; answered when the master exits.
     Stop,
+    /// An upgrade of the master itself (as `SIGUSR2`); answered when the new master
+    /// serves and this one hands over, or when the upgrade failed.
+    Upgrade,
 }
 
 impl Request {
@@ -66,6 +69,7 @@ impl Request {
             Self::Reload => json!({"command": "reload"}),
             Self::Scale { workers } => json!({"command": "scale", "workers": workers}),
             Self::Stop => json!({"command": "stop"}),
+            Self::Upgrade => json!({"command": "upgrade"}),
         }
         .to_string()
     }
@@ -78,6 +82,7 @@ impl std::fmt::Display for Request {
             Self::Reload => f.write_str("reload"),
             Self::Scale { workers } => write!(f, "scale {workers}"),
             Self::Stop => f.write_str("stop"),
+            Self::Upgrade => f.write_str("upgrade"),
         }
     }
 }
@@ -118,6 +123,11 @@ pub enum Response {
     },
     /// Too many control clients at once ([`MAX_CLIENTS`]): try again.
     Busy,
+    /// `upgrade`: the new master (process `pid`) serves, and this one hands over to it.
+    Upgraded {
+        /// The new master's pid.
+        pid: u32,
+    },
 }
 
 /// The `status` answer: the cluster's phase and counts, and one entry per worker.
@@ -260,6 +270,7 @@ impl Response {
                 json!({"ok": true, "exit_code": exit_code, "reason": reason})
             }
             Self::Failed { message } => json!({"ok": false, "error": message}),
+            Self::Upgraded { pid } => json!({"ok": true, "pid": pid}),
             Self::Busy => {
                 json!({"ok": false, "busy": true, "error": "too many control clients; try again"})
             }
@@ -341,6 +352,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         "status" => Ok(Request::Status),
         "reload" => Ok(Request::Reload),
         "stop" => Ok(Request::Stop),
+        "upgrade" => Ok(Request::Upgrade),
         "scale" => {
             let workers = object
                 .get("workers")

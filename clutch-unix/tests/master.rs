@@ -356,14 +356,14 @@ fn user_signals_are_not_forwarded_in_exec_mode_unless_asked() {
     );
     master.wait_until("both workers are ready", |m| m.ready() == 2);
     let before = master.worker_pids();
+    // (USR2, not forwarded, upgrades the master: tests/upgrade.rs.)
     master.signal(nix::sys::signal::Signal::SIGUSR1);
-    master.signal(nix::sys::signal::Signal::SIGUSR2);
-    master.wait_until("both signals are logged as ignored", |_| {
+    master.wait_until("the signal is logged as ignored", |_| {
         std::fs::read_to_string(&log)
             .unwrap()
             .matches("\"signal_ignored\"")
             .count()
-            >= 2
+            >= 1
     });
     assert_eq!(master.worker_pids(), before, "no worker was touched");
     assert!(before.iter().all(|&p| is_alive(p)));

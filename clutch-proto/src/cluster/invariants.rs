@@ -4,9 +4,11 @@
 //! spawning, a pending signal with a pid, failures counted outside a failing period)
 //! is not checked here: it cannot happen.
 
+use super::lifecycle::Lifecycle;
 use super::recycle::{Recycle, RecycleStep};
 use super::slots::{Purpose, Role};
 use super::timers::TimerKey;
+use super::upgrade::Upgrade;
 use super::ClusterState;
 use crate::config::MAX_WORKERS;
 use crate::{Action, WorkerState};
@@ -21,6 +23,21 @@ impl ClusterState {
                     return Err(format!($($fmt)+));
                 }
             };
+        }
+        match self.upgrade {
+            Some(Upgrade::Starting { .. } | Upgrade::Booting { .. }) => ensure!(
+                matches!(self.lifecycle, Lifecycle::Serving(_)),
+                "an upgrade starting while not serving"
+            ),
+            Some(Upgrade::HandedOver { .. }) => ensure!(
+                !matches!(self.lifecycle, Lifecycle::Serving(_)),
+                "handed over to a successor and still serving"
+            ),
+            Some(Upgrade::Abandoning { .. }) => ensure!(
+                !self.lifecycle.is_exited(),
+                "exited before the failed upgrade's successor did"
+            ),
+            None => {}
         }
         if self.lifecycle.is_exited() {
             ensure!(

@@ -15,6 +15,7 @@
 //! | `status` | [`Phase`], [`Stats`], [`WorkerInfo`] |
 //! | `lifecycle` | serving (with a rollout, perhaps) / stopping / exited |
 //! | `timers` | the one ordered set of deadlines, each named |
+//! | `upgrade` | the upgrade of the master itself: a successor master's phases |
 //! | `invariants` | [`ClusterState::check_invariants`] |
 //!
 //! This file holds the composition: the state, the getters, the one entry point that
@@ -32,6 +33,7 @@ mod signals;
 mod slots;
 mod status;
 mod timers;
+mod upgrade;
 mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -39,8 +41,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::action::{
-    Action, CommandError, Event, Notice, ProbationLeave, ReloadFailure, ShutdownTrigger,
-    StatusLine, StopReason,
+    Action, CommandError, Event, ExitReason, Notice, ProbationLeave, ReloadFailure,
+    ShutdownTrigger, StatusLine, StopReason,
 };
 use crate::config::{Config, Readiness};
 use crate::input::{Input, Reply};
@@ -52,6 +54,7 @@ use shutdown::Shutdown;
 use slots::{Role, SlotState};
 pub use status::{Phase, Stats, WorkerInfo};
 use timers::{TimerKey, Timers, WorkerTimer};
+use upgrade::Upgrade;
 use worker::{Departure, Leaving, Worker, WorkerPhase};
 
 /// A TERM or INT that arrives less than this long after the shutdown began is the same
@@ -183,6 +186,10 @@ pub struct ClusterState {
     stats: Stats,
     /// The age jitter's pseudo-random numbers, seeded from the config.
     jitter: Jitter,
+    /// The upgrade of the master itself under way (or handed over), if any.
+    upgrade: Option<Upgrade>,
+    /// In a successor master: `Notice::Serving` went out.
+    told_serving: bool,
 }
 
 impl ClusterState {
@@ -214,6 +221,8 @@ impl ClusterState {
             last_status: None,
             stats: Stats::default(),
             jitter,
+            upgrade: None,
+            told_serving: false,
         };
         for index in 0..target {
             state.slots.push(SlotState::default());
@@ -386,6 +395,8 @@ impl ClusterState {
                     .map(|generation| Reply::Reload { generation });
             }
             Input::Scale(workers) => return self.scale(now, workers).map(|()| Reply::Done),
+            Input::Upgrade => return self.upgrade(now).map(|()| Reply::Done),
+            Input::Successor(fact) => self.handle_successor(now, fact),
         }
         Ok(Reply::Done)
     }
@@ -653,6 +664,7 @@ impl ClusterState {
                 return;
             }
         }
+        self.upgrade_timeout(now);
         if let Some(stopping) = self.lifecycle.stopping() {
             if stopping.force_at().is_some_and(|at| now >= at) {
                 self.force(now);
@@ -660,7 +672,7 @@ impl ClusterState {
         }
         if let Some(at) = self.watchdog_at {
             if now >= at && !self.lifecycle.is_exited() {
-                if self.is_service_healthy() {
+                if self.is_service_healthy() && !self.is_handed_over() {
                     self.actions.push_back(Action::Notify(Notice::Watchdog));
                 }
                 let interval = self.config.service_watchdog().expect("watchdog configured");
@@ -702,6 +714,16 @@ impl ClusterState {
         result
     }
 
+    /// Starts an upgrade of the master itself (see `upgrade.rs`).
+    fn upgrade(&mut self, now: Instant) -> Result<(), CommandError> {
+        if !self.accept_input() {
+            return Err(CommandError::ShuttingDown);
+        }
+        let result = self.upgrade_inner(now);
+        self.settle(now);
+        result
+    }
+
     /// Sets the target worker count to `workers` (1 to [`MAX_WORKERS`](crate::MAX_WORKERS)).
     fn scale(&mut self, now: Instant, workers: usize) -> Result<(), CommandError> {
         if !self.accept_input() {
@@ -723,9 +745,10 @@ impl ClusterState {
         if self.lifecycle.is_exited() {
             return None;
         }
-        // Coalesced: one STATUS per drain, only when the counts changed.
+        // Coalesced: one STATUS per drain, only when the counts changed. (None once
+        // handed over: the successor is the service's main process and speaks for it.)
         let status = self.status();
-        if self.last_status != Some(status) {
+        if self.last_status != Some(status) && !self.is_handed_over() {
             self.last_status = Some(status);
             return Some(Action::Notify(Notice::Status(status)));
         }
@@ -741,7 +764,8 @@ impl ClusterState {
         }
         let timer = self.timers.next().map(|(at, _)| at);
         let force = self.lifecycle.stopping().and_then(Shutdown::force_at);
-        [timer, force, self.watchdog_at, self.breaker_at()]
+        let upgrade = self.upgrade.and_then(Upgrade::deadline);
+        [timer, force, self.watchdog_at, self.breaker_at(), upgrade]
             .into_iter()
             .flatten()
             .min()
@@ -799,9 +823,15 @@ impl ClusterState {
                 self.emit(Event::Recovered);
             }
         }
+        self.tell_serving();
         if let Some(stopping) = self.lifecycle.stopping() {
-            if self.workers.is_empty() {
-                let reason = stopping.exit_reason();
+            // A successor not handed over to is waited for too: no master leaves one
+            // behind.
+            if self.workers.is_empty() && !self.upgrade.is_some_and(Upgrade::holds_exit) {
+                let reason = match self.upgrade {
+                    Some(Upgrade::HandedOver { lost: true, .. }) => ExitReason::SuccessorLost,
+                    _ => stopping.exit_reason(),
+                };
                 self.emit(Event::ShutDown { reason });
                 self.actions.push_back(Action::Exit(reason));
                 self.lifecycle = Lifecycle::Exited;

@@ -193,7 +193,10 @@ impl ClusterState {
         if !self.listening {
             self.listening = true;
             self.emit(Event::Listening { id });
-            self.actions.push_back(Action::Notify(Notice::Ready));
+            // A successor's first READY=1 is its predecessor's to send, with MAINPID=.
+            if !self.config.successor() {
+                self.actions.push_back(Action::Notify(Notice::Ready));
+            }
         }
     }
 

@@ -8,7 +8,10 @@ use super::lifecycle::Lifecycle;
 use super::recycle::Recycle;
 use super::worker::{Leaving, WorkerPhase};
 use super::ClusterState;
-use crate::{Action, Event, IgnoreReason, Notice, ReloadFailure, Signal, StopReason, WorkerId};
+use crate::{
+    Action, Event, IgnoreReason, Notice, ReloadFailure, Signal, StopReason, UpgradeFailure,
+    WorkerId,
+};
 use crate::{ExitReason, ShutdownTrigger, SIGNAL_REPEAT_WINDOW};
 
 /// A shutdown under way.
@@ -76,6 +79,7 @@ impl Shutdown {
         match (self.trigger, self.force) {
             (ShutdownTrigger::Breaker, _) => ExitReason::BreakerTripped,
             (ShutdownTrigger::StartupFailed, _) => ExitReason::StartupFailed,
+            (ShutdownTrigger::Upgrade, _) => ExitReason::Upgraded,
             (_, Force::Killed) => ExitReason::Forced,
             (_, Force::Armed(_) | Force::Fired) => ExitReason::Clean,
         }
@@ -103,7 +107,13 @@ impl ClusterState {
             });
         }
         self.emit(Event::ShutdownStarted { trigger });
-        self.actions.push_back(Action::Notify(Notice::Stopping));
+        if trigger == ShutdownTrigger::Upgrade {
+            // The service manager follows the successor now: this master's stop is
+            // not the service's.
+        } else {
+            self.actions.push_back(Action::Notify(Notice::Stopping));
+            self.abandon_upgrade(now, UpgradeFailure::ShuttingDown);
+        }
         self.lifecycle = Lifecycle::Stopping(Shutdown::new(
             now,
             trigger,
@@ -174,6 +184,7 @@ impl ClusterState {
             })
             .map(|(&id, _)| id)
             .collect();
+        self.kill_successor();
         let stopping = self.lifecycle.stopping_mut().expect("stopping");
         stopping.forced(!ids.is_empty());
         if ids.is_empty() {
@@ -224,6 +235,7 @@ mod tests {
         for (trigger, reason) in [
             (ShutdownTrigger::Breaker, ExitReason::BreakerTripped),
             (ShutdownTrigger::StartupFailed, ExitReason::StartupFailed),
+            (ShutdownTrigger::Upgrade, ExitReason::Upgraded),
         ] {
             let mut s = Shutdown::new(now, trigger, TIMEOUT);
             assert_eq!(s.exit_reason(), reason);

@@ -51,6 +51,16 @@ impl ClusterState {
                     });
                 }
             }
+            // USR2 not forwarded means "upgrade the master", as in nginx and Unicorn.
+            Signal::Usr2
+                if self.config.upgrades() && !self.config.forward_signals().contains(signal) =>
+            {
+                if let Err(error) = self.upgrade_inner(now) {
+                    self.emit(Event::Ignored {
+                        reason: IgnoreReason::Refused { signal, error },
+                    });
+                }
+            }
             Signal::Usr1 | Signal::Usr2 if !self.config.forward_signals().contains(signal) => {
                 self.emit(Event::SignalIgnored {
                     signal,

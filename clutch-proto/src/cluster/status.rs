@@ -75,6 +75,10 @@ pub struct Stats {
     pub recycled: u64,
     /// Recycle successors that failed young and were retried after a backoff.
     pub recycle_retries: u64,
+    /// Upgrades of the master that handed over to the successor.
+    pub upgrades_handed_over: u64,
+    /// Upgrades of the master that failed.
+    pub upgrades_failed: u64,
 }
 
 /// A snapshot of one worker, for status output.

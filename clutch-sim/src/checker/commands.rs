@@ -18,9 +18,26 @@ use super::{Concern, Findings};
 pub(crate) struct CommandChecker {
     expected_result: Option<Result<(), CommandError>>,
     expected_forward: usize,
+    /// An upgrade could start now (none under way, not shutting down).
+    upgrade_possible: bool,
 }
 
 impl CommandChecker {
+    /// What an upgrade asked for now must answer.
+    fn upgrade_answer(&self, model: &Model) -> Result<(), CommandError> {
+        if model.shutdown_at.is_some() {
+            Err(CommandError::ShuttingDown)
+        } else if !model.config.upgrades() {
+            Err(CommandError::NoUpgrades)
+        } else if model.config.is_in_process() {
+            Err(CommandError::InProcess)
+        } else if model.upgrade.under_way {
+            Err(CommandError::UpgradeUnderWay)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Whether the step's input had its documented effect.
     fn effect_ok(&self, model: &Model, input: Input) -> bool {
         let step = &model.step;
@@ -48,6 +65,16 @@ impl CommandChecker {
             Input::Signal(Signal::Term | Signal::Int | Signal::Quit) | Input::ShutdownNow => {
                 step.shutdown_before || step.shutdown_started
             }
+            // USR2 not forwarded upgrades the master where it can: started, or refused.
+            Input::Signal(signal @ Signal::Usr2)
+                if model.config.upgrades() && !model.config.forward_signals().contains(signal) =>
+            {
+                step.forwarded.is_none()
+                    && step.usr_signals.is_empty()
+                    && (step.upgrade_started != step.ignored_event)
+                    && step.upgrade_started == self.upgrade_possible
+            }
+            Input::Upgrade => (self.expected_result == Some(Ok(()))) == step.upgrade_started,
             Input::Signal(signal @ (Signal::Usr1 | Signal::Usr2))
                 if !model.config.forward_signals().contains(signal) =>
             {
@@ -113,8 +140,10 @@ impl Concern for CommandChecker {
             } else {
                 Ok(())
             }),
+            Input::Upgrade => Some(self.upgrade_answer(model)),
             _ => None,
         };
+        self.upgrade_possible = self.upgrade_answer(model).is_ok();
         if let Input::Signal(signal @ (Signal::Usr1 | Signal::Usr2)) = input {
             if model.config.forward_signals().contains(signal) {
                 self.expected_forward = model

@@ -25,6 +25,7 @@
 //! | `slots.rs` | serving workers within target plus surge; a healed world reaches its target |
 //! | `breaker.rs` | what the crash breaker may count and when it must (and must not) trip; startup failures |
 //! | `recycle.rs` | a recycled worker goes only once its successor is proven; age recycles within age + jitter |
+//! | `upgrade.rs` | the upgrade of the master: the old generation serves until the successor is ready; one master when it ends; one successor at a time |
 //!
 //! Driving order, per step: [`begin_step`](Checker::begin_step) with the input,
 //! [`command_result`](Checker::command_result) with the core's answer,
@@ -64,6 +65,7 @@ mod shutdown;
 mod slots;
 mod stops;
 mod story;
+mod upgrade;
 
 use model::Model;
 
@@ -172,6 +174,17 @@ pub mod check {
     /// and, for a worker that served its slot from its readiness, no later than
     /// `max_worker_age + max_worker_age_jitter`.
     pub const RECYCLE_AGE: &str = "recycle-age";
+    // upgrade.rs
+    /// The old generation serves until the successor's workers are ready: the handover
+    /// (and the old workers' stop) comes only with the running successor's `READY=1`,
+    /// during an upgrade and outside a shutdown.
+    pub const SERVES_UNTIL_SUCCESSOR_READY: &str = "serves-until-successor-ready";
+    /// Exactly one master owns the sockets when this one ends: an `Upgraded` exit leaves
+    /// the successor running, any other none (not even one being started).
+    pub const ONE_MASTER: &str = "one-master";
+    /// One successor at a time, none once shutting down, signalled only by its pid and
+    /// never after the handover.
+    pub const ONE_SUCCESSOR: &str = "one-successor";
 }
 
 /// One broken rule.
@@ -293,6 +306,7 @@ macro_rules! on_every_checker {
             @each checkers, $method $args;
             shutdown contract story commands stops readiness hang respawn rollout slots breaker
             recycle
+            upgrade
         )
     }};
     (@each $checkers:ident, $method:ident $args:tt; $($field:ident)*) => {{
@@ -327,6 +341,7 @@ struct Checkers {
     slots: slots::SlotsChecker,
     breaker: breaker::BreakerChecker,
     recycle: recycle::RecycleChecker,
+    upgrade: upgrade::UpgradeChecker,
     /// Every violation seen (the first few dozen), in order; a run reports the first.
     found: Vec<Violation>,
 }
@@ -347,13 +362,14 @@ impl Checkers {
             slots: slots::SlotsChecker,
             breaker: breaker::BreakerChecker::default(),
             recycle: recycle::RecycleChecker::default(),
+            upgrade: upgrade::UpgradeChecker,
             found: Vec::new(),
         }
     }
 
     /// Every checker, in the order they judge.
     #[cfg(test)]
-    fn all(&self) -> [&dyn Concern; 12] {
+    fn all(&self) -> [&dyn Concern; 13] {
         [
             &self.shutdown,
             &self.contract,
@@ -367,6 +383,7 @@ impl Checkers {
             &self.slots,
             &self.breaker,
             &self.recycle,
+            &self.upgrade,
         ]
     }
 
@@ -386,6 +403,7 @@ impl Checkers {
             self.slots.next_probe(),
             self.breaker.next_probe(),
             self.recycle.next_probe(),
+            self.upgrade.next_probe(),
         ]
         .into_iter()
         .flatten()
@@ -596,7 +614,7 @@ mod tests {
     use super::check::*;
     use super::harness::config;
 
-    const ALL: [&str; 32] = [
+    const ALL: [&str; 35] = [
         SPAWN_AFTER_SHUTDOWN,
         EXIT_ONCE_LAST,
         EXIT_DEADLINE,
@@ -629,6 +647,9 @@ mod tests {
         ZERO_READY_WINDOW,
         RECYCLE_BEFORE_STOP,
         RECYCLE_AGE,
+        SERVES_UNTIL_SUCCESSOR_READY,
+        ONE_MASTER,
+        ONE_SUCCESSOR,
     ];
 
     #[test]

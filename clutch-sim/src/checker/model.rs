@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clutch_proto::{
     Action, ClusterState, Config, Event, Pid, ShutdownTrigger, Signal, SpawnError, SpawnErrorKind,
-    WorkerId,
+    SuccessorFact, WorkerId,
 };
 
 use super::Input;
@@ -75,6 +75,23 @@ pub(crate) struct Rollout {
     pub(crate) from: u64,
 }
 
+/// The model's record of the upgrade of the master: the successor's story.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct MasterTrack {
+    /// An upgrade began (`UpgradeStarted`) and has neither failed nor handed over.
+    pub(crate) under_way: bool,
+    /// A `SpawnSuccessor` waits for its report.
+    pub(crate) spawn_pending: bool,
+    /// The successor's pid while it runs (reported spawned, its exit not yet).
+    pub(crate) live: Option<Pid>,
+    /// The running successor said `READY=1`.
+    pub(crate) ready: bool,
+    /// `UpgradeHandedOver` was seen.
+    pub(crate) handed_over: bool,
+    /// The successor handed over to exited.
+    pub(crate) lost: bool,
+}
+
 /// What the current step did, as the action stream told it. Reset by `begin_step`.
 #[derive(Debug, Default)]
 pub(crate) struct Step {
@@ -114,6 +131,7 @@ pub(crate) struct Step {
     pub(crate) startup_failed: bool,
     pub(crate) breaker_tripped: bool,
     pub(crate) hung: Vec<WorkerId>,
+    pub(crate) upgrade_started: bool,
 }
 
 /// The shared model. See the module documentation.
@@ -139,6 +157,8 @@ pub(crate) struct Model {
     pub(crate) last_proof: Option<Duration>,
     /// The live count reached zero and `NoWorkers` has not come yet.
     pub(crate) expect_no_workers: bool,
+    /// The upgrade of the master, if one ever began.
+    pub(crate) upgrade: MasterTrack,
     pub(crate) step: Step,
 }
 
@@ -163,6 +183,7 @@ impl Model {
             ever_started: false,
             last_proof: None,
             expect_no_workers: false,
+            upgrade: MasterTrack::default(),
             step: Step::default(),
         }
     }
@@ -304,12 +325,16 @@ impl Model {
         step.startup_failed = false;
         step.breaker_tripped = false;
         step.hung.clear();
+        step.upgrade_started = false;
         self.step = step;
         let Some(input) = input else { return };
         if self.exited_at.is_some() {
             // After the exit every input is ignored.
             self.step.stale = true;
             return;
+        }
+        if let Input::Successor(fact) = input {
+            self.successor_fact(fact);
         }
         let Some(id) = input.worker() else { return };
         if !self.is_live(id) {
@@ -333,6 +358,25 @@ impl Model {
                 && first_generation
                 && !self.ever_started
                 && self.shutdown_at.is_none();
+        }
+    }
+
+    /// A fact about the successor, from the world.
+    fn successor_fact(&mut self, fact: SuccessorFact) {
+        let u = &mut self.upgrade;
+        match fact {
+            SuccessorFact::Spawned { pid } if u.spawn_pending => {
+                u.spawn_pending = false;
+                u.live = Some(pid);
+                u.ready = false;
+            }
+            SuccessorFact::SpawnFailed(_) => u.spawn_pending = false,
+            SuccessorFact::Ready if u.live.is_some() => u.ready = true,
+            SuccessorFact::Exited(_) if u.live.is_some() => {
+                u.live = None;
+                u.lost |= u.handed_over;
+            }
+            _ => {}
         }
     }
 
@@ -390,7 +434,8 @@ impl Model {
                 }
             }
             Action::Event(ref event) => self.apply_event(event),
-            Action::Notify(_) => {}
+            Action::SpawnSuccessor => self.upgrade.spawn_pending = true,
+            Action::SignalSuccessor { .. } | Action::Notify(_) => {}
             Action::Exit(_) => self.exited_at = Some(self.step.now),
         }
     }
@@ -484,6 +529,15 @@ impl Model {
             // The one place the checkers read `Ignored`: its detail is the core's.
             Event::Ignored { .. } => self.step.ignored_event = true,
             Event::SignalIgnored { signal, .. } => self.step.signal_ignored = Some(signal),
+            Event::UpgradeStarted => {
+                self.upgrade.under_way = true;
+                self.step.upgrade_started = true;
+            }
+            Event::UpgradeFailed { .. } => self.upgrade.under_way = false,
+            Event::UpgradeHandedOver { .. } => {
+                self.upgrade.under_way = false;
+                self.upgrade.handed_over = true;
+            }
             _ => {}
         }
     }

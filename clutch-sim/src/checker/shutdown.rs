@@ -44,7 +44,11 @@ impl ShutdownChecker {
                 format!("exit with {} workers still live", model.live().len()),
             );
         }
-        let expected = if self.breaker {
+        let expected = if model.upgrade.lost {
+            ExitReason::SuccessorLost
+        } else if model.upgrade.handed_over {
+            ExitReason::Upgraded
+        } else if self.breaker {
             ExitReason::BreakerTripped
         } else if self.startup_failed {
             ExitReason::StartupFailed

@@ -55,6 +55,10 @@ fn driven_by_input(model: &Model, event: &Event) -> bool {
             (ShutdownTrigger::Command, Some(Input::Shutdown | Input::ShutdownNow)) => true,
             (ShutdownTrigger::Breaker, _) => model.step.breaker_tripped,
             (ShutdownTrigger::StartupFailed, Some(Input::SpawnFailed { .. })) => true,
+            (
+                ShutdownTrigger::Upgrade,
+                Some(Input::Successor(clutch_proto::SuccessorFact::Ready)),
+            ) => true,
             _ => false,
         },
         // A reload command, or a queued one starting as the previous rollout ends.

@@ -43,6 +43,10 @@ pub struct Coverage {
     pub age_recycles: u64,
     pub recycled: u64,
     pub recycles_refused: u64,
+    pub successors: u64,
+    pub upgrades_handed_over: u64,
+    pub upgrades_failed: u64,
+    pub successors_lost: u64,
 }
 
 impl Coverage {
@@ -73,11 +77,15 @@ impl Coverage {
         self.age_recycles += other.age_recycles;
         self.recycled += other.recycled;
         self.recycles_refused += other.recycles_refused;
+        self.successors += other.successors;
+        self.upgrades_handed_over += other.upgrades_handed_over;
+        self.upgrades_failed += other.upgrades_failed;
+        self.successors_lost += other.successors_lost;
     }
 
     /// Every counter with its name.
     #[must_use]
-    pub fn named(&self) -> [(&'static str, u64); 25] {
+    pub fn named(&self) -> [(&'static str, u64); 29] {
         [
             ("spawns", self.spawns),
             ("spawn failures", self.spawn_failures),
@@ -107,6 +115,10 @@ impl Coverage {
             ("age recycles", self.age_recycles),
             ("workers recycled", self.recycled),
             ("refused recycles", self.recycles_refused),
+            ("successor masters", self.successors),
+            ("upgrades handed over", self.upgrades_handed_over),
+            ("upgrades failed", self.upgrades_failed),
+            ("successors lost after the handover", self.successors_lost),
         ]
     }
 
@@ -121,6 +133,9 @@ impl Coverage {
             }
             Event::WorkerSpawnCancelled { .. } => self.spawns_cancelled += 1,
             Event::SignalIgnored { .. } => self.signals_ignored += 1,
+            Event::UpgradeHandedOver { .. } => self.upgrades_handed_over += 1,
+            Event::UpgradeFailed { .. } => self.upgrades_failed += 1,
+            Event::SuccessorLost { .. } => self.successors_lost += 1,
             Event::WorkerDied { .. } => self.deaths += 1,
             Event::WorkerRecycling { cause, .. } => {
                 self.recycles += 1;

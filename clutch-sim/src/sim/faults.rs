@@ -35,6 +35,10 @@ pub(super) enum Happening {
     /// reports follow, as a driver sampling memory would repeat them.
     Recycle(WorkerId, RecycleCause, u8),
     Exit(WorkerId, ExitStatus),
+    // The successor master's (see `successor.rs`), by its spawn number.
+    SuccessorReport(u32),
+    SuccessorReady(u32),
+    SuccessorExit(u32, ExitStatus),
     // The scheduler's.
     Storm(u8),
     Command,
@@ -46,6 +50,14 @@ pub(super) enum Happening {
 }
 
 impl Happening {
+    /// True for the successor master's happenings (handled in `successor.rs`).
+    pub(super) fn is_successor(self) -> bool {
+        matches!(
+            self,
+            Self::SuccessorReport(_) | Self::SuccessorReady(_) | Self::SuccessorExit(..)
+        )
+    }
+
     /// True for the happenings of one process (handled in `process.rs`).
     pub(super) fn is_process(self) -> bool {
         matches!(
@@ -276,6 +288,12 @@ impl<E: Entropy> Sim<'_, E> {
             60..=93 => Input::Scale(self.rng.range_usize(1, (target + 3).min(MAX_SIM_WORKERS))),
             94..=97 => Input::Shutdown,
             _ => Input::ShutdownNow,
+        };
+        // Where upgrades are possible, some commands ask for one (drawn only there).
+        let input = if self.world.config.upgrades() && self.rng.one_in(6) {
+            Input::Upgrade
+        } else {
+            input
         };
         self.step(input)?;
         if let Some(mean) = self.world.faults.commands {

@@ -27,10 +27,12 @@ use crate::world::World;
 mod coverage;
 mod faults;
 mod process;
+mod successor;
 
 pub use coverage::Coverage;
 use faults::{Agenda, Happening};
 use process::Processes;
+use successor::Successor;
 
 /// Hard bound on inputs per run: a run that needs more is itself a failure.
 pub const MAX_STEPS: u64 = 20_000_000;
@@ -68,6 +70,10 @@ pub struct Sim<'t, E: Entropy> {
     checker: Checker,
     agenda: Agenda,
     procs: Processes,
+    /// The successor master of the upgrade under way, if one runs or is being started.
+    successor: Option<Successor>,
+    /// Successors spawned so far.
+    successors: u32,
     fingerprint: Fingerprint,
     coverage: Coverage,
     events: u64,
@@ -108,6 +114,8 @@ impl<'t, E: Entropy> Sim<'t, E> {
             checker,
             agenda: Agenda::default(),
             procs: Processes::new(world.faults.pid_reuse),
+            successor: None,
+            successors: 0,
             fingerprint: Fingerprint::default(),
             coverage: Coverage::default(),
             events: 0,
@@ -229,6 +237,8 @@ impl<'t, E: Entropy> Sim<'t, E> {
             Action::Signal { id, signal, .. } => self.deliver_signal(id, signal),
             Action::Event(event) => self.coverage.count(&event, self.input),
             Action::Notify(_) => {}
+            Action::SpawnSuccessor => self.spawn_successor(),
+            Action::SignalSuccessor { pid, signal } => self.signal_successor(pid, signal),
             Action::Exit(reason) => {
                 self.exit = Some(reason);
                 // Let a few late reports arrive at the inert state, then stop.
@@ -241,6 +251,10 @@ impl<'t, E: Entropy> Sim<'t, E> {
     fn happen(&mut self, what: Happening) -> Result<bool, Violation> {
         if what.is_process() {
             self.process_happening(what)?;
+            return Ok(true);
+        }
+        if what.is_successor() {
+            self.successor_happening(what)?;
             return Ok(true);
         }
         self.scheduler_happening(what)

@@ -29,6 +29,8 @@ pub(crate) enum Waiting {
     Reload { generation: u64 },
     /// The master's exit.
     Stop,
+    /// The end of the upgrade under way (the handover, or its failure).
+    Upgrade,
     /// Nothing: its answer is being written, then it is closed.
     Closing,
 }
@@ -52,6 +54,11 @@ pub(crate) struct ControlServer {
     clients: HashMap<usize, Client>,
     next_client: usize,
     token_base: usize,
+    /// Connections are accepted (until an upgrade hands the socket over).
+    accepting: bool,
+    /// Adopted from the master that started this one (an upgrade), whose pid this is:
+    /// the socket file is this process's to remove only once that master is gone.
+    adopted_from: Option<u32>,
 }
 
 impl ControlServer {
@@ -85,7 +92,69 @@ impl ControlServer {
             clients: HashMap::new(),
             next_client: 0,
             token_base: 0,
+            accepting: true,
+            adopted_from: None,
         })
+    }
+
+    /// The control socket an upgrade's old master (process `predecessor`) handed over
+    /// (named `clutch-control` in `LISTEN_FDNAMES`),
+    /// bound at `path`. Both masters accept on it until the handover.
+    pub(crate) fn adopt(
+        listener: crate::os::listen::Listener,
+        path: &Path,
+        predecessor: Option<u32>,
+    ) -> Result<Self, Error> {
+        let (StdListener::Unix(listener), _) = listener.into_std_and_file() else {
+            return Err(Error::io(
+                format!("adopting the control socket {}", path.display()),
+                io::Error::new(io::ErrorKind::InvalidInput, "not a unix socket"),
+            ));
+        };
+        listener.set_nonblocking(true).map_err(|e| {
+            Error::io(
+                format!("setting up the control socket {}", path.display()),
+                e,
+            )
+        })?;
+        Ok(Self {
+            listener: UnixListener::from_std(listener),
+            _file: SocketFile::adopted(path).ok(),
+            clients: HashMap::new(),
+            next_client: 0,
+            token_base: 0,
+            accepting: true,
+            adopted_from: predecessor,
+        })
+    }
+
+    /// The listening socket, to hand to an upgrade's new master.
+    pub(crate) fn listener_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd()
+    }
+
+    /// An upgrade handed over: the new master accepts from now on. The socket file
+    /// stays (it is the new master's); the clients here are still answered.
+    pub(crate) fn stop_accepting(&mut self, registry: &Registry) {
+        self.accepting = false;
+        let _ = registry.deregister(&mut self.listener);
+        if let Some(file) = self._file.take() {
+            file.keep();
+        }
+    }
+
+    /// Answers every client waiting for the upgrade's end.
+    pub(crate) fn upgrade_ended(&mut self, registry: &Registry, answer: &Response) {
+        let numbers: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.waiting == Waiting::Upgrade)
+            .map(|(&n, _)| n)
+            .collect();
+        for number in numbers {
+            self.answer(registry, number, answer);
+        }
     }
 
     pub(crate) fn register(
@@ -106,6 +175,9 @@ impl ControlServer {
     /// Accepts pending connections, at most [`ACCEPTS_PER_TURN`]; returns whether more
     /// may be waiting (then call again in the next turn: the listener is edge-triggered).
     pub(crate) fn accept(&mut self, registry: &Registry, now: Instant) -> bool {
+        if !self.accepting {
+            return false;
+        }
         for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
@@ -240,6 +312,16 @@ impl ControlServer {
     /// The master is exiting with `code`: answer everyone still waiting, as well as a
     /// non-blocking socket allows.
     pub(crate) fn exiting(&mut self, registry: &Registry, code: u8, reason: &str) {
+        if let Some(predecessor) = self.adopted_from {
+            // A new master whose upgrade failed: the old master still owns the file.
+            if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32)
+                == Some(predecessor)
+            {
+                if let Some(file) = self._file.take() {
+                    file.keep();
+                }
+            }
+        }
         let numbers: Vec<usize> = self.clients.keys().copied().collect();
         for number in numbers {
             let answer = match self.clients[&number].waiting {
@@ -247,7 +329,9 @@ impl ControlServer {
                     exit_code: code,
                     reason: reason.to_owned(),
                 },
-                Waiting::Reload { .. } => Response::failed("the master is exiting"),
+                Waiting::Reload { .. } | Waiting::Upgrade => {
+                    Response::failed("the master is exiting")
+                }
                 Waiting::Request | Waiting::Handling | Waiting::Closing => continue,
             };
             self.answer(registry, number, &answer);

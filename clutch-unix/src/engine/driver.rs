@@ -50,6 +50,9 @@ use crate::os::process::{signal_from_number, signal_number, Process};
 use crate::os::spawn::{master_error, SpawnSpec};
 use crate::Error;
 
+#[path = "upgrade.rs"]
+pub(crate) mod upgrade;
+
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
 /// Worker tokens start here: `FIRST_WORKER + 3·id` is its pidfd, `+ 1` its notify socket,
@@ -108,6 +111,10 @@ pub(crate) struct Setup {
     pub(crate) service: ServiceNotifier,
     pub(crate) control: Option<ControlServer>,
     pub(crate) kill_mode: KillMode,
+    /// This process's own program as it was started: what an upgrade executes.
+    pub(crate) own_program: Option<Program>,
+    /// In a new master an upgrade started: the old master.
+    pub(crate) predecessor: Option<upgrade::Predecessor>,
     pub(crate) workers: WorkerProcess,
     /// `--max-worker-memory`: measured every interval, only when set.
     pub(crate) memory: Option<MemoryLimit>,
@@ -269,6 +276,16 @@ pub(crate) struct Driver {
     orphans_of: Vec<u64>,
     /// When the workers' memory is measured next (only with a memory limit).
     memory_check_at: Option<Instant>,
+    /// The new master of the upgrade under way, if one was started.
+    successor: Option<upgrade::Successor>,
+    /// New masters started so far (names their channels).
+    successors: u64,
+    /// The detailed text of the new master's spawn failure, for the `upgrade` answer.
+    upgrade_detail: Option<String>,
+    /// The new master's channel may hold more than this turn read.
+    unread_successor: bool,
+    /// This master handed over to a new one.
+    handed_over: bool,
 }
 
 impl Driver {
@@ -323,6 +340,11 @@ impl Driver {
             by_pid: HashMap::new(),
             orphans_of: Vec::new(),
             memory_check_at,
+            successor: None,
+            successors: 0,
+            upgrade_detail: None,
+            unread_successor: false,
+            handed_over: false,
         })
     }
 
@@ -441,6 +463,7 @@ impl Driver {
             || self.accept_pending
             || self.handles_pending
             || self.sweep_pending
+            || self.unread_successor
     }
 
     /// Goes on with what earlier turns left over, within this turn's bounds.
@@ -453,6 +476,9 @@ impl Driver {
         }
         if self.sweep_pending {
             self.sweep();
+        }
+        if std::mem::take(&mut self.unread_successor) {
+            self.successor_event(upgrade::SUCCESSOR_NOTIFY);
         }
         // Each worker once per turn, in id order; a flood stays in the set.
         let unread: Vec<WorkerId> = std::mem::take(&mut self.unread).into_iter().collect();
@@ -507,6 +533,9 @@ impl Driver {
         }
         if token == HANDLES {
             self.handle_requests();
+            return;
+        }
+        if self.successor_event(token) {
             return;
         }
         if token.0 >= FIRST_CLIENT {
@@ -634,6 +663,15 @@ impl Driver {
                 self.wait(asker, Waiting::Stop);
                 self.feed(Input::Shutdown);
             }
+            Request::Upgrade => {
+                // Waiting first: a new master that cannot even be started fails the
+                // upgrade inside the drain that follows.
+                match self.cluster.handle(Instant::now(), Input::Upgrade) {
+                    Ok(_) => self.wait(asker, Waiting::Upgrade),
+                    Err(e) => outcome = Some(Response::failed(format!("no upgrade: {e}"))),
+                }
+                self.drain();
+            }
         }
         if let Some(answer) = outcome {
             self.answer(asker, &answer);
@@ -740,7 +778,11 @@ impl Driver {
                             }
                         }
                     }
-                    None => tracing::debug!(pid, %status, "reaped an orphan"),
+                    None => {
+                        if !self.successor_reaped(pid, status) {
+                            tracing::debug!(pid, %status, "reaped an orphan");
+                        }
+                    }
                 },
                 Ok(None) => return,
                 Err(e) => {
@@ -885,10 +927,15 @@ impl Driver {
                     }
                     self.handles.reload_ended(generation, &answer);
                 }
+                self.upgrade_event(&event);
                 (self.setup.on_event)(&event);
             }
+            // For the old master that started this one, not the service manager.
+            Action::Notify(clutch_proto::Notice::Serving) => self.tell_predecessor(),
             Action::Notify(notice) => self.setup.service.send(&notice),
             Action::Exit(reason) => self.exit = Some(reason),
+            Action::SpawnSuccessor => self.spawn_successor(),
+            Action::SignalSuccessor { signal, .. } => self.signal_successor(signal),
         }
     }
 
@@ -1049,6 +1096,7 @@ impl Driver {
         }
         let name = self.setup.config.name();
         let title = match self.cluster.phase() {
+            _ if self.handed_over => format!("{name}: master process (old) <shutting down>"),
             Phase::Stopping | Phase::Exited => format!("{name}: master process <shutting down>"),
             _ => format!(
                 "{name}: master process [numworkers: {}]",
@@ -1269,6 +1317,26 @@ fn log_event(event: &Event, detail: Option<&str>) {
             "signal forwarded to workers"
         ),
         Event::Ignored { reason } => info!(event = name, what = %reason, "ignored"),
+        Event::UpgradeStarted => info!(event = name, "upgrade: starting a new master"),
+        Event::UpgradeSpawned { pid } => info!(
+            event = name,
+            pid, "upgrade: the new master runs and starts its workers"
+        ),
+        Event::UpgradeHandedOver { pid } => info!(
+            event = name,
+            pid, "upgrade: the new master serves; handing over and stopping the old workers"
+        ),
+        Event::UpgradeFailed { cause } => error!(
+            event = name,
+            %cause,
+            "upgrade failed; this master keeps serving"
+        ),
+        Event::SuccessorLost { pid, status } => error!(
+            event = name,
+            pid,
+            %status,
+            "the new master exited after the handover; nobody serves once the old workers are gone"
+        ),
     }
 }
 

@@ -163,6 +163,13 @@ impl MasterHandle {
         self.request(Request::Stop)
     }
 
+    /// An upgrade of the master itself (as `SIGUSR2`); answers once the new master
+    /// serves and this one hands over ([`Response::Upgraded`], with its pid) or the
+    /// upgrade failed ([`Response::Failed`], with the cause).
+    pub fn upgrade(&self) -> Result<Response, HandleError> {
+        self.request(Request::Upgrade)
+    }
+
     fn send(&self, request: Request) -> Result<Receiver<Response>, HandleError> {
         let (answer, answered) = mpsc::sync_channel(1);
         {
@@ -261,6 +268,19 @@ impl HandleServer {
             .filter(
                 |(_, (w, _))| matches!(w, Waiting::Reload { generation: g } if *g <= generation),
             )
+            .map(|(&n, _)| n)
+            .collect();
+        for number in numbers {
+            self.answer(number, answer);
+        }
+    }
+
+    /// Answers every request waiting for the upgrade's end.
+    pub(crate) fn upgrade_ended(&mut self, answer: &Response) {
+        let numbers: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (w, _))| *w == Waiting::Upgrade)
             .map(|(&n, _)| n)
             .collect();
         for number in numbers {

@@ -25,6 +25,18 @@ impl ServiceNotifier {
         }
     }
 
+    /// Messages to `socket` (an upgrade's old master's channel).
+    pub(crate) fn to(socket: OsString) -> Self {
+        Self {
+            socket: Some(socket),
+        }
+    }
+
+    /// The socket, if there is one (an upgrade's new master gets the same).
+    pub(crate) fn socket(&self) -> Option<&OsString> {
+        self.socket.as_ref()
+    }
+
     /// Sends one sd_notify datagram (`KEY=VALUE` lines), never blocking: a manager whose
     /// socket is full is a `WouldBlock` error at once.
     pub(crate) fn send_raw(&self, state: &str) -> io::Result<()> {
@@ -47,6 +59,10 @@ impl ServiceNotifier {
             Notice::Stopping => "STOPPING=1".to_owned(),
             Notice::Watchdog => "WATCHDOG=1".to_owned(),
             Notice::Status(line) => format!("STATUS={line}"),
+            // The upgrade's new master is the main process now, and the reload ends: in
+            // one message, which NotifyAccess=main accepts from the old master (the main
+            // process until this very message).
+            Notice::MainPid(pid) => format!("MAINPID={pid}\nREADY=1"),
             other => {
                 tracing::debug!(?other, "no sd_notify form for this notice");
                 return;
@@ -56,9 +72,10 @@ impl ServiceNotifier {
         // READY=1 that ends a reload); a ping or a status line is not. Either way the
         // master's loop is never held for long.
         let sent = match (&self.socket, notice) {
-            (Some(socket), Notice::Ready | Notice::Reloading | Notice::Stopping) => {
-                crate::os::notify::send_to_within(socket, &state, STATE_CHANGE_WAIT)
-            }
+            (
+                Some(socket),
+                Notice::Ready | Notice::Reloading | Notice::Stopping | Notice::MainPid(_),
+            ) => crate::os::notify::send_to_within(socket, &state, STATE_CHANGE_WAIT),
             _ => self.send_raw(&state),
         };
         match sent {

@@ -77,6 +77,8 @@ pub(crate) struct Containment {
     /// The workers' cgroups have the memory controller (`memory.current`).
     memory: bool,
     keeper: Option<Keeper>,
+    /// A child that is not a worker's and outlives the master: an upgrade's new master.
+    spared: Option<u32>,
 }
 
 impl Containment {
@@ -132,6 +134,7 @@ impl Containment {
             base,
             memory,
             keeper,
+            spared: None,
         })
     }
 
@@ -139,6 +142,12 @@ impl Containment {
     /// tree) rather than as its main process's resident set.
     pub(crate) fn measures_cgroup_memory(&self) -> bool {
         self.memory
+    }
+
+    /// Leaves child `pid` alone at the end: the new master an upgrade handed over to is
+    /// a child of this one, not an orphan of a worker's tree.
+    pub(crate) fn spare(&mut self, pid: Option<u32>) {
+        self.spared = pid;
     }
 
     /// How workers are contained: `"cgroup"` or `"group"` (for `status`).
@@ -222,7 +231,7 @@ impl Containment {
         // every child still here now is such an orphan (or the keeper).
         let keeper = self.keeper.as_ref().map(|k| k.pid);
         for pid in children() {
-            if Some(pid) != keeper {
+            if Some(pid) != keeper && Some(pid) != self.spared {
                 if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                 }

@@ -240,6 +240,13 @@ impl SocketFile {
     pub(crate) fn keep(self) {
         std::mem::forget(self);
     }
+
+    /// The socket file at `path` as it is now, removed when dropped (if it is still that
+    /// file): for a socket adopted from the master that created it, once this process
+    /// is the one to clean up.
+    pub(crate) fn adopted(path: &Path) -> io::Result<Self> {
+        Self::of(path)
+    }
 }
 
 impl Drop for SocketFile {
@@ -320,6 +327,14 @@ impl Listener {
             file.keep();
         }
         listener
+    }
+
+    /// Hands the socket file over: it stays when this listener is dropped (an upgrade's
+    /// new master uses it now).
+    pub(crate) fn keep_file(&mut self) {
+        if let Some(file) = self.file.take() {
+            file.keep();
+        }
     }
 
     /// The std listener, and the socket file to remove when done with it (if [`bind`]

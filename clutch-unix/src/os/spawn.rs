@@ -85,6 +85,7 @@ pub struct SpawnSpec<'fd> {
     stdin_null: bool,
     cgroup_procs: Option<BorrowedFd<'fd>>,
     cgroup_dir: Option<BorrowedFd<'fd>>,
+    master: bool,
     credentials: Option<Credentials>,
     current_dir: Option<PathBuf>,
     umask: Option<u32>,
@@ -157,10 +158,19 @@ impl<'fd> SpawnSpec<'fd> {
             stdin_null: true,
             cgroup_procs: None,
             cgroup_dir: None,
+            master: false,
             credentials: None,
             current_dir: None,
             umask: None,
         }
+    }
+
+    /// Starts a master, not a worker: an upgrade's successor. It gets no
+    /// `CLUTCH_WORKER_ID`/`CLUTCH_WORKER_SLOT` and no `PR_SET_PDEATHSIG` (it must outlive
+    /// the master that starts it).
+    pub fn master(mut self) -> Self {
+        self.master = true;
+        self
     }
 
     /// Sets `argv[0]` (default: the program path).
@@ -267,8 +277,10 @@ impl<'fd> SpawnSpec<'fd> {
             vars.insert("WATCHDOG_USEC".into(), usec.to_string().into());
             own_pid.push("WATCHDOG_PID");
         }
-        vars.insert("CLUTCH_WORKER_ID".into(), self.worker_id.to_string().into());
-        vars.insert("CLUTCH_WORKER_SLOT".into(), self.slot.to_string().into());
+        if !self.master {
+            vars.insert("CLUTCH_WORKER_ID".into(), self.worker_id.to_string().into());
+            vars.insert("CLUTCH_WORKER_SLOT".into(), self.slot.to_string().into());
+        }
 
         let mut entries = Vec::with_capacity(vars.len() + own_pid.len());
         for (name, value) in vars {
@@ -357,6 +369,7 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
         report: report_write.as_fd(),
         cgroup_procs: spec.cgroup_procs,
         cgroup_dir: spec.cgroup_dir,
+        parent_death_signal: !spec.master,
         program_file: spec.program_file,
     };
     let pid = sys::fork_exec(&program, &argv, &mut env, &fds, &context)

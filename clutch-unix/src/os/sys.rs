@@ -79,6 +79,9 @@ pub(crate) struct ChildFds<'a> {
     /// (a write lock on every thread group: milliseconds per worker). Where that is
     /// refused, `cgroup_procs` is the way in.
     pub(crate) cgroup_dir: Option<BorrowedFd<'a>>,
+    /// Whether the child gets `PR_SET_PDEATHSIG` (every worker does; an upgrade's
+    /// successor master, which must outlive the master that starts it, does not).
+    pub(crate) parent_death_signal: bool,
     /// The program as an open file, executed with `execveat(fd, "", AT_EMPTY_PATH)`
     /// (the path is the fallback where the kernel lacks `execveat`, before 3.19).
     pub(crate) program_file: Option<BorrowedFd<'a>>,
@@ -195,6 +198,7 @@ pub(crate) fn fork_exec(
         stdin: fds.stdin.map(|fd| fd.as_raw_fd()),
         report: fds.report.as_raw_fd(),
         cgroup_procs: fds.cgroup_procs.map(|fd| fd.as_raw_fd()),
+        parent_death_signal: fds.parent_death_signal,
         credentials: context.credentials,
         chdir: context.chdir.map(CStr::as_ptr),
         umask: context.umask.map(|mask| mask as libc::mode_t),
@@ -266,6 +270,7 @@ struct ChildPlan<'a> {
     stdin: Option<RawFd>,
     report: RawFd,
     cgroup_procs: Option<RawFd>,
+    parent_death_signal: bool,
     credentials: Option<(u32, u32, &'a [u32])>,
     chdir: Option<*const c_char>,
     umask: Option<libc::mode_t>,
@@ -380,18 +385,21 @@ unsafe fn child(plan: ChildPlan<'_>) -> ! {
     //    parent-death signal (the kernel does so on any change of uid or gid). If the
     //    master died before the prctl, no signal will come, so check the parent
     //    afterwards (we were then re-parented).
-    if libc::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        0,
-        0,
-        0,
-    ) < 0
-    {
-        fail(report, SpawnStep::ParentDeathSignal);
-    }
-    if libc::getppid() != plan.parent {
-        libc::_exit(127);
+    //    (Not for an upgrade's new master, which must outlive the master that starts it.)
+    if plan.parent_death_signal {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) < 0
+        {
+            fail(report, SpawnStep::ParentDeathSignal);
+        }
+        if libc::getppid() != plan.parent {
+            libc::_exit(127);
+        }
     }
 
     // 9. The working directory, as the worker (its permissions, not the master's), and

@@ -28,6 +28,17 @@
 //!
 //! - `FIXTURE_RECYCLE_AFTER=N`: each worker asks to be recycled
 //!   (`Worker::request_recycle`) once it has answered N requests, and serves on.
+//! - `FIXTURE_CONTROL=PATH`: the master's control socket (for `clutch upgrade` and the
+//!   like).
+//!
+//! Every worker writes its TCP port to `FIXTURE_DIR/port-<pid>` (for exec mode, where
+//! the `clutch` master writes none), and answers with an `x-build` header: the two
+//! characters of [`BUILD`] after its prefix, which the upgrade tests patch in a copy of
+//! this binary (`v1` → `v2`) to tell a new build from the old; build `nr` is a release
+//! whose workers never become ready (they wait for their stop). Connections are
+//! keep-alive unless the request says `connection: close`; a worker that is stopping
+//! answers the request it is reading with `connection: close`, and closes idle
+//! connections.
 //!
 //! `fixture -- PROGRAM ARGS…` supervises that program instead (exec mode).
 
@@ -39,6 +50,15 @@ use std::time::Duration;
 
 use clutch_unix::{Cluster, Event, ExitStatus, Role, Worker};
 use serde_json::{json, Value};
+
+/// The build marker: `clutch-fixture-build:` then the build (`v1` as compiled).
+static BUILD: [u8; 24] = *b"clutch-fixture-build:v1.";
+
+/// This binary's build, as [`BUILD`] says it.
+fn build() -> String {
+    let marker = std::hint::black_box(&BUILD);
+    String::from_utf8_lossy(&marker[21..23]).into_owned()
+}
 
 fn knob(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
@@ -93,6 +113,9 @@ fn main() {
     if let Some(min_uptime) = millis("MIN_UPTIME_MS") {
         cluster.min_uptime(min_uptime);
     }
+    if let Some(path) = std::env::var_os("FIXTURE_CONTROL") {
+        cluster.control(PathBuf::from(path));
+    }
     let mut events = OpenOptions::new()
         .create(true)
         .append(true)
@@ -114,6 +137,8 @@ fn main() {
         let ns = now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128;
         let mut line = event_json(event);
         line["ns"] = serde_json::json!(ns as u64);
+        // Which master saw it: an upgrade's new master appends to the same file.
+        line["master"] = serde_json::json!(std::process::id());
         // One write per event: the file is read while it grows, and timed.
         let _ = events.write_all(format!("{line}\n").as_bytes());
     });
@@ -294,6 +319,16 @@ fn write_atomically(path: &std::path::Path, text: &str) {
 fn serve(mut worker: Worker) {
     let listener: TcpListener = worker.take_tcp_listener().expect("a TCP listener");
     listener.set_nonblocking(true).expect("non-blocking");
+    if build() == "nr" {
+        // The release whose workers never become ready: wait for the stop, say nothing.
+        worker.shutdown().wait();
+        return;
+    }
+    if let Some(dir) = std::env::var_os("FIXTURE_DIR") {
+        let port = listener.local_addr().expect("a local address").port();
+        let path = PathBuf::from(dir).join(format!("port-{}", std::process::id()));
+        write_atomically(&path, &port.to_string());
+    }
     worker.ready().expect("ready");
     let worker = std::sync::Arc::new(worker);
     if knob("FIXTURE_FLOOD") {
@@ -319,6 +354,7 @@ fn serve(mut worker: Worker) {
         .ok()
         .and_then(|n| n.parse().ok());
     let mut answered = 0u64;
+    let build = build();
     let mut handlers = Vec::new();
     while !shutdown.is_requested() {
         match listener.accept() {
@@ -330,8 +366,9 @@ fn serve(mut worker: Worker) {
                     }
                 }
                 stream.set_nonblocking(false).expect("blocking stream");
+                let (shutdown, build) = (shutdown.clone(), build.clone());
                 handlers.push(std::thread::spawn(move || {
-                    let _ = answer(stream, id);
+                    let _ = answer(stream, id, &build, &shutdown);
                 }));
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -400,19 +437,68 @@ fn flood(worker: &Worker) {
     );
 }
 
-/// One request, one answer, then close (the tests use `connection: close`).
-fn answer(stream: TcpStream, id: u64) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+/// Requests on one connection, each answered `Worker: <id>` with an `x-build` header,
+/// until the client asks `connection: close` or goes away, or the worker stops: then the
+/// request being read is answered with `connection: close`, and an idle connection is
+/// closed (a client retries a request on a reused connection that closed before any
+/// answer, as HTTP allows).
+fn answer(
+    stream: TcpStream,
+    id: u64,
+    build: &str,
+    shutdown: &clutch_unix::Shutdown,
+) -> io::Result<()> {
+    // Short reads: an idle connection notices the worker's stop within this.
+    stream.set_read_timeout(Some(Duration::from_millis(50)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 0 && line != "\r\n" && line != "\n" {
-        line.clear();
-    }
-    let body = format!("Worker: {id}");
     let mut stream = stream;
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes())
+    let mut idle = Duration::ZERO;
+    loop {
+        let mut close = false;
+        let mut line = String::new();
+        let mut started = false;
+        loop {
+            match reader.read_line(&mut line) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    started = true;
+                    idle = Duration::ZERO;
+                    let header = line.to_ascii_lowercase();
+                    if header.starts_with("connection:") && header.contains("close") {
+                        close = true;
+                    }
+                    if line == "\r\n" || line == "\n" {
+                        break;
+                    }
+                    line.clear();
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    started |= !line.is_empty();
+                    if !started && shutdown.is_requested() {
+                        // Idle, and the worker stops: close it.
+                        return Ok(());
+                    }
+                    idle += Duration::from_millis(50);
+                    if idle >= Duration::from_secs(5) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        close |= shutdown.is_requested();
+        let body = format!("Worker: {id}");
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-build: {build}\r\nconnection: {}\r\n\r\n{body}",
+            body.len(),
+            if close { "close" } else { "keep-alive" }
+        );
+        stream.write_all(response.as_bytes())?;
+        if close {
+            return Ok(());
+        }
+    }
 }

@@ -84,6 +84,17 @@ enum Command {
         #[command(flatten)]
         control: ControlArg,
     },
+    /// Upgrade the master itself (as SIGUSR2): start a new master from the same path and
+    /// arguments, hand it the sockets, and once its workers serve, stop the old ones.
+    /// Waits until it ends: prints the new master's pid, or exits 1 with the cause (the
+    /// old master then keeps serving, as before).
+    Upgrade {
+        #[command(flatten)]
+        control: ControlArg,
+        /// Give up waiting after this long (default: as long as it takes).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
     /// Graceful shutdown; waits until the master is gone.
     Stop {
         #[command(flatten)]
@@ -207,7 +218,8 @@ struct RunArgs {
     control: Option<PathBuf>,
     /// Signals forwarded to every worker: USR1, USR2, both (USR1,USR2) or none. By
     /// default none: a program that does not handle them would die of them (their
-    /// default action); those not forwarded are logged and ignored.
+    /// default action). A USR2 not forwarded upgrades the master (as `clutch upgrade`,
+    /// and as in nginx and Unicorn); a USR1 not forwarded is logged and ignored.
     #[arg(long, value_name = "SIGNALS", default_value = "none", value_parser = parse_signals)]
     forward_signals: ForwardSignals,
     /// Which processes of a worker a graceful stop signals: `tree` (all it started, as
@@ -528,6 +540,11 @@ fn main() -> ExitCode {
                 Some(Duration::from_secs(10)),
                 |answer| format!("workers: {}", answer["workers"]),
             )
+        }
+        Command::Upgrade { control, timeout } => {
+            steer(&control.control, Request::Upgrade, timeout, |answer| {
+                format!("upgraded: the new master is pid {}", answer["pid"])
+            })
         }
         Command::Stop { control, timeout } => {
             steer(&control.control, Request::Stop, timeout, |answer| {
