@@ -2332,8 +2332,6 @@ fn a_kill_decided_while_spawning_is_not_softened_into_the_earlier_term() {
     assert_eq!(h.signals(), vec![(id, Signal::Kill)]);
 }
 
+// Per feature: recycling (issue 13) and the upgrade of the master itself (issue 14).
 mod recycling;
-// ----- the upgrade of the master itself ----------------------------------------------------
-
-#[path = "tests_upgrade.rs"]
 mod upgrade;
