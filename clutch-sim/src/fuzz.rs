@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clutch_proto::{
     Action, Backoff, ClusterState, Config, CrashBudget, Event, ExitReason, ExitStatus,
     ForwardSignals, HangPolicy, Readiness, RecycleCause, Signal, SpawnError, SpawnErrorKind,
-    WorkerId, MAX_WORKERS,
+    SuccessorFact, WorkerId, MAX_WORKERS,
 };
 
 use crate::input::Input;
@@ -93,6 +93,9 @@ fn decode_config(bytes: &mut Bytes<'_>) -> Config {
         })
         .seed(u64::from(batch))
         .service_watchdog(bytes.pick(&[None, Some(millis(3)), Some(millis(1000))]))
+        // Upgrades of the master from the worker byte's top part (no extra byte: a
+        // corpus input whose byte is under 18 decodes as before).
+        .upgrades(workers / 18 % 2 == 1)
         .forward_signals(match workers / 6 % 3 {
             0 => ForwardSignals::ALL,
             1 => ForwardSignals::NONE,
@@ -252,7 +255,21 @@ pub fn cluster_inputs(data: &[u8]) -> Result<usize, String> {
                     _ => RecycleCause::Age,
                 },
             },
-            _ => Input::Timeout,
+            // The upgrade of the master, and facts about its successor, in any order:
+            // a driver's stale or repeated report must be as harmless as a worker's.
+            15 => match arg % 6 {
+                0 => Input::Upgrade,
+                1 => Input::Successor(SuccessorFact::Spawned {
+                    pid: 9000 + u32::from(arg),
+                }),
+                2 => Input::Successor(SuccessorFact::SpawnFailed(SpawnError::new(
+                    SpawnErrorKind::Exec,
+                ))),
+                3 => Input::Successor(SuccessorFact::Ready),
+                4 => Input::Successor(SuccessorFact::Exited(ExitStatus::Code(i32::from(arg >> 7)))),
+                _ => Input::Timeout,
+            },
+            _ => unreachable!("op % 16"),
         };
         let deadline = cluster.poll_timeout();
         if deadline != cluster.poll_timeout() {
