@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::PATIENCE;
+use common::{log_time, PATIENCE};
 use serde_json::Value;
 
 const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
@@ -229,34 +229,6 @@ impl Drop for Clutch {
     }
 }
 
-/// A log line's timestamp (RFC 3339, UTC), in seconds since the epoch.
-fn at(line: &Value) -> f64 {
-    let stamp = line["timestamp"].as_str().expect("a timestamp");
-    let (date, time) = stamp.split_once('T').expect("RFC 3339");
-    let mut ymd = date.split('-').map(|p| p.parse::<i64>().expect("a date"));
-    let (y, m, d) = (
-        ymd.next().unwrap(),
-        ymd.next().unwrap(),
-        ymd.next().unwrap(),
-    );
-    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * m + 2) / 5 + d - 1;
-    let days = era * 146_097 + doe - 719_468;
-    let mut hms = time
-        .trim_end_matches('Z')
-        .split(':')
-        .map(|p| p.parse::<f64>().expect("a time"));
-    let (h, min, sec) = (
-        hms.next().unwrap(),
-        hms.next().unwrap(),
-        hms.next().unwrap(),
-    );
-    days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec
-}
-
 fn kill(pid: u32) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -282,17 +254,17 @@ fn a_release_dying_after_ready_fails_the_reload_and_keeps_the_old_workers() {
         .iter()
         .filter(|l| l["event"] == "worker_ready")
         .nth(2)
-        .map(at)
+        .map(log_time)
         .expect("the new worker became ready");
     let died = logs
         .iter()
         .find(|l| l["event"] == "worker_died")
-        .map(at)
+        .map(log_time)
         .expect("the new worker died");
     let failed = logs
         .iter()
         .find(|l| l["event"] == "reload_failed")
-        .map(at)
+        .map(log_time)
         .expect("the reload failed");
     assert!(died > new_ready, "died after it was ready");
     assert!(
@@ -336,12 +308,12 @@ fn a_cluster_whose_workers_all_die_in_probation_exits_3_in_bounded_time() {
     let deaths: Vec<f64> = logs
         .iter()
         .filter(|l| l["event"] == "worker_died")
-        .map(at)
+        .map(log_time)
         .collect();
     let tripped = logs
         .iter()
         .find(|l| l["event"] == "breaker_tripped")
-        .map(at)
+        .map(log_time)
         .unwrap();
     assert!(deaths.len() >= 5, "{}", clutch.stderr());
     let due = (deaths[0] + 10.0).max(deaths[4]);
@@ -355,7 +327,7 @@ fn a_cluster_whose_workers_all_die_in_probation_exits_3_in_bounded_time() {
             Some("worker_died") if line["was_ready"] == true => ready -= 1,
             _ => continue,
         }
-        timeline.push((at(line), ready));
+        timeline.push((log_time(line), ready));
     }
     let ready_at_due = timeline
         .iter()

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Load, PATIENCE};
+use common::{log_time, Load, PATIENCE};
 use serde_json::Value;
 
 const CLUTCH: &str = env!("CARGO_BIN_EXE_clutch");
@@ -190,23 +190,6 @@ impl Drop for Clutch {
     }
 }
 
-/// A log line's timestamp (RFC 3339, UTC), in seconds of its day (the tests compare
-/// stamps a few seconds apart).
-fn at(line: &Value) -> f64 {
-    let stamp = line["timestamp"].as_str().expect("a timestamp");
-    let (_, time) = stamp.split_once('T').expect("RFC 3339");
-    let mut hms = time
-        .trim_end_matches('Z')
-        .split(':')
-        .map(|p| p.parse::<f64>().expect("a time"));
-    let (h, m, s) = (
-        hms.next().unwrap(),
-        hms.next().unwrap(),
-        hms.next().unwrap(),
-    );
-    h * 3600.0 + m * 60.0 + s
-}
-
 /// The master's voluntary context switches so far (its every thread): each one a
 /// return from a blocking wait, that is a wakeup. (Preemptions, which a busy machine adds
 /// while the master runs, are no wakeups of its own making.)
@@ -281,7 +264,11 @@ fn a_worker_over_the_memory_limit_is_replaced_successor_first_failing_no_request
         e["slot"] == exit["slot"] && !first.contains(&(e["pid"].as_u64().unwrap() as u32))
     });
     let successor_ready = successor_ready.expect("the successor became ready");
-    assert!(at(&successor_ready) <= at(&exit), "{}", clutch.stderr());
+    assert!(
+        log_time(&successor_ready) <= log_time(&exit),
+        "{}",
+        clutch.stderr()
+    );
     assert!(
         clutch.named("worker_died").is_empty(),
         "{}",
@@ -335,7 +322,7 @@ fn workers_past_their_age_are_recycled_each_at_its_own_jittered_time() {
             .find(|e| e["pid"] == *pid)
             .unwrap_or_else(|| panic!("pid {pid} never recycled:\n{}", clutch.stderr()));
         assert_eq!(recycle["cause"], "age", "{recycle}");
-        ages.push(at(recycle) - at(start));
+        ages.push(log_time(recycle) - log_time(start));
     }
     for &a in &ages {
         // Not before its age (the stamps are wall-clock milliseconds: a little slack);

@@ -181,3 +181,32 @@ pub fn skipped(why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{why}");
 }
+
+/// A JSON log line's timestamp (RFC 3339, UTC: what `--log-format json` writes), in
+/// seconds since the epoch.
+pub fn log_time(line: &serde_json::Value) -> f64 {
+    let stamp = line["timestamp"].as_str().expect("a timestamp");
+    let (date, time) = stamp.split_once('T').expect("RFC 3339");
+    let mut ymd = date.split('-').map(|p| p.parse::<i64>().expect("a date"));
+    let (y, m, d) = (
+        ymd.next().unwrap(),
+        ymd.next().unwrap(),
+        ymd.next().unwrap(),
+    );
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * m + 2) / 5 + d - 1;
+    let days = era * 146_097 + doe - 719_468;
+    let mut hms = time
+        .trim_end_matches('Z')
+        .split(':')
+        .map(|p| p.parse::<f64>().expect("a time"));
+    let (h, min, sec) = (
+        hms.next().unwrap(),
+        hms.next().unwrap(),
+        hms.next().unwrap(),
+    );
+    days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec
+}
