@@ -51,9 +51,23 @@ struct Cluster {
 
 impl Cluster {
     fn start(mode: &str, workers: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
+        let each = if is_root() { 4 } else { 3 };
+        Self::start_with(WORKER, each, mode, workers, extra, envs)
+    }
+
+    /// A cluster of `script`s, each of which writes `each` descendants to `$PIDS`.
+    fn start_with(
+        script: &str,
+        each: usize,
+        mode: &str,
+        workers: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("worker.sh");
-        std::fs::write(&script, WORKER).unwrap();
+        let path = dir.path().join("worker.sh");
+        std::fs::write(&path, script).unwrap();
+        let script = path;
         let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
         let pids = dir.path().join("pids");
         let runtime = dir.path().to_owned();
@@ -74,7 +88,7 @@ impl Cluster {
         let master = Master::spawn(dir, &args, Stdio::from(stderr), &all_envs);
         let mut cluster = Self { master };
         let n: u64 = workers.parse().unwrap();
-        let expect = n as usize * if is_root() { 4 } else { 3 };
+        let expect = n as usize * each;
         cluster
             .master
             .wait_until("every worker's descendants are running", |m| {
@@ -248,6 +262,62 @@ fn a_killed_worker_takes_its_descendants_with_it() {
         cluster.master.wait_until("the worker is replaced", |m| {
             m.worker_pids().first().is_some_and(|&p| p != worker) && m.ready() == 1
         });
+        let port = cluster.port();
+        cluster.signal_master(Signal::SIGTERM);
+        assert_eq!(cluster.master.wait_exit().code(), Some(0), "{mode}");
+        cluster.assert_nothing_left(port, mode);
+    }
+}
+
+/// A daemon that stays: `setsid`'d, so out of the worker's process group, and with a
+/// child of its own. When the worker ends, the daemon is re-parented to the master; when
+/// the master kills it, *its* child is re-parented to the master in turn — after the
+/// master looked at its children. The master must look again until none is left.
+const DAEMON_WITH_A_CHILD: &str = r#"#!/bin/sh
+setsid sh -c 'sleep 1001 & echo "grandchild $!" >> "$PIDS"; echo "daemon $$" >> "$PIDS"; exec sleep 1002' &
+exec sleep 1003
+"#;
+
+/// A daemon three generations deep, which cleaned its environment: no
+/// `CLUTCH_WORKER_ID` tells the master whose it is, so (without cgroups) it lives until
+/// the master's very end, and each kill there hands the master another generation.
+const ANONYMOUS_DAEMON_WITH_GRANDCHILDREN: &str = r#"#!/bin/sh
+env -u CLUTCH_WORKER_ID setsid sh -c '
+    sh -c "sleep 1001 & echo \"grandchild \$!\" >> \"\$PIDS\"; echo \"child \$\$\" >> \"\$PIDS\"; exec sleep 1004" &
+    echo "daemon $$" >> "$PIDS"
+    exec sleep 1002' &
+exec sleep 1003
+"#;
+
+#[test]
+fn a_graceful_stop_ends_the_children_of_a_daemon() {
+    for (mode, script, each) in modes().into_iter().flat_map(|mode| {
+        [
+            (DAEMON_WITH_A_CHILD, 2),
+            (ANONYMOUS_DAEMON_WITH_GRANDCHILDREN, 3),
+        ]
+        .map(|(script, each)| (mode, script, each))
+    }) {
+        let mut cluster = Cluster::start_with(script, each, mode, "2", &[], &[]);
+        let port = cluster.port();
+        cluster.signal_master(Signal::SIGTERM);
+        assert_eq!(cluster.master.wait_exit().code(), Some(0), "{mode}");
+        cluster.assert_nothing_left(port, mode);
+    }
+}
+
+#[test]
+fn a_killed_worker_ends_the_children_of_its_daemon() {
+    for mode in modes() {
+        let mut cluster = Cluster::start_with(DAEMON_WITH_A_CHILD, 2, mode, "1", &[], &[]);
+        let first = cluster.descendants();
+        let worker = cluster.master.worker_pids()[0];
+        kill(Pid::from_raw(worker as i32), Signal::SIGKILL).unwrap();
+        assert_eq!(
+            cluster.wait_gone(&first),
+            Ok(()),
+            "{mode}: the killed worker's daemon or its child survived it"
+        );
         let port = cluster.port();
         cluster.signal_master(Signal::SIGTERM);
         assert_eq!(cluster.master.wait_exit().code(), Some(0), "{mode}");

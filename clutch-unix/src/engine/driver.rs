@@ -274,6 +274,9 @@ pub(crate) struct Driver {
     /// Workers whose main process ended this turn: their orphans are looked for once,
     /// at the turn's end (without cgroups).
     orphans_of: Vec<u64>,
+    /// A child that was no worker's (an orphan of some worker's tree) was reaped since
+    /// the last look for orphans: its own children may have come to the master.
+    orphan_reaped: bool,
     /// When the workers' memory is measured next (only with a memory limit).
     memory_check_at: Option<Instant>,
     /// The new master of the upgrade under way, if one was started.
@@ -339,6 +342,7 @@ impl Driver {
             containment,
             by_pid: HashMap::new(),
             orphans_of: Vec::new(),
+            orphan_reaped: false,
             memory_check_at,
             successor: None,
             successors: 0,
@@ -393,8 +397,11 @@ impl Driver {
             }
             self.work_backlog();
             let by_pid = &self.by_pid;
-            self.containment
-                .kill_orphans_of(&self.orphans_of, |pid| by_pid.contains_key(&pid));
+            self.containment.kill_orphans_of(
+                &self.orphans_of,
+                std::mem::take(&mut self.orphan_reaped),
+                |pid| by_pid.contains_key(&pid),
+            );
             self.orphans_of.clear();
             let now = Instant::now();
             if let Some(control) = self.setup.control.as_mut() {
@@ -781,6 +788,7 @@ impl Driver {
                     None => {
                         if !self.successor_reaped(pid, status) {
                             tracing::debug!(pid, %status, "reaped an orphan");
+                            self.orphan_reaped = true;
                         }
                     }
                 },

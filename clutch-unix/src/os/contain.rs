@@ -79,6 +79,9 @@ pub(crate) struct Containment {
     keeper: Option<Keeper>,
     /// A child that is not a worker's and outlives the master: an upgrade's new master.
     spared: Option<u32>,
+    /// Ended workers whose orphans were killed, and whose orphans' children may yet be
+    /// re-parented to the master (see [`Self::kill_orphans_of`]). Sorted, no duplicates.
+    hunted: Vec<u64>,
 }
 
 impl Containment {
@@ -135,6 +138,7 @@ impl Containment {
             memory,
             keeper,
             spared: None,
+            hunted: Vec::new(),
         })
     }
 
@@ -179,15 +183,36 @@ impl Containment {
     /// their parent died — recognised by the `CLUTCH_WORKER_ID` they inherited.
     /// `is_worker` tells the master's live workers apart (they are its children too).
     /// One look at the master's children serves every worker that ended in a turn.
-    pub(crate) fn kill_orphans_of(&self, ended: &[u64], is_worker: impl Fn(u32) -> bool) {
-        if self.base.is_some() || ended.is_empty() {
+    ///
+    /// An orphan killed here may have children of its own: they are re-parented to the
+    /// master when it dies, after this look. So a worker whose orphans were killed stays
+    /// *hunted*, and `orphan_reaped` (the master reaped a child that was no worker's since
+    /// the last call) makes the next call look again for the hunted workers' orphans, until
+    /// a look finds none of them.
+    pub(crate) fn kill_orphans_of(
+        &mut self,
+        ended: &[u64],
+        orphan_reaped: bool,
+        is_worker: impl Fn(u32) -> bool,
+    ) {
+        if self.base.is_some() {
             return; // The cgroups held them all.
         }
+        let mut ids: Vec<u64> = ended.to_vec();
+        if orphan_reaped {
+            ids.extend(self.hunted.iter().copied());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return;
+        }
         let keeper = self.keeper.as_ref().map(|k| k.pid);
-        let marks: Vec<String> = ended
+        let marks: Vec<(u64, String)> = ids
             .iter()
-            .map(|id| format!("CLUTCH_WORKER_ID={id}"))
+            .map(|&id| (id, format!("CLUTCH_WORKER_ID={id}")))
             .collect();
+        let mut found = Vec::new();
         for pid in children() {
             if Some(pid) == keeper || is_worker(pid) {
                 continue;
@@ -195,15 +220,24 @@ impl Containment {
             let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
                 continue;
             };
-            let orphan = environ
-                .split(|&b| b == 0)
-                .any(|var| marks.iter().any(|mark| var == mark.as_bytes()));
-            if orphan {
+            let of = environ.split(|&b| b == 0).find_map(|var| {
+                marks
+                    .iter()
+                    .find(|(_, mark)| var == mark.as_bytes())
+                    .map(|&(id, _)| id)
+            });
+            if let Some(id) = of {
                 if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                 }
+                found.push(id);
             }
         }
+        // Hunted: exactly the workers some of whose orphans were just killed.
+        self.hunted.retain(|id| !ids.contains(id));
+        self.hunted.extend(found);
+        self.hunted.sort_unstable();
+        self.hunted.dedup();
     }
 
     /// A worker's tree exists: the keeper is to kill its group should the master die.
@@ -228,14 +262,18 @@ impl Containment {
         }
         // Without cgroups, a descendant that left its worker's process group (`setsid`,
         // a daemon's double fork) was re-parented to the master when its parent died:
-        // every child still here now is such an orphan (or the keeper).
+        // every child still here now is such an orphan (or the keeper, or an upgrade's
+        // new master). Killing one re-parents *its* children to the master, so kill,
+        // reap, and look again, until none is left (boundedly: a process in
+        // uninterruptible sleep may take its time to die, and the master must end).
         let keeper = self.keeper.as_ref().map(|k| k.pid);
-        for pid in children() {
-            if Some(pid) != keeper && Some(pid) != self.spared {
-                if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-            }
+        let spared = self.spared;
+        let left = end_orphans(
+            |pid| Some(pid) != keeper && Some(pid) != spared,
+            std::time::Duration::from_secs(2),
+        );
+        if !left.is_empty() {
+            tracing::warn!(?left, "orphans still alive 2 s after SIGKILL; leaving them");
         }
         if let Some(keeper) = self.keeper.take() {
             keeper.done();
@@ -251,6 +289,37 @@ impl Drop for Containment {
             if let Err(e) = std::fs::remove_dir(base) {
                 tracing::debug!(cgroup = %base.display(), "removing the cgroup: {e}");
             }
+        }
+    }
+}
+
+/// SIGKILLs every child of the master that `doomed` picks, reaps it, and does the same
+/// with the children re-parented to the master meanwhile, until no child `doomed` picks
+/// is left or `patience` has passed. Returns those left.
+fn end_orphans(doomed: impl Fn(u32) -> bool, patience: std::time::Duration) -> Vec<u32> {
+    use rustix::process::{kill_process, waitpid, Signal, WaitOptions};
+    let deadline = std::time::Instant::now() + patience;
+    let mut killed = std::collections::BTreeSet::new();
+    loop {
+        let left: Vec<u32> = children().into_iter().filter(|&pid| doomed(pid)).collect();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        let mut reaped = false;
+        for &raw in &left {
+            let Some(pid) = i32::try_from(raw).ok().and_then(Pid::from_raw) else {
+                continue;
+            };
+            if killed.insert(raw) {
+                let _ = kill_process(pid, Signal::KILL);
+            }
+            // A zombie is still listed among the children until it is reaped.
+            if let Ok(Some(_)) = waitpid(Some(pid), WaitOptions::NOHANG) {
+                reaped = true;
+            }
+        }
+        if !reaped {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 }
