@@ -414,7 +414,8 @@ impl ClusterBuilder {
             config.workers(),
             self.listen.len(),
             self.control.is_some(),
-        );
+        ) + crate::engine::output::fds_per_worker(self.worker_output)
+            * config.workers() as u64;
         crate::os::rlimit::ensure_fd_limit(need, config.workers())
     }
 

@@ -152,6 +152,14 @@ fn shared_stdout() -> &'static Mutex<Sink> {
     SINK.get_or_init(|| Mutex::new(Sink::open_as(rustix::stdio::stdout(), 1)))
 }
 
+/// Opens the sinks of stdout and stderr now, before the first worker's pipes exist: a
+/// master started with fd 1 or 2 closed must not later take one of those pipes (which
+/// may get the lowest free number) for its own stdout or stderr.
+pub(crate) fn open_output_sinks() {
+    let _ = shared_stdout();
+    let _ = shared();
+}
+
 /// Writes `bytes` (whole lines of the workers' output) to the master's stdout, or to its
 /// stderr, through the same kind of sink as the log: never blocking, never failing.
 /// Returns `false` when they could not be written at all (full or closed); counting

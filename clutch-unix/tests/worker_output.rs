@@ -378,3 +378,38 @@ fn pipes_kept_open_outside_the_tree_do_not_leak_the_masters_descriptors() {
     );
     assert_eq!(master.stop(), 0);
 }
+
+/// A bad mode, from the flag, the environment or the settings file, is a usage error
+/// (exit 2, naming the setting) before anything is spawned.
+#[test]
+fn a_bad_mode_is_refused_before_anything_is_spawned() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("spawned");
+    let file = dir.path().join("clutch.toml");
+    std::fs::write(&file, "worker-output = \"loud\"\n").unwrap();
+    let touch = format!("touch {}", marker.display());
+    let config = file.display().to_string();
+    for (args, envs) in [
+        (vec!["--worker-output", "loud"], vec![]),
+        (vec![], vec![("CLUTCH_WORKER_OUTPUT", "loud")]),
+        (vec!["--config", &config], vec![]),
+    ] {
+        let out = Command::new(support::CLUTCH)
+            .arg("run")
+            .args(&args)
+            .args(["-w", "1", "--", "/bin/sh", "-c", &touch])
+            .env_remove("CLUTCH_WORKER_OUTPUT")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {envs:?}: {stderr}");
+        assert!(
+            stderr.contains("worker-output") || stderr.contains("WORKER_OUTPUT"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("loud"), "{stderr}");
+        assert!(!marker.exists(), "a worker was spawned");
+    }
+}

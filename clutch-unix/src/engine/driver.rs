@@ -15,7 +15,9 @@
 //! # Every turn is bounded
 //!
 //! No source of input can starve the others (TigerBeetle's "put a limit on everything"):
-//! one turn reads at most [`NOTIFY_PER_TURN`] datagrams from a worker, accepts at most
+//! one turn reads at most [`NOTIFY_PER_TURN`] datagrams from a worker (and at most
+//! [`READ_PER_TURN`](crate::engine::output::READ_PER_TURN) bytes from each of its output
+//! pipes), accepts at most
 //! [`ACCEPTS_PER_TURN`](crate::engine::control_server::ACCEPTS_PER_TURN) control clients, and forks at most
 //! [`SPAWNS_PER_TURN`] workers. What is left over is kept in a backlog and served in the
 //! next turn, which then polls without waiting; so a `scale 1000` spawns in batches while
@@ -649,7 +651,7 @@ impl Driver {
                     workers,
                     self.setup.listeners.len(),
                     self.setup.control.is_some(),
-                );
+                ) + output::fds_per_worker(self.setup.worker_output) * workers as u64;
                 if let Some(limit) = crate::os::rlimit::fd_limit().filter(|&limit| limit < need) {
                     let error = format!(
                         "cannot run {workers} workers: they need about {need} open files \

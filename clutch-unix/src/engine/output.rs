@@ -211,10 +211,10 @@ fn format_line(
             );
             // Writing into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *out, &*message);
-            let _ = write!(
+            let _ = writeln!(
                 out,
                 ",\"event\":\"worker_output\",\"worker\":{id},\"slot\":{slot},\"pid\":{pid},\
-                 \"generation\":{generation},\"stream\":\"{}\"{},\"target\":\"worker\"}}\n",
+                 \"generation\":{generation},\"stream\":\"{}\"{},\"target\":\"worker\"}}",
                 stream.name(),
                 if cut { ",\"cut\":true" } else { "" }
             );
@@ -274,6 +274,9 @@ pub(crate) struct Output {
 
 impl Output {
     pub(crate) fn new(mode: WorkerOutput) -> Self {
+        if mode != WorkerOutput::Inherit {
+            crate::log::open_output_sinks();
+        }
         Self {
             mode,
             workers: HashMap::new(),
@@ -472,6 +475,9 @@ impl Output {
         }
         self.workers.clear();
         self.unread.clear();
+        // What was dropped since the last warning is said now, however recent that was.
+        self.last_logged = None;
+        self.warn_of_drops();
     }
 
     /// Goes on reading the pipes earlier turns left data in.
@@ -517,6 +523,15 @@ fn flush(stream: Stream, batch: &mut Vec<u8>, lines: &mut u64, dropped: &mut u64
     }
     batch.clear();
     *lines = 0;
+}
+
+/// The descriptors the master holds per worker for its output in `mode`: the read ends
+/// of its two pipes (on top of what [`fds_needed`](crate::rlimit::fds_needed) counts).
+pub(crate) fn fds_per_worker(mode: WorkerOutput) -> u64 {
+    match mode {
+        WorkerOutput::Inherit => 0,
+        _ => 2,
+    }
 }
 
 /// A pipe for one of a worker's streams: `(read end, write end)`, both close-on-exec;
