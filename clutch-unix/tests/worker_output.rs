@@ -203,6 +203,40 @@ fn inherit_leaves_the_workers_on_the_masters_own_stdout() {
     assert_eq!(master.stop(), 0);
 }
 
+/// A worker's children write through its pipes (their lines are the worker's), and its
+/// last line, without a newline, is written once its tree has ended: before the master's
+/// own exit.
+#[test]
+fn a_childs_lines_are_its_workers_and_a_last_partial_line_is_written_at_the_end() {
+    let script = "sh -c 'echo from-child' & wait; printf 'last words'; exec sleep 600";
+    let (mut master, stdout, _stderr) = start(
+        "prefix",
+        &["-w", "1", "--ready", "exec", "--", "/bin/sh", "-c", script],
+        &[],
+    );
+    master.wait_until("the child's line came through", |_| {
+        !stdout.get().is_empty()
+    });
+    let (id, slot, pid) = workers(&mut master)[0];
+    let prefix = format!("[{slot} {id} {pid}] ");
+    assert_eq!(stdout.get(), [format!("{prefix}from-child")]);
+    assert_eq!(master.stop(), 0);
+    // The master is gone, so its stdout ends: everything it wrote has been read by then.
+    let deadline = Instant::now() + PATIENCE;
+    while stdout.get().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no last line: {:?}",
+            stdout.get()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        stdout.get(),
+        [format!("{prefix}from-child"), format!("{prefix}last words")]
+    );
+}
+
 /// One worker floods its stdout, another writes a line that never ends on its stderr;
 /// the master's stdout is a pipe nobody reads. `status` keeps answering, the endless line
 /// comes out cut at 16 KiB, the flood is dropped and counted, and the master stops

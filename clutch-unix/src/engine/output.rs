@@ -132,18 +132,34 @@ pub(crate) struct Who {
     pub(crate) generation: u64,
 }
 
-/// Splits a byte stream into lines of at most [`MAX_LINE`] bytes (pure).
-#[derive(Debug, Default)]
-struct Lines {
-    /// The line so far (never more than [`MAX_LINE`] bytes).
+/// Splits a byte stream into lines of at most `max` ([`MAX_LINE`]) bytes (pure).
+#[derive(Debug)]
+pub(crate) struct Lines {
+    /// The line so far (never more than `max` bytes).
     partial: Vec<u8>,
     /// The current line was cut: discard up to its newline.
     discarding: bool,
+    max: usize,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self::new(MAX_LINE)
+    }
 }
 
 impl Lines {
+    /// Lines cut at `max` bytes (at least 1).
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            partial: Vec::new(),
+            discarding: false,
+            max: max.max(1),
+        }
+    }
+
     /// Feeds `data`; `emit(line, cut)` gets every complete line (without its newline).
-    fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8], bool)) {
+    pub(crate) fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8], bool)) {
         while !data.is_empty() {
             let newline = data.iter().position(|&b| b == b'\n');
             let (piece, rest) = match newline {
@@ -153,8 +169,8 @@ impl Lines {
             if self.discarding {
                 // The rest of a cut line.
                 self.discarding = rest.is_none();
-            } else if self.partial.len() + piece.len() > MAX_LINE {
-                let room = MAX_LINE - self.partial.len();
+            } else if self.partial.len() + piece.len() > self.max {
+                let room = self.max - self.partial.len();
                 self.partial.extend_from_slice(&piece[..room]);
                 emit(&self.partial, true);
                 self.partial.clear();
@@ -175,7 +191,7 @@ impl Lines {
     }
 
     /// The stream ended: a partial last line is a line.
-    fn finish(&mut self, emit: &mut impl FnMut(&[u8], bool)) {
+    pub(crate) fn finish(&mut self, emit: &mut impl FnMut(&[u8], bool)) {
         if !self.partial.is_empty() {
             emit(&self.partial, false);
         }
@@ -589,6 +605,31 @@ mod tests {
         // Cut with no newline ever: one cut line, nothing at the end.
         let got = split(&[&long]);
         assert_eq!(got, vec![(vec![b'y'; MAX_LINE], true)]);
+    }
+
+    /// The fuzz target's property (`crate::fuzz::worker_lines`: the lines of a plain
+    /// model, however the bytes are chunked) over a few thousand seeded inputs, mostly
+    /// newlines and letters so that lines of every length around the limit come up.
+    #[test]
+    fn splitting_matches_the_model_whatever_the_chunks() {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let len = (next() % 200) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|i| match (i, next() % 8) {
+                    (0 | 1, _) => next() as u8,
+                    (_, 0) => b'\n',
+                    (_, n) => b'a' + n as u8,
+                })
+                .collect();
+            crate::fuzz::worker_lines(&data);
+        }
     }
 
     #[test]
