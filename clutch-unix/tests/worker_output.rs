@@ -290,6 +290,14 @@ fn a_flood_and_an_endless_line_neither_stall_nor_swamp_the_master() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(slowest < Duration::from_secs(10), "status took {slowest:?}");
+    // `clutch status` says so too.
+    let text = Command::new(support::CLUTCH)
+        .args(["status", "--control"])
+        .arg(master.path("ctl.sock"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("worker output lines dropped"), "{text}");
 
     let cut = |l: &str| l.contains(" cut] ");
     master.wait_until("the endless line came out cut", |_| {

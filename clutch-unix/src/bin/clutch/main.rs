@@ -832,7 +832,7 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
         Output::Text => {
             let _ = writeln!(
                 text,
-                "master {}: {}, {}/{} workers ready, generation {}{}{}",
+                "master {}: {}, {}/{} workers ready, generation {}{}{}{}",
                 answer["pid"],
                 answer["phase"].as_str().unwrap_or("?"),
                 answer["ready"],
@@ -845,6 +845,10 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
                 },
                 match answer["recycles"].as_u64() {
                     Some(n) if n > 0 => format!(", {n} recycles"),
+                    _ => String::new(),
+                },
+                match answer["worker_lines_dropped"].as_u64() {
+                    Some(n) if n > 0 => format!(", {n} worker output lines dropped"),
                     _ => String::new(),
                 }
             );
