@@ -10,6 +10,10 @@
 //! and counted, and the next line that can be written is preceded by one line saying how
 //! many were dropped. Workers share the master's stderr, so its blocking mode is not ours
 //! to change: the sink writes through a descriptor of its own (see [`Sink::open`]).
+//!
+//! The workers' lines (`--worker-output prefix|json`, `engine/output.rs`) go through the
+//! same stderr sink, and through a second one of the same kind on stdout; what they
+//! cannot write is dropped and counted by their caller, not announced in the stream.
 
 use std::io::{self, IsTerminal};
 use std::os::fd::{BorrowedFd, OwnedFd};
