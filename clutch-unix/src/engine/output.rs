@@ -173,7 +173,7 @@ impl Lines {
                 let room = self.max - self.partial.len();
                 self.partial.extend_from_slice(&piece[..room]);
                 emit(&self.partial, true);
-                self.partial.clear();
+                self.clear();
                 self.discarding = rest.is_none();
             } else if rest.is_some() {
                 if self.partial.is_empty() {
@@ -181,7 +181,7 @@ impl Lines {
                 } else {
                     self.partial.extend_from_slice(piece);
                     emit(&self.partial, false);
-                    self.partial.clear();
+                    self.clear();
                 }
             } else {
                 self.partial.extend_from_slice(piece);
@@ -195,8 +195,15 @@ impl Lines {
         if !self.partial.is_empty() {
             emit(&self.partial, false);
         }
-        self.partial.clear();
+        self.clear();
         self.discarding = false;
+    }
+
+    /// Empties the partial line, and gives back the memory a long one took (a pipe's
+    /// buffer stays at most a few KiB between long lines).
+    fn clear(&mut self) {
+        self.partial.clear();
+        self.partial.shrink_to(4096);
     }
 }
 
