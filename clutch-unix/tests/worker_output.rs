@@ -455,3 +455,134 @@ fn a_bad_mode_is_refused_before_anything_is_spawned() {
         assert!(!marker.exists(), "a worker was spawned");
     }
 }
+
+/// Kills, at the end, whatever of these pids is still the test's (by its `needle`
+/// variable): the new master of an upgrade is no child of the test's.
+struct Leftovers {
+    pids: Vec<u32>,
+    needle: String,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            common::kill_if_ours(pid, &self.needle);
+        }
+    }
+}
+
+/// The pipes (`pipe:[inode]`) among `pid`'s descriptors above 2.
+fn pipes_of(pid: u32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let target = target.to_str()?.to_owned();
+            (target.starts_with("pipe:") && fd > 2).then_some(target)
+        })
+        .collect()
+}
+
+/// The pipes that are a worker's stdout and stderr.
+fn output_of(worker: u32) -> std::collections::BTreeSet<String> {
+    [1, 2]
+        .iter()
+        .filter_map(|fd| std::fs::read_link(format!("/proc/{worker}/fd/{fd}")).ok())
+        .filter_map(|t| t.to_str().map(str::to_owned))
+        .filter(|t| t.starts_with("pipe:"))
+        .collect()
+}
+
+/// An upgrade's new master gets the old one's own stdout and stderr, none of its
+/// workers' pipes (close-on-exec), and makes its own for its workers, whose lines come
+/// through as before.
+#[test]
+fn an_upgraded_master_has_its_own_pipes_and_none_of_the_old_ones() {
+    let script = "echo \"hello $CLUTCH_WORKER_ID $$\"; exec sleep 600";
+    let tag = tempfile::tempdir().unwrap();
+    let needle = format!("WORKER_OUTPUT_TEST={}", tag.path().display());
+    let (mut master, stdout, _stderr) = start(
+        "prefix",
+        &[
+            "-w",
+            "1",
+            "--ready",
+            "exec",
+            "--min-uptime",
+            "100ms",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+        &[("WORKER_OUTPUT_TEST", &tag.path().display().to_string())],
+    );
+    master.wait_until("the first worker's line came through", |_| {
+        !stdout.get().is_empty()
+    });
+    let old_pid = master.child.id();
+    let old_worker = master.worker_pids()[0];
+    let old_output = output_of(old_worker);
+    assert_eq!(old_output.len(), 2, "{old_output:?}");
+    assert!(
+        old_output.is_subset(&pipes_of(old_pid)),
+        "the old master reads them"
+    );
+    let answer = master.ask(Request::Upgrade).expect("upgrade");
+    assert_eq!(answer["ok"], true, "{answer}");
+    let new_pid = answer["pid"].as_u64().unwrap() as u32;
+    let mut leftovers = Leftovers {
+        pids: vec![new_pid],
+        needle,
+    };
+    assert_eq!(
+        master.wait_exit().code(),
+        Some(0),
+        "the old master hands over"
+    );
+
+    // The new master answers on the same socket; its worker says hello.
+    let deadline = Instant::now() + PATIENCE;
+    let worker = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the new master's worker never spoke"
+        );
+        let status = master.ask(Request::Status).ok();
+        let worker = status
+            .filter(|s| s["pid"] == new_pid)
+            .and_then(|s| s["workers"][0]["pid"].as_u64())
+            .filter(|pid| {
+                stdout
+                    .get()
+                    .iter()
+                    .any(|l| l.ends_with(&format!("] hello 1 {pid}")))
+            });
+        if let Some(pid) = worker {
+            break pid as u32;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    leftovers.pids.push(worker);
+    let new_output = output_of(worker);
+    assert_eq!(new_output.len(), 2, "{new_output:?}");
+    let new_pipes = pipes_of(new_pid);
+    assert!(
+        new_output.is_subset(&new_pipes),
+        "the new master reads its worker's"
+    );
+    assert!(
+        new_pipes.is_disjoint(&old_output),
+        "the new master got none of the old worker's pipes"
+    );
+
+    let answer = master.ask(Request::Stop).expect("stop the new master");
+    assert_eq!(answer["ok"], true, "{answer}");
+    let deadline = Instant::now() + PATIENCE;
+    while common::is_alive(new_pid) {
+        assert!(Instant::now() < deadline, "the new master did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
