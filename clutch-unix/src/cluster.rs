@@ -17,6 +17,7 @@ use crate::engine::control_server::ControlServer;
 use crate::engine::driver::upgrade::{own_program, Predecessor, CONTROL_FD_NAME};
 use crate::engine::driver::{Driver, EventHandler, Program, Setup, WorkerProcess};
 use crate::engine::handle::{HandleServer, MasterHandle};
+use crate::engine::output::WorkerOutput;
 use crate::engine::service::ServiceNotifier;
 use crate::error::{ProgramError, WorkerSettingError};
 use crate::os::contain::KillMode;
@@ -63,6 +64,7 @@ impl Cluster {
             control: None,
             forward_signals: None,
             kill_mode: KillMode::default(),
+            worker_output: WorkerOutput::default(),
             predecessor: None,
             adopted_control: None,
             user: None,
@@ -105,6 +107,7 @@ pub struct ClusterBuilder {
     /// Set by [`ClusterBuilder::forward_signals`]; else the mode's default.
     forward_signals: Option<ForwardSignals>,
     kill_mode: KillMode,
+    worker_output: WorkerOutput,
     /// In a new master an upgrade started: the old master (from the environment).
     predecessor: Option<Predecessor>,
     /// The control socket the old master handed over with the listeners.
@@ -210,6 +213,16 @@ impl ClusterBuilder {
     /// a worker's tree when its main process exits is SIGKILLed.
     pub fn kill_mode(&mut self, mode: KillMode) -> &mut Self {
         self.kill_mode = mode;
+        self
+    }
+    /// What becomes of the workers' stdout and stderr (default
+    /// [`Inherit`](WorkerOutput::Inherit): they write to the master's own). With
+    /// [`Prefix`](WorkerOutput::Prefix) or [`Json`](WorkerOutput::Json) the master reads
+    /// them through a pipe per stream and writes each line, attributed to its worker, to
+    /// its own stdout or stderr, never blocking (lines it cannot write are dropped and
+    /// counted); see [`WorkerOutput`].
+    pub fn worker_output(&mut self, mode: WorkerOutput) -> &mut Self {
+        self.worker_output = mode;
         self
     }
     /// Recycle a worker whose memory goes over `bytes` (default: no limit): it is
@@ -401,7 +414,8 @@ impl ClusterBuilder {
             config.workers(),
             self.listen.len(),
             self.control.is_some(),
-        );
+        ) + crate::engine::output::fds_per_worker(self.worker_output)
+            * config.workers() as u64;
         crate::os::rlimit::ensure_fd_limit(need, config.workers())
     }
 
@@ -451,6 +465,7 @@ impl ClusterBuilder {
                 service,
                 control,
                 kill_mode: self.kill_mode,
+                worker_output: self.worker_output,
                 own_program: own_program(),
                 predecessor: self.predecessor.take(),
                 workers,

@@ -152,6 +152,9 @@ pub struct Status {
     pub generation: u64,
     /// Log lines the master dropped rather than block on its stderr.
     pub log_lines_dropped: u64,
+    /// Lines of the workers' output (`--worker-output prefix|json`) the master dropped
+    /// rather than block on its stdout or stderr.
+    pub worker_lines_dropped: u64,
     /// How workers are contained: `"cgroup"` or `"group"` (process groups).
     pub containment: &'static str,
     /// Recycles begun (a worker replaced for its memory, its age, or at its request).
@@ -257,6 +260,7 @@ impl Response {
                     "failing_slots": status.failing_slots,
                     "generation": status.generation,
                     "log_lines_dropped": status.log_lines_dropped,
+                    "worker_lines_dropped": status.worker_lines_dropped,
                     "containment": status.containment,
                     "recycles": status.recycles,
                     "workers": workers,
@@ -489,6 +493,7 @@ mod tests {
             failing_slots: 0,
             generation: 2,
             log_lines_dropped: 0,
+            worker_lines_dropped: 0,
             containment: "group",
             recycles: 5,
             workers: vec![worker],
@@ -496,7 +501,7 @@ mod tests {
         for (response, line) in [
             (
                 Response::Status(status),
-                r#"{"containment":"group","degraded":false,"failing_slots":0,"generation":2,"live":2,"log_lines_dropped":0,"ok":true,"phase":"running","pid":99,"ready":1,"recycles":5,"target":2,"workers":[{"generation":2,"id":7,"pid":4242,"proven":true,"recycling":"age","restarts":3,"slot":1,"state":"ready","stop_reason":"reload","successor":false,"uptime_ms":1500}]}"#,
+                r#"{"containment":"group","degraded":false,"failing_slots":0,"generation":2,"live":2,"log_lines_dropped":0,"ok":true,"phase":"running","pid":99,"ready":1,"recycles":5,"target":2,"worker_lines_dropped":0,"workers":[{"generation":2,"id":7,"pid":4242,"proven":true,"recycling":"age","restarts":3,"slot":1,"state":"ready","stop_reason":"reload","successor":false,"uptime_ms":1500}]}"#,
             ),
             (
                 Response::Scaled { workers: 4 },

@@ -81,6 +81,43 @@ pub fn size(data: &[u8]) {
     }
 }
 
+/// The workers' output (any bytes a worker writes), split into lines as the master
+/// does (`engine/output.rs`), in chunks and with a line limit the input chooses: the
+/// lines are those of a plain model — split at each newline, a line longer than the
+/// limit cut to it (and marked), an unterminated last line flushed at the end — however
+/// the bytes were chunked, none holds a newline, none is longer than the limit.
+pub fn worker_lines(data: &[u8]) {
+    use crate::engine::output::Lines;
+    let [max, step, rest @ ..] = data else {
+        return;
+    };
+    let max = usize::from(*max % 64) + 1;
+    let step = usize::from(*step % 16) + 1;
+    let mut lines = Lines::new(max);
+    let mut got: Vec<(Vec<u8>, bool)> = Vec::new();
+    let mut emit = |line: &[u8], cut: bool| got.push((line.to_vec(), cut));
+    for chunk in rest.chunks(step) {
+        lines.push(chunk, &mut emit);
+    }
+    lines.finish(&mut emit);
+
+    let mut want: Vec<(Vec<u8>, bool)> = Vec::new();
+    let mut pieces: Vec<&[u8]> = rest.split(|&b| b == b'\n').collect();
+    // After the last newline: a line only if something is there.
+    let last = pieces.pop().unwrap_or_default();
+    for piece in pieces.into_iter().chain((!last.is_empty()).then_some(last)) {
+        if piece.len() > max {
+            want.push((piece[..max].to_vec(), true));
+        } else {
+            want.push((piece.to_vec(), false));
+        }
+    }
+    assert_eq!(got, want, "max {max}, chunks of {step}");
+    for (line, _) in &got {
+        assert!(line.len() <= max && !line.contains(&b'\n'), "{line:?}");
+    }
+}
+
 /// Replays the checked-in inputs of the parser fuzz targets (`fuzz/regressions/<target>/`)
 /// through the same property functions, so CI keeps old findings dead without libFuzzer.
 #[cfg(test)]
@@ -139,5 +176,10 @@ mod regressions {
     #[test]
     fn size_regressions_pass() {
         replay("size", super::size);
+    }
+
+    #[test]
+    fn worker_lines_regressions_pass() {
+        replay("worker_lines", super::worker_lines);
     }
 }

@@ -180,6 +180,7 @@ pub use clutch_proto::{
     Slot, SpawnError, SpawnErrorKind, StopReason, WorkerId, WorkerState,
 };
 pub use engine::handle::{HandleError, MasterHandle};
+pub use engine::output::WorkerOutput;
 pub use error::{
     ContainmentError, CredentialsError, EnvironmentError, Error, ProgramError, WorkerSettingError,
 };

@@ -10,6 +10,10 @@
 //! and counted, and the next line that can be written is preceded by one line saying how
 //! many were dropped. Workers share the master's stderr, so its blocking mode is not ours
 //! to change: the sink writes through a descriptor of its own (see [`Sink::open`]).
+//!
+//! The workers' lines (`--worker-output prefix|json`, `engine/output.rs`) go through the
+//! same stderr sink, and through a second one of the same kind on stdout; what they
+//! cannot write is dropped and counted by their caller, not announced in the stream.
 
 use std::io::{self, IsTerminal};
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -145,6 +149,32 @@ fn shared() -> &'static Mutex<Sink> {
     SINK.get_or_init(|| Mutex::new(Sink::open(rustix::stdio::stderr())))
 }
 
+/// The same for stdout, which only the workers' output (`--worker-output prefix|json`)
+/// writes to.
+fn shared_stdout() -> &'static Mutex<Sink> {
+    static SINK: OnceLock<Mutex<Sink>> = OnceLock::new();
+    SINK.get_or_init(|| Mutex::new(Sink::open_as(rustix::stdio::stdout(), 1)))
+}
+
+/// Opens the sinks of stdout and stderr now, before the first worker's pipes exist: a
+/// master started with fd 1 or 2 closed must not later take one of those pipes (which
+/// may get the lowest free number) for its own stdout or stderr.
+pub(crate) fn open_output_sinks() {
+    let _ = shared_stdout();
+    let _ = shared();
+}
+
+/// Writes `bytes` (whole lines of the workers' output) to the master's stdout, or to its
+/// stderr, through the same kind of sink as the log: never blocking, never failing.
+/// Returns `false` when they could not be written at all (full or closed); counting
+/// those is the caller's business (the "log lines dropped" notice is for the log's own
+/// lines).
+pub(crate) fn write_output(to_stdout: bool, bytes: &[u8]) -> bool {
+    let sink = if to_stdout { shared_stdout() } else { shared() };
+    let mut sink = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    sink.write_whole(bytes)
+}
+
 impl<'a> MakeWriter<'a> for StderrSink {
     type Writer = EventWriter;
     fn make_writer(&'a self) -> EventWriter {
@@ -190,9 +220,9 @@ enum Target {
     /// A descriptor of our own, opened `O_NONBLOCK` on the same pipe or terminal (a new
     /// open file description, so the workers' fd 2 stays blocking).
     Reopened(OwnedFd),
-    /// A socket (journald's stream, say): `send(MSG_DONTWAIT)` on fd 2 itself.
+    /// A socket (journald's stream, say): `send(MSG_DONTWAIT)` on the fd itself.
     Socket,
-    /// A regular file or a device that does not block: plain `write` on fd 2.
+    /// A regular file or a device that does not block: plain `write` on the fd.
     Plain,
     /// Nothing to write to (fd 2 closed, or a pipe whose reader was already gone).
     Closed,
@@ -202,6 +232,9 @@ enum Target {
 #[derive(Debug)]
 pub(crate) struct Sink {
     target: Target,
+    /// The descriptor written to for [`Target::Socket`] and [`Target::Plain`]: 2
+    /// (stderr) or 1 (stdout).
+    raw: i32,
     /// Lines dropped since the last one written.
     dropped: u64,
     /// Lines dropped in all.
@@ -216,6 +249,11 @@ impl Sink {
     /// A sink writing to `fd` (stderr): a pipe or terminal is reopened through
     /// `/proc/self/fd` with `O_NONBLOCK`; a socket is written with `MSG_DONTWAIT`.
     pub(crate) fn open(fd: BorrowedFd<'_>) -> Self {
+        Self::open_as(fd, 2)
+    }
+
+    /// [`Sink::open`] for `fd`, which is the process's descriptor number `raw` (1 or 2).
+    fn open_as(fd: BorrowedFd<'_>, raw: i32) -> Self {
         use rustix::fs::{FileType, Mode, OFlags};
         let target = match rustix::fs::fstat(fd) {
             Err(_) => Target::Closed,
@@ -239,6 +277,7 @@ impl Sink {
         };
         Self {
             target,
+            raw,
             dropped: 0,
             dropped_total: 0,
         }
@@ -294,12 +333,21 @@ impl Sink {
         match &self.target {
             Target::Reopened(fd) => rustix::io::write(fd, bytes),
             Target::Socket => rustix::net::send(
-                rustix::stdio::stderr(),
+                self.std_fd(),
                 bytes,
                 SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
             ),
-            Target::Plain => rustix::io::write(rustix::stdio::stderr(), bytes),
+            Target::Plain => rustix::io::write(self.std_fd(), bytes),
             Target::Closed => Err(rustix::io::Errno::BADF),
+        }
+    }
+
+    /// fd 1 or fd 2, which stay open for the life of the process.
+    fn std_fd(&self) -> BorrowedFd<'static> {
+        if self.raw == 1 {
+            rustix::stdio::stdout()
+        } else {
+            rustix::stdio::stderr()
         }
     }
 
@@ -346,7 +394,7 @@ fn dropped_line(format: Format, count: u64, now: SystemTime) -> String {
 }
 
 /// `2026-12-01T20:21:58.123456Z`, as tracing-subscriber's default timer writes it.
-fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     let since = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();

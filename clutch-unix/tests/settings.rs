@@ -86,6 +86,7 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("forward-signals", ["USR1", "USR2", "USR1,USR2"]),
     ("kill-mode", ["main", "tree", "main"]),
     ("log-format", ["json", "text", "json"]),
+    ("worker-output", ["prefix", "json", "inherit"]),
     // Looked up by --print-config (an unknown one is refused), so ones that exist.
     ("user", ["root", "0", "nobody"]),
     ("group", ["root", "0", "1"]),

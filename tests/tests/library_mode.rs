@@ -201,6 +201,20 @@ fn a_worker_inherits_only_stdio_and_its_listeners() {
     assert_eq!(fds[0].1, "/dev/null", "stdin is /dev/null");
 }
 
+/// `worker_output(Prefix)` in the builder: the worker's stderr line reaches the master's
+/// stderr as `[slot id pid] line`.
+#[test]
+fn the_builder_prefixes_the_workers_lines() {
+    let mut cluster = Fixture::start(&[("WORKERS", "1"), ("FIXTURE_WORKER_OUTPUT", "prefix")]);
+    cluster.wait_ready(1);
+    let pid = cluster.live_worker_pids()[0];
+    cluster.wait_until("the worker's line is in the master's stderr", |c| {
+        c.stderr()
+            .lines()
+            .any(|l| l.starts_with("[0 ") && l.contains(&format!(" {pid}] hello from worker ")))
+    });
+}
+
 #[test]
 fn a_rolling_restart_under_steady_requests_fails_none_of_them() {
     let mut cluster = Fixture::start(&[("WORKERS", "2")]);

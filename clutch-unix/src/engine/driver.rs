@@ -15,7 +15,9 @@
 //! # Every turn is bounded
 //!
 //! No source of input can starve the others (TigerBeetle's "put a limit on everything"):
-//! one turn reads at most [`NOTIFY_PER_TURN`] datagrams from a worker, accepts at most
+//! one turn reads at most [`NOTIFY_PER_TURN`] datagrams from a worker (and at most
+//! [`READ_PER_TURN`](crate::engine::output::READ_PER_TURN) bytes from each of its output
+//! pipes), accepts at most
 //! [`ACCEPTS_PER_TURN`](crate::engine::control_server::ACCEPTS_PER_TURN) control clients, and forks at most
 //! [`SPAWNS_PER_TURN`] workers. What is left over is kept in a backlog and served in the
 //! next turn, which then polls without waiting; so a `scale 1000` spawns in batches while
@@ -40,6 +42,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::control::{Request, Response, Status, WorkerStatus};
 use crate::engine::control_server::{ControlServer, Waiting};
 use crate::engine::handle::{HandleServer, REQUESTS_PER_TURN};
+use crate::engine::output::{self, Output, WorkerOutput};
 use crate::engine::service::ServiceNotifier;
 use crate::os::contain::{Containment, KillMode, Tree};
 use crate::os::credentials::Credentials;
@@ -55,11 +58,12 @@ pub(crate) mod upgrade;
 
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
-/// Worker tokens start here: `FIRST_WORKER + 3·id` is its pidfd, `+ 1` its notify socket,
-/// `+ 2` its cgroup's `cgroup.events`.
+/// Worker tokens start here: `FIRST_WORKER + 5·id` is its pidfd, `+ 1` its notify socket,
+/// `+ 2` its cgroup's `cgroup.events`, `+ 3` and `+ 4` the pipes of its stdout and stderr
+/// (`--worker-output prefix|json`, see `output.rs`).
 const FIRST_WORKER: usize = 2;
 /// Tokens per worker.
-const PER_WORKER: usize = 3;
+const PER_WORKER: usize = 5;
 /// Children reaped in one turn by the SIGCHLD sweep.
 const REAPS_PER_TURN: usize = 256;
 /// Control clients' tokens start here (far above any worker's).
@@ -118,6 +122,8 @@ pub(crate) struct Setup {
     pub(crate) workers: WorkerProcess,
     /// `--max-worker-memory`: measured every interval, only when set.
     pub(crate) memory: Option<MemoryLimit>,
+    /// `--worker-output`: the workers' stdout and stderr inherited, or read through pipes.
+    pub(crate) worker_output: WorkerOutput,
 }
 
 /// How every worker process is set up besides its program: who it runs as, where, with
@@ -289,6 +295,8 @@ pub(crate) struct Driver {
     unread_successor: bool,
     /// This master handed over to a new one.
     handed_over: bool,
+    /// The workers' output pipes (none with `--worker-output inherit`).
+    output: Output,
 }
 
 impl Driver {
@@ -319,7 +327,9 @@ impl Driver {
         }
         let cluster = ClusterState::new(setup.config.clone(), Instant::now());
         let pins = crate::os::pin::Pins::new(&setup.program.path, setup.listeners.len());
+        let output = Output::new(setup.worker_output);
         Ok(Self {
+            output,
             handles,
             handles_pending: true,
             pins,
@@ -359,6 +369,8 @@ impl Driver {
         self.drain();
         loop {
             if let Some(reason) = self.exit {
+                // The last lines of workers whose pipes are still open.
+                self.output.finish(self.poll.registry());
                 self.containment.finish();
                 self.handles.exiting(reason.code(), reason.describe());
                 if let Some(control) = self.setup.control.as_mut() {
@@ -471,6 +483,7 @@ impl Driver {
             || self.handles_pending
             || self.sweep_pending
             || self.unread_successor
+            || self.output.has_backlog()
     }
 
     /// Goes on with what earlier turns left over, within this turn's bounds.
@@ -492,6 +505,7 @@ impl Driver {
         for id in unread {
             self.read_notify(id);
         }
+        self.output.work_backlog(self.poll.registry());
         while self.spawned_this_turn < SPAWNS_PER_TURN {
             let Some((id, slot)) = self.deferred.pop_front() else {
                 break;
@@ -553,7 +567,8 @@ impl Driver {
         match index % PER_WORKER {
             0 => self.check_exit(id),
             1 => self.read_notify(id),
-            _ => self.check_tree(id),
+            2 => self.check_tree(id),
+            stream => self.output.readable(id, stream - 3, self.poll.registry()),
         }
     }
 
@@ -636,7 +651,7 @@ impl Driver {
                     workers,
                     self.setup.listeners.len(),
                     self.setup.control.is_some(),
-                );
+                ) + output::fds_per_worker(self.setup.worker_output) * workers as u64;
                 if let Some(limit) = crate::os::rlimit::fd_limit().filter(|&limit| limit < need) {
                     let error = format!(
                         "cannot run {workers} workers: they need about {need} open files \
@@ -699,6 +714,7 @@ impl Driver {
             failing_slots: line.failing,
             generation: self.cluster.generation(),
             log_lines_dropped: crate::log::dropped_lines(),
+            worker_lines_dropped: self.output.dropped(),
             containment: self.containment.mechanism(),
             recycles: self.cluster.stats().recycles,
             workers: self
@@ -863,6 +879,9 @@ impl Driver {
                 let _ = registry.deregister(&mut SourceFd(&cgroup.events().as_raw_fd()));
             }
         }
+        // Its last lines before the core hears of its end (and before the master's own
+        // exit, if this was the last worker); the pipes close once read, EOF or not.
+        self.output.gone(id, self.poll.registry());
         self.feed(Input::Exited { id, status })
     }
 
@@ -988,6 +1007,17 @@ impl Driver {
         let program = &self.setup.program;
         // The generation's pinned program file, if it has one (see `pin.rs`).
         let generation = self.cluster.worker(id).map_or(1, |w| w.generation);
+        // The worker's stdout and stderr pipes: (read end, write end) each.
+        let pipes = if self.output.piped() {
+            let pipe = || {
+                output::pipe().map_err(|e| {
+                    master_error(&e, format_args!("creating the output pipes of worker {id}"))
+                })
+            };
+            Some([pipe()?, pipe()?])
+        } else {
+            None
+        };
         let mut spec = SpawnSpec::new(&program.path)
             .args(program.args.iter().cloned())
             .env(self.env.iter().cloned())
@@ -1015,6 +1045,9 @@ impl Driver {
         for listener in &self.setup.listeners {
             spec = spec.listener(listener.name(), listener.as_fd());
         }
+        if let Some([(_, out), (_, err)]) = &pipes {
+            spec = spec.stdout(out.as_fd()).stderr(err.as_fd());
+        }
         let cgroup = self.containment.worker_cgroup(id.0);
         if let Some(cgroup) = &cgroup {
             spec = spec.cgroup_procs(cgroup.procs()).cgroup_dir(cgroup.dir());
@@ -1023,12 +1056,33 @@ impl Driver {
             .spawn()
             .map_err(|e| (e.to_core(), crate::error::Chain(&e).to_string()))?;
         drop(spec);
+        // The master's copies of the write ends go now, or their EOF would never come.
+        let reads = pipes.map(|[(out, _), (err, _)]| [out, err]);
         let pid = child.pid;
         let mut process = Process::from(child);
         // The worker leads its own process group (the child made sure).
         let tree = Tree::new(pid, cgroup);
         self.containment.track(pid);
-        if let Err(error) = self.watch(id, &process, &notify) {
+        let watched = self.watch(id, &process, &notify).and_then(|()| {
+            let Some(reads) = reads else { return Ok(()) };
+            let who = output::Who {
+                id: id.0,
+                slot,
+                pid,
+                generation,
+            };
+            let base = FIRST_WORKER + PER_WORKER * id.0 as usize;
+            self.output
+                .add(
+                    id,
+                    who,
+                    reads,
+                    [Token(base + 3), Token(base + 4)],
+                    self.poll.registry(),
+                )
+                .map_err(|e| master_error(&e, format_args!("watching worker {id}'s output")))
+        });
+        if let Err(error) = watched {
             // The core will hear that this spawn failed: no process of it may be left
             // running on the shared sockets.
             tree.end();

@@ -126,6 +126,9 @@ impl Driver {
             UPGRADE_FROM_ENV.into(),
             std::process::id().to_string().into(),
         ));
+        // Its stdout and stderr are this master's own (no `stdout`/`stderr` here): the
+        // workers' output pipes are close-on-exec and stay this master's, which reads its
+        // old workers' last lines; the new master makes pipes for its own workers.
         let mut spec = SpawnSpec::new(&program.path)
             .args(program.args.iter().cloned())
             .env(env)

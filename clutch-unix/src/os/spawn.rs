@@ -10,7 +10,7 @@
 //!
 //! | what | value |
 //! |---|---|
-//! | fds 0, 1, 2 | stdin from `/dev/null` (unless [`SpawnSpec::inherit_stdin`]), stdout and stderr inherited |
+//! | fds 0, 1, 2 | stdin from `/dev/null` (unless [`SpawnSpec::inherit_stdin`]), stdout and stderr inherited (unless [`SpawnSpec::stdout`], [`SpawnSpec::stderr`]) |
 //! | fds 3.. | the listeners, in the order given; nothing else is inherited |
 //! | `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES` | the count, the worker's own pid, the names joined with `:` (only when there are listeners) |
 //! | `NOTIFY_SOCKET` | the worker's own notification socket, when given |
@@ -83,6 +83,8 @@ pub struct SpawnSpec<'fd> {
     slot: usize,
     watchdog_usec: Option<u64>,
     stdin_null: bool,
+    stdout: Option<BorrowedFd<'fd>>,
+    stderr: Option<BorrowedFd<'fd>>,
     cgroup_procs: Option<BorrowedFd<'fd>>,
     cgroup_dir: Option<BorrowedFd<'fd>>,
     master: bool,
@@ -156,6 +158,8 @@ impl<'fd> SpawnSpec<'fd> {
             slot: 0,
             watchdog_usec: None,
             stdin_null: true,
+            stdout: None,
+            stderr: None,
             cgroup_procs: None,
             cgroup_dir: None,
             master: false,
@@ -238,6 +242,19 @@ impl<'fd> SpawnSpec<'fd> {
     /// the worker with `SIGTTIN`.
     pub fn inherit_stdin(mut self) -> Self {
         self.stdin_null = false;
+        self
+    }
+
+    /// Makes the worker's stdout (fd 1) a duplicate of `fd`, the write end of a pipe the
+    /// master reads, say (default: the master's own stdout, inherited).
+    pub fn stdout(mut self, fd: BorrowedFd<'fd>) -> Self {
+        self.stdout = Some(fd);
+        self
+    }
+
+    /// Makes the worker's stderr (fd 2) a duplicate of `fd` (default: inherited).
+    pub fn stderr(mut self, fd: BorrowedFd<'fd>) -> Self {
+        self.stderr = Some(fd);
         self
     }
 
@@ -366,6 +383,8 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
     let fds = ChildFds {
         listeners: &listeners,
         stdin: dev_null.as_ref().map(AsFd::as_fd),
+        stdout: spec.stdout,
+        stderr: spec.stderr,
         report: report_write.as_fd(),
         cgroup_procs: spec.cgroup_procs,
         cgroup_dir: spec.cgroup_dir,
@@ -499,6 +518,8 @@ pub enum SpawnStep {
     Credentials = 10,
     /// In the child: `chdir`.
     WorkingDirectory = 11,
+    /// In the child: redirecting stdout and stderr.
+    Output = 12,
 }
 
 impl SpawnStep {
@@ -515,6 +536,7 @@ impl SpawnStep {
             Self::Cgroup,
             Self::Credentials,
             Self::WorkingDirectory,
+            Self::Output,
         ]
         .into_iter()
         .find(|step| *step as i32 == code)
@@ -534,6 +556,7 @@ impl SpawnStep {
             Self::Cgroup => "entering the worker's cgroup",
             Self::Credentials => "changing the user and groups",
             Self::WorkingDirectory => "entering the working directory",
+            Self::Output => "redirecting stdout and stderr",
         }
     }
 }
@@ -917,6 +940,36 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.step(), SpawnStep::Credentials, "{error}");
         assert_eq!(error.to_core().kind, clutch_proto::SpawnErrorKind::Exec);
+    }
+
+    /// stdout and stderr onto pipes, whatever numbers the pipes have (the listener's slot
+    /// among them); the master's copies of the write ends are the caller's to close.
+    #[test]
+    fn stdout_and_stderr_go_to_the_given_pipes() {
+        use std::io::Read;
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (out_read, out_write) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        let (err_read, err_write) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        let child = SpawnSpec::new("/bin/sh")
+            .args([
+                "-c",
+                "echo out; echo err >&2; [ -S /proc/self/fd/3 ] || echo no3",
+            ])
+            .listener("http", tcp.as_fd())
+            .stdout(out_write.as_fd())
+            .stderr(err_write.as_fd())
+            .spawn()
+            .unwrap();
+        drop((out_write, err_write));
+        let mut process = Reaper::new(child);
+        let read_all = |fd: OwnedFd| {
+            let mut text = String::new();
+            std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+            text
+        };
+        assert_eq!(read_all(out_read), "out\n");
+        assert_eq!(read_all(err_read), "err\n");
+        assert_eq!(process.wait().unwrap(), ExitStatus::Code(0));
     }
 
     #[test]

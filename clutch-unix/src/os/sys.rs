@@ -68,6 +68,10 @@ pub(crate) struct ChildFds<'a> {
     pub(crate) listeners: &'a [BorrowedFd<'a>],
     /// What becomes fd 0, if anything (else fd 0 is inherited as it is).
     pub(crate) stdin: Option<BorrowedFd<'a>>,
+    /// What becomes fd 1 and fd 2, if anything (the write ends of the master's pipes for
+    /// the worker's output; else they are inherited as they are).
+    pub(crate) stdout: Option<BorrowedFd<'a>>,
+    pub(crate) stderr: Option<BorrowedFd<'a>>,
     /// The write end of a close-on-exec pipe: `[step, errno]` is written to it when a step
     /// fails; `execve` closes it on success, so the parent reads EOF.
     pub(crate) report: BorrowedFd<'a>,
@@ -196,6 +200,10 @@ pub(crate) fn fork_exec(
         listeners: &listeners,
         scratch: &mut scratch,
         stdin: fds.stdin.map(|fd| fd.as_raw_fd()),
+        output: [
+            fds.stdout.map(|fd| fd.as_raw_fd()),
+            fds.stderr.map(|fd| fd.as_raw_fd()),
+        ],
         report: fds.report.as_raw_fd(),
         cgroup_procs: fds.cgroup_procs.map(|fd| fd.as_raw_fd()),
         parent_death_signal: fds.parent_death_signal,
@@ -268,6 +276,8 @@ struct ChildPlan<'a> {
     listeners: &'a [RawFd],
     scratch: &'a mut [RawFd],
     stdin: Option<RawFd>,
+    /// What becomes fd 1 and fd 2.
+    output: [Option<RawFd>; 2],
     report: RawFd,
     cgroup_procs: Option<RawFd>,
     parent_death_signal: bool,
@@ -325,6 +335,16 @@ unsafe fn child(plan: ChildPlan<'_>) -> ! {
             fail(report, SpawnStep::Listeners);
         }
     }
+    // The output pipes too (their numbers may be 1, 2 or a listener's slot).
+    let mut output: [c_int; 2] = [-1; 2];
+    for (source, high) in plan.output.iter().zip(output.iter_mut()) {
+        if let Some(source) = source {
+            *high = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, floor);
+            if *high < 0 {
+                fail(report, SpawnStep::Output);
+            }
+        }
+    }
 
     // 3. stdin. (If the master had fd 0 closed, /dev/null may already *be* fd 0, with
     //    close-on-exec set: then clear the flag instead of dup2-ing onto itself.)
@@ -336,6 +356,14 @@ unsafe fn child(plan: ChildPlan<'_>) -> ! {
         };
         if done < 0 {
             fail(report, SpawnStep::Stdin);
+        }
+    }
+
+    // 3b. stdout and stderr, from their high copies (dup2 clears close-on-exec on the
+    //    target; the high copies vanish at exec).
+    for (target, high) in (1..).zip(output.iter()) {
+        if *high >= 0 && libc::dup2(*high, target) < 0 {
+            fail(report, SpawnStep::Output);
         }
     }
 

@@ -38,6 +38,17 @@ impl Master {
         stderr: Stdio,
         envs: &[(&str, &str)],
     ) -> Self {
+        Self::spawn_with_stdout(dir, args, Stdio::null(), stderr, envs)
+    }
+
+    /// [`Self::spawn`] with the master's stdout too.
+    pub fn spawn_with_stdout(
+        dir: tempfile::TempDir,
+        args: &[std::ffi::OsString],
+        stdout: Stdio,
+        stderr: Stdio,
+        envs: &[(&str, &str)],
+    ) -> Self {
         let child = Command::new(CLUTCH)
             .arg("run")
             .arg("--control")
@@ -46,7 +57,7 @@ impl Master {
             .env("RUST_LOG", "info")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .unwrap();

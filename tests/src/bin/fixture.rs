@@ -116,6 +116,9 @@ fn main() {
     if let Some(path) = std::env::var_os("FIXTURE_CONTROL") {
         cluster.control(PathBuf::from(path));
     }
+    if let Ok(mode) = std::env::var("FIXTURE_WORKER_OUTPUT") {
+        cluster.worker_output(mode.parse().expect("FIXTURE_WORKER_OUTPUT"));
+    }
     let mut events = OpenOptions::new()
         .create(true)
         .append(true)
@@ -328,6 +331,9 @@ fn serve(mut worker: Worker) {
         let port = listener.local_addr().expect("a local address").port();
         let path = PathBuf::from(dir).join(format!("port-{}", std::process::id()));
         write_atomically(&path, &port.to_string());
+    }
+    if std::env::var_os("FIXTURE_WORKER_OUTPUT").is_some() {
+        eprintln!("hello from worker {}", worker.id());
     }
     worker.ready().expect("ready");
     let worker = std::sync::Arc::new(worker);

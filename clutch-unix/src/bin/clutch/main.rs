@@ -21,7 +21,9 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand,
 use clutch_unix::control::{self, Request};
 use clutch_unix::duration::parse_duration;
 use clutch_unix::listen::{ListenAddr, ListenOptions};
-use clutch_unix::{Backoff, Cluster, CrashBudget, ForwardSignals, HangPolicy, Log, Readiness};
+use clutch_unix::{
+    Backoff, Cluster, CrashBudget, ForwardSignals, HangPolicy, Log, Readiness, WorkerOutput,
+};
 use serde_json::Value;
 
 /// Exit status for a command line that could not be used (as clap and sysexits' 64-ish
@@ -144,6 +146,13 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum WorkerOutputArg {
+    Inherit,
+    Prefix,
+    Json,
+}
+
 #[derive(Args)]
 struct RunArgs {
     /// Workers to run (default: the number of CPUs).
@@ -250,6 +259,13 @@ struct RunArgs {
     /// Log lines as text, or as JSON (one object per line, each event named).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The workers' stdout and stderr: `inherit` (they write to the master's own),
+    /// `prefix` (each line as `[slot id pid] line`, to the master's stdout or stderr) or
+    /// `json` (each line as one JSON object of the --log-format json schema, with
+    /// worker, slot, pid, generation and stream). Lines over 16 KiB are cut; lines the
+    /// master cannot write at once are dropped and counted (worker_lines_dropped).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = WorkerOutputArg::Inherit)]
+    worker_output: WorkerOutputArg,
     /// Run the workers as USER (a name or a uid), with its groups from the user database;
     /// the master keeps its own credentials (switching needs a master running as root).
     #[arg(long, value_name = "USER")]
@@ -649,6 +665,11 @@ fn cluster(args: &RunArgs, program: &std::ffi::OsStr) -> clutch_unix::ClusterBui
         .max_worker_memory(args.max_worker_memory)
         .memory_check_interval(args.memory_check_interval)
         .max_worker_age(args.max_worker_age)
+        .worker_output(match args.worker_output {
+            WorkerOutputArg::Inherit => WorkerOutput::Inherit,
+            WorkerOutputArg::Prefix => WorkerOutput::Prefix,
+            WorkerOutputArg::Json => WorkerOutput::Json,
+        })
         .log(match args.log_format {
             LogFormat::Text => Log::Stderr,
             LogFormat::Json => Log::Json,
@@ -811,7 +832,7 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
         Output::Text => {
             let _ = writeln!(
                 text,
-                "master {}: {}, {}/{} workers ready, generation {}{}{}",
+                "master {}: {}, {}/{} workers ready, generation {}{}{}{}",
                 answer["pid"],
                 answer["phase"].as_str().unwrap_or("?"),
                 answer["ready"],
@@ -824,6 +845,10 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
                 },
                 match answer["recycles"].as_u64() {
                     Some(n) if n > 0 => format!(", {n} recycles"),
+                    _ => String::new(),
+                },
+                match answer["worker_lines_dropped"].as_u64() {
+                    Some(n) if n > 0 => format!(", {n} worker output lines dropped"),
                     _ => String::new(),
                 }
             );
