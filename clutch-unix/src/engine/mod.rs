@@ -1,9 +1,10 @@
 //! The master engine: the event loop ([`driver`]) that feeds the `clutch_proto` core
 //! with facts from the OS toolkit and carries out its actions, the control socket's
-//! server side ([`control_server`]), and the messages to the service manager
+//! server side ([`control_server`]) and its event stream's lines ([`events`]), and the messages to the service manager
 //! ([`service`]).
 
 pub(crate) mod control_server;
 pub(crate) mod driver;
+pub(crate) mod events;
 pub(crate) mod handle;
 pub(crate) mod service;
