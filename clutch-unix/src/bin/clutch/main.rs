@@ -8,6 +8,7 @@
 // terminal: `[::1]:5000` there is an address, not a rustdoc link.
 #![allow(rustdoc::broken_intra_doc_links)]
 
+mod events;
 mod settings;
 
 use std::ffi::OsString;
@@ -94,6 +95,17 @@ enum Command {
         /// Give up waiting after this long (default: as long as it takes).
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
+    },
+    /// Print the master's events as they happen, until it exits (exit 0 after its
+    /// shutdown; 1 if there is no master, or it dropped this client for reading too
+    /// slowly). `--output json`: one object per line, as `clutch run --log-format json`
+    /// logs it, at every level whatever the master's RUST_LOG.
+    Events {
+        #[command(flatten)]
+        control: ControlArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Graceful shutdown; waits until the master is gone.
     Stop {
@@ -522,6 +534,7 @@ fn main() -> ExitCode {
             run(*args, &how)
         }
         Command::Status { control, output } => status(&control.control, output),
+        Command::Events { control, output } => events::events(&control.control, output),
         Command::Reload { control, timeout } => {
             steer(&control.control, Request::Reload, timeout, |answer| {
                 format!(
