@@ -10,6 +10,7 @@
 
 mod events;
 mod settings;
+mod top;
 
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
@@ -106,6 +107,13 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// A live view of the cluster in the terminal: its state, one row per worker (CPU
+    /// and memory when the master reports them), the last events. Keys: r reload,
+    /// + and - scale, s stop (each asks for y to confirm), q, Esc or Ctrl-C quit.
+    Top {
+        #[command(flatten)]
+        control: ControlArg,
     },
     /// Graceful shutdown; waits until the master is gone.
     Stop {
@@ -535,6 +543,7 @@ fn main() -> ExitCode {
         }
         Command::Status { control, output } => status(&control.control, output),
         Command::Events { control, output } => events::events(&control.control, output),
+        Command::Top { control } => top::top(&control.control),
         Command::Reload { control, timeout } => {
             steer(&control.control, Request::Reload, timeout, |answer| {
                 format!(
