@@ -172,10 +172,10 @@ impl View {
         // The table as tall as its rows (and borders, header), leaving the events five.
         let table_height = u16::try_from(workers.len() + 3)
             .unwrap_or(u16::MAX)
-            .min(area.height.saturating_sub(4 + 5))
+            .min(area.height.saturating_sub(5 + 5))
             .max(4);
         let [header, table, events] = Layout::vertical([
-            Constraint::Length(4),
+            Constraint::Length(5),
             Constraint::Length(table_height),
             Constraint::Min(3),
         ])
@@ -216,18 +216,23 @@ impl View {
                 lines.push(Line::from(vec![
                     Span::styled(format!("master {}", text(&s["pid"])), bold),
                     Span::raw(format!(
-                        "  {}  workers: target {} · ready {} · live {}  generation {}  ",
+                        " · {} · generation {} · containment: {}",
                         text(&s["phase"]),
+                        text(&s["generation"]),
+                        text(&s["containment"]),
+                    )),
+                ]));
+                lines.push(Line::from(vec![
+                    Span::raw(format!(
+                        "workers: target {} · ready {} · live {} · ",
                         text(&s["target"]),
                         text(&s["ready"]),
                         text(&s["live"]),
-                        text(&s["generation"]),
                     )),
                     degraded,
-                    Span::raw(format!("  containment: {}", text(&s["containment"]))),
                 ]));
             }
-            None => lines.push(Line::raw("waiting for the master's status…")),
+            None => lines.extend([Line::raw("waiting for the master's status…"), Line::raw("")]),
         }
         lines.push(match (self.confirming, &self.note) {
             (Some(command), _) => Line::styled(
@@ -435,10 +440,13 @@ mod tests {
         let text = screen(&view, 110, 20);
         assert!(text.contains("clutch top — /run/ctl.sock"), "{text}");
         assert!(
-            text.contains("master 42  running  workers: target 2 · ready 2 · live 2  generation 1"),
+            text.contains("master 42 · running · generation 1 · containment: group"),
             "{text}"
         );
-        assert!(text.contains("containment: group"), "{text}");
+        assert!(
+            text.contains("workers: target 2 · ready 2 · live 2 · not degraded"),
+            "{text}"
+        );
         let rows: Vec<&str> = text.lines().filter(|l| l.contains("ready")).collect();
         // Slot order, then absent CPU and memory as dashes.
         let slot0 = text.find("1001").unwrap();
