@@ -7,6 +7,8 @@
 //! Without tmux these tests say so and pass, except under CI (`CI=true`), where they
 //! fail: CI installs it (`.ci/run`).
 
+#![cfg(feature = "tui")]
+
 #[path = "../../tests/tests/common/procs.rs"]
 mod common;
 #[path = "support/master.rs"]

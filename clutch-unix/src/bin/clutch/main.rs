@@ -10,6 +10,7 @@
 
 mod events;
 mod settings;
+#[cfg(feature = "tui")]
 mod top;
 
 use std::ffi::OsString;
@@ -543,7 +544,13 @@ fn main() -> ExitCode {
         }
         Command::Status { control, output } => status(&control.control, output),
         Command::Events { control, output } => events::events(&control.control, output),
+        #[cfg(feature = "tui")]
         Command::Top { control } => top::top(&control.control),
+        #[cfg(not(feature = "tui"))]
+        Command::Top { .. } => {
+            complain("top: this clutch was built without the `tui` feature");
+            ExitCode::from(USAGE)
+        }
         Command::Reload { control, timeout } => {
             steer(&control.control, Request::Reload, timeout, |answer| {
                 format!(
