@@ -233,9 +233,12 @@ fn poll_status(path: PathBuf, messages: Sender<Message>) -> Sender<()> {
     nudge
 }
 
-/// The event stream, each event also a nudge for the poller.
+/// The event stream, each event also a nudge for the poller. A stream that ends with
+/// the master's shutdown while another master answers on the socket (an upgrade handed
+/// over to it) goes on with that one's.
 fn read_events(path: PathBuf, messages: Sender<Message>, nudge: Sender<()>) {
-    std::thread::spawn(move || {
+    std::thread::spawn(move || loop {
+        let master = master_pid(&path);
         let subscription = match control::subscribe(&path) {
             Ok(subscription) => subscription,
             Err(error) => {
@@ -244,6 +247,7 @@ fn read_events(path: PathBuf, messages: Sender<Message>, nudge: Sender<()>) {
             }
         };
         let mut shut_down = false;
+        let mut error = None;
         for item in subscription {
             match item {
                 Ok(event) => {
@@ -253,20 +257,28 @@ fn read_events(path: PathBuf, messages: Sender<Message>, nudge: Sender<()>) {
                         return;
                     }
                 }
-                Err(error) => {
-                    let _ = messages.send(Message::StreamEnded {
-                        shut_down,
-                        error: Some(error.to_string()),
-                    });
-                    return;
-                }
+                Err(e) => error = Some(e.to_string()),
             }
         }
-        let _ = messages.send(Message::StreamEnded {
-            shut_down,
-            error: None,
-        });
+        if shut_down && error.is_none() {
+            if let Some(successor) = master_pid(&path).filter(|&pid| Some(pid) != master) {
+                let _ = messages.send(Message::Note(format!(
+                    "the master handed over to a new one (pid {successor})"
+                )));
+                continue;
+            }
+        }
+        let _ = messages.send(Message::StreamEnded { shut_down, error });
+        return;
     });
+}
+
+/// The pid of the master answering at `path`, if one does.
+fn master_pid(path: &Path) -> Option<u64> {
+    control::send(path, Request::Status, Some(STATUS_WAIT))
+        .ok()?
+        .get("pid")?
+        .as_u64()
 }
 
 fn read_keys(messages: Sender<Message>) {
