@@ -17,7 +17,8 @@ mod support;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{skipped, PATIENCE};
+use clutch_unix::control::{self, Request};
+use common::{is_alive, kill_if_ours, skipped, PATIENCE};
 use support::{Master, CLUTCH};
 
 const SLEEPERS: [&str; 7] = ["-w", "2", "--ready", "exec", "--", "/bin/sleep", "1000"];
@@ -215,6 +216,69 @@ fn top_stops_the_master_and_leaves_with_it() {
     assert_eq!(status.code(), Some(0));
     let screen = tmux.check_restored(0);
     assert!(screen.contains("clutch: the master stopped"), "{screen}");
+}
+
+/// Through an upgrade of the master, `top` carries on with the new one (the old
+/// one's stream ends with its shutdown, another master answers on the socket).
+#[test]
+fn top_follows_an_upgrade_of_the_master() {
+    // The new master is no child of the test: it is killed by pid, if still ours.
+    let marker = format!("CLUTCH_TOP_TEST=upgrade-{}", std::process::id());
+    let (name, value) = marker.split_once('=').unwrap();
+    let mut master = Master::start(&SLEEPERS, Stdio::null(), &[(name, value)]);
+    master.wait_until("two workers are ready", |m| m.ready() == 2);
+    let Some(tmux) = Tmux::start(&master) else {
+        return;
+    };
+    let pids = master.worker_pids();
+    tmux.wait_for("a row per worker", |s| shows_rows(s, &pids));
+
+    let answer = master.ask(Request::Upgrade).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let new = answer["pid"].as_u64().unwrap() as u32;
+    struct KillIfOurs(u32, String);
+    impl Drop for KillIfOurs {
+        fn drop(&mut self) {
+            kill_if_ours(self.0, &self.1);
+        }
+    }
+    let _new_master = KillIfOurs(new, marker.clone());
+    assert_eq!(
+        master.wait_exit().code(),
+        Some(0),
+        "the old master hands over"
+    );
+
+    let ctl = master.path("ctl.sock");
+    let status = control::send(&ctl, Request::Status, Some(PATIENCE)).unwrap();
+    assert_eq!(status["pid"], new);
+    let pids: Vec<u32> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
+    let screen = tmux.wait_for("the new master and its workers", |s| {
+        s.contains(&format!("master {new} ·")) && shows_rows(s, &pids)
+    });
+    assert!(
+        screen.contains(&format!("handed over to a new one (pid {new})")),
+        "{screen}"
+    );
+
+    tmux.keys("q");
+    tmux.check_restored(0);
+    let answer = control::send(&ctl, Request::Stop, Some(PATIENCE)).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while is_alive(new) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new master did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// No master: a clear error before the terminal is touched; no terminal: refused.
