@@ -54,8 +54,10 @@ enum Message {
         shut_down: bool,
         error: Option<String>,
     },
-    /// A line for the user (a command's outcome, the stream's refusal).
+    /// A line for the user (a command's outcome, the master handed over).
     Note(String),
+    /// No event stream (the master refused it): the end is `status`'s to tell.
+    NoStream(String),
     /// SIGTERM, SIGHUP or SIGINT: leave.
     Signal,
 }
@@ -130,6 +132,9 @@ fn run(
 ) -> io::Result<End> {
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     terminal.clear()?;
+    // While the stream is on, it tells how the master ended (its socket file may be
+    // gone before its last events are read); without it, `status` does.
+    let mut streaming = true;
     loop {
         terminal.draw(|frame| view.render(frame))?;
         // (The poller sends at least once a second; the timeout is a backstop.)
@@ -155,10 +160,11 @@ fn run(
                     ));
                 }
                 Message::Status(Err(error), _) => {
-                    if matches!(
+                    let gone = matches!(
                         error.kind(),
                         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                    ) {
+                    );
+                    if gone && !streaming {
                         return Ok(End::Gone(error.to_string()));
                     }
                     view.note = Some(format!("status: {error}"));
@@ -173,6 +179,10 @@ fn run(
                     })))
                 }
                 Message::Note(note) => view.note = Some(note),
+                Message::NoStream(note) => {
+                    streaming = false;
+                    view.note = Some(note);
+                }
                 Message::Signal => return Ok(End::Quit),
             }
         }
@@ -242,7 +252,7 @@ fn read_events(path: PathBuf, messages: Sender<Message>, nudge: Sender<()>) {
         let subscription = match control::subscribe(&path) {
             Ok(subscription) => subscription,
             Err(error) => {
-                let _ = messages.send(Message::Note(format!("no event stream: {error}")));
+                let _ = messages.send(Message::NoStream(format!("no event stream: {error}")));
                 return;
             }
         };
