@@ -218,6 +218,29 @@ fn top_stops_the_master_and_leaves_with_it() {
     assert!(screen.contains("clutch: the master stopped"), "{screen}");
 }
 
+/// A master that dies (SIGKILL: no shutdown event) ends `top` with exit 1, saying the
+/// master is gone, the terminal restored.
+#[test]
+fn top_says_when_the_master_is_gone() {
+    let marker = format!("CLUTCH_TOP_TEST=gone-{}", std::process::id());
+    let (name, value) = marker.split_once('=').unwrap();
+    let mut master = Master::start(&SLEEPERS, Stdio::null(), &[(name, value)]);
+    master.wait_until("two workers are ready", |m| m.ready() == 2);
+    let Some(tmux) = Tmux::start(&master) else {
+        return;
+    };
+    let pids = master.worker_pids();
+    tmux.wait_for("a row per worker", |s| shows_rows(s, &pids));
+    master.signal(nix::sys::signal::Signal::SIGKILL);
+    master.wait_exit();
+    let screen = tmux.check_restored(1);
+    assert!(screen.contains("clutch: the master is gone"), "{screen}");
+    // (Its keeper ends the workers; in case it did not, they are ended here.)
+    for pid in pids {
+        kill_if_ours(pid, &marker);
+    }
+}
+
 /// Through an upgrade of the master, `top` carries on with the new one (the old
 /// one's stream ends with its shutdown, another master answers on the socket).
 #[test]
