@@ -150,6 +150,19 @@ impl Drop for Tmux {
     }
 }
 
+/// When process `pid` started (in clock ticks since boot), while it exists: with the
+/// pid, its identity.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's `)`: state is field 3, the start time field 22.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// Whether `screen` has a worker row for each of `pids`.
 fn shows_rows(screen: &str, pids: &[u32]) -> bool {
     pids.iter().all(|pid| {
@@ -245,10 +258,7 @@ fn top_says_when_the_master_is_gone() {
 /// one's stream ends with its shutdown, another master answers on the socket).
 #[test]
 fn top_follows_an_upgrade_of_the_master() {
-    // The new master is no child of the test: it is killed by pid, if still ours.
-    let marker = format!("CLUTCH_TOP_TEST=upgrade-{}", std::process::id());
-    let (name, value) = marker.split_once('=').unwrap();
-    let mut master = Master::start(&SLEEPERS, Stdio::null(), &[(name, value)]);
+    let mut master = Master::start(&SLEEPERS, Stdio::null(), &[]);
     master.wait_until("two workers are ready", |m| m.ready() == 2);
     let Some(tmux) = Tmux::start(&master) else {
         return;
@@ -259,13 +269,21 @@ fn top_follows_an_upgrade_of_the_master() {
     let answer = master.ask(Request::Upgrade).unwrap();
     assert_eq!(answer["ok"], true, "{answer}");
     let new = answer["pid"].as_u64().unwrap() as u32;
-    struct KillIfOurs(u32, String);
-    impl Drop for KillIfOurs {
+    // The new master is no child of the test: it is killed by pid if the test fails,
+    // if that pid is still the same process (its start time: a master's environment
+    // cannot tell, its process title overwrites it).
+    struct KillIfSame(u32, Option<u64>);
+    impl Drop for KillIfSame {
         fn drop(&mut self) {
-            kill_if_ours(self.0, &self.1);
+            if self.1.is_some() && start_time(self.0) == self.1 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.0 as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
     }
-    let _new_master = KillIfOurs(new, marker.clone());
+    let _new_master = KillIfSame(new, start_time(new));
     assert_eq!(
         master.wait_exit().code(),
         Some(0),
