@@ -1,5 +1,5 @@
 //! The control channel: a Unix stream socket on which a running master answers
-//! `status`, `reload`, `scale` and `stop`.
+//! `status`, `reload`, `scale`, `stop` and `upgrade`, and streams its `events`.
 //!
 //! # Protocol
 //!
@@ -10,6 +10,7 @@
 //! {"command":"reload"}
 //! {"command":"scale","workers":4}
 //! {"command":"stop"}
+//! {"command":"events"}
 //! ```
 //!
 //! The master answers with one JSON object on one line, `{"ok":true,…}` or
@@ -18,6 +19,16 @@
 //! failed (a failure is `ok: false`, and the old workers keep serving); `stop` once the
 //! master is about to exit, with its `exit_code` — the connection then closes when the
 //! master is gone.
+//!
+//! `events` subscribes: the master answers `{"ok":true,"subscribed":true}`, then writes
+//! one line per event as it happens, each the object `clutch run --log-format json` logs
+//! for it (`timestamp`, `level`, `message`, `event`, the event's fields, `target`), at
+//! every level whatever `RUST_LOG` says. After its request the subscriber says nothing
+//! (anything it sends, or its close, ends the subscription). At the master's exit it
+//! gets the last events (`shutdown`) and then the end of the stream. The master never
+//! waits for a subscriber: one that leaves more than [`MAX_SUBSCRIBER_BACKLOG`] bytes
+//! unread is dropped, its stream ending with `{"ok":false,"error":"dropped: too slow…"}`
+//! (as far as it reads). At most [`MAX_SUBSCRIBERS`] at once, each also a client.
 //!
 //! The socket is created mode 0600 (other users cannot connect). The master never blocks
 //! on a client: requests over 4 KiB, garbage, clients that never finish their line
@@ -37,6 +48,11 @@ pub const MAX_REQUEST: usize = 4096;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clients served at once; more are turned away.
 pub const MAX_CLIENTS: usize = 64;
+/// Event subscribers at once (each also counts as a client); more are refused.
+pub const MAX_SUBSCRIBERS: usize = 16;
+/// The events a subscriber may leave unread in the master (beyond what its socket
+/// holds) before it is dropped: 1 MiB, thousands of events.
+pub const MAX_SUBSCRIBER_BACKLOG: usize = 1 << 20;
 
 /// A control request.
 ///
@@ -58,6 +74,9 @@ pub enum Request {
     /// An upgrade of the master itself (as `SIGUSR2`); answered when the new master
     /// serves and this one hands over, or when the upgrade failed.
     Upgrade,
+    /// Subscribe to the master's events: answered at once, then one line per event
+    /// (see the module docs).
+    Events,
 }
 
 impl Request {
@@ -70,6 +89,7 @@ impl Request {
             Self::Scale { workers } => json!({"command": "scale", "workers": workers}),
             Self::Stop => json!({"command": "stop"}),
             Self::Upgrade => json!({"command": "upgrade"}),
+            Self::Events => json!({"command": "events"}),
         }
         .to_string()
     }
@@ -83,6 +103,7 @@ impl std::fmt::Display for Request {
             Self::Scale { workers } => write!(f, "scale {workers}"),
             Self::Stop => f.write_str("stop"),
             Self::Upgrade => f.write_str("upgrade"),
+            Self::Events => f.write_str("events"),
         }
     }
 }
@@ -128,6 +149,8 @@ pub enum Response {
         /// The new master's pid.
         pid: u32,
     },
+    /// `events`: the subscription is on; event lines follow.
+    Subscribed,
 }
 
 /// The `status` answer: the cluster's phase and counts, and one entry per worker.
@@ -275,6 +298,7 @@ impl Response {
             }
             Self::Failed { message } => json!({"ok": false, "error": message}),
             Self::Upgraded { pid } => json!({"ok": true, "pid": pid}),
+            Self::Subscribed => json!({"ok": true, "subscribed": true}),
             Self::Busy => {
                 json!({"ok": false, "busy": true, "error": "too many control clients; try again"})
             }
@@ -327,11 +351,11 @@ impl std::fmt::Display for RequestError {
             Self::NotJson { detail } => write!(f, "not JSON: {detail}"),
             Self::NotAnObject => f.write_str("a request is a JSON object"),
             Self::MissingCommand => {
-                f.write_str(r#"missing "command" (status, reload, scale or stop)"#)
+                f.write_str(r#"missing "command" (status, reload, scale, stop, upgrade or events)"#)
             }
             Self::UnknownCommand { command } => write!(
                 f,
-                "unknown command {command:?} (status, reload, scale or stop)"
+                "unknown command {command:?} (status, reload, scale, stop, upgrade or events)"
             ),
             Self::BadWorkers => f.write_str(r#"scale needs "workers": a whole number"#),
             Self::TooManyWorkers => f.write_str("workers: too large"),
@@ -357,6 +381,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         "reload" => Ok(Request::Reload),
         "stop" => Ok(Request::Stop),
         "upgrade" => Ok(Request::Upgrade),
+        "events" => Ok(Request::Events),
         "scale" => {
             let workers = object
                 .get("workers")
@@ -450,6 +475,116 @@ pub fn send(path: &Path, request: Request, wait: Option<Duration>) -> io::Result
     Ok(answer)
 }
 
+/// An `events` subscription ([`subscribe`]): the master's event lines, each parsed, as
+/// they come.
+///
+/// The iterator ends at the end of the stream (the master exited, or closed it); a line
+/// `{"ok":false,"error":…}` (the master dropped this subscriber: it read too slowly) is
+/// an error with the master's words, and the last item.
+#[derive(Debug)]
+pub struct Subscription {
+    reader: BufReader<UnixStream>,
+    done: bool,
+}
+
+impl Subscription {
+    /// The next event: its line as the master wrote it (without the newline) and its
+    /// value; `None` at the end of the stream. (The iterator gives the values only.)
+    pub fn next_line(&mut self) -> Option<io::Result<(String, Value)>> {
+        if self.done {
+            return None;
+        }
+        let mut line = String::new();
+        loop {
+            match self.reader.read_line(&mut line) {
+                Ok(0) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(_) => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(error));
+                }
+            }
+        }
+        let value = match parse_answer(&line) {
+            Ok(value) => value,
+            Err(error) => {
+                self.done = true;
+                return Some(Err(error));
+            }
+        };
+        if value["ok"] == Value::Bool(false) {
+            self.done = true;
+            let error = value["error"]
+                .as_str()
+                .unwrap_or("the master ended the stream");
+            return Some(Err(io::Error::other(error.to_owned())));
+        }
+        line.truncate(line.trim_end().len());
+        Some(Ok((line, value)))
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = io::Result<Value>;
+
+    fn next(&mut self) -> Option<io::Result<Value>> {
+        self.next_line().map(|item| item.map(|(_, value)| value))
+    }
+}
+
+/// Subscribes to the events of the master listening at `path` (`{"command":"events"}`,
+/// retried as [`send_patiently`] does while the master is busy). Returns once the
+/// master has said yes; its refusal is an error with its words.
+pub fn subscribe(path: &Path) -> io::Result<Subscription> {
+    let give_up = Instant::now() + BUSY_PATIENCE;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let stream = UnixStream::connect(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("connecting to the control socket {}: {e}", path.display()),
+            )
+        })?;
+        let mut writer = &stream;
+        let sent = writer.write_all(format!("{}\n", Request::Events.to_line()).as_bytes());
+        // The answer comes at once: a master that does not answer within the request
+        // deadline is not answering.
+        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line);
+        match (read, sent) {
+            (Ok(n), _) if n > 0 => {}
+            (_, Err(error)) | (Err(error), Ok(())) => return Err(error),
+            (Ok(_), Ok(())) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the master closed the connection without answering",
+                ))
+            }
+        }
+        let answer = parse_answer(&line)?;
+        if answer["subscribed"] == Value::Bool(true) {
+            reader.get_ref().set_read_timeout(None)?;
+            return Ok(Subscription {
+                reader,
+                done: false,
+            });
+        }
+        if answer["busy"] == Value::Bool(true) && Instant::now() + pause <= give_up {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+            continue;
+        }
+        let error = answer["error"].as_str().unwrap_or("the master refused");
+        return Err(io::Error::other(format!("the master refused: {error}")));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,6 +596,8 @@ mod tests {
             Request::Reload,
             Request::Stop,
             Request::Scale { workers: 7 },
+            Request::Upgrade,
+            Request::Events,
         ] {
             assert_eq!(parse_request(request.to_line().as_bytes()), Ok(request));
         }
@@ -522,6 +659,7 @@ mod tests {
                 r#"{"exit_code":0,"ok":true,"reason":"all workers stopped; clean exit"}"#,
             ),
             (Response::failed("no"), r#"{"error":"no","ok":false}"#),
+            (Response::Subscribed, r#"{"ok":true,"subscribed":true}"#),
             (
                 Response::Busy,
                 r#"{"busy":true,"error":"too many control clients; try again","ok":false}"#,

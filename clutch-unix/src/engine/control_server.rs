@@ -10,7 +10,8 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::control::{
-    self, Request, RequestError, Response, MAX_CLIENTS, MAX_REQUEST, REQUEST_TIMEOUT,
+    self, Request, RequestError, Response, MAX_CLIENTS, MAX_REQUEST, MAX_SUBSCRIBERS,
+    MAX_SUBSCRIBER_BACKLOG, REQUEST_TIMEOUT,
 };
 
 /// Connections accepted in one turn of the event loop; more wait for the next turn.
@@ -31,6 +32,9 @@ pub(crate) enum Waiting {
     Stop,
     /// The end of the upgrade under way (the handover, or its failure).
     Upgrade,
+    /// Nothing: it subscribed to the events ([`ControlServer::publish`]), until it
+    /// closes, is too slow, or the master exits.
+    Events,
     /// Nothing: its answer is being written, then it is closed.
     Closing,
 }
@@ -141,6 +145,84 @@ impl ControlServer {
         let _ = registry.deregister(&mut self.listener);
         if let Some(file) = self._file.take() {
             file.keep();
+        }
+    }
+
+    /// Makes client `number` an event subscriber (answered `subscribed`), unless there
+    /// are [`MAX_SUBSCRIBERS`] already (answered with an error).
+    pub(crate) fn subscribe(&mut self, registry: &Registry, number: usize) {
+        if self.subscribers() >= MAX_SUBSCRIBERS {
+            let refusal = Response::failed(format!(
+                "too many event subscribers ({MAX_SUBSCRIBERS} at once); try again later"
+            ));
+            self.answer(registry, number, &refusal);
+            return;
+        }
+        let Some(client) = self.clients.get_mut(&number) else {
+            return;
+        };
+        client
+            .output
+            .extend_from_slice(Response::Subscribed.to_line().as_bytes());
+        client.output.push(b'\n');
+        client.waiting = Waiting::Events;
+        client.deadline = None;
+        tracing::debug!("control client subscribed to the events");
+        self.flush(registry, number);
+    }
+
+    fn subscribers(&self) -> usize {
+        self.clients
+            .values()
+            .filter(|c| c.waiting == Waiting::Events)
+            .count()
+    }
+
+    /// Whether anyone subscribes to the events (only then are their lines made).
+    pub(crate) fn has_subscribers(&self) -> bool {
+        self.clients.values().any(|c| c.waiting == Waiting::Events)
+    }
+
+    /// Queues `lines` (whole lines) to every subscriber and writes what its socket
+    /// takes now. A subscriber that would be left with more than
+    /// [`MAX_SUBSCRIBER_BACKLOG`] bytes unwritten is dropped instead: its stream ends
+    /// after the line under way with an error line, written as far as it reads, and
+    /// it is closed then (or after [`REQUEST_TIMEOUT`]).
+    pub(crate) fn publish(&mut self, registry: &Registry, lines: &[u8]) {
+        let numbers: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.waiting == Waiting::Events)
+            .map(|(&n, _)| n)
+            .collect();
+        for number in numbers {
+            let client = self.clients.get_mut(&number).expect("a subscriber");
+            if client.output.len() + lines.len() <= MAX_SUBSCRIBER_BACKLOG {
+                client.output.extend_from_slice(lines);
+            } else {
+                // The first line may be partly written: keep it whole, drop the rest.
+                let end = client
+                    .output
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                client.output.truncate(end);
+                let farewell = Response::failed(format!(
+                    "dropped: too slow (more than {} KiB of events unread)",
+                    MAX_SUBSCRIBER_BACKLOG / 1024
+                ));
+                client
+                    .output
+                    .extend_from_slice(farewell.to_line().as_bytes());
+                client.output.push(b'\n');
+                client.waiting = Waiting::Closing;
+                client.deadline = Some(Instant::now() + REQUEST_TIMEOUT);
+                tracing::warn!(
+                    "event subscriber too slow (more than {} KiB of events unread): dropped",
+                    MAX_SUBSCRIBER_BACKLOG / 1024
+                );
+            }
+            self.flush(registry, number);
         }
     }
 
@@ -262,6 +344,17 @@ impl ControlServer {
                 client.waiting = Waiting::Handling;
             }
         }
+        if client.waiting == Waiting::Events {
+            // A subscriber says nothing after its request: its close (or anything it
+            // sends) ends the subscription.
+            let mut chunk = [0u8; 64];
+            match client.stream.read(&mut chunk) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted => {}
+                _ => closed = true,
+            }
+        }
         if closed && request.is_none() {
             self.drop_client(registry, number);
             return None;
@@ -331,6 +424,14 @@ impl ControlServer {
                 },
                 Waiting::Reload { .. } | Waiting::Upgrade => {
                     Response::failed("the master is exiting")
+                }
+                Waiting::Events => {
+                    // Its last events are queued: it is closed once they are written
+                    // (or when this process exits).
+                    let client = self.clients.get_mut(&number).expect("a client");
+                    client.waiting = Waiting::Closing;
+                    self.flush(registry, number);
+                    continue;
                 }
                 Waiting::Request | Waiting::Handling | Waiting::Closing => continue,
             };

@@ -41,6 +41,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::control::{Request, Response, Status, WorkerStatus};
 use crate::engine::control_server::{ControlServer, Waiting};
+use crate::engine::events::Capture;
 use crate::engine::handle::{HandleServer, REQUESTS_PER_TURN};
 use crate::engine::output::{self, Output, WorkerOutput};
 use crate::engine::service::ServiceNotifier;
@@ -297,6 +298,8 @@ pub(crate) struct Driver {
     handed_over: bool,
     /// The workers' output pipes (none with `--worker-output inherit`).
     output: Output,
+    /// The event subscribers' lines (only while there are subscribers).
+    capture: Capture,
 }
 
 impl Driver {
@@ -359,6 +362,7 @@ impl Driver {
             upgrade_detail: None,
             unread_successor: false,
             handed_over: false,
+            capture: Capture::default(),
         })
     }
 
@@ -418,6 +422,9 @@ impl Driver {
             let now = Instant::now();
             if let Some(control) = self.setup.control.as_mut() {
                 control.expire(self.poll.registry(), now);
+                if !control.has_subscribers() {
+                    self.capture.release();
+                }
             }
             if self.cluster.poll_timeout().is_some_and(|at| at <= now) {
                 self.feed_at(now, Input::Timeout);
@@ -637,7 +644,7 @@ impl Driver {
     /// A request from a control client or a handle: carried out, then answered now or
     /// once what it waits for has happened.
     fn command(&mut self, request: Request, asker: Asker) {
-        if request == Request::Status {
+        if matches!(request, Request::Status | Request::Events) {
             // A readiness probe may ask every second: not worth a line each time.
             tracing::debug!(%request, "control request");
         } else {
@@ -685,6 +692,18 @@ impl Driver {
                 self.wait(asker, Waiting::Stop);
                 self.feed(Input::Shutdown);
             }
+            Request::Events => match asker {
+                Asker::Client(number) => {
+                    if let Some(control) = self.setup.control.as_mut() {
+                        control.subscribe(self.poll.registry(), number);
+                    }
+                }
+                Asker::Handle(_) => {
+                    outcome = Some(Response::failed(
+                        "events: in process, the cluster's on_event callback gets every event",
+                    ));
+                }
+            },
             Request::Upgrade => {
                 // Waiting first: a new master that cannot even be started fails the
                 // upgrade inside the drain that follows.
@@ -931,6 +950,12 @@ impl Driver {
                 let detail = self.spawn_detail(&event);
                 let detail = detail.as_deref();
                 log_event(&event, detail);
+                if let Some(control) = self.setup.control.as_mut() {
+                    if control.has_subscribers() {
+                        let lines = self.capture.lines(|| log_event(&event, detail));
+                        control.publish(self.poll.registry(), &lines);
+                    }
+                }
                 let ended = match &event {
                     Event::ReloadFinished { generation, took } => Some((
                         *generation,

@@ -305,6 +305,11 @@ fn drive_through_handle(handle: &clutch_unix::MasterHandle, dir: &std::path::Pat
         &format!("scale {}", handle.scale(3).expect("scale")),
     );
     wait_ready(3);
+    // The event stream is the control socket's; in process, on_event is the way.
+    let events = handle
+        .request(clutch_unix::control::Request::Events)
+        .expect("events");
+    append(&report, &format!("events {events}"));
     append(
         &report,
         &format!("reload {}", handle.reload().expect("reload")),

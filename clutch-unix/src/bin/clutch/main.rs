@@ -8,7 +8,10 @@
 // terminal: `[::1]:5000` there is an address, not a rustdoc link.
 #![allow(rustdoc::broken_intra_doc_links)]
 
+mod events;
 mod settings;
+#[cfg(feature = "tui")]
+mod top;
 
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
@@ -96,6 +99,24 @@ enum Command {
         /// Give up waiting after this long (default: as long as it takes).
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
+    },
+    /// Print the master's events as they happen, until it exits (exit 0 after its
+    /// shutdown; 1 if there is no master, or it dropped this client for reading too
+    /// slowly). `--output json`: one object per line, as `clutch run --log-format json`
+    /// logs it, at every level whatever the master's RUST_LOG.
+    Events {
+        #[command(flatten)]
+        control: ControlArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// A live view of the cluster in the terminal: its state, one row per worker (CPU
+    /// and memory when the master reports them), the last events. Keys: r reload,
+    /// + and - scale, s stop (each asks for y to confirm), q, Esc or Ctrl-C quit.
+    Top {
+        #[command(flatten)]
+        control: ControlArg,
     },
     /// Graceful shutdown; waits until the master is gone.
     Stop {
@@ -538,6 +559,14 @@ fn main() -> ExitCode {
             run(*args, &how)
         }
         Command::Status { control, output } => status(&control.control, output),
+        Command::Events { control, output } => events::events(&control.control, output),
+        #[cfg(feature = "tui")]
+        Command::Top { control } => top::top(&control.control),
+        #[cfg(not(feature = "tui"))]
+        Command::Top { .. } => {
+            complain("top: this clutch was built without the `tui` feature");
+            ExitCode::from(USAGE)
+        }
         Command::Reload { control, timeout } => {
             steer(&control.control, Request::Reload, timeout, |answer| {
                 format!(
