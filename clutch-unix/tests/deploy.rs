@@ -8,7 +8,6 @@
 #[path = "../../tests/tests/common/procs.rs"]
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -489,8 +488,7 @@ fn refills_after_a_failed_reload_run_the_pinned_program_not_the_file_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let program = dir.path().join("server");
     let sh = which("sh");
-    std::fs::copy(&sh, &program).unwrap();
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::copy_executable(&sh, &program);
     let program_arg = program.display().to_string();
     let mut clutch = Clutch::run(
         &["--workers", "2", "--ready", "1s", "--min-uptime", "1s"],
@@ -498,10 +496,7 @@ fn refills_after_a_failed_reload_run_the_pinned_program_not_the_file_on_disk() {
     );
     let old = clutch.wait_proven(2);
     // The deploy: a new file (an ELF that exits 1 at once) renamed over the old path.
-    let staged = dir.path().join("server.new");
-    std::fs::copy(which("false"), &staged).unwrap();
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&staged, &program).unwrap();
+    common::copy_executable(&which("false"), &program);
     let out = clutch.ctl(&["reload"]);
     assert_eq!(
         out.status.code(),

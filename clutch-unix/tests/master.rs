@@ -429,13 +429,12 @@ fn a_program_that_cannot_be_executed_is_a_startup_error() {
     let dir = tempfile::tempdir().unwrap();
     // Executable, but not a program: no `#!`, not ELF (ENOEXEC); and a script whose
     // interpreter does not exist (ENOENT from execve).
+    // (Written by a child process: see common::write_executable.)
     let garbage = dir.path().join("garbage");
-    std::fs::write(&garbage, "this is not a program\n").unwrap();
+    common::write_executable(&garbage, b"this is not a program\n");
     let missing = dir.path().join("missing-interpreter");
-    std::fs::write(&missing, "#!/no/such/interpreter\n").unwrap();
+    common::write_executable(&missing, b"#!/no/such/interpreter\n");
     for program in [&garbage, &missing] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(program, std::fs::Permissions::from_mode(0o755)).unwrap();
         let out = Command::new(CLUTCH)
             .args(["run", "-w", "4", "-l"])
             .arg(format!("unix:{}/s.sock", dir.path().display()))

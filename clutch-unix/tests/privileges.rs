@@ -569,8 +569,10 @@ fn bad_settings_are_one_line_and_nothing_is_spawned() {
     ];
     // A program nobody may not run (behind a 0700 directory): the same kind of mistake.
     let hidden = format!("{private}/server");
-    std::fs::write(&hidden, format!("#!/bin/sh\n{touch}\n")).unwrap();
-    chmod(Path::new(&hidden), 0o755);
+    common::write_executable(
+        Path::new(&hidden),
+        format!("#!/bin/sh\n{touch}\n").as_bytes(),
+    );
     if is_root() {
         cases.push((
             vec!["--user", "nobody", "--chdir", &private],

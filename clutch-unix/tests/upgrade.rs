@@ -91,6 +91,10 @@ const NEVER_READY: &str = "import time\nwhile True:\n    time.sleep(1)\n";
 /// Writes `text` to `path` by rename, as a deploy replaces a file.
 fn deploy(path: &Path, text: &str, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
+    if mode & 0o111 != 0 {
+        // Executed: written by a child process (no ETXTBSY, see write_executable).
+        return common::write_executable(path, text.as_bytes());
+    }
     let tmp = path.with_extension("new");
     std::fs::write(&tmp, text).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -331,7 +335,7 @@ fn sigusr2_upgrades_to_the_new_release_with_no_failed_request() {
 fn an_upgrade_to_a_binary_that_exits_at_start_changes_nothing() {
     let bin = tempfile::tempdir().unwrap();
     let copy = bin.path().join("clutch");
-    std::fs::copy(CLUTCH, &copy).unwrap();
+    common::copy_executable(Path::new(CLUTCH), &copy);
     let cluster = Cluster::start(&copy, &[]);
     let old = cluster.child.id();
     let load = Load::start(cluster.port, 4);

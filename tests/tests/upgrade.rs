@@ -34,12 +34,10 @@ fn release(build: &str) -> Vec<u8> {
 }
 
 /// Writes `bytes` to `path` by rename, as a deploy replaces a file.
+/// A deploy: the new file renamed over the old one (written by a child process, so that
+/// no thread of this test binary can make its `execve` fail with ETXTBSY).
 fn deploy(path: &Path, bytes: &[u8]) {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    common::write_executable(path, bytes);
 }
 
 struct Upgradable {

@@ -210,3 +210,40 @@ pub fn log_time(line: &serde_json::Value) -> f64 {
     );
     days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec
 }
+
+/// Puts an executable file with `bytes` at `path` (replacing what is there by a rename,
+/// as a deploy does).
+///
+/// The bytes are written by a `cp` child process, never through a descriptor of this
+/// one: a test binary runs its tests on parallel threads, and a child that another
+/// thread forks inherits every descriptor this process has open until that child's
+/// `execve` — a file open for writing in that window makes any `execve` of it fail with
+/// `ETXTBSY` ("Text file busy"). A descriptor of `cp`'s is inherited by nobody.
+pub fn write_executable(path: &std::path::Path, bytes: &[u8]) {
+    // The bytes go to a file that is never executed; `cp` makes the one that is.
+    let source = path.with_extension("bytes");
+    std::fs::write(&source, bytes).unwrap();
+    copy_executable(&source, path);
+    std::fs::remove_file(&source).unwrap();
+}
+
+/// Copies `from` to an executable `to`, by a `cp` child process and a rename (see
+/// [`write_executable`] for why not `std::fs::copy`).
+pub fn copy_executable(from: &std::path::Path, to: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let staged = to.with_extension("staged");
+    let status = std::process::Command::new("cp")
+        .arg("--")
+        .arg(from)
+        .arg(&staged)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp {} {}",
+        from.display(),
+        staged.display()
+    );
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, to).unwrap();
+}
