@@ -2367,7 +2367,11 @@ fn stats_count_starts_boot_deaths_and_boot_timeouts() {
         Some(StopReason::BootTimeout)
     );
     h.exited(slow, ExitStatus::Signaled(9));
-    assert_eq!(h.cluster.stats().unexpected_exits, 2, "the master asked it to go");
+    assert_eq!(
+        h.cluster.stats().unexpected_exits,
+        2,
+        "the master asked it to go"
+    );
     assert_eq!(h.cluster.stats().reloads_started, 0);
     h.cluster.handle(h.now, Input::Reload).map(|_| ()).unwrap();
     h.drain();

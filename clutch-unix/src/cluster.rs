@@ -14,9 +14,10 @@ use clutch_proto::{
 };
 
 use crate::engine::control_server::ControlServer;
-use crate::engine::driver::upgrade::{own_program, Predecessor, CONTROL_FD_NAME};
+use crate::engine::driver::upgrade::{own_program, Predecessor, CONTROL_FD_NAME, METRICS_FD_NAME};
 use crate::engine::driver::{Driver, EventHandler, Program, Setup, WorkerProcess};
 use crate::engine::handle::{HandleServer, MasterHandle};
+use crate::engine::metrics_server::MetricsServer;
 use crate::engine::service::ServiceNotifier;
 use crate::error::{ProgramError, WorkerSettingError};
 use crate::os::contain::KillMode;
@@ -73,6 +74,8 @@ impl Cluster {
             env_clear: false,
             memory: None,
             memory_check_interval: crate::os::memory::DEFAULT_MEMORY_CHECK_INTERVAL,
+            metrics: None,
+            adopted_metrics: None,
         }
     }
 }
@@ -118,6 +121,10 @@ pub struct ClusterBuilder {
     /// `max_worker_memory`, in bytes.
     memory: Option<u64>,
     memory_check_interval: Duration,
+    /// Where `/metrics` is served.
+    metrics: Option<ListenAddr>,
+    /// The metrics socket the old master handed over with the listeners.
+    adopted_metrics: Option<Listener>,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -127,6 +134,7 @@ impl std::fmt::Debug for ClusterBuilder {
             .field("listen", &self.listen)
             .field("log", &self.log)
             .field("control", &self.control)
+            .field("metrics", &self.metrics)
             .field("user", &self.user)
             .field("group", &self.group)
             .field("current_dir", &self.current_dir)
@@ -271,6 +279,25 @@ impl ClusterBuilder {
         self.listen_options = options;
         self
     }
+    /// Serve the master's metrics at `GET /metrics` on `addr` (`127.0.0.1:9100`,
+    /// `unix:/run/app-metrics.sock`; port 0: the OS picks one, which `status` and the
+    /// log name): Prometheus text, or OpenMetrics when the scraper asks for it. Served
+    /// by the master's own event loop, never by the workers; every figure is read when
+    /// it is scraped (nobody scraping: no wakeups). Bound by
+    /// [`start`](Self::start) before anything is spawned: a bad address or a port in
+    /// use is an error there. In-process, [`MasterHandle::metrics`] gives the same text.
+    ///
+    /// The metrics are listed in the README ("Metrics").
+    pub fn metrics(&mut self, addr: impl IntoListenAddr) -> &mut Self {
+        match addr.into_listen_addr() {
+            Ok(addr) => self.metrics = Some(addr),
+            Err(error) => {
+                self.listen_error.get_or_insert(error);
+            }
+        }
+        self
+    }
+
     /// A control socket at `path` (mode 0600) answering `status`, `reload`, `scale` and
     /// `stop`; see [`crate::control`] for the protocol and `clutch status` for a client.
     pub fn control(&mut self, path: impl Into<std::path::PathBuf>) -> &mut Self {
@@ -432,6 +459,15 @@ impl ClusterBuilder {
                 None
             }
         };
+        let adopted = self.adopted_metrics.take();
+        let metrics = match (&self.metrics, adopted) {
+            (Some(addr), Some(adopted)) => {
+                tracing::info!(%addr, "using the metrics socket the old master handed over");
+                Some(MetricsServer::adopt(adopted)?)
+            }
+            (Some(addr), None) => Some(MetricsServer::bind(addr)?),
+            (None, _) => None,
+        };
         let on_event = self
             .on_event
             .take()
@@ -458,6 +494,7 @@ impl ClusterBuilder {
                     bytes,
                     interval: self.memory_check_interval,
                 }),
+                metrics,
             }),
         })
     }
@@ -639,6 +676,9 @@ impl ClusterBuilder {
         let mut listeners = bind_all(&self.listen, &self.listen_options)?;
         if let Some(at) = listeners.iter().position(|l| l.name() == CONTROL_FD_NAME) {
             self.adopted_control = Some(listeners.remove(at));
+        }
+        if let Some(at) = listeners.iter().position(|l| l.name() == METRICS_FD_NAME) {
+            self.adopted_metrics = Some(listeners.remove(at));
         }
         Ok(listeners)
     }
