@@ -364,7 +364,11 @@ impl MetricsServer {
                             b"too many metrics connections\n",
                             false,
                         );
+                        // What the client already sent is read first: closing on unread
+                        // data would reset the connection, and the answer with it.
+                        let _ = stream.read(&mut [0u8; 4096]);
                         let _ = stream.write(&busy);
+                        stream.shutdown_write();
                         tracing::debug!(
                             "metrics: {MAX_CONNECTIONS} connections already: one refused"
                         );
