@@ -501,3 +501,42 @@ fn metrics_over_a_unix_socket() {
     assert_eq!(master.stop(), 0);
     assert!(!socket.exists(), "the socket file goes with the master");
 }
+
+/// The master's voluntary context switches so far (its every thread): each one a
+/// return from a blocking wait, that is a wakeup (as `tests/recycling.rs` counts them).
+fn wakeups(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Serving metrics costs an idle master nothing: no timer, no sampling. After a scrape
+/// (its connection closed by the client, so no deadline is left), 2 s without a word to
+/// the master: not one wakeup.
+#[test]
+fn an_idle_master_with_metrics_on_makes_no_wakeups() {
+    let mut master = start();
+    master.wait_until("both workers proven", |m| {
+        let status = m.status();
+        let workers = status["workers"].as_array().cloned().unwrap_or_default();
+        workers.len() == 2 && workers.iter().all(|w| w["proven"] == true)
+    });
+    let addr = metrics_addr(&mut master);
+    assert_eq!(scrape(&addr, "*/*").0, "HTTP/1.1 200 OK");
+    // Settled: the scrape's close and the status answers have been served.
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = master.child.id();
+    let before = wakeups(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(wakeups(pid) - before, 0, "wakeups of an idle master");
+    assert_eq!(master.stop(), 0);
+}
