@@ -540,3 +540,54 @@ fn an_idle_master_with_metrics_on_makes_no_wakeups() {
     assert_eq!(wakeups(pid) - before, 0, "wakeups of an idle master");
     assert_eq!(master.stop(), 0);
 }
+
+/// SIGKILLs the new master an upgrade started, if the test ends without stopping it.
+struct Successor {
+    pid: u32,
+    marker: String,
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        common::kill_if_ours(self.pid, &self.marker);
+    }
+}
+
+/// An upgrade hands the metrics socket over with the control socket: the new master
+/// serves the same address (even one the OS chose), with no new bind to fail on.
+#[test]
+fn an_upgrade_hands_the_metrics_socket_to_the_new_master() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let value = format!("{}-{nanos}", std::process::id());
+    let marker = format!("CLUTCH_METRICS_TEST={value}");
+    let mut master = Master::start(&ARGS, Stdio::null(), &[("CLUTCH_METRICS_TEST", &value)]);
+    master.wait_until("both workers are ready", |m| m.ready() == 2);
+    let addr = metrics_addr(&mut master);
+    let answer = master.ask(Request::Upgrade).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let pid = answer["pid"].as_u64().unwrap() as u32;
+    let _successor = Successor {
+        pid,
+        marker: marker.clone(),
+    };
+    // The old master exits once its workers are gone; from then on only the new one can
+    // answer on the address.
+    assert_eq!(master.wait_exit().code(), Some(0));
+    let status = master.status();
+    assert_eq!(status["pid"], pid, "{status}");
+    assert_eq!(status["metrics"], addr, "{status}");
+    master.wait_until("the new master's workers are ready", |m| m.ready() == 2);
+    let (line, _, text) = scrape(&addr, "*/*");
+    assert_eq!(line, "HTTP/1.1 200 OK");
+    assert!(text.contains("\nclutch_workers_ready 2\n"), "{text}");
+    let answer = master.ask(Request::Stop).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let deadline = Instant::now() + PATIENCE;
+    while common::is_ours(pid, &marker) {
+        assert!(Instant::now() < deadline, "the new master did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
