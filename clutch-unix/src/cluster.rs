@@ -428,7 +428,7 @@ impl ClusterBuilder {
             config.workers(),
             self.listen.len(),
             self.control.is_some(),
-        );
+        ) + u64::from(self.metrics.is_some()) * crate::engine::metrics_server::FDS;
         crate::os::rlimit::ensure_fd_limit(need, config.workers())
     }
 

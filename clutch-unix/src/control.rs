@@ -10,11 +10,14 @@
 //! {"command":"reload"}
 //! {"command":"scale","workers":4}
 //! {"command":"stop"}
+//! {"command":"upgrade"}
+//! {"command":"metrics"}                          (the text /metrics serves)
+//! {"command":"metrics","format":"openmetrics"}
 //! ```
 //!
 //! The master answers with one JSON object on one line, `{"ok":true,…}` or
-//! `{"ok":false,"error":"…"}`, then closes the connection. `status` answers at once;
-//! `scale` once the new target is set; `reload` once the rolling restart has finished or
+//! `{"ok":false,"error":"…"}`, then closes the connection. `status` answers at once,
+//! and so does `metrics` (`{"ok":true,"metrics":"…"}`); `scale` once the new target is set; `reload` once the rolling restart has finished or
 //! failed (a failure is `ok: false`, and the old workers keep serving); `stop` once the
 //! master is about to exit, with its `exit_code` — the connection then closes when the
 //! master is gone.

@@ -389,6 +389,17 @@ fn anything_but_a_scrape_gets_its_status_and_no_client_stalls_the_master() {
     }
     let answer = exchange(&addr, b"DELETE /metrics HTTP/1.1\r\n\r\n");
     assert!(answer.contains("\r\nAllow: GET, HEAD\r\n"), "{answer}");
+    // Half a head, then the client's end: 400, still read by the client.
+    let mut half = TcpStream::connect(&addr).unwrap();
+    half.set_read_timeout(Some(PATIENCE)).unwrap();
+    half.write_all(b"GET /metr").unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    half.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
     // A head without a body.
     let answer = exchange(&addr, b"HEAD /metrics HTTP/1.0\r\n\r\n");
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();

@@ -740,7 +740,8 @@ impl Driver {
                     workers,
                     self.setup.listeners.len(),
                     self.setup.control.is_some(),
-                );
+                ) + u64::from(self.setup.metrics.is_some())
+                    * crate::engine::metrics_server::FDS;
                 if let Some(limit) = crate::os::rlimit::fd_limit().filter(|&limit| limit < need) {
                     let error = format!(
                         "cannot run {workers} workers: they need about {need} open files \

@@ -36,6 +36,9 @@ pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
 pub(crate) const MAX_CONNECTIONS: usize = 16;
 /// Connections accepted in one turn of the event loop; more wait for the next turn.
 pub(crate) const ACCEPTS_PER_TURN: usize = 16;
+/// The descriptors the server holds at most: its listener and its connections (for the
+/// open-files check, `os/rlimit.rs`).
+pub(crate) const FDS: u64 = 1 + MAX_CONNECTIONS as u64;
 
 /// A request head, as far as it has come.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,6 +457,11 @@ impl MetricsServer {
                     }
                 }
             }
+        }
+        if closed && connection.stage == Stage::Request && !connection.input.is_empty() {
+            // It stopped sending halfway through a head: it may still read the answer.
+            connection.output = refusal_response(Refusal::BadRequest);
+            connection.stage = Stage::Answering;
         }
         let stage = connection.stage;
         if closed && matches!(stage, Stage::Request | Stage::Lingering) {
