@@ -160,6 +160,7 @@ impl Kind {
 }
 
 /// A value as the formats write it: integers as integers, the rest as decimals.
+#[derive(Clone, Copy)]
 enum Value {
     Int(u64),
     Float(f64),
@@ -409,11 +410,7 @@ pub(crate) fn render(snapshot: &Snapshot<'_>, format: MetricsFormat) -> String {
                 ("id", &**id),
                 ("generation", &**generation),
             ];
-            let value = match value {
-                Value::Int(n) => Value::Int(*n),
-                Value::Float(x) => Value::Float(*x),
-            };
-            w.sample(name, &labels, value);
+            w.sample(name, &labels, *value);
         }
     };
     w.family(
