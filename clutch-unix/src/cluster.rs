@@ -783,6 +783,13 @@ impl Master {
         &self.setup.listeners
     }
 
+    /// Where [`ClusterBuilder::metrics`] serves (`127.0.0.1:9100`, `unix:/path`; the
+    /// real port when port 0 was asked for), if it does.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<&str> {
+        self.setup.metrics.as_ref().map(|m| m.addr())
+    }
+
     /// Runs the cluster until it shuts down; returns why (its
     /// [`code`](ExitReason::code) is the exit status to use).
     pub fn run(self) -> Result<ExitReason, Error> {
