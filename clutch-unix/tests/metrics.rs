@@ -543,8 +543,9 @@ fn an_idle_master_with_metrics_on_makes_no_wakeups() {
     });
     let addr = metrics_addr(&mut master);
     assert_eq!(scrape(&addr, "*/*").0, "HTTP/1.1 200 OK");
-    // Settled: the scrape's close and the status answers have been served.
-    std::thread::sleep(Duration::from_millis(300));
+    // Settled: the scrape's close and the status answers have been served (a second,
+    // for a loaded machine).
+    std::thread::sleep(Duration::from_secs(1));
     let pid = master.child.id();
     let before = wakeups(pid);
     std::thread::sleep(Duration::from_secs(2));
