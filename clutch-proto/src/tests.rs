@@ -2335,3 +2335,45 @@ fn a_kill_decided_while_spawning_is_not_softened_into_the_earlier_term() {
 // Per feature: recycling (issue 13) and the upgrade of the master itself (issue 14).
 mod recycling;
 mod upgrade;
+
+/// The counters a metrics exporter reads: a reload counts when it starts, a death
+/// before ready is a boot death (and still an unexpected exit), a death after ready is
+/// not, a boot timeout is counted once, an upgrade when it starts.
+#[test]
+fn stats_count_starts_boot_deaths_and_boot_timeouts() {
+    let mut h = Harness::new(Config::builder().workers(2).boot_timeout(10 * SEC));
+    let ids = h.boot_all();
+    h.advance(5 * SEC);
+    // A proven worker dies: unexpected, not at boot.
+    h.exited(ids[0], ExitStatus::Code(1));
+    let stats = *h.cluster.stats();
+    assert_eq!((stats.unexpected_exits, stats.boot_deaths), (1, 0));
+    // Its replacement dies before it is ready: a boot death too.
+    let (booting, ..) = h.spawns()[0];
+    h.take();
+    h.spawned(booting);
+    h.exited(booting, ExitStatus::Code(1));
+    let stats = *h.cluster.stats();
+    assert_eq!((stats.unexpected_exits, stats.boot_deaths), (2, 1));
+    // The next one never becomes ready: killed at the boot timeout, counted once.
+    h.advance(SEC);
+    let (slow, ..) = h.spawns()[0];
+    h.take();
+    h.spawned(slow);
+    h.advance(11 * SEC);
+    assert_eq!(h.cluster.stats().boot_timeouts, 1);
+    assert_eq!(
+        h.cluster.worker(slow).unwrap().stop_reason,
+        Some(StopReason::BootTimeout)
+    );
+    h.exited(slow, ExitStatus::Signaled(9));
+    assert_eq!(
+        h.cluster.stats().unexpected_exits,
+        2,
+        "the master asked it to go"
+    );
+    assert_eq!(h.cluster.stats().reloads_started, 0);
+    h.cluster.handle(h.now, Input::Reload).map(|_| ()).unwrap();
+    h.drain();
+    assert_eq!(h.cluster.stats().reloads_started, 1);
+}

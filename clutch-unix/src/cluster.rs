@@ -14,9 +14,10 @@ use clutch_proto::{
 };
 
 use crate::engine::control_server::ControlServer;
-use crate::engine::driver::upgrade::{own_program, Predecessor, CONTROL_FD_NAME};
+use crate::engine::driver::upgrade::{own_program, Predecessor, CONTROL_FD_NAME, METRICS_FD_NAME};
 use crate::engine::driver::{Driver, EventHandler, Program, Setup, WorkerProcess};
 use crate::engine::handle::{HandleServer, MasterHandle};
+use crate::engine::metrics_server::MetricsServer;
 use crate::engine::output::WorkerOutput;
 use crate::engine::service::ServiceNotifier;
 use crate::error::{ProgramError, WorkerSettingError};
@@ -75,6 +76,8 @@ impl Cluster {
             env_clear: false,
             memory: None,
             memory_check_interval: crate::os::memory::DEFAULT_MEMORY_CHECK_INTERVAL,
+            metrics: None,
+            adopted_metrics: None,
         }
     }
 }
@@ -121,6 +124,10 @@ pub struct ClusterBuilder {
     /// `max_worker_memory`, in bytes.
     memory: Option<u64>,
     memory_check_interval: Duration,
+    /// Where `/metrics` is served.
+    metrics: Option<ListenAddr>,
+    /// The metrics socket the old master handed over with the listeners.
+    adopted_metrics: Option<Listener>,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -130,6 +137,7 @@ impl std::fmt::Debug for ClusterBuilder {
             .field("listen", &self.listen)
             .field("log", &self.log)
             .field("control", &self.control)
+            .field("metrics", &self.metrics)
             .field("user", &self.user)
             .field("group", &self.group)
             .field("current_dir", &self.current_dir)
@@ -284,6 +292,25 @@ impl ClusterBuilder {
         self.listen_options = options;
         self
     }
+    /// Serve the master's metrics at `GET /metrics` on `addr` (`127.0.0.1:9100`,
+    /// `unix:/run/app-metrics.sock`; port 0: the OS picks one, which `status` and the
+    /// log name): Prometheus text, or OpenMetrics when the scraper asks for it. Served
+    /// by the master's own event loop, never by the workers; every figure is read when
+    /// it is scraped (nobody scraping: no wakeups). Bound by
+    /// [`start`](Self::start) before anything is spawned: a bad address or a port in
+    /// use is an error there. In-process, [`MasterHandle::metrics`] gives the same text.
+    ///
+    /// The metrics are listed in the README ("Metrics").
+    pub fn metrics(&mut self, addr: impl IntoListenAddr) -> &mut Self {
+        match addr.into_listen_addr() {
+            Ok(addr) => self.metrics = Some(addr),
+            Err(error) => {
+                self.listen_error.get_or_insert(error);
+            }
+        }
+        self
+    }
+
     /// A control socket at `path` (mode 0600) answering `status`, `reload`, `scale` and
     /// `stop`; see [`crate::control`] for the protocol and `clutch status` for a client.
     pub fn control(&mut self, path: impl Into<std::path::PathBuf>) -> &mut Self {
@@ -415,7 +442,8 @@ impl ClusterBuilder {
             self.listen.len(),
             self.control.is_some(),
         ) + crate::engine::output::fds_per_worker(self.worker_output)
-            * config.workers() as u64;
+            * config.workers() as u64
+            + u64::from(self.metrics.is_some()) * crate::engine::metrics_server::FDS;
         crate::os::rlimit::ensure_fd_limit(need, config.workers())
     }
 
@@ -446,6 +474,15 @@ impl ClusterBuilder {
                 None
             }
         };
+        let adopted = self.adopted_metrics.take();
+        let metrics = match (&self.metrics, adopted) {
+            (Some(addr), Some(adopted)) => {
+                tracing::info!(%addr, "using the metrics socket the old master handed over");
+                Some(MetricsServer::adopt(adopted)?)
+            }
+            (Some(addr), None) => Some(MetricsServer::bind(addr)?),
+            (None, _) => None,
+        };
         let on_event = self
             .on_event
             .take()
@@ -473,6 +510,7 @@ impl ClusterBuilder {
                     bytes,
                     interval: self.memory_check_interval,
                 }),
+                metrics,
             }),
         })
     }
@@ -655,6 +693,9 @@ impl ClusterBuilder {
         if let Some(at) = listeners.iter().position(|l| l.name() == CONTROL_FD_NAME) {
             self.adopted_control = Some(listeners.remove(at));
         }
+        if let Some(at) = listeners.iter().position(|l| l.name() == METRICS_FD_NAME) {
+            self.adopted_metrics = Some(listeners.remove(at));
+        }
         Ok(listeners)
     }
 }
@@ -756,6 +797,13 @@ impl Master {
     #[must_use]
     pub fn listeners(&self) -> &[Listener] {
         &self.setup.listeners
+    }
+
+    /// Where [`ClusterBuilder::metrics`] serves (`127.0.0.1:9100`, `unix:/path`; the
+    /// real port when port 0 was asked for), if it does.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<&str> {
+        self.setup.metrics.as_ref().map(|m| m.addr())
     }
 
     /// Runs the cluster until it shuts down; returns why (its

@@ -11,11 +11,14 @@
 //! {"command":"scale","workers":4}
 //! {"command":"stop"}
 //! {"command":"events"}
+//! {"command":"upgrade"}
+//! {"command":"metrics"}                          (the text /metrics serves)
+//! {"command":"metrics","format":"openmetrics"}
 //! ```
 //!
 //! The master answers with one JSON object on one line, `{"ok":true,…}` or
-//! `{"ok":false,"error":"…"}`, then closes the connection. `status` answers at once;
-//! `scale` once the new target is set; `reload` once the rolling restart has finished or
+//! `{"ok":false,"error":"…"}`, then closes the connection. `status` answers at once,
+//! and so does `metrics` (`{"ok":true,"metrics":"…"}`); `scale` once the new target is set; `reload` once the rolling restart has finished or
 //! failed (a failure is `ok: false`, and the old workers keep serving); `stop` once the
 //! master is about to exit, with its `exit_code` — the connection then closes when the
 //! master is gone.
@@ -41,6 +44,8 @@ use std::time::{Duration, Instant};
 
 use clutch_proto::{Phase, Pid, RecycleCause, Slot, StopReason, WorkerId, WorkerInfo, WorkerState};
 use serde_json::{json, Value};
+
+use crate::metrics::MetricsFormat;
 
 /// The longest request line accepted.
 pub const MAX_REQUEST: usize = 4096;
@@ -77,6 +82,12 @@ pub enum Request {
     /// Subscribe to the master's events: answered at once, then one line per event
     /// (see the module docs).
     Events,
+    /// The metrics `/metrics` serves, in `format` (`"format":"openmetrics"`; the
+    /// Prometheus text format without it), read now.
+    Metrics {
+        /// The exposition format.
+        format: MetricsFormat,
+    },
 }
 
 impl Request {
@@ -90,6 +101,10 @@ impl Request {
             Self::Stop => json!({"command": "stop"}),
             Self::Upgrade => json!({"command": "upgrade"}),
             Self::Events => json!({"command": "events"}),
+            Self::Metrics {
+                format: MetricsFormat::Prometheus,
+            } => json!({"command": "metrics"}),
+            Self::Metrics { format } => json!({"command": "metrics", "format": format.name()}),
         }
         .to_string()
     }
@@ -104,6 +119,7 @@ impl std::fmt::Display for Request {
             Self::Stop => f.write_str("stop"),
             Self::Upgrade => f.write_str("upgrade"),
             Self::Events => f.write_str("events"),
+            Self::Metrics { format } => write!(f, "metrics ({})", format.name()),
         }
     }
 }
@@ -151,6 +167,11 @@ pub enum Response {
     },
     /// `events`: the subscription is on; event lines follow.
     Subscribed,
+    /// `metrics`: the exposition, in the format asked for (`{"ok":true,"metrics":"…"}`).
+    Metrics {
+        /// The text, as `/metrics` would serve it.
+        text: String,
+    },
 }
 
 /// The `status` answer: the cluster's phase and counts, and one entry per worker.
@@ -182,6 +203,9 @@ pub struct Status {
     pub containment: &'static str,
     /// Recycles begun (a worker replaced for its memory, its age, or at its request).
     pub recycles: u64,
+    /// Where the master serves `/metrics` (`--metrics`; the port the OS chose for `:0`),
+    /// `null` without it.
+    pub metrics: Option<String>,
     /// Every worker process, leaving ones included.
     pub workers: Vec<WorkerStatus>,
 }
@@ -212,11 +236,19 @@ pub struct WorkerStatus {
     pub stop_reason: Option<StopReason>,
     /// Why it is being recycled, while it is (its successor boots, or waits).
     pub recycling: Option<RecycleCause>,
+    /// CPU time it has used, user and system (`"cpu_seconds"` in JSON, `null` when it
+    /// cannot be read): its cgroup's, the whole tree's, when it has one; else its main
+    /// process's. Read when asked for.
+    pub cpu: Option<Duration>,
+    /// Memory it holds, in bytes (`"memory_bytes"`, `null` when unknown): its cgroup's
+    /// `memory.current` where the memory controller reaches it, else its main process's
+    /// resident set. Read when asked for.
+    pub memory_bytes: Option<u64>,
 }
 
 impl WorkerStatus {
-    /// A worker as the core reports it, `now`.
-    pub(crate) fn new(worker: &WorkerInfo, now: Instant) -> Self {
+    /// A worker as the core reports it, `now`, with what it has used.
+    pub(crate) fn new(worker: &WorkerInfo, now: Instant, usage: crate::os::usage::Usage) -> Self {
         Self {
             id: worker.id,
             slot: worker.slot,
@@ -229,6 +261,8 @@ impl WorkerStatus {
             proven: worker.proven,
             stop_reason: worker.stop_reason,
             recycling: worker.recycling,
+            cpu: usage.cpu,
+            memory_bytes: usage.memory_bytes,
         }
     }
 }
@@ -269,6 +303,8 @@ impl Response {
                             "proven": w.proven,
                             "stop_reason": w.stop_reason.map(StopReason::name),
                             "recycling": w.recycling.map(RecycleCause::name),
+                            "cpu_seconds": w.cpu.map(|cpu| cpu.as_secs_f64()),
+                            "memory_bytes": w.memory_bytes,
                         })
                     })
                     .collect();
@@ -286,6 +322,7 @@ impl Response {
                     "worker_lines_dropped": status.worker_lines_dropped,
                     "containment": status.containment,
                     "recycles": status.recycles,
+                    "metrics": status.metrics,
                     "workers": workers,
                 })
             }
@@ -299,6 +336,7 @@ impl Response {
             Self::Failed { message } => json!({"ok": false, "error": message}),
             Self::Upgraded { pid } => json!({"ok": true, "pid": pid}),
             Self::Subscribed => json!({"ok": true, "subscribed": true}),
+            Self::Metrics { text } => json!({"ok": true, "metrics": text}),
             Self::Busy => {
                 json!({"ok": false, "busy": true, "error": "too many control clients; try again"})
             }
@@ -341,6 +379,8 @@ pub enum RequestError {
     BadWorkers,
     /// `"workers"` beyond what this machine can count.
     TooManyWorkers,
+    /// `metrics` with a `"format"` other than `"prometheus"` or `"openmetrics"`.
+    BadFormat,
     /// No newline within [`MAX_REQUEST`] bytes.
     TooLong,
 }
@@ -359,6 +399,7 @@ impl std::fmt::Display for RequestError {
             ),
             Self::BadWorkers => f.write_str(r#"scale needs "workers": a whole number"#),
             Self::TooManyWorkers => f.write_str("workers: too large"),
+            Self::BadFormat => f.write_str(r#"metrics: "format" is "prometheus" or "openmetrics""#),
             Self::TooLong => write!(f, "request longer than {MAX_REQUEST} bytes"),
         }
     }
@@ -382,6 +423,15 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         "stop" => Ok(Request::Stop),
         "upgrade" => Ok(Request::Upgrade),
         "events" => Ok(Request::Events),
+        "metrics" => match object.get("format").map(|f| f.as_str()) {
+            None | Some(Some("prometheus")) => Ok(Request::Metrics {
+                format: MetricsFormat::Prometheus,
+            }),
+            Some(Some("openmetrics")) => Ok(Request::Metrics {
+                format: MetricsFormat::OpenMetrics,
+            }),
+            Some(_) => Err(RequestError::BadFormat),
+        },
         "scale" => {
             let workers = object
                 .get("workers")
@@ -598,6 +648,12 @@ mod tests {
             Request::Scale { workers: 7 },
             Request::Upgrade,
             Request::Events,
+            Request::Metrics {
+                format: MetricsFormat::Prometheus,
+            },
+            Request::Metrics {
+                format: MetricsFormat::OpenMetrics,
+            },
         ] {
             assert_eq!(parse_request(request.to_line().as_bytes()), Ok(request));
         }
@@ -619,6 +675,8 @@ mod tests {
             proven: true,
             stop_reason: Some(StopReason::Reload),
             recycling: Some(RecycleCause::Age),
+            cpu: Some(Duration::from_millis(1250)),
+            memory_bytes: Some(1 << 20),
         };
         let status = Status {
             pid: 99,
@@ -633,12 +691,13 @@ mod tests {
             worker_lines_dropped: 0,
             containment: "group",
             recycles: 5,
+            metrics: Some("127.0.0.1:9100".into()),
             workers: vec![worker],
         };
         for (response, line) in [
             (
                 Response::Status(status),
-                r#"{"containment":"group","degraded":false,"failing_slots":0,"generation":2,"live":2,"log_lines_dropped":0,"ok":true,"phase":"running","pid":99,"ready":1,"recycles":5,"target":2,"worker_lines_dropped":0,"workers":[{"generation":2,"id":7,"pid":4242,"proven":true,"recycling":"age","restarts":3,"slot":1,"state":"ready","stop_reason":"reload","successor":false,"uptime_ms":1500}]}"#,
+                r#"{"containment":"group","degraded":false,"failing_slots":0,"generation":2,"live":2,"log_lines_dropped":0,"metrics":"127.0.0.1:9100","ok":true,"phase":"running","pid":99,"ready":1,"recycles":5,"target":2,"worker_lines_dropped":0,"workers":[{"cpu_seconds":1.25,"generation":2,"id":7,"memory_bytes":1048576,"pid":4242,"proven":true,"recycling":"age","restarts":3,"slot":1,"state":"ready","stop_reason":"reload","successor":false,"uptime_ms":1500}]}"#,
             ),
             (
                 Response::Scaled { workers: 4 },
@@ -680,6 +739,7 @@ mod tests {
             (br#"{"command":"scale"}"#, "whole number"),
             (br#"{"command":"scale","workers":-1}"#, "whole number"),
             (br#"{"command":"scale","workers":1.5}"#, "whole number"),
+            (br#"{"command":"metrics","format":"xml"}"#, "openmetrics"),
             (b"\xff\xfe", "not JSON"),
         ] {
             let err = parse_request(line).expect_err(why);

@@ -39,6 +39,8 @@ pub enum Error {
     ListenFds(io::Error),
     /// The control socket cannot be created.
     Control(BindError),
+    /// The metrics socket (`--metrics`) cannot be bound.
+    Metrics(BindError),
     /// The program to supervise cannot be run.
     Program(ProgramError),
     /// The open-files limit (`RLIMIT_NOFILE`) is too low for the workers asked for.
@@ -110,6 +112,7 @@ impl fmt::Display for Error {
             Self::Bind(err) => err.fmt(f),
             Self::ListenFds(_) => f.write_str("taking the listening sockets passed in LISTEN_FDS"),
             Self::Control(_) => f.write_str("creating the control socket"),
+            Self::Metrics(_) => f.write_str("creating the metrics socket"),
             Self::Program(err) => err.fmt(f),
             Self::FdLimit {
                 limit,
@@ -137,7 +140,7 @@ impl std::error::Error for Error {
             Self::ListenAddr(err) => err.source(),
             Self::Bind(err) => err.source(),
             Self::Program(err) => err.source(),
-            Self::Control(err) => Some(err),
+            Self::Control(err) | Self::Metrics(err) => Some(err),
             Self::Credentials(err) => err.source(),
             Self::WorkerSetting(err) => err.source(),
             Self::ListenFds(source) | Self::Io { source, .. } => Some(source),

@@ -118,6 +118,27 @@ pub fn worker_lines(data: &[u8]) {
     }
 }
 
+/// `/metrics` request heads (from anyone who can connect to `--metrics`): parsing never
+/// panics, only a `GET` or `HEAD` of `/metrics` is a scrape, and what comes after a
+/// complete head changes nothing.
+pub fn metrics_request(data: &[u8]) {
+    use crate::engine::metrics_server::{parse_request, Parsed};
+    let parsed = parse_request(data);
+    if let Parsed::Scrape { head, .. } = parsed {
+        let start: &[u8] = if head {
+            b"HEAD /metrics"
+        } else {
+            b"GET /metrics"
+        };
+        assert!(data.starts_with(start), "a scrape: {data:?}");
+    }
+    if parsed != Parsed::Incomplete {
+        let mut more = data.to_vec();
+        more.push(b'x');
+        assert_eq!(parse_request(&more), parsed, "{data:?} then x");
+    }
+}
+
 /// Replays the checked-in inputs of the parser fuzz targets (`fuzz/regressions/<target>/`)
 /// through the same property functions, so CI keeps old findings dead without libFuzzer.
 #[cfg(test)]
@@ -171,6 +192,11 @@ mod regressions {
     #[test]
     fn duration_regressions_pass() {
         replay("duration", super::duration);
+    }
+
+    #[test]
+    fn metrics_request_regressions_pass() {
+        replay("metrics_request", super::metrics_request);
     }
 
     #[test]

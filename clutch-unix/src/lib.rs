@@ -156,6 +156,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod log;
+mod metrics;
 mod shutdown;
 pub mod size;
 mod user_signals;
@@ -185,6 +186,7 @@ pub use error::{
     ContainmentError, CredentialsError, EnvironmentError, Error, ProgramError, WorkerSettingError,
 };
 pub use log::{stderr_line, Log};
+pub use metrics::MetricsFormat;
 pub use os::contain::{KillMode, CONTAINMENT_ENV};
 pub use shutdown::{Requested, Shutdown};
 pub use user_signals::{NextUserSignal, UserSignals, MAX_PENDING_USER_SIGNALS};

@@ -83,6 +83,10 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
         "control",
         ["/run/file.sock", "/run/env.sock", "/run/flag.sock"],
     ),
+    (
+        "metrics",
+        ["127.0.0.1:9101", "[::1]:9102", "unix:/run/metrics.sock"],
+    ),
     ("forward-signals", ["USR1", "USR2", "USR1,USR2"]),
     ("kill-mode", ["main", "tree", "main"]),
     ("log-format", ["json", "text", "json"]),

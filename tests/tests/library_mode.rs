@@ -310,7 +310,8 @@ fn worker_notifications_never_block_while_the_master_is_stopped() {
 /// Code in the master process steers it through a `MasterHandle`, with the control
 /// socket's answers: status, scale, a reload answered once the rollout has finished,
 /// stop answered with the exit code; the event stream refused (on_event is the way);
-/// refused on the loop's own thread, and "gone" once the master has exited.
+/// the metrics (which count the reload); refused on the loop's own thread, and "gone"
+/// once the master has exited.
 #[test]
 fn the_master_steers_itself_through_its_handle() {
     let mut cluster = Fixture::start(&[
@@ -328,11 +329,11 @@ fn the_master_steers_itself_through_its_handle() {
     let steps: Vec<&str> = answers.iter().map(|(step, _)| *step).collect();
     assert_eq!(
         steps,
-        ["on_event", "status", "scale", "status", "events", "reload", "stop", "after"],
+        ["on_event", "status", "scale", "status", "events", "reload", "metrics", "stop", "after"],
         "{report}"
     );
     assert_eq!(answers[0].1, "OnEventLoop", "refused on the loop");
-    assert_eq!(answers[7].1, "MasterGone", "gone after the exit");
+    assert_eq!(answers[8].1, "MasterGone", "gone after the exit");
     let json = |i: usize| -> serde_json::Value { serde_json::from_str(answers[i].1).unwrap() };
     assert_eq!(json(1)["ready"], 2);
     assert_eq!(json(2), json!({"ok": true, "workers": 3}));
@@ -353,7 +354,8 @@ fn the_master_steers_itself_through_its_handle() {
         "{}",
         cluster.events_text()
     );
-    assert_eq!(json(6)["exit_code"], 0, "{}", answers[6].1);
+    assert_eq!(answers[6].1, "clutch_rollouts_finished_total 1");
+    assert_eq!(json(7)["exit_code"], 0, "{}", answers[7].1);
     // 2, one more by scale, 3 new ones by the reload.
     assert_eq!(
         cluster.count("worker_started"),

@@ -604,6 +604,9 @@ impl ClusterState {
             }),
             None => {
                 self.stats.unexpected_exits += 1;
+                if !was_ready {
+                    self.stats.boot_deaths += 1;
+                }
                 self.emit(Event::WorkerDied {
                     id,
                     slot,

@@ -234,6 +234,7 @@ impl ClusterState {
         let w = &self.workers[&id];
         let (slot, generation, pid) = (w.slot, w.generation, w.pid().expect("booting has a pid"));
         let role = self.detach(id);
+        self.stats.boot_timeouts += 1;
         self.emit(Event::WorkerBootTimedOut { id, slot, pid });
         self.stop_worker(now, id, StopReason::BootTimeout, Signal::Kill);
         let departure = Departure::Boot(ReloadFailure::BootTimeout { id });

@@ -94,6 +94,7 @@ impl ClusterState {
         self.next_generation += 1;
         self.lifecycle = Lifecycle::Serving(Some(Rollout::new(generation, self.generation, now)));
         self.generation = generation;
+        self.stats.reloads_started += 1;
         self.emit(Event::ReloadStarted { generation });
         self.actions.push_back(Action::Notify(Notice::Reloading));
     }

@@ -61,10 +61,17 @@ pub struct Stats {
     pub spawns_cancelled: u64,
     /// Exits the master did not ask for.
     pub unexpected_exits: u64,
+    /// Those of [`unexpected_exits`](Self::unexpected_exits) that came before the worker
+    /// was ready (it died booting); the rest died after it was ready.
+    pub boot_deaths: u64,
+    /// Workers killed because they did not become ready within the boot timeout.
+    pub boot_timeouts: u64,
     /// Boot failures counted by the crash breaker.
     pub boot_failures: u64,
     /// Workers found hung.
     pub hung: u64,
+    /// Rolling restarts that started (a queued reload counts when it starts).
+    pub reloads_started: u64,
     /// Rolling restarts that finished.
     pub reloads_finished: u64,
     /// Rolling restarts that failed.
@@ -75,6 +82,8 @@ pub struct Stats {
     pub recycled: u64,
     /// Recycle successors that failed young and were retried after a backoff.
     pub recycle_retries: u64,
+    /// Upgrades of the master that started (a new master was asked for).
+    pub upgrades_started: u64,
     /// Upgrades of the master that handed over to the successor.
     pub upgrades_handed_over: u64,
     /// Upgrades of the master that failed.

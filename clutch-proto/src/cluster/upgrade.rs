@@ -107,6 +107,7 @@ impl ClusterState {
         self.upgrade = Some(Upgrade::Starting {
             deadline: now + self.config.upgrade_timeout(),
         });
+        self.stats.upgrades_started += 1;
         self.emit(Event::UpgradeStarted);
         // The service manager sees a reload until the new master is its main process
         // (or the upgrade failed).

@@ -43,8 +43,10 @@ use crate::control::{Request, Response, Status, WorkerStatus};
 use crate::engine::control_server::{ControlServer, Waiting};
 use crate::engine::events::Capture;
 use crate::engine::handle::{HandleServer, REQUESTS_PER_TURN};
+use crate::engine::metrics_server::MetricsServer;
 use crate::engine::output::{self, Output, WorkerOutput};
 use crate::engine::service::ServiceNotifier;
+use crate::metrics::{Histogram, MetricsFormat, Snapshot, BOOT_BUCKETS};
 use crate::os::contain::{Containment, KillMode, Tree};
 use crate::os::credentials::Credentials;
 use crate::os::listen::Listener;
@@ -71,6 +73,11 @@ const REAPS_PER_TURN: usize = 256;
 const FIRST_CLIENT: usize = 1 << 60;
 /// The in-process handles' waker (`handle.rs`), just below the clients.
 pub(crate) const HANDLES: Token = Token(FIRST_CLIENT - 1);
+/// The metrics listener (`--metrics`), below the handles' waker and the upgrade's two
+/// tokens (`upgrade.rs`).
+const METRICS: Token = Token(FIRST_CLIENT - 4);
+/// Metrics connections' tokens start here (far above the control clients').
+const FIRST_METRICS_CONNECTION: usize = 1 << 61;
 
 /// Datagrams read from one worker's notify socket in one turn.
 pub(crate) const NOTIFY_PER_TURN: usize = 64;
@@ -125,6 +132,8 @@ pub(crate) struct Setup {
     pub(crate) memory: Option<MemoryLimit>,
     /// `--worker-output`: the workers' stdout and stderr inherited, or read through pipes.
     pub(crate) worker_output: WorkerOutput,
+    /// `--metrics`: the `/metrics` endpoint, bound before anything is spawned.
+    pub(crate) metrics: Option<MetricsServer>,
 }
 
 /// How every worker process is set up besides its program: who it runs as, where, with
@@ -300,6 +309,10 @@ pub(crate) struct Driver {
     output: Output,
     /// The event subscribers' lines (only while there are subscribers).
     capture: Capture,
+    /// The metrics socket may hold more connections than this turn accepted.
+    metrics_accept_pending: bool,
+    /// The workers' boot-to-ready times, for `/metrics`.
+    boot_times: Histogram,
 }
 
 impl Driver {
@@ -327,6 +340,14 @@ impl Driver {
             control
                 .register(poll.registry(), CONTROL, FIRST_CLIENT)
                 .map_err(|e| Error::io("watching the control socket", e))?;
+        }
+        if let Some(metrics) = setup.metrics.as_mut() {
+            metrics
+                .register(poll.registry(), METRICS, FIRST_METRICS_CONNECTION)
+                .map_err(|e| {
+                    Error::io(format!("watching the metrics socket {}", metrics.addr()), e)
+                })?;
+            tracing::info!("metrics on {}", metrics.addr());
         }
         let cluster = ClusterState::new(setup.config.clone(), Instant::now());
         let pins = crate::os::pin::Pins::new(&setup.program.path, setup.listeners.len());
@@ -363,6 +384,8 @@ impl Driver {
             unread_successor: false,
             handed_over: false,
             capture: Capture::default(),
+            metrics_accept_pending: false,
+            boot_times: Histogram::new(&BOOT_BUCKETS),
         })
     }
 
@@ -393,9 +416,15 @@ impl Driver {
                     .control
                     .as_ref()
                     .and_then(ControlServer::next_deadline);
+                let metrics_deadline = self
+                    .setup
+                    .metrics
+                    .as_ref()
+                    .and_then(MetricsServer::next_deadline);
                 [
                     self.cluster.poll_timeout(),
                     client_deadline,
+                    metrics_deadline,
                     self.memory_check_at,
                 ]
                 .into_iter()
@@ -425,6 +454,9 @@ impl Driver {
                 if !control.has_subscribers() {
                     self.capture.release();
                 }
+            }
+            if let Some(metrics) = self.setup.metrics.as_mut() {
+                metrics.expire(self.poll.registry(), now);
             }
             if self.cluster.poll_timeout().is_some_and(|at| at <= now) {
                 self.feed_at(now, Input::Timeout);
@@ -491,12 +523,16 @@ impl Driver {
             || self.sweep_pending
             || self.unread_successor
             || self.output.has_backlog()
+            || self.metrics_accept_pending
     }
 
     /// Goes on with what earlier turns left over, within this turn's bounds.
     fn work_backlog(&mut self) {
         if self.accept_pending {
             self.accept_clients();
+        }
+        if self.metrics_accept_pending {
+            self.accept_metrics();
         }
         if self.handles_pending {
             self.handle_requests();
@@ -525,6 +561,62 @@ impl Driver {
     fn accept_clients(&mut self) {
         if let Some(control) = self.setup.control.as_mut() {
             self.accept_pending = control.accept(self.poll.registry(), Instant::now());
+        }
+    }
+
+    fn accept_metrics(&mut self) {
+        if let Some(metrics) = self.setup.metrics.as_mut() {
+            self.metrics_accept_pending = metrics.accept(self.poll.registry(), Instant::now());
+        }
+    }
+
+    /// A metrics connection is readable or writable: answer its scrape if complete.
+    fn metrics_connection(&mut self, token: Token) {
+        let Some(number) = self
+            .setup
+            .metrics
+            .as_ref()
+            .and_then(|m| m.connection_of(token))
+        else {
+            return;
+        };
+        let scrape = self
+            .setup
+            .metrics
+            .as_mut()
+            .and_then(|m| m.ready(self.poll.registry(), number));
+        if let Some((format, head)) = scrape {
+            let text = self.metrics_text(format);
+            if let Some(metrics) = self.setup.metrics.as_mut() {
+                metrics.answer(self.poll.registry(), number, format, head, &text);
+            }
+        }
+    }
+
+    /// The metrics as `/metrics` serves them, every figure read now.
+    fn metrics_text(&self, format: MetricsFormat) -> String {
+        let status = self.status();
+        crate::metrics::render(
+            &Snapshot {
+                status: &status,
+                stats: self.cluster.stats(),
+                boot: &self.boot_times,
+                master: crate::os::usage::of_this_process(),
+            },
+            format,
+        )
+    }
+
+    /// What worker `id` has used, read now (see `os/usage.rs`); nothing for a worker
+    /// not spawned yet, or whose main process has ended.
+    fn usage_of(&self, id: WorkerId) -> crate::os::usage::Usage {
+        match self.workers.get(&id).filter(|h| h.ending.is_none()) {
+            Some(handle) => crate::os::usage::of_worker(
+                handle.process.pid(),
+                handle.tree.cgroup(),
+                self.containment.measures_cgroup_memory(),
+            ),
+            None => crate::os::usage::Usage::default(),
         }
     }
 
@@ -562,6 +654,13 @@ impl Driver {
         if token == HANDLES {
             self.handle_requests();
             return;
+        }
+        if token == METRICS {
+            self.accept_metrics();
+            return;
+        }
+        if token.0 >= FIRST_METRICS_CONNECTION {
+            return self.metrics_connection(token);
         }
         if self.successor_event(token) {
             return;
@@ -644,7 +743,10 @@ impl Driver {
     /// A request from a control client or a handle: carried out, then answered now or
     /// once what it waits for has happened.
     fn command(&mut self, request: Request, asker: Asker) {
-        if matches!(request, Request::Status | Request::Events) {
+        if matches!(
+            request,
+            Request::Status | Request::Events | Request::Metrics { .. }
+        ) {
             // A readiness probe may ask every second: not worth a line each time.
             tracing::debug!(%request, "control request");
         } else {
@@ -653,12 +755,18 @@ impl Driver {
         let mut outcome: Option<Response> = None;
         match request {
             Request::Status => outcome = Some(Response::Status(self.status())),
+            Request::Metrics { format } => {
+                outcome = Some(Response::Metrics {
+                    text: self.metrics_text(format),
+                })
+            }
             Request::Scale { workers } => {
                 let need = crate::os::rlimit::fds_needed(
                     workers,
                     self.setup.listeners.len(),
                     self.setup.control.is_some(),
-                ) + output::fds_per_worker(self.setup.worker_output) * workers as u64;
+                ) + output::fds_per_worker(self.setup.worker_output) * workers as u64
+                    + u64::from(self.setup.metrics.is_some()) * crate::engine::metrics_server::FDS;
                 if let Some(limit) = crate::os::rlimit::fd_limit().filter(|&limit| limit < need) {
                     let error = format!(
                         "cannot run {workers} workers: they need about {need} open files \
@@ -736,10 +844,11 @@ impl Driver {
             worker_lines_dropped: self.output.dropped(),
             containment: self.containment.mechanism(),
             recycles: self.cluster.stats().recycles,
+            metrics: self.setup.metrics.as_ref().map(|m| m.addr().to_owned()),
             workers: self
                 .cluster
                 .workers()
-                .map(|w| WorkerStatus::new(&w, now))
+                .map(|w| WorkerStatus::new(&w, now, self.usage_of(w.id)))
                 .collect(),
         }
     }
@@ -947,6 +1056,12 @@ impl Driver {
             }
             Action::Event(event) => {
                 self.pins.on_event(&event);
+                if let Event::WorkerReady { id, .. } = event {
+                    if let Some(worker) = self.cluster.worker(id) {
+                        let booted = Instant::now().saturating_duration_since(worker.spawned_at);
+                        self.boot_times.observe(booted);
+                    }
+                }
                 let detail = self.spawn_detail(&event);
                 let detail = detail.as_deref();
                 log_event(&event, detail);

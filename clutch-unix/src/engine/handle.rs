@@ -170,6 +170,24 @@ impl MasterHandle {
         self.request(Request::Upgrade)
     }
 
+    /// The metrics `/metrics` would serve now, in the Prometheus text format (see
+    /// [`metrics_in`](Self::metrics_in) for OpenMetrics), whether or not
+    /// [`ClusterBuilder::metrics`](crate::ClusterBuilder::metrics) serves them over HTTP:
+    /// for an application that exposes them on an endpoint of its own.
+    pub fn metrics(&self) -> Result<String, HandleError> {
+        self.metrics_in(crate::MetricsFormat::Prometheus)
+    }
+
+    /// [`metrics`](Self::metrics) in `format`.
+    pub fn metrics_in(&self, format: crate::MetricsFormat) -> Result<String, HandleError> {
+        match self.request(Request::Metrics { format })? {
+            Response::Metrics { text } => Ok(text),
+            // Every answer to a metrics request is its text; the one other answer the
+            // loop gives any request is that it is exiting.
+            _ => Err(HandleError::MasterGone),
+        }
+    }
+
     fn send(&self, request: Request) -> Result<Receiver<Response>, HandleError> {
         let (answer, answered) = mpsc::sync_channel(1);
         {

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | the listening sockets | fds 3.., `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES` with their names: the new master adopts them exactly as it would from systemd |
 //! | the control socket | one more fd, named [`CONTROL_FD_NAME`]: both masters accept on it until the handover, then only the new one (the path never stops answering) |
+//! | the metrics socket (`--metrics`) | one more fd, named [`METRICS_FD_NAME`], handed over as the control socket is |
 //! | the channel to say it serves | [`UPGRADE_NOTIFY_ENV`], a datagram socket of the old master's speaking sd_notify: `READY=1` once every slot of the new master has a worker past probation |
 //! | the service manager's `NOTIFY_SOCKET`, `WATCHDOG_USEC` | as the old master got them, for after the handover |
 //!
@@ -39,6 +40,9 @@ pub(crate) const UPGRADE_NOTIFY_ENV: &str = "CLUTCH_UPGRADE_NOTIFY";
 pub(crate) const UPGRADE_FROM_ENV: &str = "CLUTCH_UPGRADE_FROM";
 /// The control socket's name among the fds passed to a new master.
 pub(crate) const CONTROL_FD_NAME: &str = "clutch-control";
+/// The name of the metrics socket (`--metrics`) among the fds handed over: both masters
+/// accept on it until the handover, as on the control socket.
+pub(crate) const METRICS_FD_NAME: &str = "clutch-metrics";
 
 /// The successor's pidfd.
 const SUCCESSOR_EXIT: Token = Token(FIRST_CLIENT - 2);
@@ -147,6 +151,9 @@ impl Driver {
         }
         if let Some(control) = &self.setup.control {
             spec = spec.listener(CONTROL_FD_NAME, control.listener_fd());
+        }
+        if let Some(metrics) = &self.setup.metrics {
+            spec = spec.listener(METRICS_FD_NAME, metrics.listener_fd());
         }
         let child = spec
             .spawn()
@@ -291,6 +298,9 @@ impl Driver {
                 // files are its own now.
                 if let Some(control) = self.setup.control.as_mut() {
                     control.stop_accepting(self.poll.registry());
+                }
+                if let Some(metrics) = self.setup.metrics.as_mut() {
+                    metrics.stop_accepting(self.poll.registry());
                 }
                 for listener in &mut self.setup.listeners {
                     listener.keep_file();

@@ -539,6 +539,13 @@ impl WorkerCgroup {
         text.trim().parse().ok()
     }
 
+    /// `cpu.stat`'s `usage_usec`: the CPU time of the whole tree, ended processes
+    /// included. Every cgroup v2 cgroup has it, with or without the cpu controller.
+    pub(crate) fn cpu_usage(&self) -> Option<std::time::Duration> {
+        let text = std::fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
+        crate::os::usage::parse_cpu_stat(&text)
+    }
+
     /// Whether any process is left in it.
     pub(crate) fn populated(&self) -> bool {
         let mut buffer = [0u8; 256];

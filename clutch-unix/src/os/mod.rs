@@ -13,3 +13,4 @@ pub mod rlimit;
 pub mod spawn;
 mod sys;
 pub mod title;
+pub(crate) mod usage;

@@ -278,7 +278,8 @@ fn append(path: &std::path::Path, line: &str) {
 
 /// The master's own thread drives it through `handle`, writing `<step> <answer line>`
 /// to `dir/handle` for each answer: `status` (polled, bounded, until every worker is
-/// ready), `scale` (to 3), `status` (until 3 are ready), `reload`, `stop`.
+/// ready), `scale` (to 3), `status` (until 3 are ready), `reload`, `metrics` (its
+/// finished-rollouts line), `stop`.
 fn drive_through_handle(handle: &clutch_unix::MasterHandle, dir: &std::path::Path) {
     use clutch_unix::control::Response;
     let report = dir.join("handle");
@@ -314,6 +315,12 @@ fn drive_through_handle(handle: &clutch_unix::MasterHandle, dir: &std::path::Pat
         &report,
         &format!("reload {}", handle.reload().expect("reload")),
     );
+    let metrics = handle.metrics().expect("metrics");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("clutch_rollouts_finished_total "))
+        .unwrap_or("no clutch_rollouts_finished_total");
+    append(&report, &format!("metrics {line}"));
     append(&report, &format!("stop {}", handle.stop().expect("stop")));
 }
 

@@ -246,6 +246,10 @@ struct RunArgs {
     /// Unix socket for `clutch status|reload|scale|stop`, created mode 0600.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+    /// Serve Prometheus metrics at GET /metrics on ADDR (127.0.0.1:9100, unix:/path; port
+    /// 0: the OS picks one, shown by `clutch status`), from the master itself.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    metrics: Option<ListenAddr>,
     /// Signals forwarded to every worker: USR1, USR2, both (USR1,USR2) or none. By
     /// default none: a program that does not handle them would die of them (their
     /// default action). A USR2 not forwarded upgrades the master (as `clutch upgrade`,
@@ -719,6 +723,9 @@ fn cluster(args: &RunArgs, program: &std::ffi::OsStr) -> clutch_unix::ClusterBui
     if let Some(path) = &args.control {
         cluster.control(path);
     }
+    if let Some(addr) = &args.metrics {
+        cluster.metrics(addr.clone());
+    }
     if let Some(user) = &args.user {
         cluster.user(user);
     }
@@ -861,7 +868,7 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
         Output::Text => {
             let _ = writeln!(
                 text,
-                "master {}: {}, {}/{} workers ready, generation {}{}{}{}",
+                "master {}: {}, {}/{} workers ready, generation {}{}{}{}{}",
                 answer["pid"],
                 answer["phase"].as_str().unwrap_or("?"),
                 answer["ready"],
@@ -879,12 +886,16 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
                 match answer["worker_lines_dropped"].as_u64() {
                     Some(n) if n > 0 => format!(", {n} worker output lines dropped"),
                     _ => String::new(),
+                },
+                match answer["metrics"].as_str() {
+                    Some(addr) => format!(", metrics on {addr}"),
+                    None => String::new(),
                 }
             );
             let _ = writeln!(
                 text,
-                "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8}  NOTE",
-                "ID", "SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS"
+                "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8} {:>9} {:>9}  NOTE",
+                "ID", "SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "CPU", "MEM"
             );
             for w in answer["workers"].as_array().into_iter().flatten() {
                 let uptime = Duration::from_millis(w["uptime_ms"].as_u64().unwrap_or(0));
@@ -896,9 +907,15 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
                     (None, true) => "successor".to_owned(),
                     (None, false) => String::new(),
                 };
+                let cpu = w["cpu_seconds"]
+                    .as_f64()
+                    .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}s"));
+                let memory = w["memory_bytes"]
+                    .as_u64()
+                    .map_or_else(|| "-".to_owned(), human_bytes);
                 let _ = writeln!(
                     text,
-                    "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8}  {}",
+                    "{:>6} {:>5} {:>8} {:<9} {:>4} {:>10} {:>8} {:>9} {:>9}  {}",
                     number(&w["id"]),
                     number(&w["slot"]),
                     number(&w["pid"]),
@@ -906,6 +923,8 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
                     number(&w["generation"]),
                     format!("{:.1}s", uptime.as_secs_f64()),
                     number(&w["restarts"]),
+                    cpu,
+                    memory,
                     note
                 );
             }
@@ -919,9 +938,38 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
     emit(&text, code)
 }
 
+/// A size as `clutch status` shows it: `512K`, `12.5M`, `1.2G` (powers of 1024, as
+/// `--max-worker-memory` reads them).
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["K", "M", "G", "T"];
+    let mut value = bytes as f64 / 1024.0;
+    if value < 1.0 {
+        return format!("{bytes}B");
+    }
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value >= 100.0 {
+        format!("{value:.0}{}", UNITS[unit])
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_the_memory_flag_writes_them() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1536), "1.5K");
+        assert_eq!(human_bytes(5 << 20), "5.0M");
+        assert_eq!(human_bytes(300 << 20), "300M");
+        assert_eq!(human_bytes(3 << 30), "3.0G");
+    }
 
     fn run_args(args: &[&str]) -> RunArgs {
         let argv = ["clutch", "run"]
