@@ -91,6 +91,11 @@ fn usr2_not_forwarded_starts_an_upgrade_and_a_second_is_refused() {
     );
     h.drain();
     assert!(h.take().is_empty(), "a refused upgrade does nothing");
+    assert_eq!(
+        h.cluster.stats().upgrades_started,
+        1,
+        "a refused one is not counted"
+    );
 }
 
 #[test]
@@ -244,9 +249,11 @@ fn a_successor_that_exits_before_serving_changes_nothing() {
     );
     assert_eq!(h.cluster.phase(), Phase::Running);
     assert_eq!(h.cluster.stats().upgrades_failed, 1);
-    // Another try is welcome.
+    assert_eq!(h.cluster.stats().upgrades_started, 1);
+    // Another try is welcome, and counted.
     h.signal(Signal::Usr2);
     assert!(h.take().contains(&Action::SpawnSuccessor));
+    assert_eq!(h.cluster.stats().upgrades_started, 2);
 }
 
 impl Harness {
