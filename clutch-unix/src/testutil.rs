@@ -89,8 +89,15 @@ fn wait_asleep(pid: u32) {
     }
 }
 
-/// `/proc/PID/environ` as a map.
+/// `/proc/PID/environ` as a map, once the program has finished starting.
+///
+/// `spawn` returns once the child is in `execve` past the point of no return (the
+/// kernel closed the report pipe, or released the parent of a `CLONE_VFORK` child), but
+/// the kernel lays out the new program's arguments and environment after that: a look
+/// right away can read an empty environment. Every caller runs `/bin/sleep`, as for
+/// [`fds_of`].
 pub(crate) fn environ_of(pid: u32) -> BTreeMap<String, String> {
+    wait_asleep(pid);
     let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     raw.split(|b| *b == 0)
         .filter(|entry| !entry.is_empty())

@@ -324,9 +324,10 @@ impl<'fd> SpawnSpec<'fd> {
 pub struct Child {
     /// The process id.
     pub pid: u32,
-    /// A pidfd, opened right after `fork` (so it refers to this very process, whatever
-    /// happens to the pid later); `None` when the kernel lacks `pidfd_open`, in which case
-    /// exits must be noticed with `SIGCHLD` and `waitpid`.
+    /// A pidfd, made with the child (`CLONE_PIDFD`) or opened right after it, so it
+    /// refers to this very process whatever happens to the pid later; `None` when the
+    /// kernel has no pidfds (before 5.3), in which case exits must be noticed with
+    /// `SIGCHLD` and `waitpid`.
     pub pidfd: Option<OwnedFd>,
 }
 
@@ -391,11 +392,12 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
         parent_death_signal: !spec.master,
         program_file: spec.program_file,
     };
-    let pid = sys::fork_exec(&program, &argv, &mut env, &fds, &context)
+    let sys::Spawned { pid, pidfd } = sys::fork_exec(&program, &argv, &mut env, &fds, &context)
         .map_err(|source| SpawnError::new(&spec.program, SpawnStep::Fork, source))?;
-    // Before anything else, so the pidfd refers to our child: it cannot have been reaped
-    // (and its pid reused) yet, since only we reap it.
-    let pidfd = open_pidfd(pid);
+    // Where the pidfd did not come with the child: before anything else, so that it
+    // refers to our child (which cannot have been reaped, and its pid reused, yet: only
+    // we reap it).
+    let pidfd = pidfd.or_else(|| open_pidfd(pid));
     // Our copy of the write end must go, or we would never read EOF.
     drop(report_write);
 
@@ -853,9 +855,13 @@ mod tests {
             .join(" ")
     }
 
+    /// The directory and umask are the child's own, and stay so: the child may run in
+    /// the master's memory (`CLONE_VM`), but never with its working directory or umask.
     #[test]
     fn the_directory_and_umask_are_the_childs() {
         let dir = tempfile::tempdir().unwrap();
+        let own_dir = std::env::current_dir().unwrap();
+        let own_umask = status_line(std::process::id(), "Umask:");
         let child = SpawnSpec::new("/bin/sleep")
             .arg("600")
             .current_dir(dir.path())
@@ -869,6 +875,8 @@ mod tests {
             dir.path().canonicalize().unwrap()
         );
         assert_eq!(status_line(pid, "Umask:"), "0027");
+        assert_eq!(std::env::current_dir().unwrap(), own_dir);
+        assert_eq!(status_line(std::process::id(), "Umask:"), own_umask);
         let error = SpawnSpec::new("/bin/true")
             .umask(0o1000)
             .spawn()
@@ -893,8 +901,10 @@ mod tests {
     #[test]
     fn the_credentials_are_the_childs_and_the_directory_is_entered_as_them() {
         if !rustix::process::getuid().is_root() {
+            eprintln!("skipped: changing a child's credentials needs root");
             return;
         }
+        let dumpable = rustix::process::dumpable_behavior().unwrap();
         let nobody = Credentials::resolve(Some("65534"), Some("65534")).unwrap();
         let open = tempfile::tempdir().unwrap();
         std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -909,6 +919,10 @@ mod tests {
         assert_eq!(status_line(pid, "Uid:"), "65534 65534 65534 65534");
         assert_eq!(status_line(pid, "Gid:"), "65534 65534 65534 65534");
         assert_eq!(status_line(pid, "Groups:"), "65534");
+        // Dropping root marks the memory the child ran in not dumpable; when that was
+        // the master's own memory (`CLONE_VM`), the master has put its flag back.
+        assert_eq!(rustix::process::dumpable_behavior().unwrap(), dumpable);
+        assert_eq!(status_line(std::process::id(), "Uid:"), "0 0 0 0");
 
         let private = tempfile::tempdir().unwrap();
         std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -923,6 +937,26 @@ mod tests {
         let root = Credentials::resolve(Some("0"), None).unwrap();
         let spec = SpawnSpec::new("/bin/true").credentials(root.clone());
         assert_eq!(spec.credentials.is_none(), root.is_current());
+    }
+
+    /// The pidfd is made with the child or right after it, and refers to that child.
+    #[test]
+    fn the_pidfd_is_the_childs() {
+        let child = SpawnSpec::new("/bin/sleep").arg("600").spawn().unwrap();
+        let pid = child.pid;
+        let pidfd = child.pidfd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        let process = Reaper::new(child);
+        let pidfd = pidfd.expect("this kernel has pidfds");
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{pidfd}")).unwrap();
+        assert!(
+            info.lines().any(|line| line == format!("Pid:\t{pid}")),
+            "{info}"
+        );
+        // Close-on-exec, as every fd of the master's.
+        assert!(info
+            .lines()
+            .any(|line| line.starts_with("flags:") && line.ends_with("2000002")));
+        drop(process);
     }
 
     /// Not root: asking for another user fails in the child, at its step, permanently.
