@@ -16,6 +16,7 @@ use crate::control::{
 
 /// Connections accepted in one turn of the event loop; more wait for the next turn.
 pub(crate) const ACCEPTS_PER_TURN: usize = 16;
+use crate::engine::{write_queued, Queue};
 use crate::os::listen::{self, ListenAddr, ListenOptions, SocketFile, StdListener};
 use crate::Error;
 
@@ -464,22 +465,10 @@ impl ControlServer {
         let Some(client) = self.clients.get_mut(&number) else {
             return;
         };
-        while !client.output.is_empty() {
-            match client.stream.write(&client.output) {
-                Ok(0) => break,
-                Ok(n) => {
-                    client.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.drop_client(registry, number);
-                    return;
-                }
-            }
-        }
-        if client.output.is_empty() && client.waiting == Waiting::Closing {
-            self.drop_client(registry, number);
+        match write_queued(&mut client.output, |bytes| client.stream.write(bytes)) {
+            Queue::Pending => {}
+            Queue::Written if client.waiting != Waiting::Closing => {}
+            Queue::Written | Queue::Broken => self.drop_client(registry, number),
         }
     }
 

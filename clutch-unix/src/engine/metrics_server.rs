@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Interest, Registry, Token};
 
+use crate::engine::{write_queued, Queue};
 use crate::metrics::MetricsFormat;
 use crate::os::listen::{self, ListenAddr, ListenOptions, Listener, SocketFile, StdListener};
 use crate::Error;
@@ -523,28 +524,20 @@ impl MetricsServer {
         let Some(connection) = self.connections.get_mut(&number) else {
             return;
         };
-        while !connection.output.is_empty() {
-            match connection.stream.write(&connection.output) {
-                Ok(0) => break,
-                Ok(n) => {
-                    connection.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.close(registry, number);
-                    return;
-                }
+        match write_queued(&mut connection.output, |bytes| {
+            connection.stream.write(bytes)
+        }) {
+            Queue::Pending => {}
+            Queue::Broken => self.close(registry, number),
+            Queue::Written => {
+                // Written: say so with a FIN, then read what is left until the client closes.
+                connection.output = Vec::new();
+                connection.stream.shutdown_write();
+                connection.stage = Stage::Lingering;
+                // Whatever is already waiting, and the client's close, are read now or on
+                // the next readiness.
+                let _ = self.ready(registry, number);
             }
-        }
-        if connection.output.is_empty() {
-            // Written: say so with a FIN, then read what is left until the client closes.
-            connection.output = Vec::new();
-            connection.stream.shutdown_write();
-            connection.stage = Stage::Lingering;
-            // Whatever is already waiting, and the client's close, are read now or on
-            // the next readiness.
-            let _ = self.ready(registry, number);
         }
     }
 
