@@ -431,7 +431,9 @@ class UWSGI(System):
 
     Readiness: uWSGI's own word, in lazy-apps mode one log line per worker once its app
     is loaded, just before it marks itself accepting: `WSGI app 0 (mountpoint='') ready
-    in 0 seconds on interpreter 0x… pid: <pid> (default app)`.
+    in 0 seconds on interpreter 0x… pid: <pid> (default app)`. (The stats server shows
+    each worker's `accepting` flag too, but the master answers it: polling it every
+    0.2 ms, as the kill trials look, would add to the master's CPU and wakeups.)
     """
     key, name = "uwsgi", "uWSGI"
     # uWSGI 2.0: SIGTERM is a brutal reload (a shutdown with --die-on-term), SIGINT and
