@@ -222,7 +222,7 @@ def stop(run, system):
             workers = c.workers()
             watch = procfs.ExitWatch(workers | {c.master})
             t0 = time.monotonic()
-            os.kill(c.master, system.stop_signal)
+            system.graceful_stop(c)
             t_workers = watch.wait(workers, 15)
             t_master = watch.wait([c.master], max(0.0, t0 + 15 - time.monotonic()))
             watch.close()
@@ -373,8 +373,10 @@ def upgrade(run, system):
     """wrk against 2 workers while the master itself is upgraded: clutch's `upgrade`
     (the old master hands over once the new one's workers are ready and proven, then
     exits), Unicorn's USR2 then QUIT to the old master once the new workers are ready
-    (what its docs tell an operator to do). Errors under load, time until the new workers
-    serve, time until the old master is gone."""
+    (what its docs tell an operator to do), uWSGI's SIGHUP (its workers stop, then the
+    master re-execs itself in place with the sockets and starts new ones). Errors under
+    load, time until the new workers serve, time until the old master is gone (uWSGI:
+    its execve)."""
     if not system.has_upgrade():
         run.record(system, "upgrade", None)
         return
@@ -398,7 +400,10 @@ def upgrade(run, system):
                 t_ready = procfs.wait_until(lambda: c.all_ready(exclude=old), 30, 0.001)
                 if t_ready is not None:
                     system.retire_old_master(old_master)
-                t_gone = procfs.wait_until(lambda: not procfs.alive(old_master), 30, 0.001)
+                if new_master == old_master:  # re-exec'd in place: gone at the execve
+                    t_gone = c.reexec_at
+                else:
+                    t_gone = procfs.wait_until(lambda: not procfs.alive(old_master), 30, 0.001)
                 result = probe.finish_wrk(wrk, run.p.rolling_s + 4)
                 result.pop("raw")
                 result["new_ready_ms"] = ms(t_ready - t0) if t_ready else None

@@ -146,13 +146,20 @@ class System:
         """The pid of the worker that produced `body`."""
         return int(body.split(":", 1)[1])
 
+    def graceful_stop(self, cluster):
+        """What an operator does to stop the system gracefully (by default the graceful
+        stop signal to the master)."""
+        os.kill(cluster.master, self.stop_signal)
+
     def rolling_restart(self, cluster):
         """Starts a rolling restart and returns at once (None: the system has none)."""
         return None
 
     def upgrade(self, cluster):
         """Starts an upgrade of the master itself; returns the new master's pid once it
-        exists (None: the system has none)."""
+        exists (None: the system has none). A master that re-execs itself in place
+        (uWSGI) returns its own pid and sets `cluster.reexec_at` (monotonic s) to when
+        the old image was replaced."""
         return None
 
     def has_upgrade(self):
@@ -397,7 +404,184 @@ class Unicorn(System):
         procfs.kill(pid, signal.SIGQUIT)
 
 
+class UWSGI(System):
+    """uWSGI 2.0 from PyPI's `pyuwsgi` wheel (uWSGI built as a Python extension: the
+    `uwsgi` command is the venv's Python running uWSGI's C core, master loop included).
+
+    Its natural pre-fork shape: `--master --processes N` with `--http-socket`, the master
+    binds and every worker accepts on the inherited socket and speaks HTTP itself
+    (`--http` would add a separate HTTP router process in front of the workers, proxying
+    to them: not the shape the other systems have). Options beyond its shipped defaults,
+    each for a reason:
+    - `--lazy-apps`: the app is loaded in each worker after the fork, not once in the
+      master. uWSGI's chain reload (its only rolling restart that waits for readiness,
+      "The Art of Graceful Reloading" in its docs) requires it, and an operator who wants
+      zero-downtime reloads runs with it always.
+    - `--master-fifo`: its control channel; `c` (chain reload) and `q` (graceful
+      shutdown) have no signal in 2.0 (see `graceful_stop`).
+    - `--disable-logging`: no request log. uWSGI logs every request by default, where the
+      other systems log none; the harness reads the log for readiness.
+    - `--add-header "Connection: close"`: the http-socket closes the connection after
+      every response (no keep-alive) without saying so; an HTTP/1.1 client such as wrk
+      then takes the close for an error on a connection it meant to reuse (one read
+      error per request). The header says what uWSGI does anyway.
+    - `--binary-path <venv>/bin/python3`: pyuwsgi detects the base interpreter as its
+      binary, and its reload (SIGHUP: the master re-execs itself) would then start Python
+      without the venv and fail (`No module named 'pyuwsgi'`).
+
+    Readiness: uWSGI's own word, in lazy-apps mode one log line per worker once its app
+    is loaded, just before it marks itself accepting: `WSGI app 0 (mountpoint='') ready
+    in 0 seconds on interpreter 0x… pid: <pid> (default app)`. (The stats server shows
+    each worker's `accepting` flag too, but the master answers it: polling it every
+    0.2 ms, as the kill trials look, would add to the master's CPU and wakeups.)
+    """
+    key, name = "uwsgi", "uWSGI"
+    # uWSGI 2.0: SIGTERM is a brutal reload (a shutdown with --die-on-term), SIGINT and
+    # SIGQUIT kill every worker at once (core/master.c, core/uwsgi.c). The graceful
+    # shutdown is `q` on the master FIFO (gracefully_kill_them_all: SIGHUP to each worker,
+    # which finishes its request, up to --worker-reload-mercy 60 s).
+    stop_note = "`q` on the master FIFO (uWSGI 2.0's graceful shutdown)"
+    rolling_note = ("chain reload: `c` on the master FIFO (one worker at a time, the next "
+                    "once its successor accepts)")
+    upgrade_note = "SIGHUP: the master re-execs itself in place, keeping the sockets"
+
+    def __init__(self):
+        self.uwsgi = BENCH / ".venv" / "bin" / "uwsgi"
+
+    def check(self):
+        return None if self.uwsgi.exists() else "pip install of pyuwsgi failed or was skipped"
+
+    def version(self):
+        return "uWSGI " + _version([str(self.uwsgi), "--version"]) + " (pyuwsgi wheel, " + \
+            _version([str(BENCH / ".venv" / "bin" / "python"), "--version"]) + ")"
+
+    def launch(self, cluster):
+        cluster.popen([str(self.uwsgi), "--master", "--processes", str(cluster.workers_wanted),
+                       "--http-socket", f"127.0.0.1:{cluster.port}", "--lazy-apps",
+                       "--master-fifo", str(cluster.tmp / "master.fifo"), "--disable-logging",
+                       "--add-header", "Connection: close",
+                       "--binary-path", str(BENCH / ".venv" / "bin" / "python3"),
+                       "--chdir", str(APPS), "--module", "uwsgi_app"], cluster.env())
+        cluster.master = cluster.proc.pid
+
+    _READY = re.compile(r"WSGI app \d+ \(mountpoint='[^']*'\) ready in \d+ seconds on "
+                        r"interpreter \S+ pid: (\d+)")
+    # Logged by the old image just before its execve(2).
+    _EXECED = "running " + str(BENCH / ".venv" / "bin" / "python3")
+
+    def _scan(self, cluster):
+        for line in cluster.new_log_lines():
+            m = self._READY.search(line)
+            if m:
+                cluster.ready_from_log.add(int(m.group(1)))
+            elif line.strip() == self._EXECED and getattr(cluster, "reexec_at", 0) is None:
+                cluster.reexec_at = time.monotonic()
+
+    def ready_pids(self, cluster):
+        self._scan(cluster)
+        return cluster.ready_from_log
+
+    def _fifo(self, cluster, command):
+        fd = os.open(cluster.tmp / "master.fifo", os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, command)
+        finally:
+            os.close(fd)
+
+    def graceful_stop(self, cluster):
+        self._fifo(cluster, b"q")
+
+    def rolling_restart(self, cluster):
+        self._fifo(cluster, b"c")
+        return True
+
+    def upgrade(self, cluster):
+        """SIGHUP, uWSGI's standard graceful reload: the old workers finish their requests
+        and exit, then the master closes every fd but the sockets' and execs its binary
+        again (same pid), which loads the app and forks new workers. The old image is gone
+        at the execve, which it logs just before (`running <binary>`)."""
+        self._scan(cluster)
+        cluster.reexec_at = None
+        os.kill(cluster.master, signal.SIGHUP)
+
+        def execed():
+            self._scan(cluster)
+            return cluster.reexec_at is not None
+
+        return cluster.master if procfs.wait_until(execed, 30, 0.001) else None
+
+
+class Circus(System):
+    """Circus 0.19 (PyPI). circusd binds the socket itself and hands its fd to every
+    process of a watcher (`use_sockets = True`, `$(circus.sockets.web)` on the command
+    line): the closest peer to `clutch run`. The configuration (written per cluster into
+    its temp directory) is the docs' sockets example with Circus's defaults otherwise
+    (check_delay 5 s, graceful_timeout 30 s, stop_signal SIGTERM, warmup_delay 0, no
+    flapping plugin); only its control endpoints are per cluster (ipc:// in the temp
+    directory, instead of the shared tcp://127.0.0.1:5555/5556), and the worker gets
+    READY_DIR through the watcher's [env] section.
+
+    The worker (apps/circus_worker.py) is the shape Circus's docs give for a socket
+    watcher: a small Python script that takes the fd from argv and serves one connection
+    at a time with the standard library. It is the lightest real worker: no WSGI server
+    in between (chaussette, Circus's companion WSGI server, has had no release since 2016)
+    and no dependency beyond Python.
+
+    Readiness: Circus has none (it never waits for a worker, not even in a reload), so, as
+    for the other peers, the worker itself creates $READY_DIR/<pid> just before its first
+    accept().
+    """
+    key, name = "circus", "Circus"
+    stop_note = "SIGTERM to circusd (quit: stop_signal SIGTERM to every process)"
+    rolling_note = ("circusctl reload (graceful: N new processes, then the old ones "
+                    "stopped, without waiting for readiness)")
+
+    def __init__(self):
+        self.bin = BENCH / ".venv" / "bin"
+
+    def check(self):
+        if not (self.bin / "circusd").exists():
+            return "pip install of circus failed or was skipped"
+        return None
+
+    def version(self):
+        return "circus " + _version([str(self.bin / "circusd"), "--version"]) + " (" + \
+            _version([str(self.bin / "python"), "--version"]) + ")"
+
+    def _endpoint(self, cluster):
+        return f"ipc://{cluster.tmp / 'endpoint'}"
+
+    def launch(self, cluster):
+        ini = cluster.tmp / "circus.ini"
+        ini.write_text("\n".join([
+            "[circus]",
+            f"endpoint = {self._endpoint(cluster)}",
+            f"pubsub_endpoint = ipc://{cluster.tmp / 'pubsub'}",
+            "",
+            "[watcher:web]",
+            f"cmd = {self.bin / 'python3'} {APPS / 'circus_worker.py'} $(circus.sockets.web)",
+            "use_sockets = True",
+            f"numprocesses = {cluster.workers_wanted}",
+            "",
+            "[env:web]",
+            f"READY_DIR = {cluster.ready_dir}",
+            "",
+            "[socket:web]",
+            "host = 127.0.0.1",
+            f"port = {cluster.port}",
+            ""]))
+        cluster.popen([str(self.bin / "circusd"), str(ini)], cluster.env())
+        cluster.master = cluster.proc.pid
+
+    def rolling_restart(self, cluster):
+        threading.Thread(target=subprocess.run, daemon=True, kwargs=dict(
+            args=[str(self.bin / "circusctl"), "--endpoint", self._endpoint(cluster),
+                  "--timeout", "60", "reload", "web"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)).start()
+        return True
+
+
 def all_systems(clutch_binary):
     """Every system, in table order."""
     return [Clutch(clutch_binary), NodeCluster(), NodeCluster("none"), PM2(), Gunicorn(),
-            Unicorn()]
+            Unicorn(), UWSGI(), Circus()]
