@@ -23,7 +23,7 @@
 use std::ffi::OsStr;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -31,8 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustix::net::{
-    self as rn, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    self as rn, AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+    SocketAddrUnix, SocketFlags, SocketType,
 };
 
 use crate::os::credentials::Credentials;
@@ -132,8 +132,8 @@ fn number<T: std::str::FromStr>(value: &[u8]) -> Option<T> {
 /// The largest datagram we read, as systemd (`NOTIFY_BUFFER_MAX`); longer ones are dropped.
 const DATAGRAM_MAX: usize = 4096;
 
-/// How many fds one datagram may carry to us; more are discarded by the kernel.
-const FDS_MAX: usize = 16;
+/// The most fds one datagram can carry (the kernel's `SCM_MAX_FD`).
+const FDS_MAX: usize = 253;
 
 /// A private directory for the workers' notification sockets, removed (with everything
 /// in it) when dropped.
@@ -548,21 +548,22 @@ impl NotifyListener {
 
     /// Reads one datagram: `Ok(None)` when there is nothing left to read, else the message
     /// or why it was rejected.
+    ///
+    /// A datagram counts only when its `SCM_CREDENTIALS` (filled in by the kernel) say
+    /// our user, root, or the workers' user for a socket of theirs, and a process of our
+    /// pid namespace (or of one below it, as a worker's own container would be): a sender
+    /// outside it has pid 0 here, and cannot be a process of any worker's tree.
     pub fn recv_one(&self) -> io::Result<Option<Received>> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         let mut buffer = [0u8; DATAGRAM_MAX];
-        let mut space =
-            [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_MAX), ScmCredentials(1))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut space = ControlSpace([0; CONTROL_MAX]);
+        let mut iov = [IoSliceMut::new(&mut buffer)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
         let received = loop {
-            match rn::recvmsg(
-                &self.socket,
-                &mut [IoSliceMut::new(&mut buffer)],
-                &mut control,
-                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
-            ) {
+            match recvmsg::<()>(self.socket.as_raw_fd(), &mut iov, Some(&mut space.0), flags) {
                 Ok(received) => break received,
-                Err(rustix::io::Errno::AGAIN) => return Ok(None),
-                Err(rustix::io::Errno::INTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+                Err(nix::errno::Errno::EINTR) => continue,
                 Err(error) => {
                     return Err(context(
                         error.into(),
@@ -572,34 +573,60 @@ impl NotifyListener {
                 }
             }
         };
+        let (bytes, truncated) = (received.bytes, received.flags.contains(MsgFlags::MSG_TRUNC));
         let mut sender = None;
         let mut fds = 0;
-        for message in control.drain() {
-            match message {
-                // Dropping each OwnedFd closes it.
-                RecvAncillaryMessage::ScmRights(received) => fds += received.count(),
-                RecvAncillaryMessage::ScmCredentials(credentials) => sender = Some(credentials),
-                _ => {}
+        // `Err` only with MSG_CTRUNC, which the space rules out but for a master out of
+        // descriptors (the kernel then stops installing fds; any it installed before
+        // cannot be found to be closed). Either way: no credentials.
+        if let Ok(messages) = received.cmsgs() {
+            for message in messages {
+                match message {
+                    ControlMessageOwned::ScmRights(received) => {
+                        fds += received.len();
+                        for fd in received {
+                            // Ours: the kernel installed it in this recvmsg.
+                            let _ = nix::unistd::close(fd);
+                        }
+                    }
+                    ControlMessageOwned::ScmCredentials(credentials) => {
+                        sender = Some((credentials.pid(), credentials.uid()));
+                    }
+                    _ => {}
+                }
             }
         }
-        let Some(sender) = sender else {
+        let Some((pid, uid)) = sender else {
             return Ok(Some(Received::Rejected(Rejection::NoCredentials)));
         };
-        let pid = sender.pid.as_raw_nonzero().get() as u32;
-        if sender.uid != self.uid && !sender.uid.is_root() {
-            let uid = sender.uid.as_raw();
+        if uid != self.uid.as_raw() && uid != 0 {
+            let pid = u32::try_from(pid).unwrap_or(0);
             return Ok(Some(Received::Rejected(Rejection::OtherUser { pid, uid })));
         }
-        if received.flags.contains(ReturnFlags::TRUNC) {
+        let Some(pid) = u32::try_from(pid).ok().filter(|pid| *pid > 0) else {
+            return Ok(Some(Received::Rejected(Rejection::OutsidePidNamespace {
+                uid,
+            })));
+        };
+        if truncated {
             return Ok(Some(Received::Rejected(Rejection::TooLong { pid })));
         }
-        let message = parse_notify(&buffer[..received.bytes.min(buffer.len())]);
+        let message = parse_notify(&buffer[..bytes.min(DATAGRAM_MAX)]);
         if message.is_empty() {
             return Ok(Some(Received::Rejected(Rejection::NoKnownKey { pid, fds })));
         }
         Ok(Some(Received::Message(message)))
     }
 }
+
+/// Room for the most ancillary data one datagram can bring: its sender's credentials and
+/// [`FDS_MAX`] descriptors, so that the kernel never truncates it (MSG_CTRUNC) and every
+/// descriptor that came is found, and closed.
+const CONTROL_MAX: usize = rustix::cmsg_space!(ScmRights(FDS_MAX), ScmCredentials(1));
+
+/// [`CONTROL_MAX`] bytes aligned as a `cmsghdr`, which the parser reads in place.
+#[repr(C, align(8))]
+struct ControlSpace([u8; CONTROL_MAX]);
 
 /// One datagram read by [`NotifyListener::recv_one`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -618,8 +645,15 @@ pub enum Rejection {
     NoCredentials,
     /// It came from another user than ours (and not root).
     OtherUser {
-        /// The sender.
+        /// The sender (0 when it is outside our pid namespace).
         pid: u32,
+        /// The sender's uid.
+        uid: u32,
+    },
+    /// It came from a process outside our pid namespace (its pid is 0 here), which no
+    /// worker's process can be: a sender sharing our network namespace from another
+    /// container, say.
+    OutsidePidNamespace {
         /// The sender's uid.
         uid: u32,
     },
@@ -644,6 +678,10 @@ impl std::fmt::Display for Rejection {
             Self::OtherUser { pid, uid } => {
                 write!(f, "a notification from another user (pid {pid}, uid {uid})")
             }
+            Self::OutsidePidNamespace { uid } => write!(
+                f,
+                "a notification from outside the master's pid namespace (uid {uid})"
+            ),
             Self::TooLong { pid } => write!(
                 f,
                 "a notification longer than {DATAGRAM_MAX} bytes (pid {pid})"
@@ -1145,6 +1183,38 @@ mod tests {
         client.join().unwrap().unwrap();
     }
 
+    /// As many descriptors as one datagram can carry all come (none is left in flight by
+    /// a truncated control buffer) and are all closed: the pipe they write to ends.
+    #[test]
+    fn every_descriptor_a_datagram_brings_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = NotifyListener::bind(dir.path().join("fds.sock")).unwrap();
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let fds = vec![write.as_fd(); FDS_MAX];
+        send(listener.path().as_os_str(), "no keys", &fds).unwrap();
+        drop(fds);
+        drop(write);
+        wait_readable(&listener);
+        assert_eq!(
+            listener.recv_one().unwrap(),
+            Some(Received::Rejected(Rejection::NoKnownKey {
+                pid: std::process::id(),
+                fds: FDS_MAX
+            }))
+        );
+        let mut pipe = [PollFd::new(&read, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        assert_eq!(
+            poll(&mut pipe, Some(&now)).unwrap(),
+            1,
+            "a write end is open"
+        );
+        assert!(pipe[0].revents().contains(PollFlags::HUP));
+    }
+
     #[test]
     fn a_barrier_nobody_answers_times_out() {
         let dir = tempfile::tempdir().unwrap();
@@ -1232,6 +1302,64 @@ mod tests {
         );
         // The datagram is queued (the sender has exited): recv drops it.
         assert_eq!(listener.recv().unwrap(), None);
+    }
+
+    /// Where [`a_sender_outside_the_pid_namespace_is_dropped`]'s helper binds its socket.
+    const PID_NS_DIR: &str = "CLUTCH_TEST_NOTIFY_PID_NS_DIR";
+
+    /// A sender whose process the master cannot see (another container sharing its
+    /// network namespace) has pid 0 in its credentials: dropped, whoever it is (root
+    /// here), and read without undefined behaviour. Root only (`unshare --pid`): the
+    /// receiver runs in a pid namespace of its own, the sender (this test) outside it.
+    #[test]
+    fn a_sender_outside_the_pid_namespace_is_dropped() {
+        if !rustix::process::getuid().is_root() || !Path::new("/usr/bin/unshare").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let child = crate::testutil::helper_under(
+            &["/usr/bin/unshare", "--pid", "--fork"],
+            concat!(module_path!(), "::helper_receive_in_a_pid_namespace"),
+        )
+        .env([(PID_NS_DIR, dir.path())])
+        .spawn()
+        .unwrap();
+        let mut helper = Reaper::new(child);
+        let socket = dir.path().join("n.sock");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !dir.path().join("bound").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the helper never bound"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        send(socket.as_os_str(), "READY=1", &[]).unwrap();
+        assert_eq!(helper.wait().unwrap(), clutch_proto::ExitStatus::Code(0));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("received")).unwrap(),
+            format!(
+                "{:?}",
+                Some(Received::Rejected(Rejection::OutsidePidNamespace {
+                    uid: 0
+                }))
+            )
+        );
+    }
+
+    #[test]
+    #[ignore = "helper process, run by a_sender_outside_the_pid_namespace_is_dropped"]
+    fn helper_receive_in_a_pid_namespace() {
+        crate::testutil::expect_helper(concat!(
+            module_path!(),
+            "::helper_receive_in_a_pid_namespace"
+        ));
+        let dir = PathBuf::from(std::env::var_os(PID_NS_DIR).unwrap());
+        let listener = NotifyListener::bind(dir.join("n.sock")).unwrap();
+        std::fs::write(dir.join("bound"), "").unwrap();
+        wait_readable(&listener);
+        let received = listener.recv_one().unwrap();
+        std::fs::write(dir.join("received"), format!("{received:?}")).unwrap();
     }
 
     /// Workers of another user: the directory lets only their group (and us) through, the
