@@ -353,12 +353,15 @@ fn dir_parents() -> Vec<PathBuf> {
     let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute());
-    let mut parents: Vec<PathBuf> = [runtime, Some("/dev/shm".into()), Some(std::env::temp_dir())]
+    let mut parents: Vec<PathBuf> = Vec::new();
+    for parent in [runtime, Some("/dev/shm".into()), Some(std::env::temp_dir())]
         .into_iter()
         .flatten()
-        .filter(|p| p.is_dir())
-        .collect();
-    parents.dedup();
+    {
+        if parent.is_dir() && !parents.contains(&parent) {
+            parents.push(parent);
+        }
+    }
     parents
 }
 
