@@ -813,7 +813,14 @@ fn library_mode_workers_say_ready_as_nobody() {
             status["Uid"],
             format!("{NOBODY} {NOBODY} {NOBODY} {NOBODY}")
         );
-        let said = std::fs::read_to_string(reports.join(pid.to_string())).unwrap();
+        // Written after READY=1, so maybe not yet when the master counted it.
+        let report = reports.join(pid.to_string());
+        let deadline = Instant::now() + PATIENCE;
+        while !report.exists() {
+            assert!(Instant::now() < deadline, "worker {pid} wrote no report");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let said = std::fs::read_to_string(&report).unwrap();
         assert_eq!(said, format!("ready as {NOBODY}"));
     }
     let stopped = ask(clutch_unix::control::Request::Stop).unwrap();
@@ -853,8 +860,11 @@ fn library_cluster() {
         clutch_unix::Role::Worker(worker) => {
             worker.ready().unwrap();
             let uid = rustix::process::getuid().as_raw();
+            // Whole or not at all: the test may look as soon as the master counts it ready.
             let report = dir.join("reports").join(std::process::id().to_string());
-            std::fs::write(report, format!("ready as {uid}")).unwrap();
+            let partial = report.with_extension("tmp");
+            std::fs::write(&partial, format!("ready as {uid}")).unwrap();
+            std::fs::rename(&partial, &report).unwrap();
             worker.shutdown().wait();
         }
     }
