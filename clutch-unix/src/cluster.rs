@@ -25,6 +25,7 @@ use crate::os::contain::KillMode;
 use crate::os::credentials::Credentials;
 use crate::os::listen::{self, AddrError, ListenAddr, ListenOptions, Listener};
 use crate::os::memory::MemoryLimit;
+use crate::os::notify::NotifySocketKind;
 use crate::worker::Worker;
 use crate::{Error, Log};
 
@@ -66,6 +67,7 @@ impl Cluster {
             forward_signals: None,
             kill_mode: KillMode::default(),
             worker_output: WorkerOutput::default(),
+            notify_sockets: NotifySocketKind::default(),
             predecessor: None,
             adopted_control: None,
             user: None,
@@ -111,6 +113,7 @@ pub struct ClusterBuilder {
     forward_signals: Option<ForwardSignals>,
     kill_mode: KillMode,
     worker_output: WorkerOutput,
+    notify_sockets: NotifySocketKind,
     /// In a new master an upgrade started: the old master (from the environment).
     predecessor: Option<Predecessor>,
     /// The control socket the old master handed over with the listeners.
@@ -231,6 +234,16 @@ impl ClusterBuilder {
     /// counted); see [`WorkerOutput`].
     pub fn worker_output(&mut self, mode: WorkerOutput) -> &mut Self {
         self.worker_output = mode;
+        self
+    }
+    /// Where the workers' `NOTIFY_SOCKET`s are (default
+    /// [`Abstract`](NotifySocketKind::Abstract): `@clutch/…` names in the abstract
+    /// namespace, no files, falling back to a directory where those would not be
+    /// private). [`Directory`](NotifySocketKind::Directory) for workers that enter a
+    /// network namespace of their own, sd_notify clients that know only paths, or a host
+    /// whose other users must not reach the sockets at all; see [`crate::notify`].
+    pub fn notify_sockets(&mut self, kind: NotifySocketKind) -> &mut Self {
+        self.notify_sockets = kind;
         self
     }
     /// Recycle a worker whose memory goes over `bytes` (default: no limit): it is
@@ -503,6 +516,7 @@ impl ClusterBuilder {
                 control,
                 kill_mode: self.kill_mode,
                 worker_output: self.worker_output,
+                notify_sockets: self.notify_sockets,
                 own_program: own_program(),
                 predecessor: self.predecessor.take(),
                 workers,

@@ -94,7 +94,7 @@
 //! |---|---|
 //! | [`spawn`] | starts a worker with our own fork/exec: listeners at fds 3.., `LISTEN_*`, `NOTIFY_SOCKET`, `CLUTCH_WORKER_*`, clean signals, its own process group, death with the master |
 //! | [`process`] | waits for and signals a worker by pidfd (no pid-reuse race), with a `waitpid`/`kill` fallback |
-//! | [`notify`] | the sd_notify protocol: one private socket per worker (the master's side), and the client side |
+//! | [`notify`] | the sd_notify protocol: one socket per worker that only its user (and root) can speak on, in the abstract namespace or a private directory (the master's side), and the client side |
 //! | [`listen`] | listen addresses, binding, and adopting sockets from a service manager (`LISTEN_FDS`) |
 //! | [`title`] | process titles for `ps` and `top` (the `title` feature, on by default) |
 //! | [`rlimit`] | raising the open-files limit |
@@ -106,20 +106,20 @@
 //! ```no_run
 //! use std::os::fd::AsFd;
 //! use clutch_unix::listen::{bind, ListenAddr, ListenOptions};
-//! use clutch_unix::notify::NotifyDir;
+//! use clutch_unix::notify::NotifySockets;
 //! use clutch_unix::process::Process;
 //! use clutch_unix::spawn::SpawnSpec;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let addr: ListenAddr = "127.0.0.1:5000".parse()?;
 //! let listener = bind(&addr, &ListenOptions::default())?.with_name("http");
-//! let notify_dir = NotifyDir::create()?;
-//! let notify = notify_dir.bind_worker(1)?;
+//! let sockets = NotifySockets::create()?; // @clutch/… names: no directory, no files
+//! let notify = sockets.bind_worker(1)?;
 //!
 //! let child = SpawnSpec::new("/usr/local/bin/server")
 //!     .env(std::env::vars_os())
 //!     .listener(listener.name(), listener.as_fd())
-//!     .notify_socket(notify.path())
+//!     .notify_socket(notify.address())
 //!     .worker(1, 0)
 //!     .spawn()?;
 //! let mut worker = Process::from(child);
@@ -188,6 +188,7 @@ pub use error::{
 pub use log::{stderr_line, Log};
 pub use metrics::MetricsFormat;
 pub use os::contain::{KillMode, CONTAINMENT_ENV};
+pub use os::notify::NotifySocketKind;
 pub use shutdown::{Requested, Shutdown};
 pub use user_signals::{NextUserSignal, UserSignals, MAX_PENDING_USER_SIGNALS};
 pub use worker::Worker;

@@ -138,9 +138,21 @@ fn test_name(path: &str) -> &str {
 /// a separate process for what must not run among parallel tests (reaping any child,
 /// adopting fds 3.., rewriting argv).
 pub(crate) fn helper(test: &str) -> crate::os::spawn::SpawnSpec<'static> {
+    helper_under(&[], test)
+}
+
+/// [`helper`], started by `wrapper` (a program and its arguments, such as `unshare`,
+/// which runs the command line that follows them).
+pub(crate) fn helper_under(wrapper: &[&str], test: &str) -> crate::os::spawn::SpawnSpec<'static> {
     let test = test_name(test);
-    crate::os::spawn::SpawnSpec::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", test, "--test-threads=1", "--quiet"])
+    let exe = std::env::current_exe().unwrap();
+    let spec = match wrapper {
+        [] => crate::os::spawn::SpawnSpec::new(exe),
+        [program, args @ ..] => crate::os::spawn::SpawnSpec::new(program)
+            .args(args.iter().copied())
+            .arg(exe),
+    };
+    spec.args(["--ignored", "--exact", test, "--test-threads=1", "--quiet"])
         .env(std::env::vars_os())
         .env([(HELPER_VAR, test)])
 }

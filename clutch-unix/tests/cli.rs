@@ -240,6 +240,67 @@ fn a_python_cluster_serves_from_several_pids_and_the_logs_are_json() {
     );
 }
 
+/// An sd_notify client that knows only paths (`sendto` of `NOTIFY_SOCKET` as it is), in
+/// a shell script's helper process. Each worker writes where its message went.
+const PATH_ONLY_WORKER: &str = r#"python3 -c '
+import os, socket, sys
+n = os.environ["NOTIFY_SOCKET"]
+try:
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
+    outcome = "sent"
+except OSError as e:
+    outcome = "failed"
+open(os.path.join(sys.argv[1], os.environ["CLUTCH_WORKER_ID"]), "w").write(outcome + " " + n)
+' "$0"; exec sleep 600"#;
+
+/// By default a worker's `NOTIFY_SOCKET` is an `@name`, which a client that knows only
+/// paths cannot reach (sd_notify(3) says `@` is the abstract namespace); with
+/// `--notify-sockets directory` it is a path, and the same client makes its worker ready.
+#[test]
+fn a_path_only_notify_client_needs_notify_sockets_directory() {
+    for (mode, expected) in [("abstract", "failed @clutch/"), ("directory", "sent /")] {
+        let reports = tempfile::tempdir().unwrap();
+        let reports_dir = reports.path().display().to_string();
+        let mut clutch = Clutch::run(
+            &[
+                "-w",
+                "2",
+                "--ready",
+                "notify",
+                "--notify-sockets",
+                mode,
+                "--",
+                "/bin/sh",
+                "-c",
+                PATH_ONLY_WORKER,
+                &reports_dir,
+            ],
+            &[],
+        );
+        clutch.wait_until("both workers reported", |_| {
+            ["1", "2"].iter().all(|id| reports.path().join(id).exists())
+        });
+        for id in ["1", "2"] {
+            let report = std::fs::read_to_string(reports.path().join(id)).unwrap();
+            assert!(
+                report.starts_with(expected),
+                "{mode}, worker {id}: {report}"
+            );
+        }
+        if mode == "directory" {
+            clutch.wait_until("both workers are ready", |c| c.count("worker_ready") == 2);
+        } else {
+            assert_eq!(clutch.count("worker_ready"), 0, "{}", clutch.stderr());
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(clutch.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert_eq!(clutch.wait_exit().code(), Some(0), "{}", clutch.stderr());
+    }
+}
+
 #[test]
 fn status_scale_reload_and_stop_against_a_live_cluster() {
     let mut clutch = python_cluster("2");

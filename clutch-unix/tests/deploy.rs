@@ -33,6 +33,7 @@ if os.path.exists(os.path.join(d, "broken")):
     sys.exit(1)
 s = socket.socket(fileno=3)
 n = os.environ.get("NOTIFY_SOCKET")
+n = "\0" + n[1:] if n and n[0] == "@" else n  # sd_notify: "@" is the abstract namespace
 if n:
     socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
 if os.path.exists(os.path.join(d, "crash")):

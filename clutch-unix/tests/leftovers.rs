@@ -1,7 +1,9 @@
-//! What a master leaves on disk: nothing after any exit it returns through (a clean
-//! stop, the crash breaker, a startup failure), and what a SIGKILLed master left is
-//! cleaned at the next start: its notify directory is removed, its socket files are
-//! replaced.
+//! What a master leaves behind: nothing after any exit it returns through (a clean
+//! stop, the crash breaker, a startup failure); no notify socket at all after a SIGKILL
+//! (they are in the abstract namespace, gone with the master's descriptors); and what a
+//! SIGKILLed master did leave is cleaned at the next start: its socket files are
+//! replaced, and the notify directory of a master with `--notify-sockets directory` (or
+//! of an older version) is removed.
 //!
 //! Every run points `XDG_RUNTIME_DIR` at a temporary directory of its own, so the test
 //! owns the notify directory's parent and sees exactly what is in it.
@@ -75,22 +77,17 @@ impl Place {
 
     /// A cluster of one `sleep` worker on a unix listener and a control socket here.
     fn cluster(&self, run: usize) -> Master {
+        self.cluster_with(run, &[])
+    }
+
+    /// [`cluster`](Self::cluster), with `extra` flags.
+    fn cluster_with(&self, run: usize, extra: &[&str]) -> Master {
         let http = format!("unix:{}", self.path("http.sock").display());
         let control = self.path("ctl.sock").display().to_string();
-        self.clutch(
-            run,
-            &[
-                "--workers",
-                "1",
-                "-l",
-                &http,
-                "--control",
-                &control,
-                "--",
-                "sleep",
-                "300",
-            ],
-        )
+        let mut args = vec!["--workers", "1", "-l", &http, "--control", &control];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sleep", "300"]);
+        self.clutch(run, &args)
     }
 
     fn assert_clean(&self, after: &str) {
@@ -193,10 +190,77 @@ fn is_dir(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
+/// The abstract names in `/proc/net/unix` (`@` for the leading NUL) that begin with
+/// `prefix`.
+fn abstract_names(prefix: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(7))
+        .filter(|name| name.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A worker's `NOTIFY_SOCKET`, from its environment.
+fn notify_socket_of(pid: u32) -> String {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ
+        .split(|b| *b == 0)
+        .find_map(|entry| entry.strip_prefix(b"NOTIFY_SOCKET="))
+        .map(|value| String::from_utf8(value.to_vec()).unwrap())
+        .unwrap_or_else(|| panic!("worker {pid} has no NOTIFY_SOCKET"))
+}
+
+/// The default: each worker's notify socket is an abstract name of its master's, gone
+/// once the worker is (its replacement has another), and all of them gone with a
+/// SIGKILLed master. No directory is made; the next master starts as if nothing was.
 #[test]
-fn a_sigkilled_masters_leftovers_are_cleaned_at_the_next_start() {
+fn a_sigkilled_master_leaves_no_notify_socket_behind() {
     let place = Place::new();
     let mut first = place.cluster(1);
+    let workers = first.wait_ready(1);
+    assert_eq!(workers.len(), 1, "{}", first.stderr());
+    let prefix = format!("@clutch/{}/", first.pid());
+    let socket = notify_socket_of(workers[0]);
+    assert!(socket.starts_with(&prefix), "{socket}");
+    assert!(socket.ends_with("/worker-1"), "{socket}");
+    assert_eq!(abstract_names(&prefix), vec![socket.clone()]);
+    assert_eq!(place.notify_dirs(), Vec::<PathBuf>::new(), "no directory");
+
+    // A worker that dies takes its name with it; its replacement has a name of its own.
+    kill(Pid::from_raw(workers[0] as i32), Signal::SIGKILL).unwrap();
+    let pids = first.wait_ready(2);
+    let replacement = *pids.iter().find(|p| !workers.contains(p)).unwrap();
+    let second_socket = notify_socket_of(replacement);
+    assert!(second_socket.ends_with("/worker-2"), "{second_socket}");
+    assert_eq!(abstract_names(&prefix), vec![second_socket]);
+
+    first.signal(Signal::SIGKILL);
+    first.wait_exit();
+    // Gone with the master's descriptors, before its workers (which hold only the name).
+    assert_eq!(abstract_names(&prefix), Vec::<String>::new());
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    wait_gone(&pids, PATIENCE).expect("the workers are gone");
+    assert_eq!(place.notify_dirs(), Vec::<PathBuf>::new());
+
+    // The next start binds the same socket paths (the files left are stale).
+    let mut second = place.cluster(2);
+    second.wait_ready(1);
+    second.signal(Signal::SIGTERM);
+    assert_eq!(second.wait_exit().code(), Some(0), "{}", second.stderr());
+    place.assert_clean("a clean stop");
+}
+
+/// `--notify-sockets directory`: a SIGKILLed master leaves its directory, and the next
+/// master (in the default mode, which makes none) removes it, as it would an older
+/// version's.
+#[test]
+fn a_sigkilled_masters_notify_directory_is_removed_at_the_next_start() {
+    let place = Place::new();
+    let mut first = place.cluster_with(1, &["--notify-sockets", "directory"]);
     let workers = first.wait_ready(1);
     assert_eq!(workers.len(), 1, "{}", first.stderr());
     let dirs = place.notify_dirs();
@@ -208,6 +272,7 @@ fn a_sigkilled_masters_leftovers_are_cleaned_at_the_next_start() {
         .to_str()
         .unwrap()
         .starts_with(&format!("clutch-{}-", first.pid())));
+    assert!(notify_socket_of(workers[0]).starts_with(old.to_str().unwrap()));
 
     first.signal(Signal::SIGKILL);
     first.wait_exit();
@@ -233,8 +298,7 @@ fn a_sigkilled_masters_leftovers_are_cleaned_at_the_next_start() {
         !is_dir(&old),
         "the dead master's notify directory is still there"
     );
-    let dirs = place.notify_dirs();
-    assert_eq!(dirs.len(), 1, "only the new master's: {dirs:?}");
+    assert_eq!(place.notify_dirs(), Vec::<PathBuf>::new());
     assert!(second.logs().iter().any(|l| l["message"]
         .as_str()
         .is_some_and(|m| m.contains("removed the notify directory a dead master left"))));
@@ -248,9 +312,10 @@ fn a_sigkilled_masters_leftovers_are_cleaned_at_the_next_start() {
 #[test]
 fn a_live_masters_sockets_and_directory_are_left_alone() {
     let place = Place::new();
-    let mut first = place.cluster(1);
+    let mut first = place.cluster_with(1, &["--notify-sockets", "directory"]);
     first.wait_ready(1);
     let dirs = place.notify_dirs();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
 
     // The same unix listener: refused, and the live one's files stay.
     let mut second = place.cluster(2);
@@ -264,11 +329,12 @@ fn a_live_masters_sockets_and_directory_are_left_alone() {
     assert!(place.path("http.sock").exists() && place.path("ctl.sock").exists());
     assert!(std::os::unix::net::UnixStream::connect(place.path("http.sock")).is_ok());
 
-    // A master with other sockets starts next to it and leaves its directory alone.
+    // A master with other sockets starts next to it and leaves its directory alone (its
+    // own sockets are abstract: no directory).
     let other = format!("unix:{}", place.path("other.sock").display());
     let mut third = place.clutch(3, &["--workers", "1", "-l", &other, "--", "sleep", "300"]);
     third.wait_ready(1);
-    assert_eq!(place.notify_dirs().len(), 2);
+    assert_eq!(place.notify_dirs(), dirs);
     third.signal(Signal::SIGTERM);
     assert_eq!(third.wait_exit().code(), Some(0), "{}", third.stderr());
     assert_eq!(place.notify_dirs(), dirs);

@@ -108,6 +108,7 @@ const FLOODER: &str = r#"
 import os, socket
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 n = os.environ["NOTIFY_SOCKET"]
+n = "\0" + n[1:] if n and n[0] == "@" else n  # sd_notify: "@" is the abstract namespace
 s.sendto(b"READY=1", n)
 while True:
     try:

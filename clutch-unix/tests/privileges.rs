@@ -109,7 +109,9 @@ path = os.path.join(os.environ["REPORTS"], str(os.getpid()))
 with open(path + ".tmp", "w") as f:
     f.write("".join("%s=%s\n" % kv for kv in report.items()))
 os.rename(path + ".tmp", path)
-socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+n = os.environ["NOTIFY_SOCKET"]
+n = "\0" + n[1:] if n and n[0] == "@" else n  # sd_notify: "@" is the abstract namespace
+socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
 s = socket.socket(fileno=3)
 while True:
     c, _ = s.accept()
@@ -263,20 +265,11 @@ fn workers_run_as_nobody_say_ready_and_cannot_touch_the_master() {
         assert_eq!(env["USER"], "nobody");
         assert_eq!(env["LOGNAME"], "nobody");
         assert_eq!(env["HOME"], "/nonexistent");
-        let socket = Path::new(&env["NOTIFY_SOCKET"]);
-        assert!(
-            !socket.starts_with(private.path()),
-            "the notify socket {} is in a directory nobody cannot enter",
-            socket.display()
-        );
-        let meta = std::fs::symlink_metadata(socket).unwrap();
-        use std::os::unix::fs::MetadataExt;
-        assert_eq!((meta.uid(), meta.mode() & 0o777), (NOBODY, 0o600));
-        let dir = std::fs::metadata(socket.parent().unwrap()).unwrap();
-        assert_eq!(
-            (dir.uid(), dir.gid(), dir.mode() & 0o777),
-            (0, NOBODY, 0o710)
-        );
+        // In the abstract namespace: nothing of root's private runtime directory, or of
+        // any directory, is needed to reach it.
+        let socket = &env["NOTIFY_SOCKET"];
+        let prefix = format!("@clutch/{}/", cluster.master.child.id());
+        assert!(socket.starts_with(&prefix), "{socket}");
     }
     let master = status_of(cluster.master.child.id());
     assert_eq!(master["Uid"], "0 0 0 0", "the master keeps its privileges");
@@ -296,6 +289,104 @@ fn workers_run_as_nobody_say_ready_and_cannot_touch_the_master() {
         .find(|p| !pids.contains(p))
         .unwrap();
     assert_eq!(status_of(replacement)["Uid"], nobody);
+    assert_eq!(cluster.master.stop(), 0, "{}", cluster.stderr());
+}
+
+/// Sends `READY=1` to `socket` (a path or `@name`) from python run by `setpriv` as
+/// `uid` (group nobody, no other groups); python's exit code.
+fn send_ready_as(uid: u32, socket: &str) -> Option<i32> {
+    let script = "import socket, sys; n = sys.argv[1]; \
+        n = '\\0' + n[1:] if n[0] == '@' else n; \
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', n)";
+    Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+            socket,
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .code()
+}
+
+/// Another user can send to a `nobody` worker's abstract notify socket, and is dropped:
+/// the master logs it. The workers' user is still heard.
+#[test]
+fn another_users_notification_to_a_nobody_worker_is_dropped_and_logged() {
+    if skip_unless_root("another_users_notification_to_a_nobody_worker_is_dropped_and_logged") {
+        return;
+    }
+    let mut cluster = NobodyCluster::start("1", "127.0.0.1:0", &[], &[]);
+    let pid = cluster.master.worker_pids()[0];
+    let socket = environ_of(pid)["NOTIFY_SOCKET"].clone();
+    assert!(socket.starts_with("@clutch/"), "{socket}");
+    // Delivered (nothing stops it at the kernel), then dropped for its credentials.
+    assert_eq!(send_ready_as(NOBODY - 1, &socket), Some(0));
+    let wanted = "a notification from another user (pid ";
+    let uid = format!("uid {})", NOBODY - 1);
+    let deadline = Instant::now() + PATIENCE;
+    while !cluster
+        .stderr()
+        .lines()
+        .any(|l| l.contains(wanted) && l.contains(&uid))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not logged:\n{}",
+            cluster.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The workers' user is heard (a second READY=1 is harmless).
+    assert_eq!(send_ready_as(NOBODY, &socket), Some(0));
+    assert_eq!(cluster.master.ready(), 1);
+    assert_eq!(cluster.master.stop(), 0, "{}", cluster.stderr());
+}
+
+/// `--notify-sockets directory` with `nobody` workers: each socket file is nobody's,
+/// mode 0600, in a `root:nobody` 0710 directory outside root's private runtime
+/// directory; another user is refused by the kernel, the workers' user is heard.
+#[test]
+fn nobody_workers_with_a_notify_directory_reach_their_socket_files() {
+    if skip_unless_root("nobody_workers_with_a_notify_directory_reach_their_socket_files") {
+        return;
+    }
+    let private = tempfile::tempdir().unwrap();
+    chmod(private.path(), 0o700);
+    let mut cluster = NobodyCluster::start(
+        "2",
+        "127.0.0.1:0",
+        &["--notify-sockets", "directory"],
+        &[("XDG_RUNTIME_DIR", private.path().to_str().unwrap())],
+    );
+    let pids = cluster.master.worker_pids();
+    assert_eq!(pids.len(), 2);
+    for &pid in &pids {
+        let env = environ_of(pid);
+        let socket = Path::new(&env["NOTIFY_SOCKET"]);
+        assert!(
+            !socket.starts_with(private.path()),
+            "the notify socket {} is in a directory nobody cannot enter",
+            socket.display()
+        );
+        let meta = std::fs::symlink_metadata(socket).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (NOBODY, 0o600));
+        let dir = std::fs::metadata(socket.parent().unwrap()).unwrap();
+        assert_eq!(
+            (dir.uid(), dir.gid(), dir.mode() & 0o777),
+            (0, NOBODY, 0o710)
+        );
+        let socket = socket.to_str().unwrap();
+        assert_eq!(send_ready_as(NOBODY - 1, socket), Some(1), "refused");
+        assert_eq!(send_ready_as(NOBODY, socket), Some(0), "heard");
+    }
     assert_eq!(cluster.master.stop(), 0, "{}", cluster.stderr());
 }
 
@@ -722,7 +813,14 @@ fn library_mode_workers_say_ready_as_nobody() {
             status["Uid"],
             format!("{NOBODY} {NOBODY} {NOBODY} {NOBODY}")
         );
-        let said = std::fs::read_to_string(reports.join(pid.to_string())).unwrap();
+        // Written after READY=1, so maybe not yet when the master counted it.
+        let report = reports.join(pid.to_string());
+        let deadline = Instant::now() + PATIENCE;
+        while !report.exists() {
+            assert!(Instant::now() < deadline, "worker {pid} wrote no report");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let said = std::fs::read_to_string(&report).unwrap();
         assert_eq!(said, format!("ready as {NOBODY}"));
     }
     let stopped = ask(clutch_unix::control::Request::Stop).unwrap();
@@ -762,8 +860,11 @@ fn library_cluster() {
         clutch_unix::Role::Worker(worker) => {
             worker.ready().unwrap();
             let uid = rustix::process::getuid().as_raw();
+            // Whole or not at all: the test may look as soon as the master counts it ready.
             let report = dir.join("reports").join(std::process::id().to_string());
-            std::fs::write(report, format!("ready as {uid}")).unwrap();
+            let partial = report.with_extension("tmp");
+            std::fs::write(&partial, format!("ready as {uid}")).unwrap();
+            std::fs::rename(&partial, &report).unwrap();
             worker.shutdown().wait();
         }
     }

@@ -31,6 +31,7 @@ leak_file = os.path.join(os.environ["RECYCLE_DIR"], "leak")
 s = socket.socket(fileno=3)
 s.setblocking(False)
 n = os.environ.get("NOTIFY_SOCKET")
+n = "\0" + n[1:] if n and n[0] == "@" else n  # sd_notify: "@" is the abstract namespace
 if n:
     socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
 wid = os.environ["CLUTCH_WORKER_ID"]

@@ -91,6 +91,7 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("kill-mode", ["main", "tree", "main"]),
     ("log-format", ["json", "text", "json"]),
     ("worker-output", ["prefix", "json", "inherit"]),
+    ("notify-sockets", ["directory", "abstract", "directory"]),
     // Looked up by --print-config (an unknown one is refused), so ones that exist.
     ("user", ["root", "0", "nobody"]),
     ("group", ["root", "0", "1"]),

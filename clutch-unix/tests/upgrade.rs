@@ -41,6 +41,7 @@ with open(tmp, "w") as f:
     f.write(str(s.getsockname()[1]))
 os.rename(tmp, os.path.join(d, "port-%d" % os.getpid()))
 n = os.environ.get("NOTIFY_SOCKET")
+n = "\0" + n[1:] if n and n[0] == "@" else n  # sd_notify: "@" is the abstract namespace
 if n:
     socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
 def serve(c):

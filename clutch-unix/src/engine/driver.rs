@@ -51,7 +51,9 @@ use crate::os::contain::{Containment, KillMode, Tree};
 use crate::os::credentials::Credentials;
 use crate::os::listen::Listener;
 use crate::os::memory::MemoryLimit;
-use crate::os::notify::{NotifyDir, NotifyListener, NotifyMessage, Received, Rejection};
+use crate::os::notify::{
+    NotifyListener, NotifyMessage, NotifySocketKind, NotifySockets, Received, Rejection,
+};
 use crate::os::process::{signal_from_number, signal_number, Process};
 use crate::os::spawn::{master_error, SpawnSpec};
 use crate::Error;
@@ -134,6 +136,8 @@ pub(crate) struct Setup {
     pub(crate) worker_output: WorkerOutput,
     /// `--metrics`: the `/metrics` endpoint, bound before anything is spawned.
     pub(crate) metrics: Option<MetricsServer>,
+    /// `--notify-sockets`: where the workers' notify sockets are.
+    pub(crate) notify_sockets: NotifySocketKind,
 }
 
 /// How every worker process is set up besides its program: who it runs as, where, with
@@ -262,7 +266,8 @@ pub(crate) struct Driver {
     signals: Signals,
     cluster: ClusterState,
     setup: Setup,
-    notify_dir: NotifyDir,
+    /// The workers' notify sockets (and an upgrade's new master's).
+    notify_sockets: NotifySockets,
     workers: HashMap<WorkerId, Handle>,
     /// Facts gathered while carrying out actions (spawn reports), fed to the core once
     /// the drain is done (the contract: a full drain between two inputs).
@@ -332,8 +337,9 @@ impl Driver {
             .map_err(|e| Error::io("watching SIGCHLD", e))?;
         let containment = Containment::start(setup.config.workers(), setup.memory.is_some())?;
         let memory_check_at = setup.memory.map(|limit| Instant::now() + limit.interval);
-        let notify_dir = NotifyDir::create_for(setup.workers.credentials.as_ref())
-            .map_err(|e| Error::io("creating the notify socket directory", e))?;
+        let notify_sockets =
+            NotifySockets::create_for(setup.notify_sockets, setup.workers.credentials.as_ref())
+                .map_err(|e| Error::io("creating the workers' notify sockets", e))?;
         let env = setup.workers.base_env();
         let mut setup = setup;
         if let Some(control) = setup.control.as_mut() {
@@ -361,7 +367,7 @@ impl Driver {
             signals,
             cluster,
             setup,
-            notify_dir,
+            notify_sockets,
             workers: HashMap::new(),
             inputs: VecDeque::new(),
             spawn_failures: HashMap::new(),
@@ -1138,7 +1144,7 @@ impl Driver {
         id: WorkerId,
         slot: usize,
     ) -> Result<Pid, (clutch_proto::SpawnError, String)> {
-        let notify = self.notify_dir.bind_worker(id.0).map_err(|e| {
+        let notify = self.notify_sockets.bind_worker(id.0).map_err(|e| {
             master_error(
                 &e,
                 format_args!("creating the notify socket of worker {id}"),
@@ -1161,7 +1167,7 @@ impl Driver {
         let mut spec = SpawnSpec::new(&program.path)
             .args(program.args.iter().cloned())
             .env(self.env.iter().cloned())
-            .notify_socket(notify.path())
+            .notify_socket(notify.address())
             .worker(id.0, slot);
         let workers = &self.setup.workers;
         if let Some(credentials) = &workers.credentials {

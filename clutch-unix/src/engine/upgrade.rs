@@ -34,7 +34,7 @@ use crate::os::notify::{NotifyListener, Received};
 use crate::os::process::Process;
 use crate::os::spawn::{master_error, SpawnSpec};
 
-/// The channel a new master says `READY=1` on (a path, as `NOTIFY_SOCKET`).
+/// The channel a new master says `READY=1` on (a path or `@name`, as `NOTIFY_SOCKET`).
 pub(crate) const UPGRADE_NOTIFY_ENV: &str = "CLUTCH_UPGRADE_NOTIFY";
 /// The old master's pid, for the new master.
 pub(crate) const UPGRADE_FROM_ENV: &str = "CLUTCH_UPGRADE_FROM";
@@ -117,15 +117,13 @@ impl Driver {
             return Err((SpawnError::new(SpawnErrorKind::Exec), detail));
         };
         self.successors += 1;
-        let path = self
-            .notify_dir
-            .path()
-            .join(format!("successor-{}.sock", self.successors));
-        let notify = NotifyListener::bind(path)
+        let notify = self
+            .notify_sockets
+            .bind_own(&format!("successor-{}", self.successors))
             .map_err(|e| master_error(&e, "creating the new master's notify socket"))?;
         // The master's own environment (the workers' may be cleared or changed: --env).
         let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-        env.push((UPGRADE_NOTIFY_ENV.into(), notify.path().into()));
+        env.push((UPGRADE_NOTIFY_ENV.into(), notify.address().into()));
         env.push((
             UPGRADE_FROM_ENV.into(),
             std::process::id().to_string().into(),

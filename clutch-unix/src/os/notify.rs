@@ -4,26 +4,69 @@
 //! `KEY=VALUE` lines (`READY=1`, `STATUS=…`, `WATCHDOG=1`) to the unix socket named by
 //! `$NOTIFY_SOCKET`. clutch speaks it in both roles:
 //!
-//! - **as the manager of its workers**: [`NotifyDir`] makes a private directory (mode
-//!   0700) and [`NotifyListener`] one datagram socket in it *per worker*. A message is
-//!   then attributed by the socket it arrives on, not by the sender's pid, so it counts
-//!   for the right worker even when a helper process of that worker (`systemd-notify` run
-//!   from a shell script) sends it; and since only our user can enter the directory, and
-//!   the socket checks the sender's credentials, nobody else can speak for a worker.
-//!   When the workers run as another user ([`NotifyDir::create_for`]), the directory is
-//!   0710 with the workers' group, so that only they (and we) can pass through it, and
-//!   each socket is the workers' user's, mode 0600, and accepts only that user (and
-//!   root): a worker can reach its socket, nobody else but root can.
+//! - **as the manager of its workers**: [`NotifySockets`] gives each worker a datagram
+//!   socket of its own ([`NotifyListener`]). A message is attributed by the socket it
+//!   arrives on, not by the sender's pid, so it counts for the right worker even when a
+//!   helper process of that worker (`systemd-notify` run from a shell script) sends it.
 //! - **as a service itself**: [`notify`] and [`notify_barrier`] are the client side, for a
-//!   worker, or for a master reporting to its own service manager.
+//!   worker, or for a master reporting to its own service manager. `$NOTIFY_SOCKET` may
+//!   be a path or an `@name` in the abstract namespace, as sd_notify(3) says.
+//!
+//! ## Where the workers' sockets are
+//!
+//! By default ([`NotifySocketKind::Abstract`]) in Linux's **abstract namespace**:
+//! `NOTIFY_SOCKET=@clutch/<master pid>/<random>/worker-<id>`. The name says whose it is
+//! (`ss -xl | grep @clutch/`); the 64 random bits, drawn for each socket, make it unique
+//! among masters (of other pid namespaces too) and impossible to bind before the master
+//! does (which would make the worker's spawn fail). Such a socket has no inode: binding
+//! it creates no file and closing it is all the cleaning there is — the name vanishes
+//! with the master's descriptor, so even a SIGKILLed master leaves nothing behind. On a
+//! mass respawn that is a `bind(2)` without `mknod` and no `unlink(2)` per worker.
+//!
+//! Else ([`NotifySocketKind::Directory`], or as a fallback, see
+//! [`NotifySockets::create_for`]) in a **private directory** ([`NotifyDir`]):
+//! `NOTIFY_SOCKET=<dir>/worker-<id>.sock`, on a tmpfs where there is one, mode 0700. When
+//! the workers run as another user, the directory is 0710 with the workers' group, so
+//! that only they (and we) can pass through it, and each socket is the workers' user's,
+//! mode 0600. A SIGKILLed master leaves its directory, which the next master removes
+//! ([`remove_stale_dirs`]; it does so in abstract mode too, for older versions' and
+//! directory mode's leftovers).
+//!
+//! ## Who can speak for a worker
+//!
+//! Either way a datagram counts only when its `SCM_CREDENTIALS` (filled in by the kernel,
+//! not the sender) say our user, root, or, for a socket of workers of another user, that
+//! user; and a process of the master's pid namespace, or one below it (a sender outside
+//! has pid 0: no process of a worker's tree is there). Anything else is dropped, and the
+//! driver logs it ([`Rejection`], rate-limited per worker). So nobody but the workers'
+//! own user and root can speak for a worker, in both modes. What the directory adds is
+//! that the kernel stops other users before delivery:
+//!
+//! | | abstract namespace | directory |
+//! |---|---|---|
+//! | who can *send* to a worker's socket | any process in the master's network namespace | those that can pass the directory (our user; for workers of another user their group, and the socket's mode lets only their user write), and root |
+//! | whose datagrams *count* | the workers' user and root, in our pid namespace | the same |
+//! | another user's datagram | delivered, read, dropped and logged | refused by `sendto` (`EACCES`) |
+//! | another user flooding a worker's socket | possible: it competes with the worker's own messages for the socket's queue (`net.unix.max_dgram_qlen`) and costs the master a bounded read per turn (64 datagrams per worker) | impossible |
+//! | the name | listed in `/proc/net/unix` to everyone in the network namespace: no secret | the path is listed there too, but only those allowed in can use it |
+//! | a worker in another network namespace (`ip netns exec`, `unshare --net`, a container runtime) | cannot reach it: abstract names belong to a network namespace | reaches it if the path is visible in its mount namespace |
+//! | a worker in another mount namespace or a chroot | reaches it | only if the directory is visible there |
+//! | a master in a container with a network namespace of its own | only that namespace's processes can send | a `/dev/shm` or `$TMPDIR` shared with the host is shared |
+//! | what a SIGKILLed master leaves | nothing | the directory and its socket files, until the next master's start |
+//!
+//! Processes of the workers' own user can reach every worker's socket in both modes (the
+//! 0700 directory lets our user in, and all workers of a cluster share a uid): the
+//! workers of one user are one trust domain. clutch never puts a worker in another
+//! network namespace itself; a worker that enters one needs
+//! [`NotifySocketKind::Directory`].
 //!
 //! [`parse_notify`] is pure and total (any bytes in, a [`NotifyMessage`] out), and is
 //! fuzzed.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -31,8 +74,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustix::net::{
-    self as rn, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    self as rn, AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+    SocketAddrUnix, SocketFlags, SocketType,
 };
 
 use crate::os::credentials::Credentials;
@@ -132,8 +175,214 @@ fn number<T: std::str::FromStr>(value: &[u8]) -> Option<T> {
 /// The largest datagram we read, as systemd (`NOTIFY_BUFFER_MAX`); longer ones are dropped.
 const DATAGRAM_MAX: usize = 4096;
 
-/// How many fds one datagram may carry to us; more are discarded by the kernel.
-const FDS_MAX: usize = 16;
+/// The most fds one datagram can carry (the kernel's `SCM_MAX_FD`).
+const FDS_MAX: usize = 253;
+
+/// Where the workers' notification sockets are (see the module docs for what each
+/// keeps private).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NotifySocketKind {
+    /// In the abstract namespace, `NOTIFY_SOCKET=@clutch/<master pid>/<random>/worker-<id>`:
+    /// no file to create or remove, nothing left behind by a master that is killed. Where
+    /// such a socket cannot be bound, or its senders' uids cannot be trusted (see
+    /// [`NotifySockets::create_for`]), the directory is used instead.
+    #[default]
+    Abstract,
+    /// In a private directory ([`NotifyDir`]), `NOTIFY_SOCKET=<dir>/worker-<id>.sock`: for
+    /// workers that enter a network namespace of their own (an abstract name does not
+    /// reach out of one), sd_notify clients that know only paths, and hosts whose other
+    /// users must not even be able to send to a worker's socket.
+    Directory,
+}
+
+/// The workers' notification sockets, one per worker ([`bind_worker`](Self::bind_worker)),
+/// in the abstract namespace or in a [`NotifyDir`] ([`NotifySocketKind`]).
+#[derive(Debug)]
+pub struct NotifySockets {
+    place: Place,
+}
+
+#[derive(Debug)]
+enum Place {
+    Abstract {
+        /// Whose datagrams count on a worker's socket (besides root's).
+        workers_uid: rustix::process::Uid,
+    },
+    Directory(NotifyDir),
+}
+
+impl NotifySockets {
+    /// Sockets for workers of our own user, in the abstract namespace where it is private
+    /// enough (see [`create_for`](Self::create_for)).
+    pub fn create() -> io::Result<Self> {
+        Self::create_for(NotifySocketKind::Abstract, None)
+    }
+
+    /// Sockets of `kind` for workers that run with `workers`' credentials (`None`: ours).
+    ///
+    /// [`NotifySocketKind::Abstract`] falls back to the directory, with a line in the log
+    /// that says why, when
+    ///
+    /// - no socket can be bound in the abstract namespace (a sandbox or a security
+    ///   module's policy may forbid it), or
+    /// - the master runs in a user namespace that does not map every uid, and a uid whose
+    ///   datagrams count (the workers', or root) is the kernel's overflow uid
+    ///   (`/proc/sys/kernel/overflowuid`, 65534 by default, `nobody`): the kernel reports
+    ///   the senders it cannot map as that uid, so nobody's workers could not be told
+    ///   apart from any unmapped process of the network namespace. (A directory stops
+    ///   those at its permissions.)
+    ///
+    /// Directories that dead masters left (this version's in directory mode, older
+    /// versions' always) are removed from `$XDG_RUNTIME_DIR`, `/dev/shm` and the temporary
+    /// directory either way: see [`remove_stale_dirs`].
+    pub fn create_for(kind: NotifySocketKind, workers: Option<&Credentials>) -> io::Result<Self> {
+        let own_uid = rustix::process::geteuid().as_raw();
+        let workers = workers.filter(|c| c.uid() != own_uid);
+        if kind == NotifySocketKind::Abstract {
+            let workers_uid = workers.map_or_else(rustix::process::getuid, |c| {
+                rustix::process::Uid::from_raw(c.uid())
+            });
+            match abstract_refused(workers_uid.as_raw()) {
+                None => {
+                    for parent in dir_parents() {
+                        remove_stale_dirs(&parent);
+                    }
+                    return Ok(Self {
+                        place: Place::Abstract { workers_uid },
+                    });
+                }
+                Some(why) => {
+                    tracing::info!("the workers' notify sockets are in a directory: {why}");
+                }
+            }
+        }
+        NotifyDir::create_for(workers).map(Self::in_dir)
+    }
+
+    /// Sockets in `dir`.
+    #[must_use]
+    pub fn in_dir(dir: NotifyDir) -> Self {
+        Self {
+            place: Place::Directory(dir),
+        }
+    }
+
+    /// Where the sockets are: after a fallback, [`NotifySocketKind::Directory`].
+    #[must_use]
+    pub fn kind(&self) -> NotifySocketKind {
+        match self.place {
+            Place::Abstract { .. } => NotifySocketKind::Abstract,
+            Place::Directory(_) => NotifySocketKind::Directory,
+        }
+    }
+
+    /// The directory, for sockets in one.
+    #[must_use]
+    pub fn dir(&self) -> Option<&NotifyDir> {
+        match &self.place {
+            Place::Abstract { .. } => None,
+            Place::Directory(dir) => Some(dir),
+        }
+    }
+
+    /// Binds the notification socket of worker `worker_id` (ids are never reused):
+    /// `@clutch/<master pid>/<random>/worker-<id>`, or as [`NotifyDir::bind_worker`]. Only
+    /// the workers' user's datagrams (and root's) count on it.
+    pub fn bind_worker(&self, worker_id: u64) -> io::Result<NotifyListener> {
+        match &self.place {
+            Place::Abstract { workers_uid } => {
+                let mut listener =
+                    NotifyListener::bind_abstract_unique(&format!("worker-{worker_id}"))?;
+                listener.uid = *workers_uid;
+                Ok(listener)
+            }
+            Place::Directory(dir) => dir.bind_worker(worker_id),
+        }
+    }
+
+    /// A socket named after `what` for a process of our own user (an upgrade's new
+    /// master): `@clutch/<master pid>/<random>/<what>`, or `<dir>/<what>.sock`.
+    pub(crate) fn bind_own(&self, what: &str) -> io::Result<NotifyListener> {
+        match &self.place {
+            Place::Abstract { .. } => NotifyListener::bind_abstract_unique(what),
+            Place::Directory(dir) => NotifyListener::bind(dir.path().join(format!("{what}.sock"))),
+        }
+    }
+}
+
+/// Why the abstract namespace will not do for sockets whose datagrams count from
+/// `workers_uid` and root, or `None` when it will.
+fn abstract_refused(workers_uid: u32) -> Option<String> {
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(65534);
+    if senders_may_pass_as(&uid_map, overflow, &[workers_uid, 0]) {
+        return Some(format!(
+            "this user namespace does not map every uid, and the kernel reports the senders \
+             it cannot map as uid {overflow}, whose datagrams would count"
+        ));
+    }
+    // A probe: what the first worker's socket would meet.
+    match NotifyListener::bind_abstract_unique("probe") {
+        Ok(probe) => {
+            drop(probe);
+            None
+        }
+        Err(error) => Some(error.to_string()),
+    }
+}
+
+/// Whether a sender that the user namespace of `uid_map` (`/proc/self/uid_map`'s text)
+/// does not map, and which its credentials therefore show as `overflow`, would pass as
+/// one of `accepted`. Not when the namespace maps every uid (the initial one does:
+/// `0 0 4294967295`).
+fn senders_may_pass_as(uid_map: &str, overflow: u32, accepted: &[u32]) -> bool {
+    let mapped: u64 = uid_map
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    mapped < u64::from(u32::MAX) && accepted.contains(&overflow)
+}
+
+/// Where notify directories are made: `$XDG_RUNTIME_DIR` (if absolute), `/dev/shm`, the
+/// temporary directory; each once, those that exist.
+fn dir_parents() -> Vec<PathBuf> {
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let mut parents: Vec<PathBuf> = Vec::new();
+    for parent in [runtime, Some("/dev/shm".into()), Some(std::env::temp_dir())]
+        .into_iter()
+        .flatten()
+    {
+        if parent.is_dir() && !parents.contains(&parent) {
+            parents.push(parent);
+        }
+    }
+    parents
+}
+
+/// Eight bytes of the kernel's randomness.
+fn random_u64() -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => {
+                return Err(io::Error::new(
+                    io::Error::from(error).kind(),
+                    format!("cannot draw a random socket name: {error}"),
+                ))
+            }
+        }
+    }
+    Ok(u64::from_ne_bytes(bytes))
+}
 
 /// A private directory for the workers' notification sockets, removed (with everything
 /// in it) when dropped.
@@ -479,13 +728,16 @@ fn has_live_socket(dir: &Path) -> bool {
     false
 }
 
-/// One worker's notification socket: a non-blocking datagram socket at a path, removed
-/// when dropped. Register [`AsFd::as_fd`] with mio for `READABLE`, and on readiness call
-/// [`NotifyListener::recv`] until it returns `Ok(None)`.
+/// One worker's notification socket: a non-blocking datagram socket, in the abstract
+/// namespace or at a path (removed when dropped). Register [`AsFd::as_fd`] with mio for
+/// `READABLE`, and on readiness call [`NotifyListener::recv`] until it returns `Ok(None)`.
 #[derive(Debug)]
 pub struct NotifyListener {
     socket: OwnedFd,
+    /// What `NOTIFY_SOCKET` says: the path, or `@name`.
     path: PathBuf,
+    /// A file of ours is at `path`.
+    file: bool,
     uid: rustix::process::Uid,
 }
 
@@ -497,13 +749,7 @@ impl NotifyListener {
         let path = path.into();
         let bind = || -> io::Result<OwnedFd> {
             let address = SocketAddrUnix::new(path.as_path())?;
-            let socket = rn::socket_with(
-                AddressFamily::UNIX,
-                SocketType::DGRAM,
-                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-                None,
-            )?;
-            rn::sockopt::set_socket_passcred(&socket, true)?;
+            let socket = Self::socket()?;
             match std::fs::remove_file(&path) {
                 Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
                 _ => {}
@@ -515,14 +761,89 @@ impl NotifyListener {
         Ok(Self {
             socket,
             path,
+            file: true,
             uid: rustix::process::getuid(),
         })
     }
 
-    /// The socket's path: the worker's `NOTIFY_SOCKET`.
+    /// Binds a socket in the abstract namespace, at `name` (`NOTIFY_SOCKET=@<name>`),
+    /// with `SO_PASSCRED` on. The name is free again once the socket is closed: there is
+    /// nothing to remove. A name someone else holds is an error of kind
+    /// [`io::ErrorKind::AddrInUse`].
+    ///
+    /// Anyone in the network namespace can send to it (see the module docs): only our
+    /// user's datagrams and root's count.
+    pub fn bind_abstract(name: impl AsRef<[u8]>) -> io::Result<Self> {
+        let name = name.as_ref();
+        let mut spelled = OsString::from("@");
+        spelled.push(OsStr::from_bytes(name));
+        let path = PathBuf::from(spelled);
+        let bind = || -> io::Result<OwnedFd> {
+            let address = SocketAddrUnix::new_abstract_name(name)?;
+            let socket = Self::socket()?;
+            rn::bind(&socket, &address)?;
+            Ok(socket)
+        };
+        let socket = bind().map_err(|e| context(e, "cannot bind the notify socket", &path))?;
+        Ok(Self {
+            socket,
+            path,
+            file: false,
+            uid: rustix::process::getuid(),
+        })
+    }
+
+    /// [`bind_abstract`](Self::bind_abstract) at `clutch/<our pid>/<random>/<what>`: the
+    /// 64 random bits, drawn for each socket, make the name unique (other masters, in
+    /// other pid namespaces, may have our pid) and impossible to take before us, which
+    /// would make the spawn fail. They are no secret: the names are listed in
+    /// `/proc/net/unix`.
+    pub(crate) fn bind_abstract_unique(what: &str) -> io::Result<Self> {
+        let mut taken = None;
+        for _ in 0..8 {
+            let name = format!(
+                "clutch/{}/{:016x}/{what}",
+                std::process::id(),
+                random_u64()?
+            );
+            match Self::bind_abstract(name) {
+                Err(error) if error.kind() == io::ErrorKind::AddrInUse => taken = Some(error),
+                bound => return bound,
+            }
+        }
+        Err(taken.expect("eight names were tried"))
+    }
+
+    /// A datagram socket that every sender's credentials come with.
+    fn socket() -> io::Result<OwnedFd> {
+        let socket = rn::socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        rn::sockopt::set_socket_passcred(&socket, true)?;
+        Ok(socket)
+    }
+
+    /// The worker's `NOTIFY_SOCKET`: the socket's path, or `@name` for one in the abstract
+    /// namespace.
+    #[must_use]
+    pub fn address(&self) -> &OsStr {
+        self.path.as_os_str()
+    }
+
+    /// [`address`](Self::address) as a path: for a socket in the abstract namespace,
+    /// `@name`, which names no file.
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the socket is in the abstract namespace.
+    #[must_use]
+    pub fn is_abstract(&self) -> bool {
+        !self.file
     }
 
     /// The next message, or `Ok(None)` when there is nothing left to read. Datagrams that
@@ -548,21 +869,22 @@ impl NotifyListener {
 
     /// Reads one datagram: `Ok(None)` when there is nothing left to read, else the message
     /// or why it was rejected.
+    ///
+    /// A datagram counts only when its `SCM_CREDENTIALS` (filled in by the kernel) say
+    /// our user, root, or the workers' user for a socket of theirs, and a process of our
+    /// pid namespace (or of one below it, as a worker's own container would be): a sender
+    /// outside it has pid 0 here, and cannot be a process of any worker's tree.
     pub fn recv_one(&self) -> io::Result<Option<Received>> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         let mut buffer = [0u8; DATAGRAM_MAX];
-        let mut space =
-            [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_MAX), ScmCredentials(1))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut space = ControlSpace([0; CONTROL_MAX]);
+        let mut iov = [IoSliceMut::new(&mut buffer)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
         let received = loop {
-            match rn::recvmsg(
-                &self.socket,
-                &mut [IoSliceMut::new(&mut buffer)],
-                &mut control,
-                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
-            ) {
+            match recvmsg::<()>(self.socket.as_raw_fd(), &mut iov, Some(&mut space.0), flags) {
                 Ok(received) => break received,
-                Err(rustix::io::Errno::AGAIN) => return Ok(None),
-                Err(rustix::io::Errno::INTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+                Err(nix::errno::Errno::EINTR) => continue,
                 Err(error) => {
                     return Err(context(
                         error.into(),
@@ -572,34 +894,60 @@ impl NotifyListener {
                 }
             }
         };
+        let (bytes, truncated) = (received.bytes, received.flags.contains(MsgFlags::MSG_TRUNC));
         let mut sender = None;
         let mut fds = 0;
-        for message in control.drain() {
-            match message {
-                // Dropping each OwnedFd closes it.
-                RecvAncillaryMessage::ScmRights(received) => fds += received.count(),
-                RecvAncillaryMessage::ScmCredentials(credentials) => sender = Some(credentials),
-                _ => {}
+        // `Err` only with MSG_CTRUNC, which the space rules out but for a master out of
+        // descriptors (the kernel then stops installing fds; any it installed before
+        // cannot be found to be closed). Either way: no credentials.
+        if let Ok(messages) = received.cmsgs() {
+            for message in messages {
+                match message {
+                    ControlMessageOwned::ScmRights(received) => {
+                        fds += received.len();
+                        for fd in received {
+                            // Ours: the kernel installed it in this recvmsg.
+                            let _ = nix::unistd::close(fd);
+                        }
+                    }
+                    ControlMessageOwned::ScmCredentials(credentials) => {
+                        sender = Some((credentials.pid(), credentials.uid()));
+                    }
+                    _ => {}
+                }
             }
         }
-        let Some(sender) = sender else {
+        let Some((pid, uid)) = sender else {
             return Ok(Some(Received::Rejected(Rejection::NoCredentials)));
         };
-        let pid = sender.pid.as_raw_nonzero().get() as u32;
-        if sender.uid != self.uid && !sender.uid.is_root() {
-            let uid = sender.uid.as_raw();
+        if uid != self.uid.as_raw() && uid != 0 {
+            let pid = u32::try_from(pid).unwrap_or(0);
             return Ok(Some(Received::Rejected(Rejection::OtherUser { pid, uid })));
         }
-        if received.flags.contains(ReturnFlags::TRUNC) {
+        let Some(pid) = u32::try_from(pid).ok().filter(|pid| *pid > 0) else {
+            return Ok(Some(Received::Rejected(Rejection::OutsidePidNamespace {
+                uid,
+            })));
+        };
+        if truncated {
             return Ok(Some(Received::Rejected(Rejection::TooLong { pid })));
         }
-        let message = parse_notify(&buffer[..received.bytes.min(buffer.len())]);
+        let message = parse_notify(&buffer[..bytes.min(DATAGRAM_MAX)]);
         if message.is_empty() {
             return Ok(Some(Received::Rejected(Rejection::NoKnownKey { pid, fds })));
         }
         Ok(Some(Received::Message(message)))
     }
 }
+
+/// Room for the most ancillary data one datagram can bring: its sender's credentials and
+/// [`FDS_MAX`] descriptors, so that the kernel never truncates it (MSG_CTRUNC) and every
+/// descriptor that came is found, and closed.
+const CONTROL_MAX: usize = rustix::cmsg_space!(ScmRights(FDS_MAX), ScmCredentials(1));
+
+/// [`CONTROL_MAX`] bytes aligned as a `cmsghdr`, which the parser reads in place.
+#[repr(C, align(8))]
+struct ControlSpace([u8; CONTROL_MAX]);
 
 /// One datagram read by [`NotifyListener::recv_one`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -618,8 +966,15 @@ pub enum Rejection {
     NoCredentials,
     /// It came from another user than ours (and not root).
     OtherUser {
-        /// The sender.
+        /// The sender (0 when it is outside our pid namespace).
         pid: u32,
+        /// The sender's uid.
+        uid: u32,
+    },
+    /// It came from a process outside our pid namespace (its pid is 0 here), which no
+    /// worker's process can be: a sender sharing our network namespace from another
+    /// container, say.
+    OutsidePidNamespace {
         /// The sender's uid.
         uid: u32,
     },
@@ -644,6 +999,10 @@ impl std::fmt::Display for Rejection {
             Self::OtherUser { pid, uid } => {
                 write!(f, "a notification from another user (pid {pid}, uid {uid})")
             }
+            Self::OutsidePidNamespace { uid } => write!(
+                f,
+                "a notification from outside the master's pid namespace (uid {uid})"
+            ),
             Self::TooLong { pid } => write!(
                 f,
                 "a notification longer than {DATAGRAM_MAX} bytes (pid {pid})"
@@ -663,7 +1022,9 @@ impl AsFd for NotifyListener {
 
 impl Drop for NotifyListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.file {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -1097,24 +1458,114 @@ mod tests {
     #[test]
     fn a_helper_process_of_the_worker_speaks_for_it() {
         let dir = tempfile::tempdir().unwrap();
-        let listener = NotifyListener::bind(dir.path().join("w.sock")).unwrap();
-        // The sender is python, a child of the worker's shell, as `systemd-notify` would be.
-        let script = "python3 -c 'import os, socket; \
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
-            s.sendto(b\"READY=1\\nSTATUS=from python\", os.environ[\"NOTIFY_SOCKET\"])'; \
-            exit $?";
-        let child = SpawnSpec::new("/bin/sh")
-            .args(["-c", script])
-            .env(std::env::vars_os())
-            .notify_socket(listener.path())
-            .spawn()
-            .unwrap();
-        let mut worker = Reaper::new(child);
-        wait_readable(&listener);
-        let message = listener.recv().unwrap().unwrap();
-        assert!(message.ready);
-        assert_eq!(message.status.as_deref(), Some("from python"));
-        assert_eq!(worker.wait().unwrap(), clutch_proto::ExitStatus::Code(0));
+        let at_path = NotifyListener::bind(dir.path().join("w.sock")).unwrap();
+        let in_abstract = NotifyListener::bind_abstract_unique("worker-1").unwrap();
+        for listener in [at_path, in_abstract] {
+            // The sender is python, a child of the worker's shell, as `systemd-notify`
+            // would be; it reads `@` as sd_notify says.
+            let script = "python3 -c 'import os, socket; \
+                n = os.environ[\"NOTIFY_SOCKET\"]; \
+                n = \"\\0\" + n[1:] if n[0] == \"@\" else n; \
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
+                s.sendto(b\"READY=1\\nSTATUS=from python\", n)'; \
+                exit $?";
+            let child = SpawnSpec::new("/bin/sh")
+                .args(["-c", script])
+                .env(std::env::vars_os())
+                .notify_socket(listener.address())
+                .spawn()
+                .unwrap();
+            let mut worker = Reaper::new(child);
+            wait_readable(&listener);
+            let message = listener.recv().unwrap().unwrap();
+            assert!(message.ready, "{}", listener.path().display());
+            assert_eq!(message.status.as_deref(), Some("from python"));
+            assert_eq!(worker.wait().unwrap(), clutch_proto::ExitStatus::Code(0));
+        }
+    }
+
+    /// The abstract names of `/proc/net/unix` (`@` for the leading NUL), as ss shows them.
+    fn abstract_names() -> Vec<String> {
+        std::fs::read_to_string("/proc/net/unix")
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().nth(7))
+            .filter(|name| name.starts_with('@'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn abstract_sockets_are_clutchs_unique_and_leave_nothing() {
+        let sockets = NotifySockets::create().unwrap();
+        assert_eq!(sockets.kind(), NotifySocketKind::Abstract);
+        assert!(sockets.dir().is_none());
+        let first = sockets.bind_worker(7).unwrap();
+        let again = sockets.bind_worker(7).unwrap();
+        assert!(first.is_abstract());
+        let name = first.address().to_str().unwrap().to_owned();
+        let prefix = format!("@clutch/{}/", std::process::id());
+        let random = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix("/worker-7"))
+            .unwrap_or_else(|| panic!("{name}"));
+        assert!(
+            random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name}"
+        );
+        assert_ne!(first.address(), again.address(), "a random part per socket");
+        assert!(!first.path().exists(), "no file");
+        assert!(abstract_names().contains(&name));
+        send(first.address(), "READY=1", &[]).unwrap();
+        wait_readable(&first);
+        assert!(first.recv().unwrap().unwrap().ready);
+        // Closing the socket is all it takes: the name is gone, and free again.
+        drop(first);
+        assert!(!abstract_names().contains(&name));
+        let error = send(OsStr::new(&name), "READY=1", &[]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused, "{error}");
+        let name = name.strip_prefix('@').unwrap();
+        drop(NotifyListener::bind_abstract(name).unwrap());
+        // The upgrade's channel is named apart from the workers'.
+        let own = sockets.bind_own("successor-1").unwrap();
+        assert!(own.address().to_str().unwrap().ends_with("/successor-1"));
+        // In directory mode, the same calls give files in the directory.
+        let parent = tempfile::tempdir().unwrap();
+        let dir = NotifySockets::in_dir(NotifyDir::create_in(parent.path()).unwrap());
+        assert_eq!(dir.kind(), NotifySocketKind::Directory);
+        let path = dir.dir().unwrap().path().to_owned();
+        assert_eq!(
+            dir.bind_worker(7).unwrap().path(),
+            path.join("worker-7.sock")
+        );
+        assert_eq!(
+            dir.bind_own("successor-1").unwrap().path(),
+            path.join("successor-1.sock")
+        );
+    }
+
+    #[test]
+    fn a_taken_abstract_name_is_addr_in_use_and_named() {
+        let name = format!("clutch-test/{}/taken", std::process::id());
+        let _held = NotifyListener::bind_abstract(&name).unwrap();
+        let error = NotifyListener::bind_abstract(&name).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse, "{error}");
+        assert!(error.to_string().contains(&format!("@{name}")), "{error}");
+    }
+
+    #[test]
+    fn senders_the_user_namespace_cannot_map_pass_as_the_overflow_uid() {
+        let initial = "         0          0 4294967295\n";
+        assert!(!senders_may_pass_as(initial, 65534, &[65534, 0]));
+        // A rootless container: root and 65536 uids of the user's, not the rest.
+        let container = "0 1000 1\n1 100000 65536\n";
+        assert!(senders_may_pass_as(container, 65534, &[65534, 0]));
+        assert!(!senders_may_pass_as(container, 65534, &[1000, 0]));
+        assert!(senders_may_pass_as(container, 1000, &[1000, 0]));
+        // Unreadable: nothing is known to be mapped.
+        assert!(senders_may_pass_as("", 65534, &[65534]));
+        assert!(!senders_may_pass_as("", 65534, &[1000, 0]));
     }
 
     #[test]
@@ -1143,6 +1594,38 @@ mod tests {
         assert!(barrier_seen);
         // recv closed the fd, so the client's poll saw POLLHUP and returned.
         client.join().unwrap().unwrap();
+    }
+
+    /// As many descriptors as one datagram can carry all come (none is left in flight by
+    /// a truncated control buffer) and are all closed: the pipe they write to ends.
+    #[test]
+    fn every_descriptor_a_datagram_brings_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = NotifyListener::bind(dir.path().join("fds.sock")).unwrap();
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let fds = vec![write.as_fd(); FDS_MAX];
+        send(listener.path().as_os_str(), "no keys", &fds).unwrap();
+        drop(fds);
+        drop(write);
+        wait_readable(&listener);
+        assert_eq!(
+            listener.recv_one().unwrap(),
+            Some(Received::Rejected(Rejection::NoKnownKey {
+                pid: std::process::id(),
+                fds: FDS_MAX
+            }))
+        );
+        let mut pipe = [PollFd::new(&read, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        assert_eq!(
+            poll(&mut pipe, Some(&now)).unwrap(),
+            1,
+            "a write end is open"
+        );
+        assert!(pipe[0].revents().contains(PollFlags::HUP));
     }
 
     #[test]
@@ -1232,6 +1715,145 @@ mod tests {
         );
         // The datagram is queued (the sender has exited): recv drops it.
         assert_eq!(listener.recv().unwrap(), None);
+    }
+
+    /// Runs python as `uid` (group 65534, no other groups), sending `READY=1` to the
+    /// socket `address` (a path, or `@name`); its exit status.
+    fn send_as(uid: u32, address: &OsStr) -> clutch_proto::ExitStatus {
+        let script = format!(
+            "import os, socket, sys; os.setgroups([]); os.setgid(65534); os.setuid({uid}); \
+             n = sys.argv[1]; n = '\\0' + n[1:] if n[0] == '@' else n; \
+             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
+             s.sendto(b'READY=1', n)"
+        );
+        let child = SpawnSpec::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .arg(address)
+            .spawn()
+            .unwrap();
+        Reaper::new(child).wait().unwrap()
+    }
+
+    /// In the abstract namespace anyone can send: another user's datagram arrives, and
+    /// is dropped for its credentials. Root only (to send as another user).
+    #[test]
+    fn in_the_abstract_namespace_another_users_messages_arrive_and_are_dropped() {
+        if !rustix::process::getuid().is_root() {
+            return;
+        }
+        let sockets = NotifySockets::create().unwrap();
+        let listener = sockets.bind_worker(1).unwrap();
+        assert_eq!(
+            send_as(65534, listener.address()),
+            clutch_proto::ExitStatus::Code(0),
+            "delivered"
+        );
+        wait_readable(&listener);
+        assert!(matches!(
+            listener.recv_one().unwrap(),
+            Some(Received::Rejected(Rejection::OtherUser { uid: 65534, .. }))
+        ));
+        assert_eq!(listener.recv_one().unwrap(), None);
+    }
+
+    /// Workers of another user in the abstract namespace: theirs and root's datagrams
+    /// count on their sockets, nobody else's (not even their group's). Root only.
+    #[test]
+    fn workers_of_another_user_reach_their_abstract_socket_and_nobody_else_counts() {
+        if !rustix::process::getuid().is_root() {
+            return;
+        }
+        let nobody = Credentials::resolve(Some("65534"), Some("65534")).unwrap();
+        let sockets = NotifySockets::create_for(NotifySocketKind::Abstract, Some(&nobody)).unwrap();
+        assert_eq!(sockets.kind(), NotifySocketKind::Abstract);
+        let listener = sockets.bind_worker(1).unwrap();
+        assert_eq!(
+            send_as(65534, listener.address()),
+            clutch_proto::ExitStatus::Code(0)
+        );
+        wait_readable(&listener);
+        assert!(listener.recv().unwrap().unwrap().ready, "the workers' user");
+        assert_eq!(
+            send_as(65533, listener.address()),
+            clutch_proto::ExitStatus::Code(0)
+        );
+        wait_readable(&listener);
+        assert!(matches!(
+            listener.recv_one().unwrap(),
+            Some(Received::Rejected(Rejection::OtherUser { uid: 65533, .. }))
+        ));
+        send(listener.address(), "READY=1", &[]).unwrap();
+        wait_readable(&listener);
+        assert!(listener.recv().unwrap().unwrap().ready, "root");
+        // The upgrade's channel is ours alone: the workers' user does not count there.
+        let own = sockets.bind_own("successor-1").unwrap();
+        assert_eq!(
+            send_as(65534, own.address()),
+            clutch_proto::ExitStatus::Code(0)
+        );
+        wait_readable(&own);
+        assert!(matches!(
+            own.recv_one().unwrap(),
+            Some(Received::Rejected(Rejection::OtherUser { uid: 65534, .. }))
+        ));
+    }
+
+    /// Where [`a_sender_outside_the_pid_namespace_is_dropped`]'s helper binds its socket.
+    const PID_NS_DIR: &str = "CLUTCH_TEST_NOTIFY_PID_NS_DIR";
+
+    /// A sender whose process the master cannot see (another container sharing its
+    /// network namespace) has pid 0 in its credentials: dropped, whoever it is (root
+    /// here), and read without undefined behaviour. Root only (`unshare --pid`): the
+    /// receiver runs in a pid namespace of its own, the sender (this test) outside it.
+    #[test]
+    fn a_sender_outside_the_pid_namespace_is_dropped() {
+        if !rustix::process::getuid().is_root() || !Path::new("/usr/bin/unshare").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let child = crate::testutil::helper_under(
+            &["/usr/bin/unshare", "--pid", "--fork"],
+            concat!(module_path!(), "::helper_receive_in_a_pid_namespace"),
+        )
+        .env([(PID_NS_DIR, dir.path())])
+        .spawn()
+        .unwrap();
+        let mut helper = Reaper::new(child);
+        let socket = dir.path().join("n.sock");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !dir.path().join("bound").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the helper never bound"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        send(socket.as_os_str(), "READY=1", &[]).unwrap();
+        assert_eq!(helper.wait().unwrap(), clutch_proto::ExitStatus::Code(0));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("received")).unwrap(),
+            format!(
+                "{:?}",
+                Some(Received::Rejected(Rejection::OutsidePidNamespace {
+                    uid: 0
+                }))
+            )
+        );
+    }
+
+    #[test]
+    #[ignore = "helper process, run by a_sender_outside_the_pid_namespace_is_dropped"]
+    fn helper_receive_in_a_pid_namespace() {
+        crate::testutil::expect_helper(concat!(
+            module_path!(),
+            "::helper_receive_in_a_pid_namespace"
+        ));
+        let dir = PathBuf::from(std::env::var_os(PID_NS_DIR).unwrap());
+        let listener = NotifyListener::bind(dir.join("n.sock")).unwrap();
+        std::fs::write(dir.join("bound"), "").unwrap();
+        wait_readable(&listener);
+        let received = listener.recv_one().unwrap();
+        std::fs::write(dir.join("received"), format!("{received:?}")).unwrap();
     }
 
     /// Workers of another user: the directory lets only their group (and us) through, the

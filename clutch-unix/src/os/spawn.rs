@@ -13,7 +13,7 @@
 //! | fds 0, 1, 2 | stdin from `/dev/null` (unless [`SpawnSpec::inherit_stdin`]), stdout and stderr inherited (unless [`SpawnSpec::stdout`], [`SpawnSpec::stderr`]) |
 //! | fds 3.. | the listeners, in the order given; nothing else is inherited |
 //! | `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES` | the count, the worker's own pid, the names joined with `:` (only when there are listeners) |
-//! | `NOTIFY_SOCKET` | the worker's own notification socket, when given |
+//! | `NOTIFY_SOCKET` | the worker's own notification socket (a path, or `@name` in the abstract namespace), when given |
 //! | `WATCHDOG_USEC`, `WATCHDOG_PID` | the heartbeat interval and the worker's own pid, when a watchdog is set |
 //! | `CLUTCH_WORKER_ID`, `CLUTCH_WORKER_SLOT` | the core's worker id and slot (like Node's `cluster.worker.id`) |
 //! | signals | every disposition at its default, an empty mask (the master's handlers, and Rust's ignored SIGPIPE, do not leak) |

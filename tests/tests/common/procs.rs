@@ -163,6 +163,7 @@ assert os.environ["LISTEN_PID"] == str(os.getpid()), "LISTEN_PID is this worker'
 assert os.environ["LISTEN_FDS"] == "1"
 s = socket.socket(fileno=3)
 n = os.environ.get("NOTIFY_SOCKET")
+n = "\0" + n[1:] if n and n[0] == "@" else n  # sd_notify: "@" is the abstract namespace
 if n:
     socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
 wid = os.environ["CLUTCH_WORKER_ID"]

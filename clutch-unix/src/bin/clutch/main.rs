@@ -25,7 +25,8 @@ use clutch_unix::control::{self, Request};
 use clutch_unix::duration::parse_duration;
 use clutch_unix::listen::{ListenAddr, ListenOptions};
 use clutch_unix::{
-    Backoff, Cluster, CrashBudget, ForwardSignals, HangPolicy, Log, Readiness, WorkerOutput,
+    Backoff, Cluster, CrashBudget, ForwardSignals, HangPolicy, Log, NotifySocketKind, Readiness,
+    WorkerOutput,
 };
 use serde_json::Value;
 
@@ -174,6 +175,12 @@ enum WorkerOutputArg {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum NotifySocketsArg {
+    Abstract,
+    Directory,
+}
+
 #[derive(Args)]
 struct RunArgs {
     /// Workers to run (default: the number of CPUs).
@@ -291,6 +298,13 @@ struct RunArgs {
     /// master cannot write at once are dropped and counted (worker_lines_dropped).
     #[arg(long, value_enum, value_name = "MODE", default_value_t = WorkerOutputArg::Inherit)]
     worker_output: WorkerOutputArg,
+    /// Where each worker's NOTIFY_SOCKET is: `abstract` (an @clutch/… name in the abstract
+    /// namespace: no file; a directory where such a name would not be private) or
+    /// `directory` (a socket file in a private directory: for workers that enter a network
+    /// namespace of their own, sd_notify clients that know only paths, and hosts whose
+    /// other users must not reach the sockets at all).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = NotifySocketsArg::Abstract)]
+    notify_sockets: NotifySocketsArg,
     /// Run the workers as USER (a name or a uid), with its groups from the user database;
     /// the master keeps its own credentials (switching needs a master running as root).
     #[arg(long, value_name = "USER")]
@@ -702,6 +716,10 @@ fn cluster(args: &RunArgs, program: &std::ffi::OsStr) -> clutch_unix::ClusterBui
             WorkerOutputArg::Inherit => WorkerOutput::Inherit,
             WorkerOutputArg::Prefix => WorkerOutput::Prefix,
             WorkerOutputArg::Json => WorkerOutput::Json,
+        })
+        .notify_sockets(match args.notify_sockets {
+            NotifySocketsArg::Abstract => NotifySocketKind::Abstract,
+            NotifySocketsArg::Directory => NotifySocketKind::Directory,
         })
         .log(match args.log_format {
             LogFormat::Text => Log::Stderr,
