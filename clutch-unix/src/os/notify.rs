@@ -1719,6 +1719,23 @@ mod tests {
 
     /// Runs python as `uid` (group 65534, no other groups), sending `READY=1` to the
     /// socket `address` (a path, or `@name`); its exit status.
+    /// A datagram sent as `uid` is delivered (the sender succeeds), and the listener
+    /// drops it as another user's.
+    fn assert_delivered_and_dropped(uid: u32, listener: &NotifyListener) {
+        assert_eq!(
+            send_as(uid, listener.address()),
+            clutch_proto::ExitStatus::Code(0),
+            "delivered"
+        );
+        wait_readable(listener);
+        match listener.recv_one().unwrap() {
+            Some(Received::Rejected(Rejection::OtherUser { uid: from, .. })) => {
+                assert_eq!(from, uid)
+            }
+            other => panic!("expected a datagram of uid {uid} dropped, got {other:?}"),
+        }
+    }
+
     fn send_as(uid: u32, address: &OsStr) -> clutch_proto::ExitStatus {
         let script = format!(
             "import os, socket, sys; os.setgroups([]); os.setgid(65534); os.setuid({uid}); \
@@ -1743,16 +1760,7 @@ mod tests {
         }
         let sockets = NotifySockets::create().unwrap();
         let listener = sockets.bind_worker(1).unwrap();
-        assert_eq!(
-            send_as(65534, listener.address()),
-            clutch_proto::ExitStatus::Code(0),
-            "delivered"
-        );
-        wait_readable(&listener);
-        assert!(matches!(
-            listener.recv_one().unwrap(),
-            Some(Received::Rejected(Rejection::OtherUser { uid: 65534, .. }))
-        ));
+        assert_delivered_and_dropped(65534, &listener);
         assert_eq!(listener.recv_one().unwrap(), None);
     }
 
@@ -1773,29 +1781,13 @@ mod tests {
         );
         wait_readable(&listener);
         assert!(listener.recv().unwrap().unwrap().ready, "the workers' user");
-        assert_eq!(
-            send_as(65533, listener.address()),
-            clutch_proto::ExitStatus::Code(0)
-        );
-        wait_readable(&listener);
-        assert!(matches!(
-            listener.recv_one().unwrap(),
-            Some(Received::Rejected(Rejection::OtherUser { uid: 65533, .. }))
-        ));
+        assert_delivered_and_dropped(65533, &listener);
         send(listener.address(), "READY=1", &[]).unwrap();
         wait_readable(&listener);
         assert!(listener.recv().unwrap().unwrap().ready, "root");
         // The upgrade's channel is ours alone: the workers' user does not count there.
         let own = sockets.bind_own("successor-1").unwrap();
-        assert_eq!(
-            send_as(65534, own.address()),
-            clutch_proto::ExitStatus::Code(0)
-        );
-        wait_readable(&own);
-        assert!(matches!(
-            own.recv_one().unwrap(),
-            Some(Received::Rejected(Rejection::OtherUser { uid: 65534, .. }))
-        ));
+        assert_delivered_and_dropped(65534, &own);
     }
 
     /// Where [`a_sender_outside_the_pid_namespace_is_dropped`]'s helper binds its socket.
