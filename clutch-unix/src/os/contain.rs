@@ -340,8 +340,8 @@ fn children() -> Vec<u32> {
         .collect()
 }
 
-/// Finds the master's own cgroup in a cgroup v2 hierarchy and makes `clutch-<pid>` in it.
-fn make_base() -> Result<PathBuf, String> {
+/// The directory of this process's own cgroup in a cgroup v2 hierarchy.
+pub(crate) fn own_cgroup_dir() -> Result<PathBuf, String> {
     let own = std::fs::read_to_string("/proc/self/cgroup")
         .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
     let path = own
@@ -351,7 +351,12 @@ fn make_base() -> Result<PathBuf, String> {
         .to_owned();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
-    let dir = cgroup2_dir(&mounts, &path).ok_or("no cgroup2 mount holds the master's cgroup")?;
+    cgroup2_dir(&mounts, &path).ok_or_else(|| "no cgroup2 mount holds the master's cgroup".into())
+}
+
+/// Finds the master's own cgroup in a cgroup v2 hierarchy and makes `clutch-<pid>` in it.
+fn make_base() -> Result<PathBuf, String> {
+    let dir = own_cgroup_dir()?;
     let nested = in_nested_pid_namespace();
     if !nested {
         remove_stale(&dir);

@@ -7,11 +7,12 @@
 //!    multi-threaded process whose other threads' locks (the allocator's, stdio's) are in
 //!    whatever state they were, held by threads the child does not have. So the child makes
 //!    raw syscalls through `libc` on memory prepared beforehand — no allocation, no locks, no
-//!    Rust std I/O, no panics (no indexing: only iterators) — and reports failure over a pipe.
+//!    Rust std I/O, no panics (no indexing: only iterators) — and reports a failure.
 //!    On x86-64 the child is made with `clone3(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` on a
 //!    stack of its own ([`vm`]): it borrows the master's memory instead of copying its page
-//!    tables, the master waits (it always did, for the report) until the child has exec'd,
-//!    and the pidfd comes with the pid. Elsewhere, and wherever the kernel refuses, `fork`.
+//!    tables, the master waits until the child has exec'd, the pidfd comes with the pid,
+//!    and a failure is written straight into the master's memory. Elsewhere, and wherever
+//!    the kernel refuses, `fork`, and the failure comes over a pipe.
 //! 2. [`take_listen_fds`]: claiming ownership of the file descriptors a service manager
 //!    passed us at 3.. (the `LISTEN_FDS` protocol).
 //! 3. [`ArgvArea`]: overwriting the process's original argument strings so that `ps` shows
@@ -24,7 +25,7 @@
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -76,16 +77,14 @@ pub(crate) struct ChildFds<'a> {
     /// the worker's output; else they are inherited as they are).
     pub(crate) stdout: Option<BorrowedFd<'a>>,
     pub(crate) stderr: Option<BorrowedFd<'a>>,
-    /// The write end of a close-on-exec pipe: `[step, errno]` is written to it when a step
-    /// fails; `execve` closes it on success, so the parent reads EOF.
-    pub(crate) report: BorrowedFd<'a>,
     /// A cgroup's `cgroup.procs`, opened for writing: the child writes `0` to it (cgroup
     /// v2: "the writing process") and so enters that cgroup before anything else runs.
     pub(crate) cgroup_procs: Option<BorrowedFd<'a>>,
     /// The same cgroup's directory: the child is then created in it
     /// (`clone3(CLONE_INTO_CGROUP)`, Linux ≥ 5.7), which spares the kernel a migration
     /// (a write lock on every thread group: milliseconds per worker). Where that is
-    /// refused, `cgroup_procs` is the way in.
+    /// refused, `cgroup_procs` is the way in (opened here from the directory if not
+    /// given).
     pub(crate) cgroup_dir: Option<BorrowedFd<'a>>,
     /// Whether the child gets `PR_SET_PDEATHSIG` (every worker does; an upgrade's
     /// successor master, which must outlive the master that starts it, does not).
@@ -167,8 +166,8 @@ unsafe fn fork_into_cgroup(dir: RawFd) -> libc::pid_t {
 /// `execve`s `program` with `argv` and `env`. Returns the child's pid (and, where the
 /// kernel gave one with it, its pidfd) to the parent.
 ///
-/// Failures in the child are written to `fds.report` as two native-endian `i32`s, the
-/// [`SpawnStep`] and the errno, and the child exits with status 127.
+/// A failure in the child is the [`SpawnStep`] and the errno, in [`Spawned::failed`]; the
+/// child then exits with status 127 (not yet reaped).
 pub(crate) fn fork_exec(
     program: &CString,
     argv: &[CString],
@@ -196,6 +195,7 @@ pub(crate) fn fork_exec(
     envp_ptrs.push(ptr::null());
     let listeners: Vec<RawFd> = fds.listeners.iter().map(AsRawFd::as_raw_fd).collect();
     let mut scratch: Vec<RawFd> = vec![-1; listeners.len()];
+    let mut outcome: [i32; 2] = [0; 2];
     let plan = ChildPlan {
         program: program.as_ptr(),
         program_file: fds.program_file.map(|fd| fd.as_raw_fd()),
@@ -209,7 +209,10 @@ pub(crate) fn fork_exec(
             fds.stdout.map(|fd| fd.as_raw_fd()),
             fds.stderr.map(|fd| fd.as_raw_fd()),
         ],
-        report: fds.report.as_raw_fd(),
+        report: Report {
+            pipe: -1,
+            outcome: ptr::addr_of_mut!(outcome),
+        },
         cgroup_procs: fds.cgroup_procs.map(|fd| fd.as_raw_fd()),
         parent_death_signal: fds.parent_death_signal,
         credentials: context.credentials,
@@ -251,10 +254,67 @@ pub(crate) fn fork_exec(
 /// as container runtimes' default profiles do) falls through to the next.
 fn create(plan: &mut ChildPlan<'_>, cgroup_dir: Option<RawFd>) -> io::Result<Spawned> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(spawned) = vm::spawn(plan, cgroup_dir) {
-        return Ok(spawned);
+    if fallback() == Fallback::None {
+        if let Some(spawned) = vm::spawn(plan, cgroup_dir) {
+            return Ok(spawned);
+        }
     }
-    if let Some(dir) = cgroup_dir {
+    // A child with memory of its own reports over a pipe, which `execve` closes (the
+    // write end is close-on-exec): EOF is success.
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    plan.report.pipe = write.as_raw_fd();
+    let pid = fork_child(plan, cgroup_dir)?;
+    drop(write);
+    match read_report(read.as_fd()) {
+        Ok(failed) => Ok(Spawned {
+            pid,
+            pidfd: None,
+            failed,
+        }),
+        Err(e) => {
+            // Whether it started cannot be told: make sure it did not.
+            // SAFETY: kill and waitpid of our own unreaped child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                while libc::waitpid(pid as libc::pid_t, ptr::null_mut(), 0) < 0
+                    && *libc::__errno_location() == libc::EINTR
+                {}
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Which of [`create`]'s ways are skipped, as if the kernel had refused them: the
+/// fallbacks are tested on a machine that has everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))] // (only tests choose a fallback)
+pub(crate) enum Fallback {
+    /// Every way is tried.
+    None,
+    /// Not the `CLONE_VM` child.
+    NoVm,
+    /// A plain `fork` (a cgroup entered through `cgroup.procs`).
+    ForkOnly,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The fallback spawns on this thread take (tests only).
+    pub(crate) static FALLBACK: std::cell::Cell<Fallback> =
+        const { std::cell::Cell::new(Fallback::None) };
+}
+
+fn fallback() -> Fallback {
+    #[cfg(test)]
+    return FALLBACK.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    Fallback::None
+}
+
+/// Forks the child of [`create`]'s steps 2 and 3; returns its pid.
+fn fork_child(plan: &mut ChildPlan<'_>, cgroup_dir: Option<RawFd>) -> io::Result<u32> {
+    if let Some(dir) = cgroup_dir.filter(|_| fallback() != Fallback::ForkOnly) {
         // SAFETY: as for fork below: the child branch only runs `child`.
         let pid = unsafe { fork_into_cgroup(dir) };
         if pid == 0 {
@@ -263,28 +323,63 @@ fn create(plan: &mut ChildPlan<'_>, cgroup_dir: Option<RawFd>) -> io::Result<Spa
             unsafe { child(plan, None) }
         }
         if pid > 0 {
-            return Ok(Spawned {
-                pid: pid.unsigned_abs(),
-                pidfd: None,
-            });
+            return Ok(pid.unsigned_abs());
         }
         // Refused: fork and migrate instead.
     }
+    let opened;
+    let procs = match (plan.cgroup_procs, cgroup_dir) {
+        (Some(procs), _) => Some(procs),
+        (None, Some(dir)) => {
+            // SAFETY: `dir` is a directory fd the caller holds open for this call.
+            let dir = unsafe { BorrowedFd::borrow_raw(dir) };
+            opened = rustix::fs::openat(
+                dir,
+                "cgroup.procs",
+                rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?;
+            Some(opened.as_raw_fd())
+        }
+        (None, None) => None,
+    };
     // SAFETY: the child branch only runs `child`, which makes async-signal-safe raw
     // syscalls on memory prepared above and never returns (it execs or `_exit`s).
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        let procs = plan.cgroup_procs;
         // SAFETY: we are the freshly forked child, as `child` requires.
         unsafe { child(plan, procs) }
     }
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(Spawned {
-        pid: pid.unsigned_abs(),
-        pidfd: None,
-    })
+    Ok(pid.unsigned_abs())
+}
+
+/// Reads a forked child's failure report: `None` on EOF (the exec succeeded).
+fn read_report(pipe: BorrowedFd<'_>) -> io::Result<Option<(SpawnStep, i32)>> {
+    let mut message = [0u8; 8];
+    let mut filled = 0;
+    while filled < message.len() {
+        match rustix::io::read(pipe, &mut message[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    match filled {
+        0 => Ok(None),
+        8 => {
+            let step = i32::from_ne_bytes([message[0], message[1], message[2], message[3]]);
+            let errno = i32::from_ne_bytes([message[4], message[5], message[6], message[7]]);
+            Ok(Some((SpawnStep::from_code(step), errno)))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "short report from the child",
+        )),
+    }
 }
 
 /// The child made with `CLONE_VM | CLONE_VFORK`: it runs in the master's own memory, on a
@@ -313,7 +408,7 @@ fn create(plan: &mut ChildPlan<'_>, cgroup_dir: Option<RawFd>) -> io::Result<Spa
 ///   kept: the thread is suspended for as long as the child uses it.
 #[cfg(target_arch = "x86_64")]
 mod vm {
-    use super::{child, ChildPlan, CloneArgs, Spawned, CLONE_INTO_CGROUP};
+    use super::{child, ChildPlan, CloneArgs, SpawnStep, Spawned, CLONE_INTO_CGROUP};
     use std::cell::RefCell;
     use std::ffi::c_void;
     use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -464,20 +559,37 @@ mod vm {
             if pid <= 0 {
                 return None;
             }
+            // The child has exec'd or exited: what it wrote into our memory is there.
+            // SAFETY: `outcome` is fork_exec's, alive for this call.
+            let [step, errno] = unsafe { ptr::read_volatile(start.plan.report.outcome) };
             Some(Spawned {
                 pid: u32::try_from(pid).ok()?,
                 // SAFETY: CLONE_PIDFD wrote a fresh pidfd (close-on-exec) that nothing owns.
                 pidfd: (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) }),
+                failed: (step != 0).then(|| (SpawnStep::from_code(step), errno)),
             })
         })
     }
 }
 
-/// A child that has exec'd its program, or failed to and is exiting (its report says).
+/// A child that has exec'd its program, or failed to and is exiting.
 pub(crate) struct Spawned {
     pub(crate) pid: u32,
     /// Its pidfd, where it came with the child (`CLONE_PIDFD`); else the caller opens one.
     pub(crate) pidfd: Option<OwnedFd>,
+    /// The step that failed and its errno; the child exited with 127 and awaits reaping.
+    pub(crate) failed: Option<(SpawnStep, i32)>,
+}
+
+/// Where the child tells of a failure: always into `outcome`, which a `CLONE_VM` child
+/// shares with the master (a forked child writes into its own copy, harmlessly), and to
+/// `pipe` where there is one (a forked child's way).
+#[derive(Clone, Copy)]
+struct Report {
+    /// The write end of a close-on-exec pipe, or -1.
+    pipe: RawFd,
+    /// `[step, errno]`, all zero until a step fails (steps count from 1).
+    outcome: *mut [i32; 2],
 }
 
 /// The size of the kernel's `sigset_t`, which `rt_sigaction` insists on (not glibc's,
@@ -499,7 +611,7 @@ struct ChildPlan<'a> {
     stdin: Option<RawFd>,
     /// What becomes fd 1 and fd 2.
     output: [Option<RawFd>; 2],
-    report: RawFd,
+    report: Report,
     cgroup_procs: Option<RawFd>,
     parent_death_signal: bool,
     credentials: Option<(u32, u32, &'a [u32])>,
@@ -548,9 +660,12 @@ unsafe fn child(plan: &mut ChildPlan<'_>, cgroup_procs: Option<RawFd>) -> ! {
     //    that placing listener i can never clobber another source (overlapping numbers).
     let n = plan.listeners.len() as c_int;
     let floor = 3 + n;
-    let report = libc::fcntl(plan.report, libc::F_DUPFD_CLOEXEC, floor);
-    if report < 0 {
-        fail(plan.report, SpawnStep::ReportPipe);
+    let mut report = plan.report;
+    if report.pipe >= 0 {
+        report.pipe = libc::fcntl(plan.report.pipe, libc::F_DUPFD_CLOEXEC, floor);
+        if report.pipe < 0 {
+            fail(plan.report, SpawnStep::ReportPipe);
+        }
     }
     for (source, high) in plan.listeners.iter().zip(plan.scratch.iter_mut()) {
         *high = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, floor);
@@ -829,19 +944,22 @@ unsafe fn keeper(records: RawFd, cgroup_kill: Option<RawFd>, groups: &mut [libc:
     libc::_exit(0)
 }
 
-/// Reports `[step, errno]` on `report` and exits with 127. Async-signal-safe.
+/// Reports `[step, errno]` (see [`Report`]) and exits with 127. Async-signal-safe.
 ///
 /// # Safety
 ///
-/// Only for the forked child.
-unsafe fn fail(report: RawFd, step: SpawnStep) -> ! {
+/// Only for the child, with `report.outcome` valid for a write.
+unsafe fn fail(report: Report, step: SpawnStep) -> ! {
     let errno = *libc::__errno_location();
-    let mut message = [0u8; 8];
-    let (step_bytes, errno_bytes) = message.split_at_mut(4);
-    step_bytes.copy_from_slice(&(step as i32).to_ne_bytes());
-    errno_bytes.copy_from_slice(&errno.to_ne_bytes());
-    // A pipe write of 8 bytes is atomic; if it fails there is nobody to tell.
-    libc::write(report, message.as_ptr().cast(), message.len());
+    ptr::write_volatile(report.outcome, [step as i32, errno]);
+    if report.pipe >= 0 {
+        let mut message = [0u8; 8];
+        let (step_bytes, errno_bytes) = message.split_at_mut(4);
+        step_bytes.copy_from_slice(&(step as i32).to_ne_bytes());
+        errno_bytes.copy_from_slice(&errno.to_ne_bytes());
+        // A pipe write of 8 bytes is atomic; if it fails there is nobody to tell.
+        libc::write(report.pipe, message.as_ptr().cast(), message.len());
+    }
     libc::_exit(127)
 }
 
