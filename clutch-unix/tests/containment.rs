@@ -543,3 +543,97 @@ fn a_graceful_stop_signals_each_process_once() {
         assert_eq!(terms.lines().count(), 1, "{mode}: {terms:?}");
     }
 }
+
+/// The first worker burns CPU (a second of `date` processes: its tree's), every worker
+/// writes its cgroup, then sleeps.
+const BURN_ONCE: &str = r#"#!/bin/sh
+echo "cgroup $$ $(cut -d: -f3 /proc/self/cgroup)" >> "$PIDS"
+if mkdir "$PIDS.burned" 2>/dev/null; then
+    end=$(( $(date +%s) + 2 ))
+    while [ "$(date +%s)" -lt "$end" ]; do :; done
+    echo "burned $$" >> "$PIDS"
+fi
+exec sleep 1000
+"#;
+
+/// An emptied cgroup is kept for the next worker (a mkdir and an rmdir saved per
+/// respawn): the replacement gets its predecessor's cgroup, with nothing of it — no
+/// process, and a CPU figure that starts from zero.
+#[test]
+fn a_replacement_reuses_an_emptied_cgroup_with_nothing_of_its_predecessor() {
+    if !is_root() {
+        return skipped("not root: worker cgroups need a writable cgroup v2 hierarchy");
+    }
+    let cgroups = |cluster: &Cluster| -> Vec<(u32, String)> {
+        std::fs::read_to_string(cluster.master.path("pids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("cgroup "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(pid, path)| (pid.parse().unwrap(), path.to_owned()))
+            .collect()
+    };
+    let cpu_of = |m: &mut Master, pid: u32| -> Option<f64> {
+        let status = m.status();
+        status["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["pid"].as_u64() == Some(u64::from(pid)))?["cpu_seconds"]
+            .as_f64()
+    };
+    let mut cluster = Cluster::start_with(BURN_ONCE, 1, "cgroup", "1", &[], &[]);
+    cluster.master.wait_until("the first worker has burned its CPU", |m| {
+        std::fs::read_to_string(m.path("pids")).is_ok_and(|t| t.contains("burned "))
+    });
+    let first = cluster.master.worker_pids()[0];
+    let burned = cpu_of(&mut cluster.master, first).expect("the first worker's CPU");
+    assert!(burned >= 0.5, "the first worker used {burned} s of CPU");
+    let (_, path) = cgroups(&cluster)[0].clone();
+
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+    cluster.master.wait_until("the worker is replaced", |m| {
+        m.worker_pids().first().is_some_and(|&p| p != first) && m.ready() == 1
+    });
+    let second = cluster.master.worker_pids()[0];
+    let deadline = Instant::now() + PATIENCE;
+    let reused = loop {
+        if let Some(found) = cgroups(&cluster).into_iter().find(|(pid, _)| *pid == second) {
+            break found.1;
+        }
+        assert!(Instant::now() < deadline, "the replacement never wrote its cgroup");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(reused, path, "the replacement is not in its predecessor's cgroup");
+    let dir = cgroup_dir(&path);
+    let members = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+    assert_eq!(
+        members.split_whitespace().collect::<Vec<_>>(),
+        [second.to_string()],
+        "only the replacement (its shell exec'd sleep) is in {path}"
+    );
+    let used = cpu_of(&mut cluster.master, second).expect("the replacement's CPU");
+    assert!(
+        used < burned / 4.0,
+        "the replacement is said to have used {used} s of CPU: its predecessor's {burned} s \
+         were counted"
+    );
+}
+
+/// The directory of cgroup `path` (as `/proc/<pid>/cgroup` names it) on this machine.
+fn cgroup_dir(path: &str) -> std::path::PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (fields, rest) = line.split_once(" - ")?;
+            if !rest.starts_with("cgroup2 ") {
+                return None;
+            }
+            let mut fields = fields.split(' ').skip(3);
+            let (root, mount) = (fields.next()?, fields.next()?);
+            let relative = path.strip_prefix(root.trim_end_matches('/'))?;
+            let dir = Path::new(mount).join(relative.trim_start_matches('/'));
+            dir.is_dir().then_some(dir)
+        })
+        .expect("the cgroup's directory under a cgroup2 mount")
+}

@@ -1003,14 +1003,15 @@ impl Driver {
         if let Some(mut handle) = self.workers.remove(&id) {
             handle.rejected.finish(id);
             self.by_pid.remove(&handle.process.pid());
-            self.containment.untrack(handle.tree.pgid());
+            self.containment.untrack(&handle.tree);
             let registry = self.poll.registry();
             if let Some(fd) = handle.process.pidfd() {
                 let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
             }
             let _ = registry.deregister(&mut SourceFd(&handle.notify.as_fd().as_raw_fd()));
-            if let Some(cgroup) = handle.tree.cgroup() {
+            if let Some(cgroup) = handle.tree.into_cgroup() {
                 let _ = registry.deregister(&mut SourceFd(&cgroup.events().as_raw_fd()));
+                self.containment.recycle(cgroup, self.cluster.target());
             }
         }
         // Its last lines before the core hears of its end (and before the master's own
@@ -1196,19 +1197,27 @@ impl Driver {
         }
         let cgroup = self.containment.worker_cgroup(id.0);
         if let Some(cgroup) = &cgroup {
-            spec = spec.cgroup_procs(cgroup.procs()).cgroup_dir(cgroup.dir());
+            spec = spec.cgroup_dir(cgroup.dir());
         }
-        let child = spec
-            .spawn()
-            .map_err(|e| (e.to_core(), crate::error::Chain(&e).to_string()))?;
+        let spawned = spec.spawn();
         drop(spec);
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                // The child that failed has exited (and was reaped): its cgroup is empty.
+                if let Some(cgroup) = cgroup {
+                    self.containment.recycle(cgroup, self.cluster.target());
+                }
+                return Err((e.to_core(), crate::error::Chain(&e).to_string()));
+            }
+        };
         // The master's copies of the write ends go now, or their EOF would never come.
         let reads = pipes.map(|[(out, _), (err, _)]| [out, err]);
         let pid = child.pid;
         let mut process = Process::from(child);
         // The worker leads its own process group (the child made sure).
         let tree = Tree::new(pid, cgroup);
-        self.containment.track(pid);
+        self.containment.track(&tree);
         let watched = self.watch(id, &process, &notify).and_then(|()| {
             let Some(reads) = reads else { return Ok(()) };
             let who = output::Who {
@@ -1232,7 +1241,7 @@ impl Driver {
             // The core will hear that this spawn failed: no process of it may be left
             // running on the shared sockets.
             tree.end();
-            self.containment.untrack(pid);
+            self.containment.untrack(&tree);
             if let Err(e) = process.kill_and_reap() {
                 tracing::warn!(
                     worker = id.0,

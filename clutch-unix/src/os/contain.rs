@@ -5,9 +5,12 @@
 //!
 //! - **A cgroup per worker**, where a cgroup v2 hierarchy is writable (as root, in a
 //!   container that owns its cgroup, under systemd with `Delegate=yes`):
-//!   `<the master's cgroup>/clutch-<pid>/worker-<id>`, entered by the child before
-//!   `execve` (it writes `0` to `cgroup.procs`). No descendant can leave it — not by
-//!   `setsid`, not by changing its uid — and `cgroup.kill` ends all of it at once. The
+//!   `<the master's cgroup>/clutch-<pid>/tree-<n>`, in which the child is created
+//!   (`clone3(CLONE_INTO_CGROUP)`, or it writes `0` to `cgroup.procs` before `execve`).
+//!   No descendant can leave it — not by `setsid`, not by changing its uid — and
+//!   `cgroup.kill` ends all of it at once. A cgroup holds one worker's tree at a time;
+//!   once that tree is gone (`populated 0`) it is kept for the next worker rather than
+//!   removed (see [`Containment::recycle`]), so its name counts cgroups, not workers. The
 //!   workers' cgroups are leaves, so the "no internal processes" rule is never in the
 //!   way. They enable no controllers, except the memory controller when a memory limit
 //!   is set (`--max-worker-memory`) and the master's cgroup hands it down (see
@@ -82,6 +85,10 @@ pub(crate) struct Containment {
     /// Ended workers whose orphans were killed, and whose orphans' children may yet be
     /// re-parented to the master (see [`Self::kill_orphans_of`]). Sorted, no duplicates.
     hunted: Vec<u64>,
+    /// Emptied workers' cgroups, kept for the next workers ([`Self::recycle`]).
+    pool: Vec<WorkerCgroup>,
+    /// How many cgroups were made: the next is `tree-<made + 1>`.
+    made: u64,
 }
 
 impl Containment {
@@ -139,6 +146,8 @@ impl Containment {
             keeper,
             spared: None,
             hunted: Vec::new(),
+            pool: Vec::new(),
+            made: 0,
         })
     }
 
@@ -163,11 +172,19 @@ impl Containment {
         }
     }
 
-    /// Makes worker `id`'s cgroup, or `None` (then its process group is all there is).
-    pub(crate) fn worker_cgroup(&self, id: u64) -> Option<WorkerCgroup> {
+    /// A cgroup for worker `id`: an emptied one from the pool, or a new one; `None`
+    /// without cgroups (then its process group is all there is).
+    pub(crate) fn worker_cgroup(&mut self, id: u64) -> Option<WorkerCgroup> {
         let base = self.base.as_ref()?;
-        match WorkerCgroup::create(&base.join(format!("worker-{id}"))) {
-            Ok(cgroup) => Some(cgroup),
+        if let Some(cgroup) = self.pool.pop() {
+            return Some(cgroup);
+        }
+        let name = format!("tree-{}", self.made + 1);
+        match WorkerCgroup::create(&base.join(name)) {
+            Ok(cgroup) => {
+                self.made += 1;
+                Some(cgroup)
+            }
             Err(e) => {
                 tracing::warn!(
                     worker = id,
@@ -175,6 +192,37 @@ impl Containment {
                 );
                 None
             }
+        }
+    }
+
+    /// The tree in `cgroup` is gone: keep the cgroup for a next worker, as long as the
+    /// pool holds fewer than `keep` (the cluster's target), or remove it.
+    ///
+    /// A `mkdir` and an `rmdir` of a cgroup cost the master more than all the rest of a
+    /// respawn's cgroup work (the kernel creates and tears down a dozen interface files
+    /// and the controllers' state each time), and cgroup v2 refuses `rename(2)`, so the
+    /// cgroup is reused under its name as it is. What a reused cgroup must not carry
+    /// over, it does not:
+    ///
+    /// - processes: it is only kept when `populated 0` says none is left (an exited
+    ///   process that is a zombie is no longer a member);
+    /// - CPU time: `cpu.stat` counts on, so the figure at the hand-over is kept and
+    ///   subtracted ([`WorkerCgroup::cpu_usage`]);
+    /// - memory: an emptied cgroup is still charged for the page cache its tree read,
+    ///   which the next worker's `memory.current` (and its memory limit) would count,
+    ///   so with the memory controller on a cgroup is never reused: removing it hands
+    ///   the charge to the parent, as before.
+    pub(crate) fn recycle(&mut self, mut cgroup: WorkerCgroup, keep: usize) {
+        if self.memory || self.pool.len() >= keep || cgroup.populated() {
+            return; // (dropped: removed)
+        }
+        match cgroup.read_cpu_usage() {
+            Some(used) => {
+                cgroup.cpu_before = used;
+                self.pool.push(cgroup);
+            }
+            // Without a CPU figure to start from, the next worker's would be wrong.
+            None => drop(cgroup),
         }
     }
 
@@ -241,16 +289,18 @@ impl Containment {
     }
 
     /// A worker's tree exists: the keeper is to kill its group should the master die.
-    pub(crate) fn track(&mut self, pgid: u32) {
-        if let Some(keeper) = &mut self.keeper {
-            keeper.send(crate::os::sys::KEEPER_ADD, pgid);
+    /// Not for a tree in a cgroup: the keeper's `cgroup.kill` of the base ends those
+    /// (and a record would wake the keeper twice per respawn for nothing).
+    pub(crate) fn track(&mut self, tree: &Tree) {
+        if let (Some(keeper), None) = (&mut self.keeper, &tree.cgroup) {
+            keeper.send(crate::os::sys::KEEPER_ADD, tree.pgid);
         }
     }
 
     /// A worker's tree is gone.
-    pub(crate) fn untrack(&mut self, pgid: u32) {
-        if let Some(keeper) = &mut self.keeper {
-            keeper.send(crate::os::sys::KEEPER_REMOVE, pgid);
+    pub(crate) fn untrack(&mut self, tree: &Tree) {
+        if let (Some(keeper), None) = (&mut self.keeper, &tree.cgroup) {
+            keeper.send(crate::os::sys::KEEPER_REMOVE, tree.pgid);
         }
     }
 
@@ -284,6 +334,7 @@ impl Containment {
 impl Drop for Containment {
     fn drop(&mut self) {
         self.finish();
+        self.pool.clear(); // (each removed as it drops)
         if let Some(base) = &self.base {
             // The workers' cgroups were removed as each tree ended; an empty base goes too.
             if let Err(e) = std::fs::remove_dir(base) {
@@ -496,8 +547,10 @@ fn cgroup2_dir(mountinfo: &str, path: &str) -> Option<PathBuf> {
 pub(crate) struct WorkerCgroup {
     dir: PathBuf,
     dir_fd: OwnedFd,
-    procs: OwnedFd,
     events: OwnedFd,
+    /// `cpu.stat`'s `usage_usec` when this cgroup's current tree got it: what the trees
+    /// before it used (see [`Containment::recycle`]).
+    cpu_before: std::time::Duration,
 }
 
 impl WorkerCgroup {
@@ -506,25 +559,23 @@ impl WorkerCgroup {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
-        let open = |name: &str, flags: OFlags| {
-            rustix::fs::open(dir.join(name), flags | OFlags::CLOEXEC, Mode::empty())
-                .map_err(io::Error::from)
-        };
+        let dir_fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let events = rustix::fs::openat(
+            &dir_fd,
+            "cgroup.events",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(Self {
             dir: dir.to_owned(),
-            dir_fd: rustix::fs::open(
-                dir,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?,
-            procs: open("cgroup.procs", OFlags::WRONLY)?,
-            events: open("cgroup.events", OFlags::RDONLY)?,
+            dir_fd,
+            events,
+            cpu_before: std::time::Duration::ZERO,
         })
-    }
-
-    /// `cgroup.procs`, for the child to enter.
-    pub(crate) fn procs(&self) -> BorrowedFd<'_> {
-        self.procs.as_fd()
     }
 
     /// The directory, for the child to be created in.
@@ -544,9 +595,15 @@ impl WorkerCgroup {
         text.trim().parse().ok()
     }
 
-    /// `cpu.stat`'s `usage_usec`: the CPU time of the whole tree, ended processes
-    /// included. Every cgroup v2 cgroup has it, with or without the cpu controller.
+    /// The CPU time of the tree in it, its ended processes included (`cpu.stat`'s
+    /// `usage_usec`, less what the trees before it in this cgroup used). Every cgroup v2
+    /// cgroup has it, with or without the cpu controller.
     pub(crate) fn cpu_usage(&self) -> Option<std::time::Duration> {
+        Some(self.read_cpu_usage()?.saturating_sub(self.cpu_before))
+    }
+
+    /// `cpu.stat`'s `usage_usec`: every tree's since the cgroup was made.
+    fn read_cpu_usage(&self) -> Option<std::time::Duration> {
         let text = std::fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
         crate::os::usage::parse_cpu_stat(&text)
     }
@@ -572,10 +629,19 @@ impl WorkerCgroup {
             .collect()
     }
 
-    fn kill(&self) {
-        if let Err(e) = std::fs::write(self.dir.join("cgroup.kill"), "1") {
+    /// Writes `cgroup.kill`; answers whether that worked.
+    fn kill(&self) -> bool {
+        let written = rustix::fs::openat(
+            &self.dir_fd,
+            "cgroup.kill",
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|kill| rustix::io::write(&kill, b"1"));
+        if let Err(e) = written {
             tracing::warn!(cgroup = %self.dir.display(), "cgroup.kill: {e}");
         }
+        written.is_ok()
     }
 }
 
@@ -600,12 +666,13 @@ impl Tree {
         Self { pgid, cgroup }
     }
 
-    pub(crate) fn pgid(&self) -> u32 {
-        self.pgid
-    }
-
     pub(crate) fn cgroup(&self) -> Option<&WorkerCgroup> {
         self.cgroup.as_ref()
+    }
+
+    /// The tree is gone: its cgroup, for [`Containment::recycle`].
+    pub(crate) fn into_cgroup(self) -> Option<WorkerCgroup> {
+        self.cgroup
     }
 
     /// Sends `signal` to every process of the tree: the group, and in a cgroup every
@@ -622,11 +689,11 @@ impl Tree {
             }
         };
         match &self.cgroup {
-            // SIGKILL twice is harmless: the cgroup, and the group in case the cgroup
-            // could not be written.
+            // The group too in case the cgroup could not be written.
             Some(cgroup) if signal == Signal::Kill => {
-                cgroup.kill();
-                group();
+                if !cgroup.kill() {
+                    group();
+                }
             }
             // Any other signal exactly once per process: a second SIGTERM means "stop
             // now" to many servers (clutch's own worker side among them). The cgroup
@@ -644,8 +711,15 @@ impl Tree {
     /// replacement never shares the listening sockets with a ghost. Returns whether
     /// the end must be awaited (a cgroup still populated).
     pub(crate) fn end(&self) -> bool {
-        self.signal(Signal::Kill);
-        self.cgroup.as_ref().is_some_and(WorkerCgroup::populated)
+        match &self.cgroup {
+            // The usual end of a worker that started nothing: its cgroup is empty
+            // already, and so is its group (every member is in the cgroup).
+            Some(cgroup) if !cgroup.populated() => false,
+            _ => {
+                self.signal(Signal::Kill);
+                self.cgroup.as_ref().is_some_and(WorkerCgroup::populated)
+            }
+        }
     }
 }
 
