@@ -685,6 +685,41 @@ mod tests {
         assert_eq!(core.errno, Some(2));
     }
 
+    /// The child shares the master's fd table (`CLONE_FILES`) until it makes its own:
+    /// whatever it moves, marks or closes, the master's fds stay as they were — a high
+    /// one, one opened without close-on-exec, the listener itself.
+    #[test]
+    fn the_masters_fds_are_untouched_by_a_spawn() {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let careless = std::fs::File::open("/dev/null").unwrap();
+        rustix::io::fcntl_setfd(&careless, rustix::io::FdFlags::empty()).unwrap();
+        let high = rustix::io::fcntl_dupfd_cloexec(&tcp, 1000).unwrap();
+        let (out_read, out_write) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        let identity = |fd: BorrowedFd<'_>| {
+            let stat = rustix::fs::fstat(fd).unwrap();
+            let flags = rustix::io::fcntl_getfd(fd).unwrap();
+            (stat.st_dev, stat.st_ino, flags)
+        };
+        let ours = [tcp.as_fd(), careless.as_fd(), high.as_fd(), out_write.as_fd()];
+        let before: Vec<_> = ours.iter().map(|fd| identity(*fd)).collect();
+        let child = SpawnSpec::new("/bin/sleep")
+            .arg("600")
+            .listener("http", tcp.as_fd())
+            .stdout(out_write.as_fd())
+            .spawn()
+            .unwrap();
+        let process = Reaper::new(child);
+        let after: Vec<_> = ours.iter().map(|fd| identity(*fd)).collect();
+        assert_eq!(before, after, "the master's fds changed");
+        let fds = fds_of(process.pid());
+        assert_eq!(
+            fds.keys().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([0, 1, 2, 3]),
+            "{fds:?}"
+        );
+        drop(out_read);
+    }
+
     /// The fallbacks where the kernel refuses `clone3` (seccomp's `ENOSYS`, old kernels)
     /// or off x86-64: a forked child reports over a pipe what a `CLONE_VM` child writes
     /// into the master's memory — success, or the step that failed and its errno.

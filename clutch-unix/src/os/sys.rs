@@ -320,7 +320,7 @@ fn fork_child(plan: &mut ChildPlan<'_>, cgroup_dir: Option<RawFd>) -> io::Result
         if pid == 0 {
             // SAFETY: we are the freshly cloned child, as `child` requires; created in
             // its cgroup already, it has no migration to do.
-            unsafe { child(plan, None) }
+            unsafe { child(plan, None, None) }
         }
         if pid > 0 {
             return Ok(pid.unsigned_abs());
@@ -348,7 +348,7 @@ fn fork_child(plan: &mut ChildPlan<'_>, cgroup_dir: Option<RawFd>) -> io::Result
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // SAFETY: we are the freshly forked child, as `child` requires.
-        unsafe { child(plan, procs) }
+        unsafe { child(plan, procs, None) }
     }
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -390,9 +390,15 @@ fn read_report(pipe: BorrowedFd<'_>) -> io::Result<Option<(SpawnStep, i32)>> {
 ///   and the pid slots of the environment (both buffers of this one spawn, dropped after),
 ///   and `errno`, which is the waiting thread's (the child has its thread pointer): the
 ///   master reads no `errno` after the clone (the raw syscall returns the error). Signal
-///   handlers, fds, the working directory, the umask and credentials are the child's own
-///   copies (no `CLONE_SIGHAND`, `CLONE_FILES`, `CLONE_FS`, `CLONE_THREAD`), so resetting,
-///   moving or changing them changes nothing of the master's.
+///   handlers, the working directory, the umask and credentials are the child's own
+///   copies (no `CLONE_SIGHAND`, `CLONE_FS`, `CLONE_THREAD`), so resetting or changing
+///   them changes nothing of the master's.
+/// - **The fd table is shared (`CLONE_FILES`) only until the child's first syscall**,
+///   which makes it a private copy of just the fds below the highest one it needs (step
+///   0 of [`child`]): the master's table — four fds per worker — is not copied in the
+///   master's time, nor at all above the listeners and pipes. Nothing before that
+///   touches an fd, and a child that fails there exits without closing any (its exit
+///   only drops its reference to the shared table).
 /// - **No master code may run in the child.** Every signal is blocked across the clone
 ///   (see [`fork_exec`]) and the child resets every handler before it unblocks any, as
 ///   after `fork`.
@@ -467,6 +473,8 @@ mod vm {
     struct Start<'p, 'a> {
         plan: &'p mut ChildPlan<'a>,
         cgroup_procs: Option<RawFd>,
+        /// The child shares the master's fd table, and keeps the fds below this.
+        shared_fds_below: libc::c_uint,
     }
 
     /// The child's first Rust frame, at the top of its own stack.
@@ -475,7 +483,7 @@ mod vm {
         // suspended parent's frame for as long as this child runs, and this is the child.
         unsafe {
             let start = &mut *start.cast::<Start<'_, '_>>();
-            child(start.plan, start.cgroup_procs)
+            child(start.plan, start.cgroup_procs, Some(start.shared_fds_below))
         }
     }
 
@@ -532,7 +540,8 @@ mod vm {
                 .map(|_| unsafe { libc::prctl(libc::PR_GET_DUMPABLE) });
             let mut pidfd: libc::c_int = -1;
             let mut args = CloneArgs {
-                flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64
+                flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::CLONE_FILES)
+                    as u64
                     | cgroup_dir.map_or(0, |_| CLONE_INTO_CGROUP),
                 pidfd: ptr::addr_of_mut!(pidfd) as u64,
                 exit_signal: libc::SIGCHLD as u64,
@@ -546,7 +555,12 @@ mod vm {
             } else {
                 plan.cgroup_procs
             };
-            let mut start = Start { plan, cgroup_procs };
+            let shared_fds_below = plan.highest_fd(cgroup_procs).saturating_add(1);
+            let mut start = Start {
+                plan,
+                cgroup_procs,
+                shared_fds_below: libc::c_uint::try_from(shared_fds_below).ok()?,
+            };
             // SAFETY: `args` names the stack above, which only this thread's children use
             // and this thread is suspended while one does; the flags hold CLONE_VM |
             // CLONE_VFORK; `start` lives in this frame until after the child is gone.
@@ -620,15 +634,56 @@ struct ChildPlan<'a> {
     parent: libc::pid_t,
 }
 
+impl ChildPlan<'_> {
+    /// The highest fd the child needs (with `cgroup_procs`, and at least stderr).
+    fn highest_fd(&self, cgroup_procs: Option<RawFd>) -> RawFd {
+        let output = self.output.iter().flatten();
+        self.listeners
+            .iter()
+            .chain(output)
+            .chain(self.stdin.iter())
+            .chain(self.program_file.iter())
+            .chain(cgroup_procs.iter())
+            .copied()
+            .chain([self.report.pipe, 2])
+            .max()
+            .unwrap_or(2)
+    }
+}
+
 /// The child between its creation and `execve`. `cgroup_procs` is the cgroup to enter by
-/// writing `cgroup.procs`, for a child not created in it.
+/// writing `cgroup.procs`, for a child not created in it; `shared_fds_below`, for a child
+/// that shares the master's fd table (`CLONE_FILES`), bounds the fds it needs.
 ///
 /// # Safety
 ///
 /// Must only be called in the child right after `fork` or `clone`, with every pointer in
 /// `plan` valid (they point into the parent's buffers, which the child has a copy of, or
-/// shares with a parent suspended until the child execs or exits).
-unsafe fn child(plan: &mut ChildPlan<'_>, cgroup_procs: Option<RawFd>) -> ! {
+/// shares with a parent suspended until the child execs or exits), and with
+/// `shared_fds_below` set if and only if the fd table is shared.
+unsafe fn child(
+    plan: &mut ChildPlan<'_>,
+    cgroup_procs: Option<RawFd>,
+    shared_fds_below: Option<libc::c_uint>,
+) -> ! {
+    // 0. A file descriptor table of its own, before any fd is touched: a `CLONE_FILES`
+    //    child shares the master's until here. Only the fds below `shared_fds_below` are
+    //    copied (`close_range(n, ~0, CLOSE_RANGE_UNSHARE)`, Linux ≥ 5.9): everything the
+    //    child needs is below n, and what is above would be close-on-exec (step 5). Where
+    //    the kernel cannot, `unshare(CLONE_FILES)` copies all of them.
+    if let Some(below) = shared_fds_below {
+        if libc::syscall(
+            libc::SYS_close_range,
+            below,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_UNSHARE,
+        ) < 0
+            && libc::unshare(libc::CLONE_FILES) < 0
+        {
+            fail(plan.report, SpawnStep::Fork);
+        }
+    }
+
     // 1. Signal dispositions back to the defaults: handlers installed by the master must
     //    not leak, and neither must ignored signals (Rust's runtime ignores SIGPIPE, and
     //    `execve` keeps ignored signals ignored). The raw syscall, not glibc's wrapper,
