@@ -591,7 +591,7 @@ impl WorkerCgroup {
     /// `memory.current`: the memory charged to the whole tree, in bytes, when the
     /// memory controller is on for the workers' cgroups.
     pub(crate) fn memory_current(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.dir.join("memory.current")).ok()?;
+        let text = self.read("memory.current")?;
         text.trim().parse().ok()
     }
 
@@ -604,7 +604,7 @@ impl WorkerCgroup {
 
     /// `cpu.stat`'s `usage_usec`: every tree's since the cgroup was made.
     fn read_cpu_usage(&self) -> Option<std::time::Duration> {
-        let text = std::fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
+        let text = self.read("cpu.stat")?;
         crate::os::usage::parse_cpu_stat(&text)
     }
 
@@ -621,12 +621,27 @@ impl WorkerCgroup {
     }
 
     fn pids(&self) -> Vec<Pid> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+        self.read("cgroup.procs")
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse::<i32>().ok())
             .filter_map(Pid::from_raw)
             .collect()
+    }
+
+    /// One of its interface files, opened through the directory's fd (a lookup of one
+    /// name, not of the whole path).
+    fn read(&self, name: &str) -> Option<String> {
+        let file = rustix::fs::openat(
+            &self.dir_fd,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut text = String::new();
+        io::Read::read_to_string(&mut std::fs::File::from(file), &mut text).ok()?;
+        Some(text)
     }
 
     /// Writes `cgroup.kill`; answers whether that worked.
