@@ -548,6 +548,8 @@ pub(crate) struct WorkerCgroup {
     dir: PathBuf,
     dir_fd: OwnedFd,
     events: OwnedFd,
+    /// `cpu.stat`, kept open: read at every hand-over (below), with `pread`.
+    cpu_stat: OwnedFd,
     /// `cpu.stat`'s `usage_usec` when this cgroup's current tree got it: what the trees
     /// before it used (see [`Containment::recycle`]).
     cpu_before: std::time::Duration,
@@ -570,10 +572,17 @@ impl WorkerCgroup {
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let cpu_stat = rustix::fs::openat(
+            &dir_fd,
+            "cpu.stat",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(Self {
             dir: dir.to_owned(),
             dir_fd,
             events,
+            cpu_stat,
             cpu_before: std::time::Duration::ZERO,
         })
     }
@@ -604,7 +613,9 @@ impl WorkerCgroup {
 
     /// `cpu.stat`'s `usage_usec`: every tree's since the cgroup was made.
     fn read_cpu_usage(&self) -> Option<std::time::Duration> {
-        let text = self.read("cpu.stat")?;
+        let mut buffer = [0u8; 1024];
+        let n = rustix::io::pread(&self.cpu_stat, &mut buffer, 0).ok()?;
+        let text = std::str::from_utf8(buffer.get(..n)?).ok()?;
         crate::os::usage::parse_cpu_stat(&text)
     }
 
