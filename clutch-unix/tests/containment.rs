@@ -547,7 +547,7 @@ fn a_graceful_stop_signals_each_process_once() {
 /// The first worker burns CPU (a second of `date` processes: its tree's), every worker
 /// writes its cgroup, then sleeps.
 const BURN_ONCE: &str = r#"#!/bin/sh
-echo "cgroup $$ $(cut -d: -f3 /proc/self/cgroup)" >> "$PIDS"
+echo "cgroup $$ $(grep "^0::" /proc/self/cgroup | cut -d: -f3)" >> "$PIDS"
 if mkdir "$PIDS.burned" 2>/dev/null; then
     end=$(( $(date +%s) + 2 ))
     while [ "$(date +%s)" -lt "$end" ]; do :; done
@@ -582,9 +582,11 @@ fn a_replacement_reuses_an_emptied_cgroup_with_nothing_of_its_predecessor() {
             .as_f64()
     };
     let mut cluster = Cluster::start_with(BURN_ONCE, 1, "cgroup", "1", &[], &[]);
-    cluster.master.wait_until("the first worker has burned its CPU", |m| {
-        std::fs::read_to_string(m.path("pids")).is_ok_and(|t| t.contains("burned "))
-    });
+    cluster
+        .master
+        .wait_until("the first worker has burned its CPU", |m| {
+            std::fs::read_to_string(m.path("pids")).is_ok_and(|t| t.contains("burned "))
+        });
     let first = cluster.master.worker_pids()[0];
     let burned = cpu_of(&mut cluster.master, first).expect("the first worker's CPU");
     assert!(burned >= 0.5, "the first worker used {burned} s of CPU");
@@ -597,13 +599,22 @@ fn a_replacement_reuses_an_emptied_cgroup_with_nothing_of_its_predecessor() {
     let second = cluster.master.worker_pids()[0];
     let deadline = Instant::now() + PATIENCE;
     let reused = loop {
-        if let Some(found) = cgroups(&cluster).into_iter().find(|(pid, _)| *pid == second) {
+        if let Some(found) = cgroups(&cluster)
+            .into_iter()
+            .find(|(pid, _)| *pid == second)
+        {
             break found.1;
         }
-        assert!(Instant::now() < deadline, "the replacement never wrote its cgroup");
+        assert!(
+            Instant::now() < deadline,
+            "the replacement never wrote its cgroup"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
-    assert_eq!(reused, path, "the replacement is not in its predecessor's cgroup");
+    assert_eq!(
+        reused, path,
+        "the replacement is not in its predecessor's cgroup"
+    );
     let dir = cgroup_dir(&path);
     let members = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
     assert_eq!(

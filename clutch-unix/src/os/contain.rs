@@ -206,6 +206,13 @@ impl Containment {
     ///
     /// - processes: it is only kept when `populated 0` says none is left (an exited
     ///   process that is a zombie is no longer a member);
+    /// - a kill: a cgroup that `cgroup.kill` was ever written to is not reused. On this
+    ///   project's test kernel (6.18) every child later created in such a cgroup with
+    ///   `clone3(CLONE_INTO_CGROUP)` is SIGKILLed at birth, as if the kill were still
+    ///   going on (found by `a_killed_worker_takes_its_descendants_with_it`, whose
+    ///   replacements died at once in a loop). Only a tree that left
+    ///   processes behind its main process is killed ([`Tree::end`]), so the usual
+    ///   respawn still reuses its cgroup;
     /// - CPU time: `cpu.stat` counts on, so the figure at the hand-over is kept and
     ///   subtracted ([`WorkerCgroup::cpu_usage`]);
     /// - memory: an emptied cgroup is still charged for the page cache its tree read,
@@ -213,7 +220,7 @@ impl Containment {
     ///   so with the memory controller on a cgroup is never reused: removing it hands
     ///   the charge to the parent, as before.
     pub(crate) fn recycle(&mut self, mut cgroup: WorkerCgroup, keep: usize) {
-        if self.memory || self.pool.len() >= keep || cgroup.populated() {
+        if self.memory || self.pool.len() >= keep || cgroup.killed.get() || cgroup.populated() {
             return; // (dropped: removed)
         }
         match cgroup.read_cpu_usage() {
@@ -550,6 +557,8 @@ pub(crate) struct WorkerCgroup {
     events: OwnedFd,
     /// `cpu.stat`, kept open: read at every hand-over (below), with `pread`.
     cpu_stat: OwnedFd,
+    /// `cgroup.kill` was written to it: it is never reused (see [`Containment::recycle`]).
+    killed: std::cell::Cell<bool>,
     /// `cpu.stat`'s `usage_usec` when this cgroup's current tree got it: what the trees
     /// before it used (see [`Containment::recycle`]).
     cpu_before: std::time::Duration,
@@ -583,6 +592,7 @@ impl WorkerCgroup {
             dir_fd,
             events,
             cpu_stat,
+            killed: std::cell::Cell::new(false),
             cpu_before: std::time::Duration::ZERO,
         })
     }
@@ -657,6 +667,7 @@ impl WorkerCgroup {
 
     /// Writes `cgroup.kill`; answers whether that worked.
     fn kill(&self) -> bool {
+        self.killed.set(true);
         let written = rustix::fs::openat(
             &self.dir_fd,
             "cgroup.kill",
