@@ -615,6 +615,15 @@ fn a_replacement_reuses_an_emptied_cgroup_with_nothing_of_its_predecessor() {
         reused, path,
         "the replacement is not in its predecessor's cgroup"
     );
+    // Once it has exec'd `sleep`, the shell's own children (mkdir, grep) are gone.
+    let deadline = Instant::now() + PATIENCE;
+    while std::fs::read_to_string(format!("/proc/{second}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the replacement never exec'd sleep"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let dir = cgroup_dir(&path);
     let members = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
     assert_eq!(
