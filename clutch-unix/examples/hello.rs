@@ -15,7 +15,8 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clutch_unix::{Cluster, Log, Role, Shutdown, Worker};
@@ -50,7 +51,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// One worker: accept until shutdown (watching the listener and the shutdown notice in
-/// one `poll`), a thread per connection, then wait for the requests in flight.
+/// one `poll`), each connection on a thread of its own ([`Threads`]), then wait for the
+/// requests in flight.
 fn serve(mut worker: Worker) -> io::Result<()> {
     let listener: TcpListener = worker
         .take_tcp_listener()
@@ -60,6 +62,7 @@ fn serve(mut worker: Worker) -> io::Result<()> {
     let in_flight = Arc::new(AtomicUsize::new(0));
     worker.ready().map_err(io::Error::other)?;
     let shutdown = worker.shutdown().clone();
+    let mut threads = Threads::new(worker.id(), shutdown.clone(), in_flight.clone());
     loop {
         let mut fds = [
             PollFd::new(&listener, PollFlags::IN),
@@ -76,22 +79,106 @@ fn serve(mut worker: Worker) -> io::Result<()> {
         match listener.accept() {
             Ok((stream, _)) => {
                 stream.set_nonblocking(false)?;
-                in_flight.fetch_add(1, Ordering::SeqCst);
-                let (in_flight, shutdown, id) = (in_flight.clone(), shutdown.clone(), worker.id());
-                std::thread::spawn(move || {
-                    let _ = handle(stream, id, &shutdown);
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
-                });
+                threads.run(stream);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => eprintln!("hello: accept: {e}"),
         }
     }
     drop(listener); // our copy of the socket; the master still holds it for new workers
+    threads.finish();
     while in_flight.load(Ordering::SeqCst) > 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
+}
+
+/// The threads that answer connections, one connection each at a time. A thread that is
+/// idle takes the next connection; a new one starts only when none is (a keep-alive
+/// connection holds its thread for as long as it lasts). Starting a thread costs more
+/// than answering a request whose connection then closes, so threads are kept, until one
+/// has been idle for [`THREAD_IDLE`].
+struct Threads {
+    id: u64,
+    shutdown: Shutdown,
+    /// Connections being answered (or handed over and about to be).
+    in_flight: Arc<AtomicUsize>,
+    /// Threads waiting for a connection that none has been handed to yet: a connection
+    /// is handed over only after one of them has been claimed (decremented), so every
+    /// connection sent finds a thread that will take it.
+    idle: Arc<AtomicUsize>,
+    handover: Option<mpsc::Sender<TcpStream>>,
+    waiting: Arc<Mutex<mpsc::Receiver<TcpStream>>>,
+}
+
+/// How long a thread waits for a next connection before it ends.
+const THREAD_IDLE: Duration = Duration::from_secs(30);
+
+impl Threads {
+    fn new(id: u64, shutdown: Shutdown, in_flight: Arc<AtomicUsize>) -> Self {
+        let (handover, waiting) = mpsc::channel();
+        Self {
+            id,
+            shutdown,
+            in_flight,
+            idle: Arc::new(AtomicUsize::new(0)),
+            handover: Some(handover),
+            waiting: Arc::new(Mutex::new(waiting)),
+        }
+    }
+
+    /// Answers `stream` on an idle thread, or on a new one.
+    fn run(&mut self, stream: TcpStream) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let claimed = self
+            .idle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if claimed {
+            if let Some(handover) = &self.handover {
+                let _ = handover.send(stream);
+            }
+            return;
+        }
+        let (id, shutdown) = (self.id, self.shutdown.clone());
+        let (in_flight, idle, waiting) = (
+            self.in_flight.clone(),
+            self.idle.clone(),
+            self.waiting.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut next = Some(stream);
+            loop {
+                if let Some(stream) = next.take() {
+                    let _ = handle(stream, id, &shutdown);
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    idle.fetch_add(1, Ordering::SeqCst);
+                }
+                let received = match waiting.lock() {
+                    Ok(waiting) => waiting.recv_timeout(THREAD_IDLE),
+                    Err(_) => return, // another thread panicked holding it
+                };
+                match received {
+                    Ok(stream) => next = Some(stream),
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Leave, unless every idle thread has been claimed: then a
+                        // connection is on its way, and this thread is needed for it.
+                        let left = idle
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                        if left.is_ok() {
+                            return;
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        });
+    }
+
+    /// No more connections: the idle threads end.
+    fn finish(&mut self) {
+        self.handover = None;
+    }
 }
 
 /// How long a keep-alive connection that is idle when shutdown begins stays open for one
