@@ -700,7 +700,12 @@ mod tests {
             let flags = rustix::io::fcntl_getfd(fd).unwrap();
             (stat.st_dev, stat.st_ino, flags)
         };
-        let ours = [tcp.as_fd(), careless.as_fd(), high.as_fd(), out_write.as_fd()];
+        let ours = [
+            tcp.as_fd(),
+            careless.as_fd(),
+            high.as_fd(),
+            out_write.as_fd(),
+        ];
         let before: Vec<_> = ours.iter().map(|fd| identity(*fd)).collect();
         let child = SpawnSpec::new("/bin/sleep")
             .arg("600")
@@ -731,7 +736,10 @@ mod tests {
                 .args(["-c", "exit 3"])
                 .spawn()
                 .unwrap();
-            assert!(child.pidfd.is_some(), "{fallback:?}: pidfd_open after the fork");
+            assert!(
+                child.pidfd.is_some(),
+                "{fallback:?}: pidfd_open after the fork"
+            );
             assert_eq!(Reaper::new(child).wait().unwrap(), ExitStatus::Code(3));
             let error = SpawnSpec::new("/no/such").spawn().unwrap_err();
             assert_eq!(error.step(), SpawnStep::Exec, "{fallback:?}");
