@@ -26,7 +26,8 @@
 //! outlives the master by design. `PR_SET_PDEATHSIG` ends a worker when the master dies,
 //! but not its descendants, and the kernel clears it when a process changes its uid; the
 //! keeper learns of the master's death by EOF on a pipe and SIGKILLs every worker's
-//! process group and cgroup.
+//! cgroup at once (`cgroup.kill` of `clutch-<pid>`) and the process group of each worker
+//! that has no cgroup (the master tells it of those only).
 //!
 //! `CLUTCH_CONTAINMENT=group` forces the process-group fallback (for tests and for hosts
 //! where creating cgroups is not wanted); `cgroup` makes a missing cgroup hierarchy a
