@@ -627,7 +627,7 @@ impl WorkerCgroup {
         let mut buffer = [0u8; 1024];
         let n = rustix::io::pread(&self.cpu_stat, &mut buffer, 0).ok()?;
         let text = std::str::from_utf8(buffer.get(..n)?).ok()?;
-        crate::os::usage::parse_cpu_stat(&text)
+        crate::os::usage::parse_cpu_stat(text)
     }
 
     /// Whether any process is left in it.
