@@ -551,6 +551,12 @@ fn cgroup2_dir(mountinfo: &str, path: &str) -> Option<PathBuf> {
     })
 }
 
+/// Opens interface file `name` of the cgroup whose directory is `dir`, close-on-exec: a
+/// lookup of one name, not of the whole path.
+fn open_in(dir: &OwnedFd, name: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(dir, name, flags | OFlags::CLOEXEC, Mode::empty())
+}
+
 /// One worker's cgroup.
 pub(crate) struct WorkerCgroup {
     dir: PathBuf,
@@ -576,18 +582,8 @@ impl WorkerCgroup {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let events = rustix::fs::openat(
-            &dir_fd,
-            "cgroup.events",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let cpu_stat = rustix::fs::openat(
-            &dir_fd,
-            "cpu.stat",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let events = open_in(&dir_fd, "cgroup.events", OFlags::RDONLY)?;
+        let cpu_stat = open_in(&dir_fd, "cpu.stat", OFlags::RDONLY)?;
         Ok(Self {
             dir: dir.to_owned(),
             dir_fd,
@@ -651,16 +647,9 @@ impl WorkerCgroup {
             .collect()
     }
 
-    /// One of its interface files, opened through the directory's fd (a lookup of one
-    /// name, not of the whole path).
+    /// One of its interface files, read whole.
     fn read(&self, name: &str) -> Option<String> {
-        let file = rustix::fs::openat(
-            &self.dir_fd,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
+        let file = open_in(&self.dir_fd, name, OFlags::RDONLY).ok()?;
         let mut text = String::new();
         io::Read::read_to_string(&mut std::fs::File::from(file), &mut text).ok()?;
         Some(text)
@@ -669,13 +658,8 @@ impl WorkerCgroup {
     /// Writes `cgroup.kill`; answers whether that worked.
     fn kill(&self) -> bool {
         self.killed.set(true);
-        let written = rustix::fs::openat(
-            &self.dir_fd,
-            "cgroup.kill",
-            OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .and_then(|kill| rustix::io::write(&kill, b"1"));
+        let written = open_in(&self.dir_fd, "cgroup.kill", OFlags::WRONLY)
+            .and_then(|kill| rustix::io::write(&kill, b"1"));
         if let Err(e) = written {
             tracing::warn!(cgroup = %self.dir.display(), "cgroup.kill: {e}");
         }

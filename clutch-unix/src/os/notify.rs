@@ -757,13 +757,7 @@ impl NotifyListener {
             rn::bind(&socket, &address)?;
             Ok(socket)
         };
-        let socket = bind().map_err(|e| context(e, "cannot bind the notify socket", &path))?;
-        Ok(Self {
-            socket,
-            path,
-            file: true,
-            uid: rustix::process::getuid(),
-        })
+        Self::bound(bind(), path, true)
     }
 
     /// Binds a socket in the abstract namespace, at `name` (`NOTIFY_SOCKET=@<name>`),
@@ -784,11 +778,17 @@ impl NotifyListener {
             rn::bind(&socket, &address)?;
             Ok(socket)
         };
-        let socket = bind().map_err(|e| context(e, "cannot bind the notify socket", &path))?;
+        Self::bound(bind(), path, false)
+    }
+
+    /// The listener on a socket just bound at `path` (a `file` of its own, or an
+    /// abstract name), or the binding's error with its context.
+    fn bound(socket: io::Result<OwnedFd>, path: PathBuf, file: bool) -> io::Result<Self> {
+        let socket = socket.map_err(|e| context(e, "cannot bind the notify socket", &path))?;
         Ok(Self {
             socket,
             path,
-            file: false,
+            file,
             uid: rustix::process::getuid(),
         })
     }
