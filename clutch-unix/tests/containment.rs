@@ -544,13 +544,14 @@ fn a_graceful_stop_signals_each_process_once() {
     }
 }
 
-/// The first worker burns CPU (a second of `date` processes: its tree's), every worker
-/// writes its cgroup, then sleeps.
+/// Every worker writes its cgroup and itself (the one descendant `Cluster` waits for);
+/// the first burns CPU (`date` processes: its tree's)
+/// until the test has seen enough of it and creates `$PIDS.stop`; then each sleeps.
 const BURN_ONCE: &str = r#"#!/bin/sh
 echo "cgroup $$ $(grep "^0::" /proc/self/cgroup | cut -d: -f3)" >> "$PIDS"
-if mkdir "$PIDS.burned" 2>/dev/null; then
-    end=$(( $(date +%s) + 2 ))
-    while [ "$(date +%s)" -lt "$end" ]; do :; done
+echo "worker $$" >> "$PIDS"
+if mkdir "$PIDS.burning" 2>/dev/null; then
+    while [ ! -e "$PIDS.stop" ]; do date > /dev/null; done
     echo "burned $$" >> "$PIDS"
 fi
 exec sleep 1000
@@ -582,12 +583,19 @@ fn a_replacement_reuses_an_emptied_cgroup_with_nothing_of_its_predecessor() {
             .as_f64()
     };
     let mut cluster = Cluster::start_with(BURN_ONCE, 1, "cgroup", "1", &[], &[]);
+    let first = cluster.master.worker_pids()[0];
+    // However slowly a busy machine lets it burn: until its CPU figure says so.
     cluster
         .master
-        .wait_until("the first worker has burned its CPU", |m| {
+        .wait_until("the first worker has used 0.5 s of CPU", |m| {
+            cpu_of(m, first).is_some_and(|used| used >= 0.5)
+        });
+    std::fs::write(cluster.master.path("pids.stop"), "").unwrap();
+    cluster
+        .master
+        .wait_until("the first worker has stopped burning", |m| {
             std::fs::read_to_string(m.path("pids")).is_ok_and(|t| t.contains("burned "))
         });
-    let first = cluster.master.worker_pids()[0];
     let burned = cpu_of(&mut cluster.master, first).expect("the first worker's CPU");
     assert!(burned >= 0.5, "the first worker used {burned} s of CPU");
     let (_, path) = cgroups(&cluster)[0].clone();
