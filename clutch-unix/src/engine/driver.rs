@@ -55,7 +55,7 @@ use crate::os::notify::{
     NotifyListener, NotifyMessage, NotifySocketKind, NotifySockets, Received, Rejection,
 };
 use crate::os::process::{signal_from_number, signal_number, Process};
-use crate::os::spawn::{master_error, SpawnSpec};
+use crate::os::spawn::{master_error, Environment, SpawnSpec};
 use crate::Error;
 
 #[path = "upgrade.rs"]
@@ -275,7 +275,7 @@ pub(crate) struct Driver {
     /// The detailed text of spawn failures this drain reports: the core hears only a
     /// kind and an errno, the log and the control client get the whole story.
     spawn_failures: HashMap<WorkerId, String>,
-    env: Vec<(OsString, OsString)>,
+    env: Environment,
     title: Option<String>,
     /// Set once the core asked to exit.
     exit: Option<ExitReason>,
@@ -340,7 +340,8 @@ impl Driver {
         let notify_sockets =
             NotifySockets::create_for(setup.notify_sockets, setup.workers.credentials.as_ref())
                 .map_err(|e| Error::io("creating the workers' notify sockets", e))?;
-        let env = setup.workers.base_env();
+        let env = Environment::new(setup.workers.base_env())
+            .map_err(|e| Error::io("preparing the workers' environment", e))?;
         let mut setup = setup;
         if let Some(control) = setup.control.as_mut() {
             control
@@ -1167,7 +1168,7 @@ impl Driver {
         };
         let mut spec = SpawnSpec::new(&program.path)
             .args(program.args.iter().cloned())
-            .env(self.env.iter().cloned())
+            .base_env(&self.env)
             .notify_socket(notify.address())
             .worker(id.0, slot);
         let workers = &self.setup.workers;

@@ -26,7 +26,8 @@
 //! always removed from it first, so a worker never sees stale values from the master's
 //! own service manager.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::borrow::Cow;
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -36,7 +37,7 @@ use std::path::{Path, PathBuf};
 use rustix::process::{pidfd_open, waitpid, Pid, PidfdFlags, WaitOptions};
 
 use crate::os::credentials::Credentials;
-use crate::os::sys::{self, ChildContext, ChildFds, EnvEntry};
+use crate::os::sys::{self, ChildContext, ChildFds, OwnPidEntry};
 
 /// The variables [`spawn`] owns: removed from the given environment, then set as needed.
 pub const MANAGED_ENV_VARS: [&str; 8] = [
@@ -75,6 +76,7 @@ pub struct SpawnSpec<'fd> {
     program_file: Option<BorrowedFd<'fd>>,
     arg0: Option<OsString>,
     args: Vec<OsString>,
+    base_env: Option<&'fd Environment>,
     env: Vec<(OsString, OsString)>,
     listeners: Vec<(String, BorrowedFd<'fd>)>,
     notify_socket: Option<PathBuf>,
@@ -151,6 +153,7 @@ impl<'fd> SpawnSpec<'fd> {
             program_file: None,
             arg0: None,
             args: Vec::new(),
+            base_env: None,
             env: Vec::new(),
             listeners: Vec::new(),
             notify_socket: None,
@@ -209,6 +212,15 @@ impl<'fd> SpawnSpec<'fd> {
         self
     }
 
+    /// Starts the base environment from `env`, prepared once for many spawns; variables
+    /// added with [`SpawnSpec::env`] come on top of it. A master spawning many workers
+    /// with the same environment prepares it once instead of copying, checking and
+    /// sorting it on every spawn.
+    pub fn base_env(mut self, env: &'fd Environment) -> Self {
+        self.base_env = Some(env);
+        self
+    }
+
     /// Adds a listening socket: it becomes fd `3 + i` for the `i`-th listener added, named
     /// `name` in `LISTEN_FDNAMES`. A name is 1 to 255 printable ASCII characters other than
     /// `:` (systemd's rule).
@@ -263,43 +275,93 @@ impl<'fd> SpawnSpec<'fd> {
         spawn(self)
     }
 
-    /// The environment the worker gets, except that `LISTEN_PID` and `WATCHDOG_PID` are
-    /// filled in by the child. Sorted by name.
-    fn environment(&self) -> io::Result<Vec<EnvEntry>> {
-        let mut vars: std::collections::BTreeMap<OsString, OsString> = self
-            .env
-            .iter()
-            .filter(|(name, _)| {
-                !MANAGED_ENV_VARS
-                    .iter()
-                    .any(|managed| name.as_os_str() == OsStr::new(managed))
-            })
-            .cloned()
-            .collect();
+    /// The base environment: the prepared one as it is (the common case, and no copy),
+    /// or a new one with this spec's variables on top.
+    fn base_environment(&self) -> io::Result<Cow<'_, Environment>> {
+        match self.base_env {
+            Some(base) if self.env.is_empty() => Ok(Cow::Borrowed(base)),
+            base => Environment::new(
+                base.into_iter()
+                    .flat_map(Environment::vars)
+                    .chain(self.env.iter().cloned()),
+            )
+            .map(Cow::Owned),
+        }
+    }
+
+    /// The variables `spawn` sets for this worker (every one of [`MANAGED_ENV_VARS`] that
+    /// applies): those with a value known now, and those the child fills in with its pid.
+    fn managed_environment(&self) -> io::Result<(Vec<CString>, Vec<OwnPidEntry>)> {
+        let mut fixed = Vec::with_capacity(6);
         let mut own_pid = Vec::new();
+        let mut set = |name: &str, value: &OsStr| {
+            let mut entry = Vec::with_capacity(name.len() + 1 + value.len());
+            entry.extend_from_slice(name.as_bytes());
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            fixed.push(c_string(entry, name)?);
+            io::Result::Ok(())
+        };
         if !self.listeners.is_empty() {
             let names: Vec<&str> = self
                 .listeners
                 .iter()
                 .map(|(name, _)| name.as_str())
                 .collect();
-            vars.insert("LISTEN_FDS".into(), self.listeners.len().to_string().into());
-            vars.insert("LISTEN_FDNAMES".into(), names.join(":").into());
-            own_pid.push("LISTEN_PID");
+            set("LISTEN_FDS", self.listeners.len().to_string().as_ref())?;
+            set("LISTEN_FDNAMES", names.join(":").as_ref())?;
+            own_pid.push(OwnPidEntry::new("LISTEN_PID"));
         }
         if let Some(path) = &self.notify_socket {
-            vars.insert("NOTIFY_SOCKET".into(), path.clone().into_os_string());
+            set("NOTIFY_SOCKET", path.as_os_str())?;
         }
         if let Some(usec) = self.watchdog_usec {
-            vars.insert("WATCHDOG_USEC".into(), usec.to_string().into());
-            own_pid.push("WATCHDOG_PID");
+            set("WATCHDOG_USEC", usec.to_string().as_ref())?;
+            own_pid.push(OwnPidEntry::new("WATCHDOG_PID"));
         }
         if !self.master {
-            vars.insert("CLUTCH_WORKER_ID".into(), self.worker_id.to_string().into());
-            vars.insert("CLUTCH_WORKER_SLOT".into(), self.slot.to_string().into());
+            set("CLUTCH_WORKER_ID", self.worker_id.to_string().as_ref())?;
+            set("CLUTCH_WORKER_SLOT", self.slot.to_string().as_ref())?;
         }
+        Ok((fixed, own_pid))
+    }
+}
 
-        let mut entries = Vec::with_capacity(vars.len() + own_pid.len());
+/// A base environment, prepared for any number of spawns: the variables checked, the
+/// [`MANAGED_ENV_VARS`] removed, sorted by name, each a ready `NAME=value` C string.
+///
+/// ```
+/// # use clutch_unix::spawn::Environment;
+/// let env = Environment::new([("LANG", "C.UTF-8"), ("LISTEN_FDS", "9")])?;
+/// assert_eq!(env.len(), 1); // LISTEN_FDS is spawn's to set
+/// assert!(Environment::new([("A=B", "c")]).is_err());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `NAME=value`, sorted by name.
+    entries: Vec<CString>,
+}
+
+impl Environment {
+    /// The variables, a later value for the same name winning; an error names the first
+    /// one that cannot be passed (an empty name, `=` in a name, a NUL byte anywhere).
+    pub fn new<I, K, V>(vars: I) -> io::Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        let vars: std::collections::BTreeMap<OsString, OsString> = vars
+            .into_iter()
+            .map(|(name, value)| (name.into(), value.into()))
+            .filter(|(name, _)| {
+                !MANAGED_ENV_VARS
+                    .iter()
+                    .any(|managed| name.as_os_str() == OsStr::new(managed))
+            })
+            .collect();
+        let mut entries = Vec::with_capacity(vars.len());
         for (name, value) in vars {
             if name.is_empty() || name.as_bytes().contains(&b'=') {
                 return Err(invalid_input(format!(
@@ -309,10 +371,33 @@ impl<'fd> SpawnSpec<'fd> {
             let mut entry = name.into_vec();
             entry.push(b'=');
             entry.extend_from_slice(value.as_bytes());
-            entries.push(EnvEntry::fixed(c_string(entry, "an environment variable")?));
+            entries.push(c_string(entry, "an environment variable")?);
         }
-        entries.extend(own_pid.into_iter().map(EnvEntry::own_pid));
-        Ok(entries)
+        Ok(Self { entries })
+    }
+
+    /// How many variables there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The variables as `(name, value)`, sorted by name.
+    pub fn vars(&self) -> impl Iterator<Item = (OsString, OsString)> + '_ {
+        self.entries.iter().map(|entry| {
+            let bytes = entry.as_bytes();
+            // Every entry was built as `NAME=value` with a non-empty name free of `=`.
+            let at = bytes.iter().position(|b| *b == b'=').unwrap_or(bytes.len());
+            let value = bytes.get(at + 1..).unwrap_or_default();
+            (
+                OsStr::from_bytes(&bytes[..at]).to_owned(),
+                OsStr::from_bytes(value).to_owned(),
+            )
+        })
     }
 }
 
@@ -351,7 +436,14 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
     for arg in std::iter::once(arg0).chain(spec.args.iter().map(OsString::as_os_str)) {
         argv.push(c_string(arg.as_bytes().to_vec(), "an argument").map_err(prepare)?);
     }
-    let mut env = spec.environment().map_err(prepare)?;
+    let base_env = spec.base_environment().map_err(prepare)?;
+    let (managed, mut own_pid) = spec.managed_environment().map_err(prepare)?;
+    let env: Vec<&CStr> = base_env
+        .entries
+        .iter()
+        .chain(&managed)
+        .map(CString::as_c_str)
+        .collect();
     let chdir = spec
         .current_dir
         .as_ref()
@@ -389,7 +481,7 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Child, SpawnError> {
         program_file: spec.program_file,
     };
     let sys::Spawned { pid, pidfd, failed } =
-        sys::fork_exec(&program, &argv, &mut env, &fds, &context)
+        sys::fork_exec(&program, &argv, &env, &mut own_pid, &fds, &context)
             .map_err(|source| SpawnError::new(&spec.program, SpawnStep::Fork, source))?;
     if let Some((step, errno)) = failed {
         reap(pid);
@@ -903,6 +995,48 @@ mod tests {
         assert_eq!(pgrp, pid);
         // The socket dir must outlive the child's check.
         assert!(dir.path().join("s").metadata().unwrap().mode() != 0);
+    }
+
+    /// A prepared environment is what the worker gets, with the spec's own variables on
+    /// top of it and the managed ones set by spawn, as with `env` alone.
+    #[test]
+    fn a_prepared_environment_is_passed_with_the_specs_variables_on_top() {
+        let base = Environment::new([
+            ("A", "base"),
+            ("B", "base"),
+            ("CLUTCH_WORKER_ID", "99"),
+            ("A", "later wins"),
+        ])
+        .unwrap();
+        assert_eq!(
+            base.vars().collect::<Vec<_>>(),
+            [("A".into(), "later wins".into()), ("B".into(), "base".into())]
+        );
+        let child = SpawnSpec::new("/bin/sleep")
+            .arg("600")
+            .base_env(&base)
+            .env([("B", "spec")])
+            .worker(3, 1)
+            .inherit_stdin()
+            .spawn()
+            .unwrap();
+        let process = Reaper::new(child);
+        let env = environ_of(process.pid());
+        let expected: BTreeMap<String, String> = [
+            ("A", "later wins"),
+            ("B", "spec"),
+            ("CLUTCH_WORKER_ID", "3"),
+            ("CLUTCH_WORKER_SLOT", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(env, expected);
+        for bad in ["", "A=B"] {
+            let error = Environment::new([(bad, "x")]).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+        }
+        assert!(Environment::new([("A", "x\0y")]).is_err());
     }
 
     #[test]

@@ -31,39 +31,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::os::spawn::SpawnStep;
 
-/// One `NAME=value` entry of a child's environment, as a NUL-terminated buffer.
+/// A `NAME=<the child's own pid>` entry of a child's environment (`LISTEN_PID`,
+/// `WATCHDOG_PID`): `NAME=` and room for the digits, filled in by the child after `fork`.
 #[derive(Debug)]
-pub(crate) struct EnvEntry {
-    /// `NAME=value\0`, or `NAME=` followed by zeros for [`EnvEntry::own_pid`].
+pub(crate) struct OwnPidEntry {
+    /// `NAME=` followed by zeros.
     bytes: Vec<u8>,
-    /// Where the child writes its own pid in decimal, for [`EnvEntry::own_pid`].
-    pid_at: Option<usize>,
+    /// Where the child writes its pid in decimal.
+    pid_at: usize,
 }
 
 /// Room for the digits of any pid (a `pid_t` has at most 10) plus the terminating NUL.
 const PID_ROOM: usize = 11;
 
-impl EnvEntry {
-    /// A fixed entry, `NAME=value`.
-    pub(crate) fn fixed(entry: CString) -> Self {
-        Self {
-            bytes: entry.into_bytes_with_nul(),
-            pid_at: None,
-        }
-    }
-
-    /// `NAME=<the child's own pid>`, filled in by the child after `fork` (`LISTEN_PID`,
-    /// `WATCHDOG_PID`). `name` must not contain `=` or NUL (callers pass constants).
-    pub(crate) fn own_pid(name: &str) -> Self {
+impl OwnPidEntry {
+    /// `name` must not contain `=` or NUL (callers pass constants).
+    pub(crate) fn new(name: &str) -> Self {
         let mut bytes = Vec::with_capacity(name.len() + 1 + PID_ROOM);
         bytes.extend_from_slice(name.as_bytes());
         bytes.push(b'=');
         let pid_at = bytes.len();
         bytes.resize(pid_at + PID_ROOM, 0);
-        Self {
-            bytes,
-            pid_at: Some(pid_at),
-        }
+        Self { bytes, pid_at }
     }
 }
 
@@ -163,7 +152,8 @@ unsafe fn fork_into_cgroup(dir: RawFd) -> libc::pid_t {
 }
 
 /// Starts a child that sets itself up as [`ChildFds`] and the module docs say, then
-/// `execve`s `program` with `argv` and `env`. Returns the child's pid (and, where the
+/// `execve`s `program` with `argv` and an environment of `env` followed by `own_pid`.
+/// Returns the child's pid (and, where the
 /// kernel gave one with it, its pidfd) to the parent.
 ///
 /// A failure in the child is the [`SpawnStep`] and the errno, in [`Spawned::failed`]; the
@@ -171,7 +161,8 @@ unsafe fn fork_into_cgroup(dir: RawFd) -> libc::pid_t {
 pub(crate) fn fork_exec(
     program: &CString,
     argv: &[CString],
-    env: &mut [EnvEntry],
+    env: &[&CStr],
+    own_pid: &mut [OwnPidEntry],
     fds: &ChildFds<'_>,
     context: &ChildContext<'_>,
 ) -> io::Result<Spawned> {
@@ -181,16 +172,15 @@ pub(crate) fn fork_exec(
         .map(|arg| arg.as_ptr())
         .chain([ptr::null()])
         .collect();
-    let mut envp_ptrs: Vec<*const c_char> = Vec::with_capacity(env.len() + 1);
-    let mut pid_slots: Vec<*mut u8> = Vec::with_capacity(env.len());
-    for entry in env.iter_mut() {
+    let mut envp_ptrs: Vec<*const c_char> = Vec::with_capacity(env.len() + own_pid.len() + 1);
+    envp_ptrs.extend(env.iter().map(|entry| entry.as_ptr()));
+    let mut pid_slots: Vec<*mut u8> = Vec::with_capacity(own_pid.len());
+    for entry in own_pid.iter_mut() {
         let base = entry.bytes.as_mut_ptr();
         envp_ptrs.push(base.cast_const().cast());
-        if let Some(at) = entry.pid_at {
-            // SAFETY: `at + PID_ROOM == bytes.len()` by construction in `own_pid`, so the
-            // pointer and the PID_ROOM bytes after it are inside the buffer.
-            pid_slots.push(unsafe { base.add(at) });
-        }
+        // SAFETY: `pid_at + PID_ROOM == bytes.len()` by construction in `new`, so the
+        // pointer and the PID_ROOM bytes after it are inside the buffer.
+        pid_slots.push(unsafe { base.add(entry.pid_at) });
     }
     envp_ptrs.push(ptr::null());
     let listeners: Vec<RawFd> = fds.listeners.iter().map(AsRawFd::as_raw_fd).collect();
