@@ -1012,7 +1012,11 @@ impl Driver {
             let _ = registry.deregister(&mut SourceFd(&handle.notify.as_fd().as_raw_fd()));
             if let Some(cgroup) = handle.tree.into_cgroup() {
                 let _ = registry.deregister(&mut SourceFd(&cgroup.events().as_raw_fd()));
-                self.containment.recycle(cgroup, self.cluster.target());
+                let target = self.cluster.target();
+                if self.containment.recycle(cgroup, target) {
+                    // No process of its tree is left to speak on its socket.
+                    self.notify_sockets.recycle(handle.notify, target);
+                }
             }
         }
         // Its last lines before the core hears of its end (and before the master's own

@@ -90,6 +90,9 @@ pub(crate) struct Containment {
     pool: Vec<WorkerCgroup>,
     /// How many cgroups were made: the next is `tree-<made + 1>`.
     made: u64,
+    /// The master's own cgroup's `cgroup.procs`, held open only to keep its inode (see
+    /// [`Self::start`]).
+    _procs: Option<OwnedFd>,
 }
 
 impl Containment {
@@ -105,6 +108,13 @@ impl Containment {
     /// process, enables it for the workers' cgroups. Anywhere else (the master shares a
     /// non-root cgroup with its own process, cgroup v1, no cgroups) it cannot be, and a
     /// worker's memory is its main process's resident set.
+    ///
+    /// The master's own cgroup's `cgroup.procs` and each worker cgroup's are held open,
+    /// though never read or written: `clone3(CLONE_INTO_CGROUP)` checks that we may
+    /// write both (the destination's, and the common ancestor's, as a migration would),
+    /// and kernfs drops an inode that nothing holds, so without an open file every spawn
+    /// allocated and freed the two inodes again (a tenth of the master's CPU on a mass
+    /// respawn, by `perf`; half of that now).
     pub(crate) fn start(workers: usize, memory: bool) -> Result<Self, Error> {
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
             .map_err(|e| Error::io("becoming a child subreaper", e.into()))?;
@@ -141,7 +151,16 @@ impl Containment {
                 None
             }
         };
+        let procs = base.as_deref().and_then(Path::parent).and_then(|own| {
+            rustix::fs::open(
+                own.join("cgroup.procs"),
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        });
         Ok(Self {
+            _procs: procs,
             base,
             memory,
             keeper,
@@ -178,6 +197,7 @@ impl Containment {
     pub(crate) fn worker_cgroup(&mut self, id: u64) -> Option<WorkerCgroup> {
         let base = self.base.as_ref()?;
         if let Some(cgroup) = self.pool.pop() {
+            cgroup.emptied.set(false);
             return Some(cgroup);
         }
         let name = format!("tree-{}", self.made + 1);
@@ -220,18 +240,20 @@ impl Containment {
     ///   which the next worker's `memory.current` (and its memory limit) would count,
     ///   so with the memory controller on a cgroup is never reused: removing it hands
     ///   the charge to the parent, as before.
-    pub(crate) fn recycle(&mut self, mut cgroup: WorkerCgroup, keep: usize) {
-        if self.memory || self.pool.len() >= keep || cgroup.killed.get() || cgroup.populated() {
-            return; // (dropped: removed)
-        }
-        match cgroup.read_cpu_usage() {
-            Some(used) => {
+    ///
+    /// Answers whether the tree is known to be gone: `populated 0` was read (a cgroup
+    /// whose interface files cannot be read is not kept, and its tree is not known gone).
+    pub(crate) fn recycle(&mut self, mut cgroup: WorkerCgroup, keep: usize) -> bool {
+        let empty = cgroup.empty();
+        if empty && !self.memory && self.pool.len() < keep && !cgroup.killed.get() {
+            // Without a CPU figure to start from, the next worker's would be wrong: then
+            // the cgroup is dropped (removed).
+            if let Some(used) = cgroup.read_cpu_usage() {
                 cgroup.cpu_before = used;
                 self.pool.push(cgroup);
             }
-            // Without a CPU figure to start from, the next worker's would be wrong.
-            None => drop(cgroup),
         }
+        empty
     }
 
     /// Without cgroups: SIGKILLs the orphans that the `ended` workers left — descendants
@@ -564,8 +586,14 @@ pub(crate) struct WorkerCgroup {
     events: OwnedFd,
     /// `cpu.stat`, kept open: read at every hand-over (below), with `pread`.
     cpu_stat: OwnedFd,
+    /// `cgroup.procs`, open only to keep its inode: see [`Containment::start`].
+    _procs: OwnedFd,
     /// `cgroup.kill` was written to it: it is never reused (see [`Containment::recycle`]).
     killed: std::cell::Cell<bool>,
+    /// `populated 0` was read since its current tree began: no process of that tree is
+    /// left, and none comes back (only the master puts processes in a worker's cgroup),
+    /// so `cgroup.events` need not be read again.
+    emptied: std::cell::Cell<bool>,
     /// `cpu.stat`'s `usage_usec` when this cgroup's current tree got it: what the trees
     /// before it used (see [`Containment::recycle`]).
     cpu_before: std::time::Duration,
@@ -584,12 +612,15 @@ impl WorkerCgroup {
         )?;
         let events = open_in(&dir_fd, "cgroup.events", OFlags::RDONLY)?;
         let cpu_stat = open_in(&dir_fd, "cpu.stat", OFlags::RDONLY)?;
+        let procs = open_in(&dir_fd, "cgroup.procs", OFlags::RDONLY)?;
         Ok(Self {
+            _procs: procs,
             dir: dir.to_owned(),
             dir_fd,
             events,
             cpu_stat,
             killed: std::cell::Cell::new(false),
+            emptied: std::cell::Cell::new(false),
             cpu_before: std::time::Duration::ZERO,
         })
     }
@@ -626,16 +657,30 @@ impl WorkerCgroup {
         crate::os::usage::parse_cpu_stat(text)
     }
 
-    /// Whether any process is left in it.
+    /// Whether any process is left in it. When that cannot be read, "no", so that the
+    /// worker's end is not held up forever (but [`empty`](Self::empty) says "not known").
     pub(crate) fn populated(&self) -> bool {
-        let mut buffer = [0u8; 256];
-        match rustix::io::pread(&self.events, &mut buffer, 0) {
-            Ok(n) => String::from_utf8_lossy(&buffer[..n])
-                .lines()
-                .any(|l| l == "populated 1"),
-            // Cannot tell: say "empty" so that the worker's end is not held up forever.
-            Err(_) => false,
+        if self.emptied.get() {
+            return false;
         }
+        let mut buffer = [0u8; 256];
+        let Ok(n) = rustix::io::pread(&self.events, &mut buffer, 0) else {
+            return false;
+        };
+        let text = buffer.get(..n).unwrap_or_default();
+        for line in text.split(|&b| b == b'\n') {
+            match line {
+                b"populated 1" => return true,
+                b"populated 0" => self.emptied.set(true),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Whether its tree is known to be gone: `populated 0` was read.
+    fn empty(&self) -> bool {
+        !self.populated() && self.emptied.get()
     }
 
     fn pids(&self) -> Vec<Pid> {

@@ -15,13 +15,17 @@
 //! ## Where the workers' sockets are
 //!
 //! By default ([`NotifySocketKind::Abstract`]) in Linux's **abstract namespace**:
-//! `NOTIFY_SOCKET=@clutch/<master pid>/<random>/worker-<id>`. The name says whose it is
+//! `NOTIFY_SOCKET=@clutch/<master pid>/<random>/worker`. The name says whose it is
 //! (`ss -xl | grep @clutch/`); the 64 random bits, drawn for each socket, make it unique
 //! among masters (of other pid namespaces too) and impossible to bind before the master
 //! does (which would make the worker's spawn fail). Such a socket has no inode: binding
 //! it creates no file and closing it is all the cleaning there is — the name vanishes
 //! with the master's descriptor, so even a SIGKILLed master leaves nothing behind. On a
-//! mass respawn that is a `bind(2)` without `mknod` and no `unlink(2)` per worker.
+//! mass respawn that is a `bind(2)` without `mknod` and no `unlink(2)` per worker; and
+//! where the workers have cgroups, not even that: the socket of a worker whose whole
+//! tree is gone (`populated 0`) is emptied and handed to the next worker
+//! ([`NotifySockets::recycle`]), so a name is no worker's for good — the worker's own
+//! `NOTIFY_SOCKET` (in `/proc/<pid>/environ`) says which socket is whose.
 //!
 //! Else ([`NotifySocketKind::Directory`], or as a fallback, see
 //! [`NotifySockets::create_for`]) in a **private directory** ([`NotifyDir`]):
@@ -183,7 +187,7 @@ const FDS_MAX: usize = 253;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum NotifySocketKind {
-    /// In the abstract namespace, `NOTIFY_SOCKET=@clutch/<master pid>/<random>/worker-<id>`:
+    /// In the abstract namespace, `NOTIFY_SOCKET=@clutch/<master pid>/<random>/worker`:
     /// no file to create or remove, nothing left behind by a master that is killed. Where
     /// such a socket cannot be bound, or its senders' uids cannot be trusted (see
     /// [`NotifySockets::create_for`]), the directory is used instead.
@@ -201,6 +205,9 @@ pub enum NotifySocketKind {
 #[derive(Debug)]
 pub struct NotifySockets {
     place: Place,
+    /// Sockets of workers whose trees are gone, for the next workers
+    /// ([`recycle`](Self::recycle)).
+    spare: Vec<NotifyListener>,
 }
 
 #[derive(Debug)]
@@ -250,6 +257,7 @@ impl NotifySockets {
                     }
                     return Ok(Self {
                         place: Place::Abstract { workers_uid },
+                        spare: Vec::new(),
                     });
                 }
                 Some(why) => {
@@ -265,6 +273,7 @@ impl NotifySockets {
     pub fn in_dir(dir: NotifyDir) -> Self {
         Self {
             place: Place::Directory(dir),
+            spare: Vec::new(),
         }
     }
 
@@ -286,18 +295,39 @@ impl NotifySockets {
         }
     }
 
-    /// Binds the notification socket of worker `worker_id` (ids are never reused):
-    /// `@clutch/<master pid>/<random>/worker-<id>`, or as [`NotifyDir::bind_worker`]. Only
-    /// the workers' user's datagrams (and root's) count on it.
-    pub fn bind_worker(&self, worker_id: u64) -> io::Result<NotifyListener> {
+    /// The notification socket of worker `worker_id` (ids are never reused): in the
+    /// abstract namespace, a [recycled](Self::recycle) one, emptied of what was queued in
+    /// it, or a new one, `@clutch/<master pid>/<random>/worker`; else as
+    /// [`NotifyDir::bind_worker`]. Only the workers' user's datagrams (and root's) count
+    /// on it.
+    pub fn bind_worker(&mut self, worker_id: u64) -> io::Result<NotifyListener> {
+        while let Some(listener) = self.spare.pop() {
+            if listener.discard_queued() {
+                return Ok(listener);
+            }
+            // Something keeps sending to it: closed, and its name with it.
+        }
         match &self.place {
             Place::Abstract { workers_uid } => {
-                let mut listener =
-                    NotifyListener::bind_abstract_unique(&format!("worker-{worker_id}"))?;
+                let mut listener = NotifyListener::bind_abstract_unique("worker")?;
                 listener.uid = *workers_uid;
                 Ok(listener)
             }
             Place::Directory(dir) => dir.bind_worker(worker_id),
+        }
+    }
+
+    /// Takes back the socket of a worker whose whole tree is known to be gone (its
+    /// cgroup read `populated 0`), to give it to a later worker instead of creating a
+    /// socket, binding it and closing this one: three syscalls and a name fewer per
+    /// respawn. The caller's word that the tree is gone is what keeps a socket private to
+    /// its worker: no process of an earlier worker is left to send to it, and what they
+    /// sent before they ended is discarded when it is handed out again. Only sockets in
+    /// the abstract namespace are kept (a directory's are named after their worker), and
+    /// at most `keep` (the cluster's target); the others are closed.
+    pub fn recycle(&mut self, listener: NotifyListener, keep: usize) {
+        if listener.is_abstract() && self.spare.len() < keep {
+            self.spare.push(listener);
         }
     }
 
@@ -865,6 +895,19 @@ impl NotifyListener {
                 }
             }
         }
+    }
+
+    /// Reads and drops what is queued: answers whether the queue is empty now (it held
+    /// at most a few datagrams, and reading it worked).
+    fn discard_queued(&self) -> bool {
+        for _ in 0..8 {
+            match self.recv_one() {
+                Ok(None) => return true,
+                Ok(Some(_)) => {}
+                Err(_) => return false,
+            }
+        }
+        false
     }
 
     /// Reads one datagram: `Ok(None)` when there is nothing left to read, else the message
@@ -1496,9 +1539,60 @@ mod tests {
             .collect()
     }
 
+    /// A recycled socket is handed out again with its name, and with nothing of its
+    /// earlier worker's left in its queue; one that is still being flooded is not; at
+    /// most `keep` are kept, and only in the abstract namespace.
+    #[test]
+    fn a_recycled_socket_comes_back_empty() {
+        let mut sockets = NotifySockets::create().unwrap();
+        let first = sockets.bind_worker(1).unwrap();
+        let name = first.address().to_owned();
+        send(&name, "READY=1", &[]).unwrap();
+        send(&name, "STATUS=stale", &[]).unwrap();
+        sockets.recycle(first, 1);
+        let reused = sockets.bind_worker(2).unwrap();
+        assert_eq!(reused.address(), name);
+        assert_eq!(reused.recv_one().unwrap(), None, "the old worker's datagrams are gone");
+        send(&name, "READY=1", &[]).unwrap();
+        wait_readable(&reused);
+        assert!(reused.recv().unwrap().unwrap().ready, "and the new worker's count");
+
+        // More queued than a hand-over reads (up to the queue's limit,
+        // net.unix.max_dgram_qlen): closed, and a fresh socket given instead.
+        let queued = (0..64)
+            .take_while(|_| send(&name, "READY=1", &[]).is_ok())
+            .count();
+        assert!(queued > 8, "only {queued} datagrams could be queued");
+        sockets.recycle(reused, 1);
+        let fresh = sockets.bind_worker(3).unwrap();
+        assert_ne!(fresh.address(), name);
+        assert!(!abstract_names().contains(&name.to_str().unwrap().to_owned()));
+
+        // The pool holds at most `keep`.
+        let (a, b) = (sockets.bind_worker(4).unwrap(), sockets.bind_worker(5).unwrap());
+        let kept = a.address().to_owned();
+        sockets.recycle(a, 1);
+        sockets.recycle(b, 1);
+        assert_eq!(sockets.bind_worker(6).unwrap().address(), kept);
+        assert_ne!(sockets.bind_worker(7).unwrap().address(), kept);
+
+        // A directory's sockets are named after their worker: never kept.
+        let parent = tempfile::tempdir().unwrap();
+        let mut dir = NotifySockets::in_dir(NotifyDir::create_in(parent.path()).unwrap());
+        let one = dir.bind_worker(1).unwrap();
+        let path = one.path().to_owned();
+        dir.recycle(one, 8);
+        assert!(!path.exists(), "closed and removed");
+        assert_eq!(
+            dir.bind_worker(2).unwrap().path(),
+            dir.dir().unwrap().path().join("worker-2.sock")
+        );
+        drop(fresh);
+    }
+
     #[test]
     fn abstract_sockets_are_clutchs_unique_and_leave_nothing() {
-        let sockets = NotifySockets::create().unwrap();
+        let mut sockets = NotifySockets::create().unwrap();
         assert_eq!(sockets.kind(), NotifySocketKind::Abstract);
         assert!(sockets.dir().is_none());
         let first = sockets.bind_worker(7).unwrap();
@@ -1508,7 +1602,7 @@ mod tests {
         let prefix = format!("@clutch/{}/", std::process::id());
         let random = name
             .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix("/worker-7"))
+            .and_then(|rest| rest.strip_suffix("/worker"))
             .unwrap_or_else(|| panic!("{name}"));
         assert!(
             random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -1532,7 +1626,7 @@ mod tests {
         assert!(own.address().to_str().unwrap().ends_with("/successor-1"));
         // In directory mode, the same calls give files in the directory.
         let parent = tempfile::tempdir().unwrap();
-        let dir = NotifySockets::in_dir(NotifyDir::create_in(parent.path()).unwrap());
+        let mut dir = NotifySockets::in_dir(NotifyDir::create_in(parent.path()).unwrap());
         assert_eq!(dir.kind(), NotifySocketKind::Directory);
         let path = dir.dir().unwrap().path().to_owned();
         assert_eq!(
@@ -1758,7 +1852,7 @@ mod tests {
         if !rustix::process::getuid().is_root() {
             return;
         }
-        let sockets = NotifySockets::create().unwrap();
+        let mut sockets = NotifySockets::create().unwrap();
         let listener = sockets.bind_worker(1).unwrap();
         assert_delivered_and_dropped(65534, &listener);
         assert_eq!(listener.recv_one().unwrap(), None);
@@ -1772,7 +1866,7 @@ mod tests {
             return;
         }
         let nobody = Credentials::resolve(Some("65534"), Some("65534")).unwrap();
-        let sockets = NotifySockets::create_for(NotifySocketKind::Abstract, Some(&nobody)).unwrap();
+        let mut sockets = NotifySockets::create_for(NotifySocketKind::Abstract, Some(&nobody)).unwrap();
         assert_eq!(sockets.kind(), NotifySocketKind::Abstract);
         let listener = sockets.bind_worker(1).unwrap();
         assert_eq!(
