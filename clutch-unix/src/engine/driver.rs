@@ -1005,13 +1005,16 @@ impl Driver {
             handle.rejected.finish(id);
             self.by_pid.remove(&handle.process.pid());
             self.containment.untrack(&handle.tree);
-            let registry = self.poll.registry();
-            if let Some(fd) = handle.process.pidfd() {
-                let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
-            }
-            let _ = registry.deregister(&mut SourceFd(&handle.notify.as_fd().as_raw_fd()));
+            // Its pidfd and (unless recycled) its notify socket are closed with the
+            // handle, which takes them out of the poll: no deregistration needed. A
+            // recycled notify socket stays registered, with this worker's token, whose
+            // events find no worker, until the next worker's registration replaces it.
             if let Some(cgroup) = handle.tree.into_cgroup() {
-                let _ = registry.deregister(&mut SourceFd(&cgroup.events().as_raw_fd()));
+                // The cgroup's files stay open in the pool: out of the poll they go.
+                if handle.ending.is_some() {
+                    let registry = self.poll.registry();
+                    let _ = registry.deregister(&mut SourceFd(&cgroup.events().as_raw_fd()));
+                }
                 let target = self.cluster.target();
                 if self.containment.recycle(cgroup, target) {
                     // No process of its tree is left to speak on its socket.
@@ -1289,13 +1292,14 @@ impl Driver {
                 )
                 .map_err(|e| master_error(&e, format_args!("watching worker {id}")))?;
         }
-        registry
-            .register(
-                &mut SourceFd(&notify.as_fd().as_raw_fd()),
-                Token(base + 1),
-                Interest::READABLE,
-            )
-            .map_err(|e| master_error(&e, format_args!("watching worker {id}'s notify socket")))?;
+        let mut source = SourceFd(&notify.as_fd().as_raw_fd());
+        // A recycled socket is still registered, with its earlier worker's token.
+        if notify.is_recycled() {
+            registry.reregister(&mut source, Token(base + 1), Interest::READABLE)
+        } else {
+            registry.register(&mut source, Token(base + 1), Interest::READABLE)
+        }
+        .map_err(|e| master_error(&e, format_args!("watching worker {id}'s notify socket")))?;
         Ok(())
     }
 

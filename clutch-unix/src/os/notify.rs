@@ -325,8 +325,9 @@ impl NotifySockets {
     /// sent before they ended is discarded when it is handed out again. Only sockets in
     /// the abstract namespace are kept (a directory's are named after their worker), and
     /// at most `keep` (the cluster's target); the others are closed.
-    pub fn recycle(&mut self, listener: NotifyListener, keep: usize) {
+    pub fn recycle(&mut self, mut listener: NotifyListener, keep: usize) {
         if listener.is_abstract() && self.spare.len() < keep {
+            listener.recycled = true;
             self.spare.push(listener);
         }
     }
@@ -769,6 +770,8 @@ pub struct NotifyListener {
     /// A file of ours is at `path`.
     file: bool,
     uid: rustix::process::Uid,
+    /// It went through [`NotifySockets::recycle`]: it served an earlier worker.
+    recycled: bool,
 }
 
 impl NotifyListener {
@@ -820,6 +823,7 @@ impl NotifyListener {
             path,
             file,
             uid: rustix::process::getuid(),
+            recycled: false,
         })
     }
 
@@ -874,6 +878,13 @@ impl NotifyListener {
     #[must_use]
     pub fn is_abstract(&self) -> bool {
         !self.file
+    }
+
+    /// Whether it served an earlier worker ([`NotifySockets::recycle`]): an event loop
+    /// that left it registered then changes the registration rather than adding one.
+    #[must_use]
+    pub fn is_recycled(&self) -> bool {
+        self.recycled
     }
 
     /// The next message, or `Ok(None)` when there is nothing left to read. Datagrams that
