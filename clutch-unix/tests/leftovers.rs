@@ -3,7 +3,8 @@
 //! (they are in the abstract namespace, gone with the master's descriptors); and what a
 //! SIGKILLed master did leave is cleaned at the next start: its socket files are
 //! replaced, and the notify directory of a master with `--notify-sockets directory` (or
-//! of an older version) is removed.
+//! of an older version) is removed. And a worker's notify socket, which may go to the
+//! next worker, carries nothing of the worker before: no descendant of it speaks there.
 //!
 //! Every run points `XDG_RUNTIME_DIR` at a temporary directory of its own, so the test
 //! owns the notify directory's parent and sees exactly what is in it.
@@ -212,9 +213,9 @@ fn notify_socket_of(pid: u32) -> String {
         .unwrap_or_else(|| panic!("worker {pid} has no NOTIFY_SOCKET"))
 }
 
-/// The default: each worker's notify socket is an abstract name of its master's, gone
-/// once the worker is (its replacement has another), and all of them gone with a
-/// SIGKILLed master. No directory is made; the next master starts as if nothing was.
+/// The default: each worker's notify socket is an abstract name of its master's, one per
+/// live worker (a dead worker's goes to its replacement where a cgroup proved the tree
+/// gone, else it is closed), and all of them gone with a SIGKILLed master. No directory is made; the next master starts as if nothing was.
 #[test]
 fn a_sigkilled_master_leaves_no_notify_socket_behind() {
     let place = Place::new();
@@ -224,16 +225,16 @@ fn a_sigkilled_master_leaves_no_notify_socket_behind() {
     let prefix = format!("@clutch/{}/", first.pid());
     let socket = notify_socket_of(workers[0]);
     assert!(socket.starts_with(&prefix), "{socket}");
-    assert!(socket.ends_with("/worker-1"), "{socket}");
+    assert!(socket.ends_with("/worker"), "{socket}");
     assert_eq!(abstract_names(&prefix), vec![socket.clone()]);
     assert_eq!(place.notify_dirs(), Vec::<PathBuf>::new(), "no directory");
 
-    // A worker that dies takes its name with it; its replacement has a name of its own.
+    // A worker that dies leaves no name behind: its replacement's is the only one.
     kill(Pid::from_raw(workers[0] as i32), Signal::SIGKILL).unwrap();
     let pids = first.wait_ready(2);
     let replacement = *pids.iter().find(|p| !workers.contains(p)).unwrap();
     let second_socket = notify_socket_of(replacement);
-    assert!(second_socket.ends_with("/worker-2"), "{second_socket}");
+    assert!(second_socket.starts_with(&prefix), "{second_socket}");
     assert_eq!(abstract_names(&prefix), vec![second_socket]);
 
     first.signal(Signal::SIGKILL);
@@ -252,6 +253,80 @@ fn a_sigkilled_master_leaves_no_notify_socket_behind() {
     second.signal(Signal::SIGTERM);
     assert_eq!(second.wait_exit().code(), Some(0), "{}", second.stderr());
     place.assert_clean("a clean stop");
+}
+
+/// A notify socket speaks for one worker at a time. Worker 1 leaves a descendant, in a
+/// session of its own (out of its process group), that says READY=1 on worker 1's socket
+/// every 5 ms; then worker 1 crashes, past its probation. Its replacement never
+/// says READY=1 itself, so it must not be counted ready: the master's boot timeout fires
+/// for it. With cgroups (as root) the replacement gets worker 1's socket once the tree
+/// read `populated 0`, so the descendant has died first; without, it gets a new one and
+/// the descendant is hunted as an orphan.
+#[test]
+fn an_ended_workers_descendant_cannot_speak_for_the_next_worker() {
+    const WORKER: &str = r#"
+import os, socket, time
+n = os.environ["NOTIFY_SOCKET"]
+a = "\0" + n[1:] if n[0] == "@" else n
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+def say(m):
+    try:
+        s.sendto(m, a)
+    except OSError:
+        time.sleep(0.001)
+if os.environ["CLUTCH_WORKER_ID"] == "1":
+    if os.fork() == 0:
+        os.setsid()
+        with open(os.environ["SPEAKER"], "w") as f:
+            f.write(str(os.getpid()))
+        while True:  # not a flood, which a hand-over would refuse: a steady voice
+            say(b"READY=1")
+            time.sleep(0.005)
+    while not os.path.exists(os.environ["SPEAKER"]):
+        time.sleep(0.01)
+    say(b"READY=1")
+    time.sleep(0.6)
+    os._exit(1)
+time.sleep(300)
+"#;
+    let place = Place::new();
+    let speaker = place.path("speaker");
+    let stderr = place.path("stderr-1");
+    let child = Command::new(CLUTCH)
+        .args(["run", "--log-format", "json", "--workers", "1", "--ready", "notify"])
+        .args(["--min-uptime", "100ms", "--boot-timeout", "1500ms"])
+        .args(["--", "python3", "-c", WORKER])
+        .env("XDG_RUNTIME_DIR", place.runtime())
+        .env("SPEAKER", &speaker)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut master = Master { child, stderr };
+    let worker = |logs: &[Value], event: &str, id: u64| {
+        logs.iter()
+            .any(|l| l["event"] == event && l["worker"].as_u64() == Some(id))
+    };
+    master.wait_log("worker 2's boot timeout (or readiness)", |logs| {
+        worker(logs, "worker_boot_timed_out", 2) || worker(logs, "worker_ready", 2)
+    });
+    let logs = master.logs();
+    assert!(worker(&logs, "worker_died", 1), "{}", master.stderr());
+    assert!(
+        !worker(&logs, "worker_ready", 2),
+        "worker 1's descendant spoke for worker 2:\n{}",
+        master.stderr()
+    );
+    let speaker: u32 = std::fs::read_to_string(&speaker).unwrap().parse().unwrap();
+    let gone = wait_gone(&[speaker], PATIENCE);
+    master.signal(Signal::SIGTERM);
+    master.wait_exit();
+    if gone.is_err() {
+        let _ = kill(Pid::from_raw(speaker as i32), Signal::SIGKILL);
+    }
+    gone.expect("worker 1's descendant ended with its tree");
 }
 
 /// `--notify-sockets directory`: a SIGKILLed master leaves its directory, and the next
