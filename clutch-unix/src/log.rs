@@ -66,6 +66,7 @@ impl Log {
         let _ = match self {
             Self::Off => return,
             Self::Stderr => tracing_subscriber::fmt()
+                .with_timer(Timestamp)
                 .with_env_filter(filter())
                 .with_ansi(io::stderr().is_terminal())
                 .with_writer(StderrSink::new(Format::Text))
@@ -73,6 +74,7 @@ impl Log {
             Self::Json => tracing_subscriber::fmt()
                 .json()
                 .flatten_event(true)
+                .with_timer(Timestamp)
                 .with_env_filter(filter())
                 .with_writer(StderrSink::new(Format::Json))
                 .try_init(),
@@ -395,10 +397,44 @@ fn dropped_line(format: Format, count: u64, now: SystemTime) -> String {
 
 /// `2026-12-01T20:21:58.123456Z`, as tracing-subscriber's default timer writes it.
 pub(crate) fn rfc3339(at: SystemTime) -> String {
+    let mut text = String::with_capacity(27);
+    let _ = write_rfc3339(at, &mut text);
+    text
+}
+
+/// [`rfc3339`] into `out`. The date and time of day are formatted once a second (per
+/// thread) and kept, so a line costs only its microseconds: on a mass respawn, three
+/// lines per worker, the timer was a fifth of the logging's CPU.
+fn write_rfc3339(at: SystemTime, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
     let since = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = since.as_secs();
+    SECOND.with(|second| match second.try_borrow_mut() {
+        Ok(mut second) => {
+            if second.0 != secs {
+                *second = (secs, date_and_time(secs));
+            }
+            out.write_str(&second.1)
+        }
+        // (Only if formatting a time could log: it cannot.)
+        Err(_) => out.write_str(&date_and_time(secs)),
+    })?;
+    let mut tail = *b".000000Z";
+    let mut micros = since.subsec_micros();
+    for digit in tail[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.write_str(std::str::from_utf8(&tail).unwrap_or(".000000Z"))
+}
+
+/// `2026-12-01T20:21:58` for `secs` since the epoch (UTC).
+fn date_and_time(secs: u64) -> String {
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's civil_from_days, for days since 1970-01-01.
     let z = days as i64 + 719_468;
@@ -411,12 +447,22 @@ pub(crate) fn rfc3339(at: SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rest / 3600,
         rest / 60 % 60,
         rest % 60,
-        since.subsec_micros()
     )
+}
+
+/// The subscribers' timer: tracing-subscriber's `SystemTime`, byte for byte, through
+/// [`write_rfc3339`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Timestamp;
+
+impl tracing_subscriber::fmt::time::FormatTime for Timestamp {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write_rfc3339(SystemTime::now(), w)
+    }
 }
 
 #[cfg(test)]
@@ -484,6 +530,44 @@ mod tests {
         let flags = rustix::fs::fcntl_getfl(&write).unwrap();
         assert!(!flags.contains(rustix::fs::OFlags::NONBLOCK));
         let _ = write.as_raw_fd();
+    }
+
+    /// The kept date and time of day give what formatting each time would, across second,
+    /// day and year boundaries, and the same as tracing-subscriber's own timer.
+    #[test]
+    fn the_timestamp_is_tracing_subscribers_to_the_microsecond() {
+        use tracing_subscriber::fmt::format::Writer;
+        use tracing_subscriber::fmt::time::FormatTime;
+        let epoch = SystemTime::UNIX_EPOCH;
+        for (secs, nanos, text) in [
+            (1_796_156_518, 123_456_789, "2026-12-01T20:21:58.123456Z"),
+            (1_796_156_518, 999_999_999, "2026-12-01T20:21:58.999999Z"),
+            (1_796_156_519, 0, "2026-12-01T20:21:59.000000Z"),
+            (1_798_761_599, 7_000, "2026-12-31T23:59:59.000007Z"),
+            (1_798_761_600, 1_000, "2027-01-01T00:00:00.000001Z"),
+            (951_782_400, 0, "2000-02-29T00:00:00.000000Z"),
+        ] {
+            let at = epoch + Duration::new(secs, nanos);
+            assert_eq!(rfc3339(at), text);
+            assert_eq!(rfc3339(at), text, "again, from the kept second");
+        }
+        // Against tracing-subscriber's timer: the same shape, and the same second unless
+        // one fell between the two calls.
+        let theirs_and_ours = || {
+            let (mut theirs, mut ours) = (String::new(), String::new());
+            tracing_subscriber::fmt::time::SystemTime
+                .format_time(&mut Writer::new(&mut theirs))
+                .unwrap();
+            Timestamp.format_time(&mut Writer::new(&mut ours)).unwrap();
+            (theirs, ours)
+        };
+        let same_second = (0..10).any(|_| {
+            let (theirs, ours) = theirs_and_ours();
+            assert_eq!(theirs.len(), ours.len(), "{theirs} {ours}");
+            assert!(ours.ends_with('Z') && ours.as_bytes()[19] == b'.', "{ours}");
+            theirs[..19] == ours[..19]
+        });
+        assert!(same_second);
     }
 
     #[test]
