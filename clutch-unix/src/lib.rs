@@ -113,7 +113,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let addr: ListenAddr = "127.0.0.1:5000".parse()?;
 //! let listener = bind(&addr, &ListenOptions::default())?.with_name("http");
-//! let sockets = NotifySockets::create()?; // @clutch/… names: no directory, no files
+//! let mut sockets = NotifySockets::create()?; // @clutch/… names: no directory, no files
 //! let notify = sockets.bind_worker(1)?;
 //!
 //! let child = SpawnSpec::new("/usr/local/bin/server")
