@@ -415,6 +415,7 @@ impl Driver {
             }
             self.update_title();
             self.spawned_this_turn = 0;
+            self.containment.new_turn();
             let timeout = if self.has_backlog() {
                 Some(Duration::ZERO)
             } else {

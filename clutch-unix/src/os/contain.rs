@@ -93,6 +93,11 @@ pub(crate) struct Containment {
     /// The master's own cgroup's `cgroup.procs`, held open only to keep its inode (see
     /// [`Self::start`]).
     _procs: Option<OwnedFd>,
+    /// `clutch-<pid>/cpu.stat`: read to flush every worker cgroup's CPU counters at once
+    /// (see [`Self::recycle`]).
+    base_cpu_stat: Option<OwnedFd>,
+    /// Cgroups recycled since the driver's turn began ([`Self::new_turn`]).
+    recycled_this_turn: u32,
 }
 
 impl Containment {
@@ -159,8 +164,18 @@ impl Containment {
             )
             .ok()
         });
+        let base_cpu_stat = base.as_deref().and_then(|base| {
+            rustix::fs::open(
+                base.join("cpu.stat"),
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        });
         Ok(Self {
             _procs: procs,
+            base_cpu_stat,
+            recycled_this_turn: 0,
             base,
             memory,
             keeper,
@@ -169,6 +184,11 @@ impl Containment {
             pool: Vec::new(),
             made: 0,
         })
+    }
+
+    /// The driver's loop woke for a new turn (see [`Self::recycle`]).
+    pub(crate) fn new_turn(&mut self) {
+        self.recycled_this_turn = 0;
     }
 
     /// Whether a worker's memory is measured in its cgroup (`memory.current`, its whole
@@ -243,9 +263,22 @@ impl Containment {
     ///
     /// Answers whether the tree is known to be gone: `populated 0` was read (a cgroup
     /// whose interface files cannot be read is not kept, and its tree is not known gone).
+    ///
+    /// The `cpu.stat` read flushes the kernel's per-CPU counters of the cgroup. When
+    /// several trees end in one turn (a mass respawn), one read of `clutch-<pid>`'s
+    /// `cpu.stat` first flushes them all, and each cgroup's read then finds nothing to
+    /// flush: by `perf`, the reads went from 9.4 % of the master's samples to 2.6 % on a
+    /// respawn of 1024. (A single end reads its own cgroup only.)
     pub(crate) fn recycle(&mut self, mut cgroup: WorkerCgroup, keep: usize) -> bool {
         let empty = cgroup.empty();
         if empty && !self.memory && self.pool.len() < keep && !cgroup.killed.get() {
+            self.recycled_this_turn += 1;
+            if self.recycled_this_turn == 2 {
+                if let Some(base) = &self.base_cpu_stat {
+                    let mut buffer = [0u8; 1024];
+                    let _ = rustix::io::pread(base, &mut buffer, 0);
+                }
+            }
             // Without a CPU figure to start from, the next worker's would be wrong: then
             // the cgroup is dropped (removed).
             if let Some(used) = cgroup.read_cpu_usage() {
