@@ -293,7 +293,15 @@ time.sleep(300)
     let speaker = place.path("speaker");
     let stderr = place.path("stderr-1");
     let child = Command::new(CLUTCH)
-        .args(["run", "--log-format", "json", "--workers", "1", "--ready", "notify"])
+        .args([
+            "run",
+            "--log-format",
+            "json",
+            "--workers",
+            "1",
+            "--ready",
+            "notify",
+        ])
         .args(["--min-uptime", "100ms", "--boot-timeout", "1500ms"])
         .args(["--", "python3", "-c", WORKER])
         .env("XDG_RUNTIME_DIR", place.runtime())

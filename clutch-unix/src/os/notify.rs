@@ -1563,10 +1563,17 @@ mod tests {
         sockets.recycle(first, 1);
         let reused = sockets.bind_worker(2).unwrap();
         assert_eq!(reused.address(), name);
-        assert_eq!(reused.recv_one().unwrap(), None, "the old worker's datagrams are gone");
+        assert_eq!(
+            reused.recv_one().unwrap(),
+            None,
+            "the old worker's datagrams are gone"
+        );
         send(&name, "READY=1", &[]).unwrap();
         wait_readable(&reused);
-        assert!(reused.recv().unwrap().unwrap().ready, "and the new worker's count");
+        assert!(
+            reused.recv().unwrap().unwrap().ready,
+            "and the new worker's count"
+        );
 
         // More queued than a hand-over reads (up to the queue's limit,
         // net.unix.max_dgram_qlen): closed, and a fresh socket given instead.
@@ -1580,7 +1587,10 @@ mod tests {
         assert!(!abstract_names().contains(&name.to_str().unwrap().to_owned()));
 
         // The pool holds at most `keep`.
-        let (a, b) = (sockets.bind_worker(4).unwrap(), sockets.bind_worker(5).unwrap());
+        let (a, b) = (
+            sockets.bind_worker(4).unwrap(),
+            sockets.bind_worker(5).unwrap(),
+        );
         let kept = a.address().to_owned();
         sockets.recycle(a, 1);
         sockets.recycle(b, 1);
@@ -1877,7 +1887,8 @@ mod tests {
             return;
         }
         let nobody = Credentials::resolve(Some("65534"), Some("65534")).unwrap();
-        let mut sockets = NotifySockets::create_for(NotifySocketKind::Abstract, Some(&nobody)).unwrap();
+        let mut sockets =
+            NotifySockets::create_for(NotifySocketKind::Abstract, Some(&nobody)).unwrap();
         assert_eq!(sockets.kind(), NotifySocketKind::Abstract);
         let listener = sockets.bind_worker(1).unwrap();
         assert_eq!(

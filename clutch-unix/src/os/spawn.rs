@@ -1010,7 +1010,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             base.vars().collect::<Vec<_>>(),
-            [("A".into(), "later wins".into()), ("B".into(), "base".into())]
+            [
+                ("A".into(), "later wins".into()),
+                ("B".into(), "base".into())
+            ]
         );
         let child = SpawnSpec::new("/bin/sleep")
             .arg("600")
