@@ -265,7 +265,7 @@ fn a_sigkilled_master_leaves_no_notify_socket_behind() {
 #[test]
 fn an_ended_workers_descendant_cannot_speak_for_the_next_worker() {
     const WORKER: &str = r#"
-import os, socket, time
+import os, socket, sys, time
 n = os.environ["NOTIFY_SOCKET"]
 a = "\0" + n[1:] if n[0] == "@" else n
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -277,12 +277,12 @@ def say(m):
 if os.environ["CLUTCH_WORKER_ID"] == "1":
     if os.fork() == 0:
         os.setsid()
-        with open(os.environ["SPEAKER"], "w") as f:
+        with open(sys.argv[1], "w") as f:
             f.write(str(os.getpid()))
         while True:  # not a flood, which a hand-over would refuse: a steady voice
             say(b"READY=1")
             time.sleep(0.005)
-    while not os.path.exists(os.environ["SPEAKER"]):
+    while not os.path.exists(sys.argv[1]):
         time.sleep(0.01)
     say(b"READY=1")
     time.sleep(0.6)
@@ -291,28 +291,25 @@ time.sleep(300)
 "#;
     let place = Place::new();
     let speaker = place.path("speaker");
-    let stderr = place.path("stderr-1");
-    let child = Command::new(CLUTCH)
-        .args([
-            "run",
-            "--log-format",
-            "json",
+    let speaker_arg = speaker.display().to_string();
+    let mut master = place.clutch(
+        1,
+        &[
             "--workers",
             "1",
             "--ready",
             "notify",
-        ])
-        .args(["--min-uptime", "100ms", "--boot-timeout", "1500ms"])
-        .args(["--", "python3", "-c", WORKER])
-        .env("XDG_RUNTIME_DIR", place.runtime())
-        .env("SPEAKER", &speaker)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let mut master = Master { child, stderr };
+            "--min-uptime",
+            "100ms",
+            "--boot-timeout",
+            "1500ms",
+            "--",
+            "python3",
+            "-c",
+            WORKER,
+            &speaker_arg,
+        ],
+    );
     let worker = |logs: &[Value], event: &str, id: u64| {
         logs.iter()
             .any(|l| l["event"] == event && l["worker"].as_u64() == Some(id))
