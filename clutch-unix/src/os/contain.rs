@@ -156,22 +156,14 @@ impl Containment {
                 None
             }
         };
-        let procs = base.as_deref().and_then(Path::parent).and_then(|own| {
-            rustix::fs::open(
-                own.join("cgroup.procs"),
-                OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()
-        });
-        let base_cpu_stat = base.as_deref().and_then(|base| {
-            rustix::fs::open(
-                base.join("cpu.stat"),
-                OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()
-        });
+        let open = |path: PathBuf| {
+            rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
+        };
+        let procs = base
+            .as_deref()
+            .and_then(Path::parent)
+            .and_then(|own| open(own.join("cgroup.procs")));
+        let base_cpu_stat = base.as_deref().and_then(|base| open(base.join("cpu.stat")));
         Ok(Self {
             _procs: procs,
             base_cpu_stat,

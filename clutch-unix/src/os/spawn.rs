@@ -31,7 +31,7 @@ use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::process::{pidfd_open, waitpid, Pid, PidfdFlags, WaitOptions};
@@ -295,11 +295,7 @@ impl<'fd> SpawnSpec<'fd> {
         let mut fixed = Vec::with_capacity(6);
         let mut own_pid = Vec::new();
         let mut set = |name: &str, value: &OsStr| {
-            let mut entry = Vec::with_capacity(name.len() + 1 + value.len());
-            entry.extend_from_slice(name.as_bytes());
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            fixed.push(c_string(entry, name)?);
+            fixed.push(env_entry(name.as_bytes(), value, name)?);
             io::Result::Ok(())
         };
         if !self.listeners.is_empty() {
@@ -368,10 +364,11 @@ impl Environment {
                     "invalid environment variable name {name:?}"
                 )));
             }
-            let mut entry = name.into_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            entries.push(c_string(entry, "an environment variable")?);
+            entries.push(env_entry(
+                name.as_bytes(),
+                &value,
+                "an environment variable",
+            )?);
         }
         Ok(Self { entries })
     }
@@ -544,6 +541,15 @@ fn check_fd_name(name: &str) -> io::Result<()> {
              characters other than ':'"
         )))
     }
+}
+
+/// `NAME=value` as a C string (`what` names it in the error of a NUL byte).
+fn env_entry(name: &[u8], value: &OsStr, what: &str) -> io::Result<CString> {
+    let mut entry = Vec::with_capacity(name.len() + 1 + value.len());
+    entry.extend_from_slice(name);
+    entry.push(b'=');
+    entry.extend_from_slice(value.as_bytes());
+    c_string(entry, what)
 }
 
 fn c_string(bytes: Vec<u8>, what: &str) -> io::Result<CString> {
